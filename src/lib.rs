@@ -1,0 +1,38 @@
+//! weft: a Prometheus remote-write ingester that keeps answering through object-store outages.
+//!
+//! The data path, one module a stage (see `docs/ARCHITECTURE.md`):
+//!
+//! - [`chunk`]: the Prometheus XOR chunk codec, byte-identical to Prometheus's encoder.
+//! - [`model`]: labels (validated, sorted, interned), matchers, tenant ids.
+//! - [`proto`]: the remote-write / remote-read protobuf messages, snappy framing, and the
+//!   zero-copy remote-write decoder used on the hot path.
+//! - [`head`]: the in-memory series of each tenant, their chunks, the postings index, limits.
+//! - [`query`]: selecting series and chunks for a time range.
+//! - [`api`]: HTTP (axum): remote write, remote read, the Prometheus series API, metrics.
+//!
+//! A chunk round trip, as Prometheus would write it:
+//!
+//! ```
+//! use weft::chunk::{XorAppender, XorIterator};
+//!
+//! let mut app = XorAppender::new();
+//! app.append(1_000, 1.5);
+//! app.append(2_000, f64::from_bits(0x7ff0_0000_0000_0002)); // a staleness marker
+//! let bytes = app.bytes().to_vec();
+//! let samples: Vec<(i64, u64)> = XorIterator::new(&bytes)
+//!     .unwrap()
+//!     .map(|s| s.map(|(t, v)| (t, v.to_bits())))
+//!     .collect::<Result<_, _>>()
+//!     .unwrap();
+//! assert_eq!(samples, vec![(1_000, 1.5f64.to_bits()), (2_000, 0x7ff0_0000_0000_0002)]);
+//! ```
+#![warn(missing_debug_implementations, unreachable_pub)]
+#![deny(unused_must_use)]
+
+pub mod api;
+pub mod chunk;
+pub mod head;
+pub mod metrics;
+pub mod model;
+pub mod proto;
+pub mod query;

@@ -1,0 +1,16 @@
+//! Labels, matchers, tenant ids and the PromQL series-selector syntax.
+//!
+//! **Invariant:** `model` knows nothing about storage.
+
+mod labels;
+mod matcher;
+mod selector;
+mod tenant;
+
+pub use labels::{Interner, Label, LabelError, LabelLimits, Labels};
+pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use selector::{parse_selector, SelectorError};
+pub use tenant::{TenantError, TenantId};
+
+/// The label that names a metric.
+pub const METRIC_NAME: &str = "__name__";
