@@ -7,7 +7,9 @@ mod matcher;
 mod selector;
 mod tenant;
 
-pub use labels::{Interner, Label, LabelError, LabelLimits, Labels};
+pub use labels::{
+    hash_raw, sort_and_drop_empty, sort_raw, Interner, Label, LabelError, LabelLimits, Labels,
+};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use selector::{parse_selector, SelectorError};
 pub use tenant::{TenantError, TenantId};
