@@ -105,3 +105,6 @@ fn get_uvarint(buf: &[u8]) -> Option<(u64, usize)> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests;
