@@ -5,7 +5,7 @@ pub mod prompb;
 mod snappy;
 mod write;
 
-pub use snappy::{compress, decompress, SnappyError};
+pub use snappy::{compress, decompress, decompress_into, SnappyError};
 pub use write::{decode_write_request, WriteBatch, WriteSeries, ProtoError};
 
 /// Content type of a remote-read response in STREAMED_XOR_CHUNKS mode.

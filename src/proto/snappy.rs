@@ -24,6 +24,15 @@ pub enum SnappyError {
 /// The length check happens before any allocation, so a header that claims gigabytes costs
 /// nothing: the output buffer is only ever as large as a header the limit has accepted.
 pub fn decompress(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, SnappyError> {
+    let mut out = Vec::new();
+    decompress_into(body, max_decompressed, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`decompress`], into a buffer the caller reuses across requests. `out` is replaced,
+/// not appended to; on error its contents are unspecified (but never above the limit).
+pub fn decompress_into(body: &[u8], max_decompressed: usize, out: &mut Vec<u8>) -> Result<(), SnappyError> {
+    out.clear();
     let claimed = match snap::raw::decompress_len(body) {
         Ok(len) => len,
         // snap refuses headers above u32::MAX itself; report those as "too large" too, since
@@ -36,18 +45,18 @@ pub fn decompress(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, Snapp
     if claimed > max_decompressed {
         return Err(SnappyError::TooLarge { claimed: claimed as u64, limit: max_decompressed });
     }
-    let mut out = vec![0u8; claimed];
+    out.resize(claimed, 0);
     let written = snap::raw::Decoder::new()
-        .decompress(body, &mut out)
+        .decompress(body, out)
         .map_err(|e| SnappyError::Invalid(e.to_string()))?;
-    // snap writes exactly the header's length or fails; assert it rather than trust it, since
-    // a short buffer here would hand zeros to the protobuf decoder.
+    // snap writes exactly the header's length or fails; check rather than trust it, since a
+    // short write here would hand zeros to the protobuf decoder.
     if written != claimed {
         return Err(SnappyError::Invalid(format!(
             "decompressed {written} bytes, header claimed {claimed}"
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Compresses into a snappy block.

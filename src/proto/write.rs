@@ -78,6 +78,32 @@ impl<'a> WriteBatch<'a> {
         self.samples.clear();
         self.metadata = 0;
     }
+
+    /// Empties the batch and releases its borrow of the body, keeping the vectors'
+    /// allocations, so that one batch can serve request after request:
+    ///
+    /// ```
+    /// use weft::proto::{decode_write_request, WriteBatch};
+    ///
+    /// let mut batch: WriteBatch<'static> = WriteBatch::default();
+    /// for body in [vec![], vec![0x0a, 0x00]] {
+    ///     let mut b = std::mem::take(&mut batch).recycle();
+    ///     decode_write_request(&body, &mut b).unwrap();
+    ///     // ... use b ...
+    ///     batch = b.recycle();
+    /// }
+    /// ```
+    pub fn recycle<'b>(self) -> WriteBatch<'b> {
+        let WriteBatch { mut series, mut labels, mut samples, .. } = self;
+        series.clear();
+        samples.clear();
+        labels.clear();
+        // An empty vector holds no borrows. Collecting `IntoIter` into a vector of a type with
+        // the same layout reuses the allocation (std's in-place collect), so this neither
+        // allocates nor copies.
+        let labels = labels.into_iter().map(|_| unreachable!("the vector is empty")).collect();
+        WriteBatch { series, labels, samples, metadata: 0 }
+    }
 }
 
 /// Decodes a `WriteRequest` into `out` (cleared first). Unknown fields are skipped; every
