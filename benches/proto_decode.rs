@@ -22,7 +22,10 @@ const METRICS: &[(&str, &[&str])] = &[
     ("node_cpu_seconds_total", &["cpu", "mode"]),
     ("node_network_receive_bytes_total", &["device"]),
     ("node_network_transmit_packets_total", &["device"]),
-    ("node_filesystem_avail_bytes", &["device", "fstype", "mountpoint"]),
+    (
+        "node_filesystem_avail_bytes",
+        &["device", "fstype", "mountpoint"],
+    ),
     ("node_disk_read_bytes_total", &["device"]),
     ("node_disk_io_time_seconds_total", &["device"]),
     ("node_memory_MemAvailable_bytes", &[]),
@@ -38,11 +41,34 @@ fn pick<'a>(rng: &mut StdRng, xs: &[&'a str]) -> &'a str {
 fn label_value(rng: &mut StdRng, name: &str) -> String {
     match name {
         "cpu" => rng.random_range(0..64).to_string(),
-        "mode" => pick(rng, &["idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"]).into(),
-        "device" => pick(rng, &["eth0", "eth1", "lo", "nvme0n1", "nvme1n1", "sda", "sda1", "dm-0"]).into(),
+        "mode" => pick(
+            rng,
+            &[
+                "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+            ],
+        )
+        .into(),
+        "device" => pick(
+            rng,
+            &[
+                "eth0", "eth1", "lo", "nvme0n1", "nvme1n1", "sda", "sda1", "dm-0",
+            ],
+        )
+        .into(),
         "fstype" => pick(rng, &["ext4", "xfs", "tmpfs", "overlay"]).into(),
         "mountpoint" => pick(rng, &["/", "/boot", "/var/lib/kubelet", "/run", "/data"]).into(),
-        "collector" => pick(rng, &["cpu", "diskstats", "filesystem", "meminfo", "netdev", "hwmon"]).into(),
+        "collector" => pick(
+            rng,
+            &[
+                "cpu",
+                "diskstats",
+                "filesystem",
+                "meminfo",
+                "netdev",
+                "hwmon",
+            ],
+        )
+        .into(),
         "chip" => format!("platform_coretemp_{}", rng.random_range(0..2)),
         "sensor" => format!("temp{}", rng.random_range(1..17)),
         _ => unreachable!("no generator for label {name}"),
@@ -60,17 +86,38 @@ fn request(rng: &mut StdRng) -> WriteRequest {
                 ("cluster".into(), "prod-eu-west-1".into()),
                 ("container".into(), "node-exporter".into()),
                 ("endpoint".into(), "http-metrics".into()),
-                ("instance".into(), format!("10.{}.{}.{}:9100", node / 64, node % 64, rng.random_range(2..250))),
+                (
+                    "instance".into(),
+                    format!(
+                        "10.{}.{}.{}:9100",
+                        node / 64,
+                        node % 64,
+                        rng.random_range(2..250)
+                    ),
+                ),
                 ("job".into(), "node-exporter".into()),
                 ("namespace".into(), "monitoring".into()),
-                ("node".into(), format!("ip-10-0-{}-{}.eu-west-1.compute.internal", node / 64, node % 64)),
-                ("pod".into(), format!("node-exporter-{:05x}", rng.random_range(0..0xfffff))),
+                (
+                    "node".into(),
+                    format!(
+                        "ip-10-0-{}-{}.eu-west-1.compute.internal",
+                        node / 64,
+                        node % 64
+                    ),
+                ),
+                (
+                    "pod".into(),
+                    format!("node-exporter-{:05x}", rng.random_range(0..0xfffff)),
+                ),
             ];
             labels.extend(own.iter().map(|&n| (n.to_string(), label_value(rng, n))));
             // Prometheus sends labels sorted by name.
             labels.sort();
             TimeSeries {
-                labels: labels.into_iter().map(|(name, value)| Label { name, value }).collect(),
+                labels: labels
+                    .into_iter()
+                    .map(|(name, value)| Label { name, value })
+                    .collect(),
                 samples: vec![Sample {
                     value: if rng.random_bool(0.5) {
                         rng.random_range(0.0..1e12f64).floor()
@@ -83,11 +130,17 @@ fn request(rng: &mut StdRng) -> WriteRequest {
             }
         })
         .collect();
-    WriteRequest { timeseries, metadata: vec![] }
+    WriteRequest {
+        timeseries,
+        metadata: vec![],
+    }
 }
 
 fn bench(c: &mut Criterion) {
-    let seed = std::env::var("WEFT_BENCH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(DEFAULT_SEED);
+    let seed = std::env::var("WEFT_BENCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(DEFAULT_SEED);
     let raw = request(&mut StdRng::seed_from_u64(seed)).encode_to_vec();
     let body = compress(&raw);
     let labels: usize = {
@@ -126,7 +179,9 @@ fn bench(c: &mut Criterion) {
             black_box(batch.samples.len())
         })
     });
-    group.bench_function("decompress", |b| b.iter(|| decompress(black_box(&body), MAX_DECOMPRESSED_BYTES).unwrap()));
+    group.bench_function("decompress", |b| {
+        b.iter(|| decompress(black_box(&body), MAX_DECOMPRESSED_BYTES).unwrap())
+    });
     group.finish();
 }
 

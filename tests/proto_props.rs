@@ -5,8 +5,8 @@ use proptest::prelude::*;
 use prost::Message;
 use weft::proto::prompb::{Exemplar, Label, MetricMetadata, Sample, WriteRequest};
 use weft::proto::{
-    compress, decode_write_request, decompress, read_chunked_frame, write_chunked_frame, ProtoError,
-    SnappyError, WriteBatch,
+    compress, decode_write_request, decompress, read_chunked_frame, write_chunked_frame,
+    ProtoError, SnappyError, WriteBatch,
 };
 
 const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
@@ -70,13 +70,24 @@ fn sample() -> impl Strategy<Value = Sample> {
 }
 
 fn exemplar() -> impl Strategy<Value = Exemplar> {
-    (prop::collection::vec(label(), 0..3), value(), timestamp())
-        .prop_map(|(labels, value, timestamp)| Exemplar { labels, value, timestamp })
+    (prop::collection::vec(label(), 0..3), value(), timestamp()).prop_map(
+        |(labels, value, timestamp)| Exemplar {
+            labels,
+            value,
+            timestamp,
+        },
+    )
 }
 
 fn histogram() -> impl Strategy<Value = Histogram> {
-    (any::<u64>(), value(), any::<i32>(), timestamp())
-        .prop_map(|(count_int, sum, schema, timestamp)| Histogram { count_int, sum, schema, timestamp })
+    (any::<u64>(), value(), any::<i32>(), timestamp()).prop_map(
+        |(count_int, sum, schema, timestamp)| Histogram {
+            count_int,
+            sum,
+            schema,
+            timestamp,
+        },
+    )
 }
 
 fn series() -> impl Strategy<Value = TimeSeriesWithHistograms> {
@@ -86,23 +97,40 @@ fn series() -> impl Strategy<Value = TimeSeriesWithHistograms> {
         prop::collection::vec(exemplar(), 0..2),
         prop::collection::vec(histogram(), 0..2),
     )
-        .prop_map(|(labels, samples, exemplars, histograms)| TimeSeriesWithHistograms {
-            labels,
-            samples,
-            exemplars,
-            histograms,
-        })
+        .prop_map(
+            |(labels, samples, exemplars, histograms)| TimeSeriesWithHistograms {
+                labels,
+                samples,
+                exemplars,
+                histograms,
+            },
+        )
 }
 
 fn metadata() -> impl Strategy<Value = MetricMetadata> {
-    (any::<i32>(), any::<String>(), any::<String>(), any::<String>()).prop_map(
-        |(r#type, metric_family_name, help, unit)| MetricMetadata { r#type, metric_family_name, help, unit },
+    (
+        any::<i32>(),
+        any::<String>(),
+        any::<String>(),
+        any::<String>(),
     )
+        .prop_map(|(r#type, metric_family_name, help, unit)| MetricMetadata {
+            r#type,
+            metric_family_name,
+            help,
+            unit,
+        })
 }
 
 fn request() -> impl Strategy<Value = WriteRequestWithHistograms> {
-    (prop::collection::vec(series(), 0..8), prop::collection::vec(metadata(), 0..3))
-        .prop_map(|(timeseries, metadata)| WriteRequestWithHistograms { timeseries, metadata })
+    (
+        prop::collection::vec(series(), 0..8),
+        prop::collection::vec(metadata(), 0..3),
+    )
+        .prop_map(|(timeseries, metadata)| WriteRequestWithHistograms {
+            timeseries,
+            metadata,
+        })
 }
 
 /// The plain `prompb` view of a generated request (histograms dropped).
@@ -149,13 +177,27 @@ fn expected(req: &WriteRequestWithHistograms) -> Vec<Flat> {
     req.timeseries
         .iter()
         .map(|ts| {
-            let labels = ts.labels.iter().map(|l| (l.name.clone().into_bytes(), l.value.clone().into_bytes())).collect();
+            let labels = ts
+                .labels
+                .iter()
+                .map(|l| (l.name.clone().into_bytes(), l.value.clone().into_bytes()))
+                .collect();
             let samples = ts
                 .samples
                 .iter()
-                .map(|s| (s.timestamp, if s.value == 0.0 { 0 } else { s.value.to_bits() }))
+                .map(|s| {
+                    (
+                        s.timestamp,
+                        if s.value == 0.0 { 0 } else { s.value.to_bits() },
+                    )
+                })
                 .collect();
-            (labels, samples, ts.exemplars.len() as u32, ts.histograms.len() as u32)
+            (
+                labels,
+                samples,
+                ts.exemplars.len() as u32,
+                ts.histograms.len() as u32,
+            )
         })
         .collect()
 }
@@ -168,7 +210,10 @@ fn check_batch_shape(batch: &WriteBatch<'_>) {
         assert!(s.labels_end >= s.labels_start && s.samples_end >= s.samples_start);
         (labels, samples) = (s.labels_end, s.samples_end);
     }
-    assert_eq!((labels as usize, samples as usize), (batch.labels.len(), batch.samples.len()));
+    assert_eq!(
+        (labels as usize, samples as usize),
+        (batch.labels.len(), batch.samples.len())
+    );
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +228,8 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     prop_oneof![
         (any::<usize>(), 1u8..=255).prop_map(|(i, x)| Mutation::Flip(i, x)),
         any::<usize>().prop_map(Mutation::Truncate),
-        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..12)).prop_map(|(i, b)| Mutation::Insert(i, b)),
+        (any::<usize>(), prop::collection::vec(any::<u8>(), 1..12))
+            .prop_map(|(i, b)| Mutation::Insert(i, b)),
         (any::<usize>(), 1usize..8).prop_map(|(i, n)| Mutation::Delete(i, n)),
     ]
 }

@@ -18,6 +18,9 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!((s.labels_start, s.samples_start), (labels, samples));
             (labels, samples) = (s.labels_end, s.samples_end);
         }
-        assert_eq!((labels as usize, samples as usize), (batch.labels.len(), batch.samples.len()));
+        assert_eq!(
+            (labels as usize, samples as usize),
+            (batch.labels.len(), batch.samples.len())
+        );
     }
 });

@@ -6,7 +6,7 @@ mod snappy;
 mod write;
 
 pub use snappy::{compress, decompress, decompress_into, SnappyError};
-pub use write::{decode_write_request, WriteBatch, WriteSeries, ProtoError};
+pub use write::{decode_write_request, ProtoError, WriteBatch, WriteSeries};
 
 /// Content type of a remote-read response in STREAMED_XOR_CHUNKS mode.
 pub const STREAMED_CHUNKS_CONTENT_TYPE: &str =
@@ -33,11 +33,22 @@ pub fn write_chunked_frame(out: &mut Vec<u8>, msg: &[u8]) {
 /// `ChunkedReader` does, so a hostile length prefix is refused even if the bytes are there.
 /// An empty `buf` is an error (`Malformed`, "truncated frame length"): callers loop while
 /// `!rest.is_empty()`.
-pub fn read_chunked_frame(buf: &[u8], max_frame_bytes: usize) -> Result<(&[u8], &[u8]), ProtoError> {
-    let malformed = |offset, what| ProtoError::Malformed { offset, path: "frame".into(), what };
-    let (len, header) = get_uvarint(buf).ok_or_else(|| malformed(0, "truncated or overlong frame length"))?;
+pub fn read_chunked_frame(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Result<(&[u8], &[u8]), ProtoError> {
+    let malformed = |offset, what| ProtoError::Malformed {
+        offset,
+        path: "frame".into(),
+        what,
+    };
+    let (len, header) =
+        get_uvarint(buf).ok_or_else(|| malformed(0, "truncated or overlong frame length"))?;
     if len > max_frame_bytes as u64 {
-        return Err(ProtoError::FrameTooLarge { len, limit: max_frame_bytes });
+        return Err(ProtoError::FrameTooLarge {
+            len,
+            limit: max_frame_bytes,
+        });
     }
     let rest = &buf[header..];
     let Some((crc, rest)) = rest.split_first_chunk::<4>() else {

@@ -31,19 +31,29 @@ pub fn decompress(body: &[u8], max_decompressed: usize) -> Result<Vec<u8>, Snapp
 
 /// Like [`decompress`], into a buffer the caller reuses across requests. `out` is replaced,
 /// not appended to; on error its contents are unspecified (but never above the limit).
-pub fn decompress_into(body: &[u8], max_decompressed: usize, out: &mut Vec<u8>) -> Result<(), SnappyError> {
+pub fn decompress_into(
+    body: &[u8],
+    max_decompressed: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), SnappyError> {
     out.clear();
     let claimed = match snap::raw::decompress_len(body) {
         Ok(len) => len,
         // snap refuses headers above u32::MAX itself; report those as "too large" too, since
         // that is what they are, and the caller maps it to the same status.
         Err(snap::Error::TooBig { given, .. }) => {
-            return Err(SnappyError::TooLarge { claimed: given, limit: max_decompressed })
+            return Err(SnappyError::TooLarge {
+                claimed: given,
+                limit: max_decompressed,
+            })
         }
         Err(e) => return Err(SnappyError::Invalid(e.to_string())),
     };
     if claimed > max_decompressed {
-        return Err(SnappyError::TooLarge { claimed: claimed as u64, limit: max_decompressed });
+        return Err(SnappyError::TooLarge {
+            claimed: claimed as u64,
+            limit: max_decompressed,
+        });
     }
     out.resize(claimed, 0);
     let written = snap::raw::Decoder::new()

@@ -38,7 +38,9 @@ impl Pb {
 }
 
 fn label(name: &str, value: &str) -> Pb {
-    Pb::default().len(1, name.as_bytes()).len(2, value.as_bytes())
+    Pb::default()
+        .len(1, name.as_bytes())
+        .len(2, value.as_bytes())
 }
 
 fn sample(ts: i64, v: f64) -> Pb {
@@ -48,7 +50,7 @@ fn sample(ts: i64, v: f64) -> Pb {
 /// What a decode produced, in a shape that compares and prints well.
 #[derive(Debug, PartialEq)]
 struct Decoded {
-    series: Vec<(Vec<(String, String)>, Vec<(i64, u64)>, u32, u32)>,
+    series: Vec<Series>,
     metadata: u32,
 }
 
@@ -71,13 +73,20 @@ fn decode(body: &[u8]) -> Result<Decoded, ProtoError> {
             (labels, samples, ws.exemplars, ws.histograms)
         })
         .collect();
-    Ok(Decoded { series, metadata: batch.metadata })
+    Ok(Decoded {
+        series,
+        metadata: batch.metadata,
+    })
 }
 
 /// The one place that checks a malformed body: the expected offset, path and cause.
 fn check_malformed(body: &[u8], offset: usize, path: &str, what: &str) {
     match decode(body) {
-        Err(ProtoError::Malformed { offset: o, path: p, what: w }) => {
+        Err(ProtoError::Malformed {
+            offset: o,
+            path: p,
+            what: w,
+        }) => {
             assert_eq!((o, p.as_str(), w), (offset, path, what), "body {body:02x?}")
         }
         other => panic!("expected Malformed at {offset} {path}, got {other:?}"),
@@ -86,9 +95,17 @@ fn check_malformed(body: &[u8], offset: usize, path: &str, what: &str) {
 
 type Series = (Vec<(String, String)>, Vec<(i64, u64)>, u32, u32);
 
-fn series(labels: &[(&str, &str)], samples: &[(i64, f64)], exemplars: u32, histograms: u32) -> Series {
+fn series(
+    labels: &[(&str, &str)],
+    samples: &[(i64, f64)],
+    exemplars: u32,
+    histograms: u32,
+) -> Series {
     (
-        labels.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+        labels
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
         samples.iter().map(|&(t, v)| (t, v.to_bits())).collect(),
         exemplars,
         histograms,
@@ -131,7 +148,13 @@ fn decodes_labels_samples_and_counts() {
 
 #[test]
 fn empty_body_is_an_empty_request() {
-    assert_eq!(decode(&[]).unwrap(), Decoded { series: vec![], metadata: 0 });
+    assert_eq!(
+        decode(&[]).unwrap(),
+        Decoded {
+            series: vec![],
+            metadata: 0
+        }
+    );
 }
 
 #[test]
@@ -140,11 +163,26 @@ fn missing_sample_fields_default_to_zero_and_last_scalar_wins() {
         1,
         Pb::default()
             .msg(2, Pb::default())
-            .msg(2, Pb::default().int(2, 5).int(2, 9).fixed64(1, 1).fixed64(1, 2))
+            .msg(
+                2,
+                Pb::default()
+                    .int(2, 5)
+                    .int(2, 9)
+                    .fixed64(1, 1)
+                    .fixed64(1, 2),
+            )
             .msg(1, Pb::default().len(1, b"x").len(1, b"y")),
     );
     let got = decode(&body.0).unwrap();
-    assert_eq!(got.series, vec![series(&[("y", "")], &[(0, 0.0), (9, f64::from_bits(2))], 0, 0)]);
+    assert_eq!(
+        got.series,
+        vec![series(
+            &[("y", "")],
+            &[(0, 0.0), (9, f64::from_bits(2))],
+            0,
+            0
+        )]
+    );
 }
 
 #[test]
@@ -171,7 +209,10 @@ fn unknown_fields_of_every_wire_type_are_skipped() {
 
 #[test]
 fn label_bytes_are_not_utf8_validated() {
-    let body = Pb::default().msg(1, Pb::default().msg(1, Pb::default().len(1, &[0xff]).len(2, &[0xc3])));
+    let body = Pb::default().msg(
+        1,
+        Pb::default().msg(1, Pb::default().len(1, &[0xff]).len(2, &[0xc3])),
+    );
     let mut batch = WriteBatch::default();
     decode_write_request(&body.0, &mut batch).unwrap();
     assert_eq!(batch.labels, vec![(&[0xff][..], &[0xc3][..])]);
@@ -180,41 +221,95 @@ fn label_bytes_are_not_utf8_validated() {
 #[test]
 fn wire_type_mismatch_is_reported_with_its_path() {
     // timeseries[0].labels[1].value sent as a varint.
-    let ts = Pb::default().msg(1, label("a", "b")).msg(1, Pb::default().len(1, b"c").int(2, 1));
+    let ts = Pb::default()
+        .msg(1, label("a", "b"))
+        .msg(1, Pb::default().len(1, b"c").int(2, 1));
     let body = Pb::default().msg(1, ts.clone());
     // Offsets: 0 key, 1 len of ts; ts: 2 key, 3 len, label "a"/"b" 4..10, 10 key, 11 len,
     // 12 name key, 13 name len, 14 'c', 15 value key.
-    check_malformed(&body.0, 15, "timeseries[0].labels[1].value", "wire type mismatch: expected length-delimited");
+    check_malformed(
+        &body.0,
+        15,
+        "timeseries[0].labels[1].value",
+        "wire type mismatch: expected length-delimited",
+    );
 
-    let body = Pb::default().msg(1, Pb::default()).msg(1, Pb::default().msg(2, Pb::default().len(1, b"12345678")));
-    check_malformed(&body.0, 6, "timeseries[1].samples[0].value", "wire type mismatch: expected fixed64");
+    let body = Pb::default()
+        .msg(1, Pb::default())
+        .msg(1, Pb::default().msg(2, Pb::default().len(1, b"12345678")));
+    check_malformed(
+        &body.0,
+        6,
+        "timeseries[1].samples[0].value",
+        "wire type mismatch: expected fixed64",
+    );
 
     let body = Pb::default().msg(1, Pb::default().msg(2, Pb::default().fixed64(2, 0)));
-    check_malformed(&body.0, 4, "timeseries[0].samples[0].timestamp", "wire type mismatch: expected varint");
+    check_malformed(
+        &body.0,
+        4,
+        "timeseries[0].samples[0].timestamp",
+        "wire type mismatch: expected varint",
+    );
 
     let body = Pb::default().int(1, 0);
-    check_malformed(&body.0, 0, "timeseries[0]", "wire type mismatch: expected length-delimited");
+    check_malformed(
+        &body.0,
+        0,
+        "timeseries[0]",
+        "wire type mismatch: expected length-delimited",
+    );
 
     let body = Pb::default().msg(3, Pb::default()).fixed64(3, 0);
-    check_malformed(&body.0, 2, "metadata[1]", "wire type mismatch: expected length-delimited");
+    check_malformed(
+        &body.0,
+        2,
+        "metadata[1]",
+        "wire type mismatch: expected length-delimited",
+    );
 
     let body = Pb::default().msg(1, Pb::default().int(4, 0));
-    check_malformed(&body.0, 2, "timeseries[0].histograms[0]", "wire type mismatch: expected length-delimited");
+    check_malformed(
+        &body.0,
+        2,
+        "timeseries[0].histograms[0]",
+        "wire type mismatch: expected length-delimited",
+    );
 }
 
 #[test]
 fn lengths_past_the_end_are_refused_without_reading_them() {
     // A series claiming 2^62 bytes: refused at its length prefix.
     let body = Pb::default().key(1, 2).varint(1 << 62).raw(b"abc");
-    check_malformed(&body.0, 1, "timeseries[0]", "length exceeds the remaining bytes");
+    check_malformed(
+        &body.0,
+        1,
+        "timeseries[0]",
+        "length exceeds the remaining bytes",
+    );
 
     // A label value that runs past its label's own end (but not past the body).
     let label = Pb::default().len(1, b"n").key(2, 2).varint(5).raw(b"v");
-    let body = Pb::default().msg(1, Pb::default().msg(1, label)).raw(b"padding");
-    check_malformed(&body.0, 8, "timeseries[0].labels[0].value", "length exceeds the remaining bytes");
+    let body = Pb::default()
+        .msg(1, Pb::default().msg(1, label))
+        .raw(b"padding");
+    check_malformed(
+        &body.0,
+        8,
+        "timeseries[0].labels[0].value",
+        "length exceeds the remaining bytes",
+    );
 
-    let body = Pb::default().msg(1, Pb::default().msg(2, Pb::default().key(1, 1).raw(&[0; 7])));
-    check_malformed(&body.0, 5, "timeseries[0].samples[0].value", "truncated fixed64");
+    let body = Pb::default().msg(
+        1,
+        Pb::default().msg(2, Pb::default().key(1, 1).raw(&[0; 7])),
+    );
+    check_malformed(
+        &body.0,
+        5,
+        "timeseries[0].samples[0].value",
+        "truncated fixed64",
+    );
 
     let body = Pb::default().msg(1, Pb::default().key(7, 5).raw(&[0; 3]));
     check_malformed(&body.0, 3, "timeseries[0].#7", "truncated fixed32");
@@ -223,21 +318,82 @@ fn lengths_past_the_end_are_refused_without_reading_them() {
 #[test]
 fn bad_varints_keys_and_groups_are_errors() {
     check_malformed(&[0x80], 0, "WriteRequest", "truncated varint");
-    check_malformed(&[0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02], 1, "#9", "varint overflows 64 bits");
+    check_malformed(
+        &[
+            0x48, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02,
+        ],
+        1,
+        "#9",
+        "varint overflows 64 bits",
+    );
     check_malformed(&[0x00], 0, "WriteRequest", "invalid field number");
-    check_malformed(&Pb::default().key(1 << 29, 0).0, 0, "WriteRequest", "invalid field number");
-    check_malformed(&Pb::default().key(9, 3).0, 1, "#9", "groups (wire types 3 and 4) are not supported");
+    check_malformed(
+        &Pb::default().key(1 << 29, 0).0,
+        0,
+        "WriteRequest",
+        "invalid field number",
+    );
+    check_malformed(
+        &Pb::default().key(9, 3).0,
+        1,
+        "#9",
+        "groups (wire types 3 and 4) are not supported",
+    );
     let body = Pb::default().msg(1, Pb::default().msg(1, Pb::default().key(5, 4)));
-    check_malformed(&body.0, 5, "timeseries[0].labels[0].#5", "groups (wire types 3 and 4) are not supported");
+    check_malformed(
+        &body.0,
+        5,
+        "timeseries[0].labels[0].#5",
+        "groups (wire types 3 and 4) are not supported",
+    );
     check_malformed(&Pb::default().key(9, 6).0, 1, "#9", "invalid wire type");
     let body = Pb::default().msg(1, Pb::default().raw(&[0x12, 0x80]));
     check_malformed(&body.0, 3, "timeseries[0].samples[0]", "truncated varint");
 }
 
 #[test]
+fn fast_paths_do_not_misread_multibyte_lengths_and_timestamps() {
+    // A value length byte 0x85 followed by exactly 0x85 bytes: the length is really the
+    // two-byte varint 0x85 0x01 (133), one byte more than the label holds.
+    let mut label = vec![0x0a, 0x01, b'a', 0x12, 0x85, 0x01];
+    label.extend_from_slice(&[b'v'; 0x84]);
+    let body = Pb::default().msg(1, Pb::default().len(1, &label));
+    check_malformed(
+        &body.0,
+        10,
+        "timeseries[0].labels[0].value",
+        "length exceeds the remaining bytes",
+    );
+
+    // Timestamps of every varint length, including the negative ones (10 bytes).
+    for ts in [0, 1, 127, 128, 1 << 35, i64::MAX, -1, i64::MIN] {
+        let body = Pb::default().msg(1, Pb::default().msg(2, sample(ts, 2.5)));
+        assert_eq!(
+            decode(&body.0).unwrap().series[0].1,
+            vec![(ts, 2.5f64.to_bits())],
+            "ts {ts}"
+        );
+    }
+    // A timestamp varint followed by a stray byte: not the fast path; the byte is a bad key.
+    let body = Pb::default().msg(
+        1,
+        Pb::default().msg(2, Pb::default().fixed64(1, 0).raw(&[0x10, 0x01, 0x01])),
+    );
+    check_malformed(
+        &body.0,
+        15,
+        "timeseries[0].samples[0]",
+        "invalid field number",
+    );
+}
+
+#[test]
 fn decode_clears_the_batch_and_reuses_it() {
     let mut batch = WriteBatch::default();
-    let one = Pb::default().msg(1, Pb::default().msg(1, label("a", "b")).msg(2, sample(1, 1.0)));
+    let one = Pb::default().msg(
+        1,
+        Pb::default().msg(1, label("a", "b")).msg(2, sample(1, 1.0)),
+    );
     decode_write_request(&one.0, &mut batch).unwrap();
     let two = Pb::default().msg(1, Pb::default().msg(1, label("c", "d")));
     decode_write_request(&two.0, &mut batch).unwrap();
@@ -252,10 +408,19 @@ fn snappy_header_claiming_4_gib_is_refused_before_allocating() {
     let max = Pb::default().varint(u64::from(u32::MAX)).0;
     assert_eq!(
         decompress(&max, 1 << 20),
-        Err(SnappyError::TooLarge { claimed: u64::from(u32::MAX), limit: 1 << 20 })
+        Err(SnappyError::TooLarge {
+            claimed: u64::from(u32::MAX),
+            limit: 1 << 20
+        })
     );
     let four_gib = Pb::default().varint(1 << 32).0;
-    assert_eq!(decompress(&four_gib, 1 << 20), Err(SnappyError::TooLarge { claimed: 1 << 32, limit: 1 << 20 }));
+    assert_eq!(
+        decompress(&four_gib, 1 << 20),
+        Err(SnappyError::TooLarge {
+            claimed: 1 << 32,
+            limit: 1 << 20
+        })
+    );
 }
 
 #[test]
@@ -263,7 +428,13 @@ fn snappy_limit_is_inclusive() {
     let data = vec![7u8; 1000];
     let body = compress(&data);
     assert_eq!(decompress(&body, 1000).unwrap(), data);
-    assert!(matches!(decompress(&body, 999), Err(SnappyError::TooLarge { claimed: 1000, limit: 999 })));
+    assert!(matches!(
+        decompress(&body, 999),
+        Err(SnappyError::TooLarge {
+            claimed: 1000,
+            limit: 999
+        })
+    ));
 }
 
 #[test]
@@ -271,18 +442,32 @@ fn truncated_or_corrupt_snappy_is_invalid() {
     let body = compress(b"hello hello hello hello hello hello");
     for cut in 1..body.len() {
         assert!(
-            matches!(decompress(&body[..cut], 1 << 20), Err(SnappyError::Invalid(_))),
+            matches!(
+                decompress(&body[..cut], 1 << 20),
+                Err(SnappyError::Invalid(_))
+            ),
             "cut at {cut}"
         );
     }
-    assert!(matches!(decompress(&[], 1 << 20), Err(SnappyError::Invalid(_))));
+    assert!(matches!(
+        decompress(&[], 1 << 20),
+        Err(SnappyError::Invalid(_))
+    ));
     // An overlong header varint.
-    assert!(matches!(decompress(&[0xff; 6], 1 << 20), Err(SnappyError::Invalid(_))));
+    assert!(matches!(
+        decompress(&[0xff; 6], 1 << 20),
+        Err(SnappyError::Invalid(_))
+    ));
 }
 
 #[test]
 fn valid_snappy_around_garbage_protobuf_is_malformed_with_location() {
-    let garbage = Pb::default().msg(1, Pb::default().msg(1, Pb::default().len(1, b"job")).raw(&[0x12, 0x09, 0x09]));
+    let garbage = Pb::default().msg(
+        1,
+        Pb::default()
+            .msg(1, Pb::default().len(1, b"job"))
+            .raw(&[0x12, 0x09, 0x09]),
+    );
     let body = compress(&garbage.0);
     let raw = decompress(&body, 1 << 20).unwrap();
     let err = decode(&raw).unwrap_err();
@@ -305,7 +490,10 @@ fn chunked_frame_matches_prometheus_layout() {
     let mut out = Vec::new();
     write_chunked_frame(&mut out, b"123456789");
     // CRC-32C of "123456789" is the standard check value 0xE3069283, big-endian.
-    assert_eq!(out, [&[9u8, 0xe3, 0x06, 0x92, 0x83][..], b"123456789"].concat());
+    assert_eq!(
+        out,
+        [&[9u8, 0xe3, 0x06, 0x92, 0x83][..], b"123456789"].concat()
+    );
     let (msg, rest) = read_chunked_frame(&out, 9).unwrap();
     assert_eq!((msg, rest), (&b"123456789"[..], &[][..]));
 }
@@ -315,16 +503,40 @@ fn chunked_frame_errors() {
     let mut out = Vec::new();
     write_chunked_frame(&mut out, &[1u8; 200]);
     assert_eq!(out[..2], [0xc8, 0x01]);
-    assert_eq!(read_chunked_frame(&out, 199), Err(ProtoError::FrameTooLarge { len: 200, limit: 199 }));
-    assert!(matches!(read_chunked_frame(&out[..out.len() - 1], 200), Err(ProtoError::Malformed { offset: 6, .. })));
-    assert!(matches!(read_chunked_frame(&out[..4], 200), Err(ProtoError::Malformed { offset: 2, .. })));
-    assert!(matches!(read_chunked_frame(&[], 200), Err(ProtoError::Malformed { offset: 0, .. })));
+    assert_eq!(
+        read_chunked_frame(&out, 199),
+        Err(ProtoError::FrameTooLarge {
+            len: 200,
+            limit: 199
+        })
+    );
+    assert!(matches!(
+        read_chunked_frame(&out[..out.len() - 1], 200),
+        Err(ProtoError::Malformed { offset: 6, .. })
+    ));
+    assert!(matches!(
+        read_chunked_frame(&out[..4], 200),
+        Err(ProtoError::Malformed { offset: 2, .. })
+    ));
+    assert!(matches!(
+        read_chunked_frame(&[], 200),
+        Err(ProtoError::Malformed { offset: 0, .. })
+    ));
     let mut bad = out.clone();
     bad[10] ^= 1;
-    assert!(matches!(read_chunked_frame(&bad, 200), Err(ProtoError::FrameCrc { .. })));
+    assert!(matches!(
+        read_chunked_frame(&bad, 200),
+        Err(ProtoError::FrameCrc { .. })
+    ));
     // A length that only a 64-bit uvarint holds is refused by the limit, not allocated.
     let huge = Pb::default().varint(u64::MAX).0;
-    assert_eq!(read_chunked_frame(&huge, 1 << 20), Err(ProtoError::FrameTooLarge { len: u64::MAX, limit: 1 << 20 }));
+    assert_eq!(
+        read_chunked_frame(&huge, 1 << 20),
+        Err(ProtoError::FrameTooLarge {
+            len: u64::MAX,
+            limit: 1 << 20
+        })
+    );
 }
 
 #[test]
@@ -334,24 +546,36 @@ fn read_request_round_trips_and_garbage_is_a_prost_error() {
         queries: vec![prompb::Query {
             start_timestamp_ms: 1,
             end_timestamp_ms: 2,
-            matchers: vec![prompb::LabelMatcher { r#type: prompb::MatcherType::Re as i32, name: "job".into(), value: "n.*".into() }],
+            matchers: vec![prompb::LabelMatcher {
+                r#type: prompb::MatcherType::Re as i32,
+                name: "job".into(),
+                value: "n.*".into(),
+            }],
             hints: None,
         }],
         accepted_response_types: vec![prompb::ResponseType::StreamedXorChunks as i32],
     };
     assert_eq!(decode_read_request(&req.encode_to_vec()).unwrap(), req);
-    assert!(matches!(decode_read_request(&[0x0a, 0x05]), Err(ProtoError::Prost(_))));
+    assert!(matches!(
+        decode_read_request(&[0x0a, 0x05]),
+        Err(ProtoError::Prost(_))
+    ));
 }
 
 #[test]
 fn read_response_helpers_produce_snappy_and_frames() {
     use prost::Message as _;
-    let resp = prompb::ReadResponse { results: vec![prompb::QueryResult { timeseries: vec![] }] };
+    let resp = prompb::ReadResponse {
+        results: vec![prompb::QueryResult { timeseries: vec![] }],
+    };
     let body = encode_read_response(&resp);
     let raw = decompress(&body, 1 << 20).unwrap();
     assert_eq!(prompb::ReadResponse::decode(&raw[..]).unwrap(), resp);
 
-    let chunked = prompb::ChunkedReadResponse { chunked_series: vec![], query_index: 3 };
+    let chunked = prompb::ChunkedReadResponse {
+        chunked_series: vec![],
+        query_index: 3,
+    };
     let mut out = Vec::new();
     write_chunked_read_response(&mut out, &chunked);
     let (msg, rest) = read_chunked_frame(&out, 1 << 20).unwrap();

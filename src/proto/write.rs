@@ -94,15 +94,28 @@ impl<'a> WriteBatch<'a> {
     /// }
     /// ```
     pub fn recycle<'b>(self) -> WriteBatch<'b> {
-        let WriteBatch { mut series, mut labels, mut samples, .. } = self;
+        let WriteBatch {
+            mut series,
+            mut labels,
+            mut samples,
+            ..
+        } = self;
         series.clear();
         samples.clear();
         labels.clear();
         // An empty vector holds no borrows. Collecting `IntoIter` into a vector of a type with
         // the same layout reuses the allocation (std's in-place collect), so this neither
         // allocates nor copies.
-        let labels = labels.into_iter().map(|_| unreachable!("the vector is empty")).collect();
-        WriteBatch { series, labels, samples, metadata: 0 }
+        let labels = labels
+            .into_iter()
+            .map(|_| unreachable!("the vector is empty"))
+            .collect();
+        WriteBatch {
+            series,
+            labels,
+            samples,
+            metadata: 0,
+        }
     }
 }
 
@@ -124,9 +137,12 @@ impl<'a> WriteBatch<'a> {
 ///
 /// Any other field is skipped by wire type; groups (wire types 3 and 4) are refused. On error
 /// `out` holds whatever was decoded before the error and must not be used.
-pub fn decode_write_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Result<(), ProtoError> {
+pub fn decode_write_request<'a>(
+    body: &'a [u8],
+    out: &mut WriteBatch<'a>,
+) -> Result<(), ProtoError> {
     out.clear();
-    decode_request(body, out).map_err(Fail::into_error)
+    decode_request(body, out).map_err(|f| (*f).into_error())
 }
 
 // Wire types, from the protobuf encoding spec.
@@ -168,7 +184,7 @@ impl Fail {
     }
 
     #[cold]
-    fn into_error(self: Box<Self>) -> ProtoError {
+    fn into_error(self) -> ProtoError {
         use std::fmt::Write as _;
         let mut path = String::new();
         for seg in self.path.iter().flatten() {
@@ -185,14 +201,22 @@ impl Fail {
         if path.is_empty() {
             path.push_str("WriteRequest");
         }
-        ProtoError::Malformed { offset: self.offset, path, what: self.what }
+        ProtoError::Malformed {
+            offset: self.offset,
+            path,
+            what: self.what,
+        }
     }
 }
 
 #[cold]
 #[inline(never)]
 fn fail(offset: usize, what: &'static str) -> Box<Fail> {
-    Box::new(Fail { offset, what, path: [None; 3] })
+    Box::new(Fail {
+        offset,
+        what,
+        path: [None; 3],
+    })
 }
 
 /// A cursor over one message's bytes. `base` is the offset of `buf` in the request body, so
@@ -271,7 +295,10 @@ impl<'a> Reader<'a> {
         let len = self.varint()?;
         let remaining = self.buf.len() - self.pos;
         if len > remaining as u64 {
-            return Err(fail(self.base + start, "length exceeds the remaining bytes"));
+            return Err(fail(
+                self.base + start,
+                "length exceeds the remaining bytes",
+            ));
         }
         let at = self.pos;
         self.pos += len as usize;
@@ -301,7 +328,10 @@ impl<'a> Reader<'a> {
                 self.pos += 4;
                 Ok(())
             }
-            3 | 4 => Err(fail(self.offset(), "groups (wire types 3 and 4) are not supported")),
+            3 | 4 => Err(fail(
+                self.offset(),
+                "groups (wire types 3 and 4) are not supported",
+            )),
             _ => Err(fail(self.offset(), "invalid wire type")),
         }
     }
@@ -351,7 +381,9 @@ fn decode_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Res<()> {
                 r.bytes().map_err(|f| f.at(0, seg))?;
                 metadata = metadata.saturating_add(1);
             }
-            _ => r.skip(wire_type).map_err(|f| f.at(0, Seg::Unknown(field)))?,
+            _ => r
+                .skip(wire_type)
+                .map_err(|f| f.at(0, Seg::Unknown(field)))?,
         }
     }
     out.metadata = metadata;
@@ -364,18 +396,42 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
     let samples_start = index(out.samples.len(), base)?;
     let (mut exemplars, mut histograms) = (0u32, 0u32);
     while r.has_more() {
+        // Fast path: a label shorter than 128 bytes (key 0x0a, one-byte length), which is
+        // nearly every field of nearly every series. The general match below handles the rest.
+        if let [0x0a, len, ..] = r.buf[r.pos..] {
+            let len = usize::from(len);
+            let at = r.pos + 2;
+            if len < 0x80 {
+                if let Some(label) = r.buf.get(at..at + len) {
+                    let seg = Seg::Indexed(
+                        "labels",
+                        (out.labels.len() as u32).wrapping_sub(labels_start),
+                    );
+                    let pair = decode_label(label, base + at).map_err(|f| f.at(1, seg))?;
+                    out.labels.push(pair);
+                    r.pos = at + len;
+                    continue;
+                }
+            }
+        }
         let key_at = r.pos;
         let (field, wire_type) = r.key()?;
         match field {
             1 => {
-                let seg = Seg::Indexed("labels", (out.labels.len() as u32).wrapping_sub(labels_start));
+                let seg = Seg::Indexed(
+                    "labels",
+                    (out.labels.len() as u32).wrapping_sub(labels_start),
+                );
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(1, seg))?;
                 let (label, at) = r.bytes().map_err(|f| f.at(1, seg))?;
                 let pair = decode_label(label, at).map_err(|f| f.at(1, seg))?;
                 out.labels.push(pair);
             }
             2 => {
-                let seg = Seg::Indexed("samples", (out.samples.len() as u32).wrapping_sub(samples_start));
+                let seg = Seg::Indexed(
+                    "samples",
+                    (out.samples.len() as u32).wrapping_sub(samples_start),
+                );
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(1, seg))?;
                 let (sample, at) = r.bytes().map_err(|f| f.at(1, seg))?;
                 let sample = decode_sample(sample, at).map_err(|f| f.at(1, seg))?;
@@ -393,7 +449,9 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
                 r.bytes().map_err(|f| f.at(1, seg))?;
                 histograms = histograms.saturating_add(1);
             }
-            _ => r.skip(wire_type).map_err(|f| f.at(1, Seg::Unknown(field)))?,
+            _ => r
+                .skip(wire_type)
+                .map_err(|f| f.at(1, Seg::Unknown(field)))?,
         }
     }
     out.series.push(WriteSeries {
@@ -409,6 +467,24 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
 
 #[inline(always)]
 fn decode_label(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
+    // Fast path: name then value, each shorter than 128 bytes, nothing else. Every encoder
+    // writes a label with a non-empty value this way; anything else takes the general loop,
+    // which accepts exactly the same messages (plus reordered, repeated and unknown fields).
+    if let [0x0a, name_len, rest @ ..] = msg {
+        let name_len = usize::from(*name_len);
+        if name_len < 0x80 {
+            if let Some((name, [0x12, value_len, value @ ..])) = rest.split_at_checked(name_len) {
+                if *value_len < 0x80 && usize::from(*value_len) == value.len() {
+                    return Ok((name, value));
+                }
+            }
+        }
+    }
+    decode_label_fields(msg, base)
+}
+
+#[inline(never)]
+fn decode_label_fields(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
     let mut r = Reader::new(msg, base);
     let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
     while r.has_more() {
@@ -425,7 +501,9 @@ fn decode_label(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(2, seg))?;
                 value = r.bytes().map_err(|f| f.at(2, seg))?.0;
             }
-            _ => r.skip(wire_type).map_err(|f| f.at(2, Seg::Unknown(field)))?,
+            _ => r
+                .skip(wire_type)
+                .map_err(|f| f.at(2, Seg::Unknown(field)))?,
         }
     }
     Ok((name, value))
@@ -433,6 +511,26 @@ fn decode_label(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
 
 #[inline(always)]
 fn decode_sample(msg: &[u8], base: usize) -> Res<(i64, f64)> {
+    // Fast path: value then a one-to-nine-byte timestamp, as encoders write a sample with a
+    // non-zero value and a positive timestamp.
+    if let [0x09, v0, v1, v2, v3, v4, v5, v6, v7, 0x10, ts @ ..] = msg {
+        if let [.., last] = ts {
+            if ts.len() < 10 && *last < 0x80 && ts[..ts.len() - 1].iter().all(|b| b & 0x80 != 0) {
+                let mut t = 0u64;
+                for (i, b) in ts.iter().enumerate() {
+                    t |= u64::from(b & 0x7f) << (7 * i);
+                }
+                let value =
+                    f64::from_bits(u64::from_le_bytes([*v0, *v1, *v2, *v3, *v4, *v5, *v6, *v7]));
+                return Ok((t as i64, value));
+            }
+        }
+    }
+    decode_sample_fields(msg, base)
+}
+
+#[inline(never)]
+fn decode_sample_fields(msg: &[u8], base: usize) -> Res<(i64, f64)> {
     let mut r = Reader::new(msg, base);
     let (mut timestamp, mut value) = (0i64, 0u64);
     while r.has_more() {
@@ -441,16 +539,20 @@ fn decode_sample(msg: &[u8], base: usize) -> Res<(i64, f64)> {
         match field {
             1 => {
                 let seg = Seg::Named("value");
-                r.expect(key_at, wire_type, FIXED64).map_err(|f| f.at(2, seg))?;
+                r.expect(key_at, wire_type, FIXED64)
+                    .map_err(|f| f.at(2, seg))?;
                 value = r.fixed64().map_err(|f| f.at(2, seg))?;
             }
             2 => {
                 let seg = Seg::Named("timestamp");
-                r.expect(key_at, wire_type, VARINT).map_err(|f| f.at(2, seg))?;
+                r.expect(key_at, wire_type, VARINT)
+                    .map_err(|f| f.at(2, seg))?;
                 // int64 is two's complement in a varint (not zigzag, which is sint64).
                 timestamp = r.varint().map_err(|f| f.at(2, seg))? as i64;
             }
-            _ => r.skip(wire_type).map_err(|f| f.at(2, Seg::Unknown(field)))?,
+            _ => r
+                .skip(wire_type)
+                .map_err(|f| f.at(2, Seg::Unknown(field)))?,
         }
     }
     Ok((timestamp, f64::from_bits(value)))
