@@ -5,6 +5,8 @@
 //! A chunk is the 2-byte big-endian sample count followed by the bit stream; this is exactly
 //! what Prometheus stores as a chunk's data and sends in remote read.
 
+mod bstream;
+
 use thiserror::Error;
 
 /// Prometheus cuts a head chunk at this many samples.
@@ -38,9 +40,34 @@ pub enum ChunkError {
     },
 }
 
+/// Bytes of the sample-count header at the start of every chunk.
+const HEADER_BYTES: usize = 2;
+
+/// Upper bound on the bits one sample can take, used to reserve buffer space once per
+/// append: a 4-bit prefix and 64-bit delta of delta, then `11`, 5 + 6 bits of window and
+/// 64 significant bits. The first sample (10-byte varint, 64 bits) is smaller.
+const MAX_SAMPLE_BITS: usize = 4 + 64 + 2 + 11 + 64;
+
+/// Marks "no leading/trailing window yet", as Prometheus's `xorAppender.leading = 0xff`.
+const NO_WINDOW: u8 = 0xff;
+
+/// Prometheus allocates a new chunk's stream with this capacity (`make([]byte, 2, 128)`);
+/// a 120-sample chunk of real data usually fits.
+const INITIAL_CAPACITY_BYTES: usize = 128;
+
 /// Appends samples to an open XOR chunk.
+///
+/// Produces the same bytes as Prometheus 2.42's `xorAppender` for the same samples.
 #[derive(Debug, Clone)]
-pub struct XorAppender {}
+pub struct XorAppender {
+    w: bstream::BitWriter,
+    num: u16,
+    t: i64,
+    t_delta: u64,
+    v: u64,
+    leading: u8,
+    trailing: u8,
+}
 
 impl Default for XorAppender {
     fn default() -> Self {
@@ -51,75 +78,408 @@ impl Default for XorAppender {
 impl XorAppender {
     /// A fresh, empty chunk.
     pub fn new() -> Self {
-        todo!()
+        let mut w = bstream::BitWriter::with_capacity(INITIAL_CAPACITY_BYTES);
+        w.reserve_bits(16);
+        w.write(0, 16);
+        Self {
+            w,
+            num: 0,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: NO_WINDOW,
+            trailing: 0,
+        }
     }
 
     /// Resumes appending to an existing chunk (for example one recovered from a checkpoint).
     /// The result appends exactly as the appender that wrote `chunk` would have.
+    ///
+    /// Bytes after the last sample's bits are dropped. Unlike Prometheus's
+    /// `XORChunk.Appender`, a chunk whose values never changed resumes without a
+    /// leading/trailing window, as the original appender had; Prometheus would resume with
+    /// a window of 0/0 and from then on spend 64 bits on every changed value.
     pub fn from_chunk(chunk: &[u8]) -> Result<Self, ChunkError> {
-        let _ = chunk;
-        todo!()
+        let mut it = XorIterator::new(chunk)?;
+        for s in it.by_ref() {
+            s?;
+        }
+        let end_bits = it.r.pos_bits();
+        let ends_with_bytes = it.num_read > 0 && it.ends_with_whole_bytes;
+        Ok(Self {
+            w: bstream::BitWriter::from_bytes(chunk.to_vec(), end_bits, ends_with_bytes),
+            num: it.num_read,
+            t: it.t,
+            t_delta: it.t_delta,
+            v: it.v,
+            leading: it.leading,
+            trailing: it.trailing,
+        })
     }
 
     /// Appends one sample. Timestamps must be strictly increasing; the caller checks that.
+    /// (The encoding itself uses wrapping arithmetic, so any sequence round-trips.)
+    ///
+    /// # Panics
+    ///
+    /// If the chunk already holds `u16::MAX` samples: the header cannot count more. Callers
+    /// cut chunks at [`SAMPLES_PER_CHUNK`].
+    #[inline]
     pub fn append(&mut self, t: i64, v: f64) {
-        let _ = (t, v);
-        todo!()
+        let num = self
+            .num
+            .checked_add(1)
+            .expect("XOR chunk cannot hold more than u16::MAX samples");
+        let v = v.to_bits();
+        self.w.reserve_bits(MAX_SAMPLE_BITS);
+        let mut t_delta = 0;
+        let ends_with_whole_bytes = match self.num {
+            0 => {
+                // Go's binary.PutVarint: zigzag, then uvarint.
+                let zz = ((t << 1) ^ (t >> 63)) as u64;
+                self.write_uvarint(zz);
+                self.w.write_wide(v, 64);
+                true
+            }
+            1 => {
+                t_delta = t.wrapping_sub(self.t) as u64;
+                self.write_uvarint(t_delta);
+                self.write_value(v)
+            }
+            _ => {
+                t_delta = t.wrapping_sub(self.t) as u64;
+                let dod = t_delta.wrapping_sub(self.t_delta) as i64;
+                self.write_dod(dod);
+                self.write_value(v)
+            }
+        };
+        self.w.set_trailing_empty_byte(ends_with_whole_bytes);
+        self.t = t;
+        self.v = v;
+        self.t_delta = t_delta;
+        self.num = num;
+        self.w.set_be_u16(0, num);
+    }
+
+    fn write_uvarint(&mut self, mut x: u64) {
+        while x >= 0x80 {
+            self.w.write((x & 0x7f) | 0x80, 8);
+            x >>= 7;
+        }
+        self.w.write(x, 8);
+    }
+
+    /// Writes a delta of delta with its prefix in one call where it fits. The ranges are
+    /// Prometheus's `bitRange`: `-(2^(n-1) - 1) ..= 2^(n-1)`, one more on the positive side
+    /// than two's complement allows, which the reader undoes.
+    #[inline]
+    fn write_dod(&mut self, dod: i64) {
+        let u = dod as u64;
+        if dod == 0 {
+            self.w.write(0, 1);
+        } else if (-8191..=8192).contains(&dod) {
+            self.w.write((0b10 << 14) | (u & 0x3fff), 16);
+        } else if (-65535..=65536).contains(&dod) {
+            self.w.write((0b110 << 17) | (u & 0x1_ffff), 20);
+        } else if (-524_287..=524_288).contains(&dod) {
+            self.w.write((0b1110 << 20) | (u & 0xf_ffff), 24);
+        } else {
+            self.w.write(0b1111, 4);
+            self.w.write_wide(u, 64);
+        }
+    }
+
+    /// Prometheus's `xorWrite`: the XOR with the previous value, reusing the previous
+    /// leading/trailing-zero window when the new significant bits fit inside it.
+    ///
+    /// Returns whether Prometheus's last write was a whole number of bytes (see
+    /// `BitWriter::set_trailing_empty_byte`).
+    #[inline]
+    fn write_value(&mut self, v: u64) -> bool {
+        let delta = v ^ self.v;
+        if delta == 0 {
+            self.w.write(0, 1);
+            return false;
+        }
+        // Clamped so that it fits the 5-bit field.
+        let leading = delta.leading_zeros().min(31) as u8;
+        let trailing = delta.trailing_zeros() as u8;
+        if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
+            let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
+            let bits = delta >> self.trailing;
+            if sig + 2 <= bstream::MAX_FAST_BITS {
+                self.w.write((0b10 << sig) | bits, sig + 2);
+            } else {
+                self.w.write(0b10, 2);
+                self.w.write_wide(bits, sig);
+            }
+            sig % 8 == 0
+        } else {
+            self.leading = leading;
+            self.trailing = trailing;
+            let sig = 64 - u32::from(leading) - u32::from(trailing);
+            // 64 significant bits are written as 0: the field has 6 bits and 0 never
+            // occurs otherwise (a zero XOR takes the `0` branch above).
+            let head = (0b11 << 11) | (u64::from(leading) << 6) | u64::from(sig & 63);
+            let bits = delta >> trailing;
+            if sig + 13 <= bstream::MAX_FAST_BITS {
+                self.w.write((head << sig) | bits, sig + 13);
+            } else {
+                self.w.write(head, 13);
+                self.w.write_wide(bits, sig);
+            }
+            sig % 8 == 0
+        }
     }
 
     /// Samples in the chunk.
     pub fn num_samples(&self) -> usize {
-        todo!()
+        usize::from(self.num)
     }
 
     /// The chunk's bytes so far: always a complete, decodable chunk.
     pub fn bytes(&self) -> &[u8] {
-        todo!()
+        self.w.bytes()
     }
 
     /// Gives up the chunk's bytes, shrunk to fit.
     pub fn into_bytes(self) -> Vec<u8> {
-        todo!()
+        self.w.into_bytes()
     }
 
     /// Bytes of heap this appender holds (its buffer's capacity).
     pub fn heap_bytes(&self) -> usize {
-        todo!()
+        self.w.capacity()
     }
 }
 
 /// Iterates the samples of a chunk, validating as it goes. Never reads past the slice.
+///
+/// After an error it yields `None`. Like Prometheus's reader it ignores anything after the
+/// header's count of samples, and it accepts the one encoding Prometheus's writer can emit
+/// only after resuming a chunk: reusing the value window before any was set, which means a
+/// 0/0 window (64 significant bits).
 #[derive(Debug, Clone)]
 pub struct XorIterator<'a> {
-    _b: &'a [u8],
+    r: bstream::BitReader<'a>,
+    num_total: u16,
+    num_read: u16,
+    failed: bool,
+    t: i64,
+    t_delta: u64,
+    v: u64,
+    leading: u8,
+    trailing: u8,
+    /// Whether the last sample's encoding ended with a whole number of bytes (the first
+    /// value, or 8, 16, ... significant bits), for `XorAppender::from_chunk`.
+    ends_with_whole_bytes: bool,
 }
 
 impl<'a> XorIterator<'a> {
     /// Starts iterating `chunk` (2-byte count, then the bit stream).
     pub fn new(chunk: &'a [u8]) -> Result<Self, ChunkError> {
-        let _ = chunk;
-        todo!()
+        let Some(header) = chunk.get(..HEADER_BYTES) else {
+            return Err(ChunkError::TooShort { len: chunk.len() });
+        };
+        Ok(Self {
+            r: bstream::BitReader::new(chunk, HEADER_BYTES * 8),
+            num_total: u16::from_be_bytes([header[0], header[1]]),
+            num_read: 0,
+            failed: false,
+            t: 0,
+            t_delta: 0,
+            v: 0,
+            leading: NO_WINDOW,
+            trailing: 0,
+            ends_with_whole_bytes: false,
+        })
     }
 
     /// Samples the header claims.
     pub fn num_samples(&self) -> u16 {
-        todo!()
+        self.num_total
     }
 
     /// Advances to the first sample with timestamp `>= t` and returns it; `None` if none.
     /// Like Prometheus's `Seek`, it never moves backwards: if the current sample is already
     /// at or past `t`, it is returned again.
+    ///
+    /// The current sample is the last one decoded, by `next` or `seek`, even once the
+    /// iterator is exhausted (as in Prometheus). After an error, `seek` returns `None`.
     pub fn seek(&mut self, t: i64) -> Option<Result<(i64, f64), ChunkError>> {
-        let _ = t;
-        todo!()
+        if self.failed {
+            return None;
+        }
+        if self.num_read > 0 && self.t >= t {
+            return Some(Ok((self.t, f64::from_bits(self.v))));
+        }
+        loop {
+            match self.next()? {
+                Ok((st, v)) if st >= t => return Some(Ok((st, v))),
+                Ok(_) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    #[cold]
+    fn fail(&mut self, what: &'static str) -> ChunkError {
+        self.failed = true;
+        if self.r.overran() {
+            // Made-up zero bits past the end can look like nonsense; the real problem is
+            // that the stream ended.
+            ChunkError::Truncated {
+                expected: self.num_total,
+                decoded: self.num_read,
+            }
+        } else {
+            ChunkError::Corrupt {
+                sample: self.num_read,
+                what,
+            }
+        }
+    }
+
+    /// Go's `binary.ReadUvarint` over the bit stream: at most 10 bytes, and the 10th may
+    /// only be 0 or 1.
+    fn read_uvarint(&mut self) -> Result<u64, ChunkError> {
+        let mut x = 0u64;
+        for i in 0..10 {
+            let b = self.r.read(8);
+            if b < 0x80 {
+                if i == 9 && b > 1 {
+                    break;
+                }
+                return Ok(x | (b << (7 * i)));
+            }
+            x |= (b & 0x7f) << (7 * i);
+        }
+        Err(self.fail("varint overflows 64 bits"))
+    }
+
+    fn read_first(&mut self) -> Result<(), ChunkError> {
+        let zz = self.read_uvarint()?;
+        self.t = ((zz >> 1) as i64) ^ -((zz & 1) as i64);
+        self.v = self.r.read_wide(64);
+        self.ends_with_whole_bytes = true;
+        Ok(())
+    }
+
+    fn read_second(&mut self) -> Result<(), ChunkError> {
+        self.t_delta = self.read_uvarint()?;
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+        self.read_value()
+    }
+
+    #[inline]
+    fn read_later(&mut self) -> Result<(), ChunkError> {
+        let w = self.r.peek();
+        // The prefix is 0, 10, 110, 1110 or 1111: its number of leading ones.
+        let dod = match w.leading_ones() {
+            0 => {
+                self.r.skip(1);
+                0
+            }
+            1 => {
+                self.r.skip(16);
+                dod_from_bits((w << 2) >> 50, 14)
+            }
+            2 => {
+                self.r.skip(20);
+                dod_from_bits((w << 3) >> 47, 17)
+            }
+            3 => {
+                self.r.skip(24);
+                dod_from_bits((w << 4) >> 44, 20)
+            }
+            _ => {
+                self.r.skip(4);
+                self.r.read_wide(64) as i64
+            }
+        };
+        self.t_delta = self.t_delta.wrapping_add(dod as u64);
+        self.t = self.t.wrapping_add(self.t_delta as i64);
+        self.read_value()
+    }
+
+    /// Prometheus's `xorRead`, rejecting windows wider than 64 bits.
+    #[inline]
+    fn read_value(&mut self) -> Result<(), ChunkError> {
+        let w = self.r.peek();
+        if w >> 63 == 0 {
+            self.r.skip(1);
+            self.ends_with_whole_bytes = false;
+            return Ok(());
+        }
+        if (w >> 62) & 1 == 0 {
+            self.r.skip(2);
+            if self.leading == NO_WINDOW {
+                self.leading = 0;
+                self.trailing = 0;
+            }
+        } else {
+            self.r.skip(13);
+            let leading = ((w >> 57) & 0x1f) as u8;
+            let sig = ((w >> 51) & 0x3f) as u8;
+            let sig = if sig == 0 { 64 } else { sig };
+            if leading + sig > 64 {
+                return Err(self.fail("leading zeros plus significant bits exceed 64"));
+            }
+            self.leading = leading;
+            self.trailing = 64 - leading - sig;
+        }
+        let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
+        let bits = self.r.read_wide(sig);
+        self.v ^= bits << self.trailing;
+        self.ends_with_whole_bytes = sig % 8 == 0;
+        Ok(())
+    }
+}
+
+/// Undoes the asymmetric range of Prometheus's `bitRange`: `2^(n-1)` itself is positive.
+#[inline]
+fn dod_from_bits(bits: u64, n: u32) -> i64 {
+    let bits = bits as i64;
+    if bits > 1 << (n - 1) {
+        bits - (1 << n)
+    } else {
+        bits
     }
 }
 
 impl Iterator for XorIterator<'_> {
     type Item = Result<(i64, f64), ChunkError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        todo!()
+        if self.failed || self.num_read >= self.num_total {
+            return None;
+        }
+        let res = match self.num_read {
+            0 => self.read_first(),
+            1 => self.read_second(),
+            _ => self.read_later(),
+        };
+        if let Err(e) = res {
+            return Some(Err(e));
+        }
+        if self.r.overran() {
+            self.failed = true;
+            return Some(Err(ChunkError::Truncated {
+                expected: self.num_total,
+                decoded: self.num_read,
+            }));
+        }
+        self.num_read += 1;
+        Some(Ok((self.t, f64::from_bits(self.v))))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        if self.failed {
+            (0, Some(0))
+        } else {
+            (0, Some(usize::from(self.num_total - self.num_read)))
+        }
     }
 }
 
