@@ -98,17 +98,23 @@ impl BitWriter {
             .expect("slice of length 8");
         *dst = (u64::from_be_bytes(*dst) | word).to_be_bytes();
         self.len_bits += n as usize;
-        self.trailing_empty_byte = false;
+    }
+
+    /// Writes `n` zero bits. No store is needed: the buffer past the end is zero.
+    #[inline]
+    pub(super) fn skip(&mut self, n: u32) {
+        self.len_bits += n as usize;
     }
 
     /// Makes the stream end with one more, unused zero byte if `yes` and the stream ends on a
-    /// byte boundary.
+    /// byte boundary. Writes do not reset this; the appender sets it after every sample.
     ///
     /// This mirrors a quirk of Prometheus's `bstream.writeByte`, which always appends the
     /// byte after the one it wrote to: when the last thing written was a whole number of
     /// bytes (for example a 64-bit first value, or 8, 16, ... significant bits) and it
     /// ended on a byte boundary, Prometheus's chunk carries an empty last byte. Bit-exact
     /// chunks need it too.
+    #[inline]
     pub(super) fn set_trailing_empty_byte(&mut self, yes: bool) {
         self.trailing_empty_byte = yes && self.len_bits % 8 == 0;
     }
@@ -130,11 +136,13 @@ impl BitWriter {
     }
 
     /// Overwrites two whole bytes at byte offset `at`, which must be below the current end.
+    #[inline]
     pub(super) fn set_be_u16(&mut self, at: usize, v: u16) {
         self.buf[at..at + 2].copy_from_slice(&v.to_be_bytes());
     }
 
     /// The bytes written so far, the last one zero-padded.
+    #[inline]
     pub(super) fn bytes(&self) -> &[u8] {
         &self.buf[..self.len_bytes()]
     }
@@ -224,6 +232,12 @@ impl<'a> BitReader<'a> {
     #[inline]
     pub(super) fn overran(&self) -> bool {
         self.pos > self.b.len() * 8
+    }
+
+    /// Real bits left before the end of the slice.
+    #[inline]
+    pub(super) fn remaining_bits(&self) -> usize {
+        (self.b.len() * 8).saturating_sub(self.pos)
     }
 
     /// Current position in bits from the start of the slice.

@@ -132,31 +132,26 @@ impl XorAppender {
             .expect("XOR chunk cannot hold more than u16::MAX samples");
         let v = v.to_bits();
         self.w.reserve_bits(MAX_SAMPLE_BITS);
-        let mut t_delta = 0;
-        let ends_with_whole_bytes = match self.num {
-            0 => {
-                // Go's binary.PutVarint: zigzag, then uvarint.
-                let zz = ((t << 1) ^ (t >> 63)) as u64;
-                self.write_uvarint(zz);
-                self.w.write_wide(v, 64);
-                true
-            }
-            1 => {
-                t_delta = t.wrapping_sub(self.t) as u64;
-                self.write_uvarint(t_delta);
-                self.write_value(v)
-            }
-            _ => {
-                t_delta = t.wrapping_sub(self.t) as u64;
-                let dod = t_delta.wrapping_sub(self.t_delta) as i64;
-                self.write_dod(dod);
-                self.write_value(v)
-            }
+        let t_delta = t.wrapping_sub(self.t) as u64;
+        let ends_with_whole_bytes = if self.num >= 2 {
+            let dod = t_delta.wrapping_sub(self.t_delta) as i64;
+            let (dod_bits, dod_n) = self.dod_bits(dod);
+            self.write_value(dod_bits, dod_n, v)
+        } else if self.num == 1 {
+            self.write_uvarint(t_delta);
+            self.write_value(0, 0, v)
+        } else {
+            // Go's binary.PutVarint: zigzag, then uvarint.
+            let zz = ((t << 1) ^ (t >> 63)) as u64;
+            self.write_uvarint(zz);
+            self.w.write_wide(v, 64);
+            true
         };
         self.w.set_trailing_empty_byte(ends_with_whole_bytes);
         self.t = t;
         self.v = v;
-        self.t_delta = t_delta;
+        // Prometheus stores no delta for the first sample.
+        self.t_delta = if self.num == 0 { 0 } else { t_delta };
         self.num = num;
         self.w.set_be_u16(0, num);
     }
@@ -169,67 +164,83 @@ impl XorAppender {
         self.w.write(x, 8);
     }
 
-    /// Writes a delta of delta with its prefix in one call where it fits. The ranges are
-    /// Prometheus's `bitRange`: `-(2^(n-1) - 1) ..= 2^(n-1)`, one more on the positive side
-    /// than two's complement allows, which the reader undoes.
+    /// The delta of delta with its prefix, as `(bits, count)` to be written by
+    /// `write_value` together with the value's control bits. The ranges are Prometheus's
+    /// `bitRange`: `-(2^(n-1) - 1) ..= 2^(n-1)`, one more on the positive side than two's
+    /// complement allows, which the reader undoes. The rare 64-bit case is written here
+    /// and returns no bits.
     #[inline]
-    fn write_dod(&mut self, dod: i64) {
+    fn dod_bits(&mut self, dod: i64) -> (u64, u32) {
         let u = dod as u64;
         if dod == 0 {
-            self.w.write(0, 1);
+            (0, 1)
         } else if (-8191..=8192).contains(&dod) {
-            self.w.write((0b10 << 14) | (u & 0x3fff), 16);
+            ((0b10 << 14) | (u & 0x3fff), 16)
         } else if (-65535..=65536).contains(&dod) {
-            self.w.write((0b110 << 17) | (u & 0x1_ffff), 20);
+            ((0b110 << 17) | (u & 0x1_ffff), 20)
         } else if (-524_287..=524_288).contains(&dod) {
-            self.w.write((0b1110 << 20) | (u & 0xf_ffff), 24);
+            ((0b1110 << 20) | (u & 0xf_ffff), 24)
         } else {
             self.w.write(0b1111, 4);
             self.w.write_wide(u, 64);
+            (0, 0)
         }
     }
 
-    /// Prometheus's `xorWrite`: the XOR with the previous value, reusing the previous
-    /// leading/trailing-zero window when the new significant bits fit inside it.
+    /// Writes `pre_n <= 24` bits `pre` (the timestamp part), then the value as Prometheus's
+    /// `xorWrite`: the XOR with the previous value, reusing the previous leading/trailing-zero
+    /// window when the new significant bits fit inside it. Pieces are merged into as few
+    /// writes as fit in one word.
     ///
     /// Returns whether Prometheus's last write was a whole number of bytes (see
     /// `BitWriter::set_trailing_empty_byte`).
-    #[inline]
-    fn write_value(&mut self, v: u64) -> bool {
+    #[inline(always)]
+    fn write_value(&mut self, pre: u64, pre_n: u32, v: u64) -> bool {
         let delta = v ^ self.v;
         if delta == 0 {
-            self.w.write(0, 1);
+            // Zero bits need no store when all that is written is zeros: the buffer past the
+            // end is already zero. This is the common "same timestamp step, same value" case.
+            if pre == 0 {
+                self.w.skip(pre_n + 1);
+            } else {
+                self.w.write(pre << 1, pre_n + 1);
+            }
             return false;
         }
+        self.write_changed_value(pre, pre_n, delta)
+    }
+
+    /// The rest of `write_value`, for a value that changed (`delta != 0`).
+    #[inline(never)]
+    fn write_changed_value(&mut self, pre: u64, pre_n: u32, delta: u64) -> bool {
         // Clamped so that it fits the 5-bit field.
         let leading = delta.leading_zeros().min(31) as u8;
         let trailing = delta.trailing_zeros() as u8;
+        let (head, head_n, sig, bits);
         if self.leading != NO_WINDOW && leading >= self.leading && trailing >= self.trailing {
-            let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
-            let bits = delta >> self.trailing;
-            if sig + 2 <= bstream::MAX_FAST_BITS {
-                self.w.write((0b10 << sig) | bits, sig + 2);
-            } else {
-                self.w.write(0b10, 2);
-                self.w.write_wide(bits, sig);
-            }
-            sig % 8 == 0
+            head = 0b10;
+            head_n = 2;
+            sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
+            bits = delta >> self.trailing;
         } else {
             self.leading = leading;
             self.trailing = trailing;
-            let sig = 64 - u32::from(leading) - u32::from(trailing);
+            sig = 64 - u32::from(leading) - u32::from(trailing);
             // 64 significant bits are written as 0: the field has 6 bits and 0 never
-            // occurs otherwise (a zero XOR takes the `0` branch above).
-            let head = (0b11 << 11) | (u64::from(leading) << 6) | u64::from(sig & 63);
-            let bits = delta >> trailing;
-            if sig + 13 <= bstream::MAX_FAST_BITS {
-                self.w.write((head << sig) | bits, sig + 13);
-            } else {
-                self.w.write(head, 13);
-                self.w.write_wide(bits, sig);
-            }
-            sig % 8 == 0
+            // occurs otherwise (a zero XOR takes the branch above).
+            head = (0b11 << 11) | (u64::from(leading) << 6) | u64::from(sig & 63);
+            head_n = 13;
+            bits = delta >> trailing;
         }
+        let pre = (pre << head_n) | head;
+        let pre_n = pre_n + head_n;
+        if pre_n + sig <= bstream::MAX_FAST_BITS {
+            self.w.write((pre << sig) | bits, pre_n + sig);
+        } else {
+            self.w.write(pre, pre_n);
+            self.w.write_wide(bits, sig);
+        }
+        sig % 8 == 0
     }
 
     /// Samples in the chunk.
@@ -264,7 +275,11 @@ pub struct XorIterator<'a> {
     r: bstream::BitReader<'a>,
     num_total: u16,
     num_read: u16,
-    failed: bool,
+    /// Samples `next` may still decode up to: `num_total`, or `num_read` after an error.
+    limit: u16,
+    /// Samples already skipped over in the stream that repeat the previous timestamp step
+    /// and value; `next` hands them out without touching the stream.
+    run: u16,
     t: i64,
     t_delta: u64,
     v: u64,
@@ -285,7 +300,8 @@ impl<'a> XorIterator<'a> {
             r: bstream::BitReader::new(chunk, HEADER_BYTES * 8),
             num_total: u16::from_be_bytes([header[0], header[1]]),
             num_read: 0,
-            failed: false,
+            limit: u16::from_be_bytes([header[0], header[1]]),
+            run: 0,
             t: 0,
             t_delta: 0,
             v: 0,
@@ -307,7 +323,7 @@ impl<'a> XorIterator<'a> {
     /// The current sample is the last one decoded, by `next` or `seek`, even once the
     /// iterator is exhausted (as in Prometheus). After an error, `seek` returns `None`.
     pub fn seek(&mut self, t: i64) -> Option<Result<(i64, f64), ChunkError>> {
-        if self.failed {
+        if self.failed() {
             return None;
         }
         if self.num_read > 0 && self.t >= t {
@@ -322,9 +338,13 @@ impl<'a> XorIterator<'a> {
         }
     }
 
+    fn failed(&self) -> bool {
+        self.limit < self.num_total && self.num_read == self.limit
+    }
+
     #[cold]
     fn fail(&mut self, what: &'static str) -> ChunkError {
-        self.failed = true;
+        self.limit = self.num_read;
         if self.r.overran() {
             // Made-up zero bits past the end can look like nonsense; the real problem is
             // that the stream ended.
@@ -368,68 +388,68 @@ impl<'a> XorIterator<'a> {
     fn read_second(&mut self) -> Result<(), ChunkError> {
         self.t_delta = self.read_uvarint()?;
         self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
+        let w = self.r.peek();
+        self.read_value(w, 0)
     }
 
+    /// Decodes a sample after the second, `w` being the peeked stream at its start.
     #[inline]
-    fn read_later(&mut self) -> Result<(), ChunkError> {
-        let w = self.r.peek();
+    fn read_later(&mut self, w: u64) -> Result<(), ChunkError> {
         // The prefix is 0, 10, 110, 1110 or 1111: its number of leading ones.
-        let dod = match w.leading_ones() {
-            0 => {
-                self.r.skip(1);
-                0
-            }
-            1 => {
-                self.r.skip(16);
-                dod_from_bits((w << 2) >> 50, 14)
-            }
-            2 => {
-                self.r.skip(20);
-                dod_from_bits((w << 3) >> 47, 17)
-            }
-            3 => {
-                self.r.skip(24);
-                dod_from_bits((w << 4) >> 44, 20)
-            }
+        let (dod, w, used) = match w.leading_ones() {
+            0 => (0, w, 1),
+            1 => (dod_from_bits((w << 2) >> 50, 14), w, 16),
+            2 => (dod_from_bits((w << 3) >> 47, 17), w, 20),
+            3 => (dod_from_bits((w << 4) >> 44, 20), w, 24),
             _ => {
                 self.r.skip(4);
-                self.r.read_wide(64) as i64
+                let dod = self.r.read_wide(64) as i64;
+                (dod, self.r.peek(), 0)
             }
         };
         self.t_delta = self.t_delta.wrapping_add(dod as u64);
         self.t = self.t.wrapping_add(self.t_delta as i64);
-        self.read_value()
+        self.read_value(w, used)
     }
 
-    /// Prometheus's `xorRead`, rejecting windows wider than 64 bits.
+    /// Prometheus's `xorRead`, rejecting windows wider than 64 bits. `w` is the peeked
+    /// stream of which `used <= 24` bits are already decoded but not yet skipped, so that
+    /// the value's control bits (at most 13) come from the same word.
     #[inline]
-    fn read_value(&mut self) -> Result<(), ChunkError> {
-        let w = self.r.peek();
-        if w >> 63 == 0 {
-            self.r.skip(1);
+    fn read_value(&mut self, w: u64, used: u32) -> Result<(), ChunkError> {
+        let x = w << used;
+        if x >> 63 == 0 {
+            self.r.skip(used + 1);
             self.ends_with_whole_bytes = false;
             return Ok(());
         }
-        if (w >> 62) & 1 == 0 {
-            self.r.skip(2);
+        let head_n = if (x >> 62) & 1 == 0 {
             if self.leading == NO_WINDOW {
                 self.leading = 0;
                 self.trailing = 0;
             }
+            2
         } else {
-            self.r.skip(13);
-            let leading = ((w >> 57) & 0x1f) as u8;
-            let sig = ((w >> 51) & 0x3f) as u8;
+            let leading = ((x >> 57) & 0x1f) as u8;
+            let sig = ((x >> 51) & 0x3f) as u8;
             let sig = if sig == 0 { 64 } else { sig };
             if leading + sig > 64 {
+                self.r.skip(used + 13);
                 return Err(self.fail("leading zeros plus significant bits exceed 64"));
             }
             self.leading = leading;
             self.trailing = 64 - leading - sig;
-        }
+            13
+        };
         let sig = 64 - u32::from(self.leading) - u32::from(self.trailing);
-        let bits = self.r.read_wide(sig);
+        let consumed = used + head_n;
+        let bits = if consumed + sig <= bstream::MAX_FAST_BITS {
+            self.r.skip(consumed + sig);
+            (w << consumed) >> (64 - sig)
+        } else {
+            self.r.skip(consumed);
+            self.r.read_wide(sig)
+        };
         self.v ^= bits << self.trailing;
         self.ends_with_whole_bytes = sig % 8 == 0;
         Ok(())
@@ -452,19 +472,48 @@ impl Iterator for XorIterator<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.num_read >= self.num_total {
+        if self.run > 0 {
+            self.run -= 1;
+            self.num_read += 1;
+            self.t = self.t.wrapping_add(self.t_delta as i64);
+            return Some(Ok((self.t, f64::from_bits(self.v))));
+        }
+        if self.num_read >= self.limit {
             return None;
         }
-        let res = match self.num_read {
-            0 => self.read_first(),
-            1 => self.read_second(),
-            _ => self.read_later(),
-        };
-        if let Err(e) = res {
-            return Some(Err(e));
+        if self.num_read >= 2 {
+            let w = self.r.peek();
+            if w >> 62 == 0 {
+                // Same timestamp step and same value (bits `00`): most samples of real data.
+                // Take every such sample this word holds at once, as far as the stream and
+                // the sample count go; the first is returned now, the rest by `run`.
+                let pairs = w.leading_zeros().min(bstream::MAX_FAST_BITS - 1) / 2;
+                let left = usize::from(self.limit - self.num_read);
+                let k = (pairs as usize).min(left).min(self.r.remaining_bits() / 2);
+                if k == 0 {
+                    // Fewer than 2 real bits: let the check below report the truncation.
+                    self.r.skip(2);
+                } else {
+                    self.r.skip(2 * k as u32);
+                    self.run = (k - 1) as u16;
+                }
+                self.t = self.t.wrapping_add(self.t_delta as i64);
+                self.ends_with_whole_bytes = false;
+            } else if let Err(e) = self.read_later(w) {
+                return Some(Err(e));
+            }
+        } else {
+            let res = if self.num_read == 0 {
+                self.read_first()
+            } else {
+                self.read_second()
+            };
+            if let Err(e) = res {
+                return Some(Err(e));
+            }
         }
         if self.r.overran() {
-            self.failed = true;
+            self.limit = self.num_read;
             return Some(Err(ChunkError::Truncated {
                 expected: self.num_total,
                 decoded: self.num_read,
@@ -475,11 +524,7 @@ impl Iterator for XorIterator<'_> {
     }
 
     fn size_hint(&self) -> (usize, Option<usize>) {
-        if self.failed {
-            (0, Some(0))
-        } else {
-            (0, Some(usize::from(self.num_total - self.num_read)))
-        }
+        (0, Some(usize::from(self.limit - self.num_read)))
     }
 }
 
