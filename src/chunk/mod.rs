@@ -543,3 +543,91 @@ pub fn encode(samples: impl IntoIterator<Item = (i64, f64)>) -> Vec<u8> {
     }
     app.into_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk from raw `(bits, count)` fields, for streams no appender writes.
+    fn raw_chunk(fields: &[(u64, u32)]) -> Vec<u8> {
+        let mut w = bstream::BitWriter::with_capacity(64);
+        for &(v, n) in fields {
+            w.reserve_bits(64);
+            w.write_wide(v, n);
+        }
+        w.into_bytes()
+    }
+
+    fn check(samples: &[(i64, u64)], expected_hex: &str) {
+        let bytes = encode(samples.iter().map(|&(t, v)| (t, f64::from_bits(v))));
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected_hex, "{samples:?}");
+        assert_eq!(decode_bits(&bytes).unwrap(), samples);
+    }
+
+    #[test]
+    fn empty_and_single_sample_chunks_match_prometheus_layout() {
+        check(&[], "0000");
+        // Prometheus's writeByte leaves an empty byte after the 64-bit first value.
+        check(&[(1, 0x3ff0_0000_0000_0000)], "0001023ff000000000000000");
+        check(&[(-1, 0)], "000101000000000000000000");
+    }
+
+    #[test]
+    fn reusing_the_value_window_before_one_was_set_reads_64_bits_like_prometheus() {
+        // What Prometheus's resumed appender writes: '1' '0' and 64 bits, window 0/0.
+        let bytes = raw_chunk(&[(2, 16), (0, 8), (0, 64), (1, 8), (0b10, 2), (u64::MAX, 64)]);
+        assert_eq!(decode_bits(&bytes).unwrap(), vec![(0, 0), (1, u64::MAX)]);
+    }
+
+    #[test]
+    fn a_window_wider_than_64_bits_is_corrupt() {
+        // '11', 31 leading zeros, 40 significant bits: 71 bits.
+        let bytes = raw_chunk(&[
+            (2, 16),
+            (0, 8),
+            (0, 64),
+            (1, 8),
+            (0b11, 2),
+            (31, 5),
+            (40, 6),
+            (0, 64),
+        ]);
+        assert_eq!(
+            decode_bits(&bytes),
+            Err(ChunkError::Corrupt {
+                sample: 1,
+                what: "leading zeros plus significant bits exceed 64"
+            })
+        );
+    }
+
+    #[test]
+    fn an_overlong_varint_is_corrupt() {
+        let mut fields = vec![(1, 16)];
+        fields.extend(std::iter::repeat_n((0xff, 8), 10));
+        fields.push((0, 64));
+        let bytes = raw_chunk(&fields);
+        assert!(matches!(
+            decode_bits(&bytes),
+            Err(ChunkError::Corrupt { sample: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn timestamps_wrap_across_the_whole_i64_range() {
+        let samples = [(i64::MIN, 1), (0, 2), (i64::MAX, 3), (i64::MAX - 1, 3)];
+        let bytes = encode(samples.iter().map(|&(t, v)| (t, f64::from_bits(v))));
+        assert_eq!(decode_bits(&bytes).unwrap(), samples);
+    }
+
+    #[test]
+    fn errors_end_iteration_and_seek() {
+        let mut bytes = encode([(1, 1.0), (2, 2.0)]);
+        bytes[..2].copy_from_slice(&100u16.to_be_bytes());
+        let mut it = XorIterator::new(&bytes).unwrap();
+        assert!(it.by_ref().any(|s| s.is_err()));
+        assert!(it.next().is_none());
+        assert!(it.seek(0).is_none());
+    }
+}
