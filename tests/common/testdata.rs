@@ -1,7 +1,9 @@
 //! Loads `../shared/testdata/prometheus-xor-chunks.jsonl`: real Prometheus 2.42 chunks and
 //! the samples they hold. Shared by the chunk tests, the `xor` bench and `tools` unit tests
 //! (each includes this file with `#[path]`).
-#![allow(dead_code)]
+// Each includer uses a different subset, and inside the library (for `tools` tests) the
+// `pub` items are crate-private by construction.
+#![allow(dead_code, unreachable_pub)]
 
 use std::path::PathBuf;
 
