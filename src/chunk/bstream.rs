@@ -23,6 +23,8 @@ const PAD_BYTES: usize = 8;
 pub(super) struct BitWriter {
     buf: Vec<u8>,
     len_bits: usize,
+    /// Bits that fit before the padding: `(buf.len() - PAD_BYTES) * 8`.
+    room_bits: usize,
     /// Whether the stream ends with one more, entirely unused byte. See
     /// [`BitWriter::set_trailing_empty_byte`].
     trailing_empty_byte: bool,
@@ -49,38 +51,47 @@ impl BitWriter {
         let mut w = Self {
             buf: bytes,
             len_bits,
+            room_bits: len_bytes * 8,
             trailing_empty_byte: false,
         };
+        w.fill_capacity();
         w.set_trailing_empty_byte(trailing_empty_byte);
         w
     }
 
     /// An empty writer whose buffer starts with `capacity_bytes` of capacity.
     pub(super) fn with_capacity(capacity_bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity_bytes.max(PAD_BYTES));
-        buf.resize(PAD_BYTES, 0);
-        Self {
-            buf,
+        let mut w = Self {
+            buf: Vec::with_capacity(capacity_bytes.max(PAD_BYTES)),
             len_bits: 0,
+            room_bits: 0,
             trailing_empty_byte: false,
-        }
+        };
+        w.fill_capacity();
+        w
+    }
+
+    /// Zero-fills the whole capacity so that growth checks and resizes are rare.
+    fn fill_capacity(&mut self) {
+        self.buf.resize(self.buf.capacity().max(PAD_BYTES), 0);
+        self.room_bits = (self.buf.len() - PAD_BYTES) * 8;
     }
 
     /// Makes room for `bits` more bits so that the writes that follow cannot run out of
     /// buffer. The buffer grows in steps so that this is usually one comparison.
     #[inline]
     pub(super) fn reserve_bits(&mut self, bits: usize) {
-        let need = (self.len_bits + bits).div_ceil(8) + PAD_BYTES;
-        if self.buf.len() < need {
-            self.grow(need);
+        if self.len_bits + bits > self.room_bits {
+            self.grow(bits);
         }
     }
 
     #[cold]
-    fn grow(&mut self, need: usize) {
-        // Grow by at least 32 bytes so that a chunk of ~120 samples resizes a handful of
-        // times, not once a sample; `Vec` doubles its capacity underneath as usual.
-        self.buf.resize(need + 32, 0);
+    fn grow(&mut self, bits: usize) {
+        let need = (self.len_bits + bits).div_ceil(8) + PAD_BYTES;
+        // `reserve` grows the capacity geometrically; then all of it is zero-filled.
+        self.buf.reserve(need.saturating_sub(self.buf.len()));
+        self.fill_capacity();
     }
 
     /// Writes the low `n` bits of `v`, most significant first. `1 <= n <= 57`, and room

@@ -132,7 +132,7 @@ impl XorAppender {
             .expect("XOR chunk cannot hold more than u16::MAX samples");
         let v = v.to_bits();
         self.w.reserve_bits(MAX_SAMPLE_BITS);
-        let t_delta = t.wrapping_sub(self.t) as u64;
+        let mut t_delta = t.wrapping_sub(self.t) as u64;
         let ends_with_whole_bytes = if self.num >= 2 {
             let dod = t_delta.wrapping_sub(self.t_delta) as i64;
             let (dod_bits, dod_n) = self.dod_bits(dod);
@@ -141,6 +141,8 @@ impl XorAppender {
             self.write_uvarint(t_delta);
             self.write_value(0, 0, v)
         } else {
+            // Prometheus stores no delta for the first sample.
+            t_delta = 0;
             // Go's binary.PutVarint: zigzag, then uvarint.
             let zz = ((t << 1) ^ (t >> 63)) as u64;
             self.write_uvarint(zz);
@@ -150,8 +152,7 @@ impl XorAppender {
         self.w.set_trailing_empty_byte(ends_with_whole_bytes);
         self.t = t;
         self.v = v;
-        // Prometheus stores no delta for the first sample.
-        self.t_delta = if self.num == 0 { 0 } else { t_delta };
+        self.t_delta = t_delta;
         self.num = num;
         self.w.set_be_u16(0, num);
     }
