@@ -3,7 +3,24 @@
 //! **Invariant:** this module knows nothing about series, tenants or I/O.
 //!
 //! A chunk is the 2-byte big-endian sample count followed by the bit stream; this is exactly
-//! what Prometheus stores as a chunk's data and sends in remote read.
+//! what Prometheus stores as a chunk's data and sends in remote read. Bits are written most
+//! significant first; unused bits of the last byte are zero.
+//!
+//! | sample | timestamp | value |
+//! |--------|-----------|-------|
+//! | 0 | `t` as a zigzag varint (Go `PutVarint`) | 64 raw bits |
+//! | 1 | `t - t0` as a uvarint | XOR value |
+//! | n ≥ 2 | delta of delta `dod`: `0`; `10` + 14 bits; `110` + 17; `1110` + 20; `1111` + 64 | XOR value |
+//!
+//! XOR value, `x = bits ^ previous bits`: `0` if `x == 0`; else `10` + the significant bits
+//! in the previous leading/trailing-zero window if they fit; else `11` + 5 bits of leading
+//! zeros (at most 31) + 6 bits of significant-bit count (64 written as 0) + those bits.
+//! All timestamp arithmetic wraps, so any `i64` timestamps round-trip.
+//!
+//! Two Prometheus quirks are kept for bit-exactness (see `tsdb/chunkenc/xor.go` and
+//! `bstream.go` in Prometheus 2.42): the `dod` ranges are `-(2^(n-1) - 1) ..= 2^(n-1)`, and a
+//! chunk whose last write was a whole number of bytes ending on a byte boundary carries
+//! one more, empty byte (so a one-sample chunk is 12 + varint bytes long).
 
 mod bstream;
 
