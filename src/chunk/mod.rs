@@ -20,7 +20,7 @@
 //! Two Prometheus quirks are kept for bit-exactness (see `tsdb/chunkenc/xor.go` and
 //! `bstream.go` in Prometheus 2.42): the `dod` ranges are `-(2^(n-1) - 1) ..= 2^(n-1)`, and a
 //! chunk whose last write was a whole number of bytes ending on a byte boundary carries
-//! one more, empty byte (so a one-sample chunk is 12 + varint bytes long).
+//! one more, empty byte (so a one-sample chunk is 2 + varint + 8 + 1 bytes long).
 
 mod bstream;
 
