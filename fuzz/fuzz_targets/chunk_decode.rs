@@ -16,7 +16,9 @@ fuzz_target!(|data: &[u8]| {
 
     match XorAppender::from_chunk(data) {
         Ok(app) => {
-            let samples = decoded.as_ref().expect("from_chunk accepted what decode rejected");
+            let samples = decoded
+                .as_ref()
+                .expect("from_chunk accepted what decode rejected");
             assert_eq!(app.num_samples(), samples.len());
             assert_eq!(decode_bits(app.bytes()).as_ref(), Ok(samples));
         }
