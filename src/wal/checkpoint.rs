@@ -412,7 +412,7 @@ mod tests {
                     CheckpointChunk {
                         min_t: 1000,
                         max_t: 2000,
-                        data: crate::chunk::encode([(1000, 1.0), (2000, f64::NAN)]),
+                        data: vec![0, 2, 0x80, 0x7f, 0xff, 0x00, 0x01],
                         flushed: i % 2 == 0,
                     },
                     CheckpointChunk {

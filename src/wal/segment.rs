@@ -313,6 +313,7 @@ struct MemState {
     space_limit_bytes: Option<u64>,
     fail_syncs: bool,
     syncs: u64,
+    sync_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -379,6 +380,11 @@ impl MemDir {
     /// Makes every later sync fail with `EIO` (or succeed again).
     pub fn set_fail_syncs(&self, fail: bool) {
         self.inner.lock().fail_syncs = fail;
+    }
+
+    /// Makes every segment sync take `delay` (outside the lock), like a real disk's flush.
+    pub fn set_sync_delay(&self, delay: Option<std::time::Duration>) {
+        self.inner.lock().sync_delay = delay;
     }
 
     /// Number of successful segment syncs so far.
@@ -550,6 +556,10 @@ impl SegmentFile for MemSegment {
     }
 
     fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        let delay = self.dir.inner.lock().sync_delay;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         self.dir.inner.lock().sync(self.id, offset, len)
     }
 }
