@@ -45,6 +45,7 @@
 pub mod checkpoint;
 pub mod record;
 pub mod replay;
+pub mod schedule;
 pub mod segment;
 
 use std::collections::{BTreeSet, VecDeque};
@@ -61,6 +62,7 @@ use tracing::{error, info, warn};
 pub use checkpoint::{write_checkpoint, CheckpointChunk, CheckpointSeries, CheckpointStats};
 pub use record::{Record, RecordError, RefSample};
 pub use replay::{replay, ApplyError, ReplayItem, ReplayStats, TornTail};
+pub use schedule::{run_checkpoint_schedule, CheckpointPolicy};
 pub use segment::{FsDir, MemDir, SegmentFile, WalDir};
 
 use segment::segment_name;

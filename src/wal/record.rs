@@ -420,6 +420,11 @@ impl<'a> Reader<'a> {
             }
             v |= u64::from(b & 0x7f) << (7 * i);
             if b < 0x80 {
+                // Reject overlong encodings (a trailing zero group) so that every value has
+                // exactly one encoding; the fuzz targets check decode/encode round trips.
+                if b == 0 && i > 0 {
+                    return Err(RecordError::Malformed("overlong varint"));
+                }
                 return Ok(v);
             }
         }

@@ -545,6 +545,9 @@ fn disk_full_on_a_real_small_filesystem_is_disk_full_not_sigbus() {
         sync: SyncMode::Always,
     };
     let (wal, _) = Wal::open_path(&path, c, |_| Ok(())).unwrap();
+    // Ballast to free later, so the test can show recovery when space returns.
+    let ballast = path.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 300 << 10]).unwrap();
     let mut acked = 0u64;
     let err = loop {
         let s: Vec<RefSample> = (0..500)
@@ -565,6 +568,9 @@ fn disk_full_on_a_real_small_filesystem_is_disk_full_not_sigbus() {
     eprintln!("disk full after {acked} batches: {err}");
     assert!(matches!(err, WalError::DiskFull { .. }), "{err}");
     assert!(!wal.is_poisoned());
+    std::fs::remove_file(&ballast).unwrap();
+    let p = wal.append(&[series_rec(1)]).expect("space returned");
+    block_on(wal.wait_durable(p)).unwrap();
     drop(wal);
     let mut samples = 0u64;
     Wal::open_path(
