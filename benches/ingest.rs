@@ -24,7 +24,7 @@ fn ingest(c: &mut Criterion) {
     let raw = decompress(&body, 64 << 20).unwrap();
     let mut batch = WriteBatch::default();
     decode_write_request(&raw, &mut batch).unwrap();
-    assert_eq!(tenant.append(&batch).appended, SERIES as u64);
+    assert_eq!(tenant.append(&batch, None).appended, SERIES as u64);
 
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(SERIES as u64));
@@ -44,7 +44,7 @@ fn ingest(c: &mut Criterion) {
                 decompress_into(&body, 64 << 20, &mut raw).unwrap();
                 let mut batch = std::mem::take(&mut reuse).recycle();
                 decode_write_request(&raw, &mut batch).unwrap();
-                let r = tenant.append(&batch);
+                let r = tenant.append(&batch, None);
                 assert_eq!(r.appended, SERIES as u64);
                 reuse = batch.recycle();
             },

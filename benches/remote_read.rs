@@ -28,7 +28,7 @@ fn remote_read(c: &mut Criterion) {
         let raw = common::write_request(&series, i as i64 * STEP_MS, i as u64).encode_to_vec();
         let mut batch = WriteBatch::default();
         decode_write_request(&raw, &mut batch).unwrap();
-        assert_eq!(tenant.append(&batch).appended, SERIES as u64);
+        assert_eq!(tenant.append(&batch, None).appended, SERIES as u64);
     }
     let querier = Querier::new(head.clone());
     let queries = vec![ReadQuery {

@@ -14,15 +14,17 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use weft::proto::{compress, prompb};
 
-fn rss_bytes(pid: u32) -> u64 {
+/// `field` of /proc/PID/status in bytes: `VmRSS` (all resident pages) or `RssAnon` (heap
+/// and stacks only; excludes the WAL's file-backed mapped pages, which the kernel can drop).
+fn status_bytes(pid: u32, field: &str) -> u64 {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
     let kb: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field).and_then(|r| r.strip_prefix(':')))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
-        .expect("VmRSS in /proc status");
+        .expect("field in /proc status");
     kb * 1024
 }
 
@@ -86,7 +88,8 @@ fn main() {
     std::thread::spawn(move || for _ in lines {});
     let client = reqwest::blocking::Client::new();
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_bytes(child.id());
+    let before = status_bytes(child.id(), "VmRSS");
+    let before_anon = status_bytes(child.id(), "RssAnon");
     let start = Instant::now();
     for batch in (0..n).collect::<Vec<_>>().chunks(2000) {
         let req = prompb::WriteRequest {
@@ -118,13 +121,16 @@ fn main() {
         );
     }
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_bytes(child.id());
+    let after = status_bytes(child.id(), "VmRSS");
+    let after_anon = status_bytes(child.id(), "RssAnon");
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let per = (after.saturating_sub(before)) as f64 / n as f64;
+    let per_anon = (after_anon.saturating_sub(before_anon)) as f64 / n as f64;
     println!(
-        "series={n} rss_before={before} rss_after={after} bytes_per_series={per:.0} ingest_secs={:.2}",
+        "series={n} rss_before={before} rss_after={after} bytes_per_series={per:.0} \
+         anon_before={before_anon} anon_after={after_anon} anon_bytes_per_series={per_anon:.0} ingest_secs={:.2}",
         start.elapsed().as_secs_f64()
     );
 }

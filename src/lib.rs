@@ -32,6 +32,7 @@
 pub mod api;
 pub mod chunk;
 pub mod head;
+pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod proto;

@@ -8,10 +8,15 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use std::future::IntoFuture;
+use std::time::Duration;
+
 use weft::api::{self, ApiLimits, AppState};
 use weft::head::{Head, HeadConfig};
+use weft::ingest::Ingester;
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
+use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, WalError};
 
 /// weft: a Prometheus remote-write ingester that keeps answering through store outages.
 #[derive(Debug, Parser)]
@@ -31,6 +36,27 @@ enum Command {
     /// Prometheus XOR chunk tools.
     #[command(subcommand)]
     Chunk(ChunkCommand),
+    /// Human-readable dumps of weft's files.
+    #[command(subcommand)]
+    Inspect(InspectCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum InspectCommand {
+    /// Segments, records, checkpoints and totals of a WAL directory.
+    Wal {
+        /// The WAL directory (`<data-dir>/wal`).
+        dir: PathBuf,
+    },
+}
+
+/// `--wal.sync`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SyncArg {
+    /// Acknowledge a push only after an msync covered it (group commit).
+    Always,
+    /// Never msync: survives a process crash, not power loss. For benchmarks.
+    Never,
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +82,26 @@ struct ServeArgs {
     /// Object store URL: file://, memory://, s3://, gs://, az://. Default: file://<data-dir>/store.
     #[arg(long, env = "WEFT_STORE")]
     store: Option<String>,
+    /// WAL directory. Default: <data-dir>/wal.
+    #[arg(long = "wal.dir", env = "WEFT_WAL_DIR")]
+    wal_dir: Option<PathBuf>,
+    /// Size of each preallocated WAL segment file, in bytes.
+    #[arg(long = "wal.segment-size", env = "WEFT_WAL_SEGMENT_SIZE", default_value_t = 64 << 20)]
+    wal_segment_size: u64,
+    /// When a push is acknowledged: after its WAL records are synced (always), or at once (never).
+    #[arg(
+        long = "wal.sync",
+        env = "WEFT_WAL_SYNC",
+        value_enum,
+        default_value = "always"
+    )]
+    wal_sync: SyncArg,
+    /// Checkpoint the head this often (e.g. 30m, 90s, 2h).
+    #[arg(long = "wal.checkpoint-interval", env = "WEFT_WAL_CHECKPOINT_INTERVAL", default_value = "30m", value_parser = parse_duration)]
+    wal_checkpoint_interval: Duration,
+    /// Checkpoint early once the WAL has grown by this many bytes since the last checkpoint.
+    #[arg(long = "wal.checkpoint-bytes", env = "WEFT_WAL_CHECKPOINT_BYTES", default_value_t = 1 << 30)]
+    wal_checkpoint_bytes: u64,
     /// Log filter, e.g. `info` or `weft=debug`.
     #[arg(long = "log.level", env = "WEFT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -99,7 +145,37 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Chunk(cmd)) => chunk(cmd),
+        Some(Command::Inspect(InspectCommand::Wal { dir })) => match weft::wal::inspect(&dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weft inspect wal: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
+}
+
+/// `90s`, `30m`, `2h`, `1d`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        "ms" => return Ok(Duration::from_millis(n)),
+        _ => {
+            return Err(format!(
+                "invalid duration unit in {s:?}: use ms, s, m, h or d"
+            ))
+        }
+    };
+    Ok(Duration::from_secs(secs))
 }
 
 fn chunk(cmd: ChunkCommand) -> ExitCode {
@@ -187,7 +263,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_read_samples: args.max_read_samples,
         ..ApiLimits::default()
     };
-    let state = AppState::new(head, metrics, limits);
+    let state = AppState::new(head.clone(), metrics, limits);
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
@@ -195,9 +271,94 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(data_dir = %args.data_dir.display(), %store, "starting");
     // Tests and scripts read the address from this line; keep it last on the line.
     tracing::info!("weft listening on http://{addr}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+
+    // Serve at once, so /ready can say "not ready" during replay; writes get 503 until then.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = {
+        let mut stop_rx = stop_rx.clone();
+        tokio::spawn(
+            axum::serve(listener, api::router(state.clone()))
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .into_future(),
+        )
+    };
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+
+    let wal_dir = args
+        .wal_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("wal"));
+    let wal_cfg = WalConfig {
+        segment_size_bytes: args.wal_segment_size,
+        sync: match args.wal_sync {
+            SyncArg::Always => SyncMode::Always,
+            SyncArg::Never => SyncMode::Never,
+        },
+    };
+    tracing::info!(dir = %wal_dir.display(), "replaying the WAL");
+    let replay_head = head.clone();
+    let (ingester, stats) =
+        tokio::task::spawn_blocking(move || Ingester::open(replay_head, &wal_dir, wal_cfg))
+            .await??;
+    let secs = stats.elapsed.as_secs_f64().max(1e-9);
+    tracing::info!(
+        checkpoint_series = stats.checkpoint.map_or(0, |c| c.series),
+        segments = stats.segments,
+        records = stats.records,
+        samples = stats.samples,
+        samples_per_sec = (stats.samples as f64 / secs) as u64,
+        elapsed_ms = stats.elapsed.as_millis() as u64,
+        "WAL replay done; ready"
+    );
+    let ingester = Arc::new(ingester);
+    state.set_ingester(ingester.clone());
+
+    let policy = CheckpointPolicy {
+        interval: args.wal_checkpoint_interval,
+        max_wal_growth_bytes: args.wal_checkpoint_bytes,
+        poll: Duration::from_secs(10),
+        retry_backoff: Duration::from_secs(10),
+    };
+    let ckpt = ingester.clone();
+    let mut sched_stop = stop_rx.clone();
+    let schedule = tokio::spawn(run_checkpoint_schedule(
+        ingester.wal().clone(),
+        policy,
+        move || {
+            let ing = ckpt.clone();
+            async move {
+                tokio::task::spawn_blocking(move || ing.checkpoint().map(|_| ()))
+                    .await
+                    .unwrap_or(Err(WalError::Closed))
+            }
+        },
+        async move {
+            let _ = sched_stop.wait_for(|s| *s).await;
+        },
+    ));
+
+    server.await??;
+    let _ = schedule.await;
+    // The shutdown checkpoint: the next start replays it instead of the segments.
+    let ing = ingester.clone();
+    match tokio::task::spawn_blocking(move || ing.checkpoint()).await? {
+        Ok(s) => tracing::info!(
+            series = s.series,
+            chunks = s.chunks,
+            "shutdown checkpoint written"
+        ),
+        Err(e) => tracing::error!(
+            "shutdown checkpoint failed (the WAL segments still hold the data): {e}"
+        ),
+    }
+    if let Err(e) = ingester.wal().close() {
+        tracing::error!("closing the WAL: {e}");
+    }
     tracing::info!("weft stopped");
     Ok(())
 }

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::model::{MatcherError, SelectorError, TenantError};
 use crate::proto::{ProtoError, SnappyError};
+use crate::wal::WalError;
 
 /// What kind of failure, from the client's point of view.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,6 +153,18 @@ impl IntoResponse for ApiError {
             .into_response();
         self.decorate(&mut resp);
         resp
+    }
+}
+
+impl From<WalError> for ApiError {
+    fn from(e: WalError) -> Self {
+        let class = match e {
+            // Space may return; the WAL retries the allocation on the next push.
+            WalError::DiskFull { .. } => ErrorClass::Overloaded,
+            WalError::RecordTooLarge { .. } => ErrorClass::TooLarge,
+            _ => ErrorClass::Unavailable,
+        };
+        ApiError::new(class, format!("samples not stored durably: {e}"))
     }
 }
 

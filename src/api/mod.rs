@@ -8,8 +8,7 @@ mod prom;
 pub mod read;
 mod write;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -24,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use error::{ApiError, ErrorClass};
 
 use crate::head::Head;
+use crate::ingest::Ingester;
 use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
 use crate::model::TenantId;
 use crate::query::Querier;
@@ -66,6 +66,7 @@ impl Default for ApiLimits {
 struct DecodeBuffers {
     raw: Vec<u8>,
     batch: crate::proto::WriteBatch<'static>,
+    log: crate::head::WalLog,
 }
 
 /// A bounded pool of [`DecodeBuffers`]. Buffers that grew past `MAX_KEPT_BYTES` are dropped
@@ -86,7 +87,8 @@ impl BufferPool {
     fn put(&self, b: DecodeBuffers) {
         let bytes = b.raw.capacity()
             + b.batch.labels.capacity() * std::mem::size_of::<(&[u8], &[u8])>()
-            + b.batch.samples.capacity() * 16;
+            + b.batch.samples.capacity() * 16
+            + b.log.samples.capacity() * std::mem::size_of::<crate::wal::RefSample>();
         let mut free = self.free.lock();
         if bytes <= Self::MAX_KEPT_BYTES && free.len() < Self::MAX_KEPT {
             free.push(b);
@@ -103,12 +105,13 @@ pub struct AppState {
     limits: ApiLimits,
     write_slots: Arc<Semaphore>,
     read_slots: Arc<Semaphore>,
-    ready: Arc<AtomicBool>,
+    ingester: Arc<OnceLock<Arc<Ingester>>>,
     decode_buffers: Arc<BufferPool>,
 }
 
 impl AppState {
-    /// State over a head; `ready` starts true (there is nothing to replay yet).
+    /// State over a head. Writes are refused (503) and `/ready` is false until
+    /// [`AppState::set_ingester`] is called, after WAL replay.
     pub fn new(head: Arc<Head>, metrics: Arc<Metrics>, limits: ApiLimits) -> Self {
         Self {
             querier: Querier::new(head.clone()),
@@ -117,14 +120,28 @@ impl AppState {
             write_slots: Arc::new(Semaphore::new(limits.max_inflight_writes)),
             read_slots: Arc::new(Semaphore::new(limits.max_concurrent_reads)),
             limits,
-            ready: Arc::new(AtomicBool::new(true)),
+            ingester: Arc::new(OnceLock::new()),
             decode_buffers: Arc::new(BufferPool::default()),
         }
     }
 
-    /// The flag `/ready` reports.
-    pub fn ready_flag(&self) -> Arc<AtomicBool> {
-        self.ready.clone()
+    /// Opens the write path once replay is done.
+    pub fn set_ingester(&self, ingester: Arc<Ingester>) {
+        let _ = self.ingester.set(ingester);
+    }
+
+    /// The ingester, or why writes cannot be taken now.
+    fn ingester(&self) -> Result<&Arc<Ingester>, ApiError> {
+        let ing = self.ingester.get().ok_or_else(|| {
+            ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL")
+        })?;
+        if ing.wal().is_poisoned() {
+            return Err(ApiError::new(
+                ErrorClass::Unavailable,
+                "the WAL failed to sync and refuses writes until weft restarts; see the log",
+            ));
+        }
+        Ok(ing)
     }
 
     /// Takes one slot of `class` ("write" or "read") or refuses with 503 + Retry-After.
@@ -182,10 +199,9 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    if st.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL").into_response()
+    match st.ingester() {
+        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
+        Err(e) => e.into_response(),
     }
 }
 

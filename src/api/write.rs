@@ -30,6 +30,7 @@ async fn push_inner(
 ) -> Result<AppendReport, ApiError> {
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
+    let ingester = st.ingester()?.clone();
     let _slot = st.slot("write")?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
     // Decode buffers are reused across requests: a warm push allocates almost nothing.
@@ -38,14 +39,21 @@ async fn push_inner(
     drop(body);
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
     decode_write_request(&bufs.raw, &mut batch)?;
-    let report = if batch.series.is_empty() {
+    let appended = if batch.series.is_empty() {
         // Metadata-only requests are accepted and ignored.
-        AppendReport::default()
+        Ok((AppendReport::default(), None))
     } else {
-        st.head.tenant_or_create(&tenant).append(&batch)
+        let head = st.head.tenant_or_create(&tenant);
+        ingester.append(&head, &batch, &mut bufs.log)
     };
     bufs.batch = batch.recycle();
+    bufs.log.clear();
     st.decode_buffers.put(bufs);
+    let (report, pos) = appended?;
+    if let Some(pos) = pos {
+        // The acknowledgement waits for the sync that covers this push (group commit).
+        ingester.wait_durable(pos).await?;
+    }
     Ok(report)
 }
 

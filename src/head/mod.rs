@@ -10,6 +10,7 @@
 mod series;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -22,7 +23,9 @@ use crate::metrics::{Metrics, RejectLabels, TenantLabels};
 use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
 use crate::proto::WriteBatch;
 
-pub use series::{ChunkCopy, Series};
+pub use series::{ChunkCopy, Series, SnapshotChunk};
+
+use crate::wal::RefSample;
 
 /// Limits and settings of the head.
 #[derive(Debug, Clone)]
@@ -150,12 +153,31 @@ impl AppendReport {
     }
 }
 
+/// What a push must add to the WAL before it is acknowledged.
+#[derive(Debug, Default)]
+pub struct WalLog {
+    /// Series whose `Series` record the WAL does not have yet.
+    pub series: Vec<Arc<Series>>,
+    /// Samples appended (and exact repeats; see [`Series`]'s append).
+    pub samples: Vec<RefSample>,
+}
+
+impl WalLog {
+    /// Empties it, keeping the allocations.
+    pub fn clear(&mut self) {
+        self.series.clear();
+        self.samples.clear();
+    }
+}
+
 /// All tenants' heads.
 #[derive(Debug)]
 pub struct Head {
     cfg: HeadConfig,
     metrics: Arc<Metrics>,
     tenants: RwLock<HashMap<TenantId, Arc<TenantHead>>>,
+    /// The next global series ref.
+    next_ref: Arc<AtomicU64>,
 }
 
 impl Head {
@@ -165,6 +187,7 @@ impl Head {
             cfg,
             metrics,
             tenants: RwLock::new(HashMap::new()),
+            next_ref: Arc::new(AtomicU64::new(1)),
         }
     }
 
@@ -181,7 +204,14 @@ impl Head {
         let mut tenants = self.tenants.write();
         tenants
             .entry(id.clone())
-            .or_insert_with(|| Arc::new(TenantHead::new(id.clone(), &self.cfg, &self.metrics)))
+            .or_insert_with(|| {
+                Arc::new(TenantHead::new(
+                    id.clone(),
+                    &self.cfg,
+                    &self.metrics,
+                    self.next_ref.clone(),
+                ))
+            })
             .clone()
     }
 
@@ -190,6 +220,28 @@ impl Head {
         let mut ids: Vec<TenantId> = self.tenants.read().keys().cloned().collect();
         ids.sort();
         ids
+    }
+
+    /// Every tenant's head, sorted by tenant.
+    pub fn tenant_heads(&self) -> Vec<Arc<TenantHead>> {
+        let mut heads: Vec<Arc<TenantHead>> = self.tenants.read().values().cloned().collect();
+        heads.sort_by(|a, b| a.id.cmp(&b.id));
+        heads
+    }
+
+    /// Re-creates a series from the WAL or a checkpoint under its original global ref.
+    /// Labels are validated, but no limit applies: data that was accepted once is never
+    /// dropped at replay because a limit was lowered since. If the tenant already has the
+    /// series, that one is returned.
+    pub fn restore_series(
+        &self,
+        tenant: &TenantId,
+        series_ref: u64,
+        labels: &[(&str, &str)],
+    ) -> Result<Arc<Series>, LabelError> {
+        self.next_ref.fetch_max(series_ref + 1, Ordering::AcqRel);
+        self.tenant_or_create(tenant)
+            .restore_series(series_ref, labels)
     }
 }
 
@@ -223,6 +275,7 @@ pub struct TenantHead {
     max_series: usize,
     index: RwLock<Index>,
     metrics: TenantMetrics,
+    next_ref: Arc<AtomicU64>,
 }
 
 /// The tenant's series map and postings. Series refs are indexes into `series`, assigned in
@@ -252,7 +305,7 @@ impl Index {
             .find(|&r| self.series[r as usize].labels().eq_raw(pairs))
     }
 
-    fn insert(&mut self, hash: u64, labels: Labels) -> u32 {
+    fn insert(&mut self, hash: u64, labels: Labels, series_ref: u64) -> u32 {
         let r = u32::try_from(self.series.len()).expect("series limit keeps refs within u32");
         for l in labels.iter() {
             self.postings
@@ -262,7 +315,7 @@ impl Index {
                 .or_default()
                 .push(r);
         }
-        self.series.push(Arc::new(Series::new(labels)));
+        self.series.push(Arc::new(Series::new(labels, series_ref)));
         if let Some(_existing) = self.by_hash.get(&hash) {
             self.collisions.entry(hash).or_default().push(r);
         } else {
@@ -381,7 +434,12 @@ fn describe_raw(pairs: &[(&[u8], &[u8])]) -> String {
 }
 
 impl TenantHead {
-    fn new(id: TenantId, cfg: &HeadConfig, metrics: &Arc<Metrics>) -> Self {
+    fn new(
+        id: TenantId,
+        cfg: &HeadConfig,
+        metrics: &Arc<Metrics>,
+        next_ref: Arc<AtomicU64>,
+    ) -> Self {
         let l = TenantLabels {
             tenant: id.to_string(),
         };
@@ -398,7 +456,63 @@ impl TenantHead {
             max_series: cfg.max_series_per_tenant,
             index: RwLock::new(Index::default()),
             metrics: tm,
+            next_ref,
         }
+    }
+
+    fn restore_series(
+        &self,
+        series_ref: u64,
+        labels: &[(&str, &str)],
+    ) -> Result<Arc<Series>, LabelError> {
+        let mut pairs: Vec<(&[u8], &[u8])> = labels
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+            .collect();
+        crate::model::sort_and_drop_empty(&mut pairs);
+        let hash = crate::model::hash_raw(&pairs);
+        let mut index = self.index.write();
+        if let Some(r) = index.lookup(hash, &pairs) {
+            return Ok(index.series[r as usize].clone());
+        }
+        let unlimited = LabelLimits {
+            max_label_names_per_series: usize::MAX,
+            max_label_name_length: usize::MAX,
+            max_label_value_length: usize::MAX,
+        };
+        let labels = Labels::from_raw_pairs(&mut pairs, &unlimited, &mut index.interner)?;
+        let r = index.insert(hash, labels, series_ref);
+        self.metrics.series.inc();
+        let s = index.series[r as usize].clone();
+        s.set_logged();
+        Ok(s)
+    }
+
+    /// Every series of the tenant, in creation order.
+    pub fn all_series(&self) -> Vec<Arc<Series>> {
+        self.index.read().series.clone()
+    }
+
+    /// Restores a series' chunks from a checkpoint (see [`Series`]'s restore).
+    pub fn restore_chunks(
+        &self,
+        series: &Series,
+        chunks: Vec<SnapshotChunk>,
+    ) -> Result<(), crate::chunk::ChunkError> {
+        let n = series.restore(chunks)?;
+        self.metrics.chunks.inc_by(n as i64);
+        Ok(())
+    }
+
+    /// Appends replayed samples to a series; refusals (repeats of what a checkpoint already
+    /// holds) are expected and only counted. Returns the samples appended.
+    pub fn append_replayed(&self, series: &Series, samples: &[(i64, f64)]) -> u64 {
+        let out = series.append(samples, None);
+        if out.chunks_created > 0 {
+            self.metrics.chunks.inc_by(out.chunks_created as i64);
+        }
+        self.metrics.ingested.inc_by(out.appended);
+        out.appended
     }
 
     /// The tenant.
@@ -413,7 +527,7 @@ impl TenantHead {
 
     /// Appends a decoded write request. Series that fail (bad labels, limits, ordering) are
     /// refused individually; the rest of the request is kept.
-    pub fn append(&self, batch: &WriteBatch<'_>) -> AppendReport {
+    pub fn append(&self, batch: &WriteBatch<'_>, mut log: Option<&mut WalLog>) -> AppendReport {
         let mut report = AppendReport::default();
         let mut pairs: Pairs<'_> = Vec::with_capacity(16);
         // Series not yet in the head: (index into batch.series, hash).
@@ -427,15 +541,19 @@ impl TenantHead {
                 );
                 let hash = crate::model::hash_raw(&pairs);
                 match index.lookup(hash, &pairs) {
-                    Some(r) => {
-                        self.append_samples(&index.series[r as usize], batch, i, &mut report)
-                    }
+                    Some(r) => self.append_samples(
+                        &index.series[r as usize],
+                        batch,
+                        i,
+                        &mut report,
+                        log.as_deref_mut(),
+                    ),
                     None => missing.push((i, hash)),
                 }
             }
         }
         if !missing.is_empty() {
-            self.create_and_append(batch, &missing, &mut pairs, &mut report);
+            self.create_and_append(batch, &missing, &mut pairs, &mut report, log);
         }
         self.metrics.ingested.inc_by(report.appended);
         report
@@ -447,6 +565,7 @@ impl TenantHead {
         missing: &[(usize, u64)],
         pairs: &mut Pairs<'a>,
         report: &mut AppendReport,
+        mut log: Option<&mut WalLog>,
     ) {
         let mut index = self.index.write();
         for &(i, hash) in missing {
@@ -484,20 +603,22 @@ impl TenantHead {
                     };
                     report.series_created += 1;
                     self.metrics.series.inc();
-                    idx.insert(hash, labels)
+                    let series_ref = self.next_ref.fetch_add(1, Ordering::AcqRel);
+                    idx.insert(hash, labels, series_ref)
                 }
             };
             let series = index.series[r as usize].clone();
-            self.append_samples(&series, batch, i, report);
+            self.append_samples(&series, batch, i, report, log.as_deref_mut());
         }
     }
 
     fn append_samples(
         &self,
-        series: &Series,
+        series: &Arc<Series>,
         batch: &WriteBatch<'_>,
         i: usize,
         report: &mut AppendReport,
+        mut log: Option<&mut WalLog>,
     ) {
         let s = &batch.series[i];
         if s.histograms > 0 {
@@ -511,7 +632,12 @@ impl TenantHead {
         if samples.is_empty() {
             return;
         }
-        let out = series.append(samples);
+        if let Some(l) = log.as_deref_mut() {
+            if !series.is_logged() {
+                l.series.push(series.clone());
+            }
+        }
+        let out = series.append(samples, log.map(|l| &mut l.samples));
         report.appended += out.appended;
         report.duplicates_ignored += out.duplicates;
         if out.chunks_created > 0 {

@@ -1,15 +1,22 @@
 //! One series: its labels, its closed chunks and its open head chunk.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use parking_lot::Mutex;
 
 use super::HeadError;
 use crate::chunk::{XorAppender, XorIterator, SAMPLES_PER_CHUNK};
 use crate::model::Labels;
+use crate::wal::RefSample;
 
 /// A series in the head. The labels never change; the chunks sit behind a mutex.
 #[derive(Debug)]
 pub struct Series {
     labels: Labels,
+    /// Global ref, unique across tenants, kept across restarts by the WAL and checkpoints.
+    series_ref: u64,
+    /// Whether a WAL `Series` record for this series has been appended.
+    logged: AtomicBool,
     data: Mutex<SeriesData>,
 }
 
@@ -53,9 +60,11 @@ pub(crate) struct SeriesAppend {
 }
 
 impl Series {
-    pub(crate) fn new(labels: Labels) -> Self {
+    pub(crate) fn new(labels: Labels, series_ref: u64) -> Self {
         Self {
             labels,
+            series_ref,
+            logged: AtomicBool::new(false),
             data: Mutex::new(SeriesData {
                 closed: Vec::new(),
                 open: XorAppender::new(),
@@ -70,9 +79,33 @@ impl Series {
         &self.labels
     }
 
+    /// The global series ref.
+    pub fn series_ref(&self) -> u64 {
+        self.series_ref
+    }
+
+    /// Whether the WAL already has this series' `Series` record.
+    pub fn is_logged(&self) -> bool {
+        self.logged.load(Ordering::Acquire)
+    }
+
+    /// Records that the WAL has this series' `Series` record.
+    pub fn set_logged(&self) {
+        self.logged.store(true, Ordering::Release);
+    }
+
     /// Appends samples in order. A sample older than the newest is refused, as is a different
     /// value at the newest timestamp; an exact repeat of the newest sample is ignored.
-    pub(crate) fn append(&self, samples: &[(i64, f64)]) -> SeriesAppend {
+    ///
+    /// With `log`, every appended sample *and every exact repeat* is added to it for the WAL.
+    /// Repeats are logged because the original may have reached memory in a push whose WAL
+    /// append failed (and was therefore never acknowledged): the client's retry must make it
+    /// durable before it is acknowledged. Replay treats the repeat as a no-op.
+    pub(crate) fn append(
+        &self,
+        samples: &[(i64, f64)],
+        mut log: Option<&mut Vec<RefSample>>,
+    ) -> SeriesAppend {
         let mut out = SeriesAppend::default();
         let mut d = self.data.lock();
         for &(t, v) in samples {
@@ -85,6 +118,13 @@ impl Series {
                         HeadError::DuplicateTimestamp { t }
                     } else {
                         out.duplicates += 1;
+                        if let Some(l) = log.as_deref_mut() {
+                            l.push(RefSample {
+                                series_ref: self.series_ref,
+                                t,
+                                v: bits,
+                            });
+                        }
                         continue;
                     };
                     match &mut out.first_error {
@@ -104,6 +144,13 @@ impl Series {
             d.open.append(t, v);
             d.last = Some((t, bits));
             out.appended += 1;
+            if let Some(l) = log.as_deref_mut() {
+                l.push(RefSample {
+                    series_ref: self.series_ref,
+                    t,
+                    v: bits,
+                });
+            }
         }
         out
     }
@@ -172,6 +219,68 @@ impl Series {
         let bytes: usize =
             d.closed.iter().map(|c| c.data.len()).sum::<usize>() + d.open.bytes().len();
         (d.closed.len() + open, bytes)
+    }
+}
+
+/// One chunk of a series as a checkpoint stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotChunk {
+    /// First sample's timestamp.
+    pub min_t: i64,
+    /// Last sample's timestamp.
+    pub max_t: i64,
+    /// The chunk's bytes.
+    pub data: Vec<u8>,
+}
+
+impl Series {
+    /// Every chunk, oldest first, the open one last: for a checkpoint.
+    pub fn snapshot(&self) -> Vec<SnapshotChunk> {
+        self.chunks(i64::MIN, i64::MAX)
+            .into_iter()
+            .map(|c| SnapshotChunk {
+                min_t: c.min_t,
+                max_t: c.max_t,
+                data: c.data,
+            })
+            .collect()
+    }
+
+    /// Restores chunks from a checkpoint into an empty series: all but the last are closed,
+    /// the last becomes the open chunk (appends resume exactly where they stopped).
+    /// Returns the number of chunks restored.
+    pub(crate) fn restore(
+        &self,
+        chunks: Vec<SnapshotChunk>,
+    ) -> Result<usize, crate::chunk::ChunkError> {
+        let mut d = self.data.lock();
+        debug_assert!(
+            d.last.is_none() && d.closed.is_empty(),
+            "restore into a used series"
+        );
+        let n = chunks.len();
+        let mut it = chunks.into_iter().peekable();
+        while let Some(c) = it.next() {
+            if it.peek().is_some() {
+                d.closed.push(ClosedChunk {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    data: c.data.into_boxed_slice(),
+                });
+                continue;
+            }
+            let open = XorAppender::from_chunk(&c.data)?;
+            let mut last = None;
+            let mut iter = XorIterator::new(&c.data)?;
+            for s in iter.by_ref() {
+                let (t, v) = s?;
+                last = Some((t, v.to_bits()));
+            }
+            d.open = open;
+            d.open_min_t = c.min_t;
+            d.last = last;
+        }
+        Ok(n)
     }
 }
 

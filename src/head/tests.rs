@@ -59,7 +59,7 @@ fn m(op: MatchOp, n: &str, v: &str) -> Matcher {
 fn append_cuts_a_chunk_every_120_samples_and_chunks_decode_to_the_samples() {
     let (_h, t) = head_with(100);
     let samples: Vec<(i64, f64)> = (0..300).map(|i| (i * 1000, i as f64 * 0.5)).collect();
-    let r = t.append(&batch(&[(&[("__name__", "up")], &samples)]));
+    let r = t.append(&batch(&[(&[("__name__", "up")], &samples)]), None);
     assert_eq!((r.appended, r.error_count), (300, 0));
     let s = &t.select(&[m(MatchOp::Eq, "__name__", "up")], i64::MIN, i64::MAX)[0];
     let chunks = s.chunks(i64::MIN, i64::MAX);
@@ -89,11 +89,14 @@ fn append_cuts_a_chunk_every_120_samples_and_chunks_decode_to_the_samples() {
 #[test]
 fn out_of_order_sample_is_refused_and_the_rest_of_the_request_is_kept() {
     let (_h, t) = head_with(100);
-    t.append(&batch(&[(&[("__name__", "a")], &[(10, 1.0)])]));
-    let r = t.append(&batch(&[
-        (&[("__name__", "a")], &[(5, 2.0), (20, 3.0)]),
-        (&[("__name__", "b")], &[(1, 1.0)]),
-    ]));
+    t.append(&batch(&[(&[("__name__", "a")], &[(10, 1.0)])]), None);
+    let r = t.append(
+        &batch(&[
+            (&[("__name__", "a")], &[(5, 2.0), (20, 3.0)]),
+            (&[("__name__", "b")], &[(1, 1.0)]),
+        ]),
+        None,
+    );
     assert_eq!(r.appended, 2);
     assert_eq!(r.rejected, 1);
     assert!(r.any_bad_data);
@@ -111,11 +114,11 @@ fn out_of_order_sample_is_refused_and_the_rest_of_the_request_is_kept() {
 fn equal_timestamp_with_equal_bits_is_a_no_op_and_with_other_bits_is_refused() {
     let (_h, t) = head_with(100);
     let nan = f64::from_bits(0x7ff8_0000_0000_0001);
-    t.append(&batch(&[(&[("__name__", "a")], &[(10, nan)])]));
-    let r = t.append(&batch(&[(&[("__name__", "a")], &[(10, nan)])]));
+    t.append(&batch(&[(&[("__name__", "a")], &[(10, nan)])]), None);
+    let r = t.append(&batch(&[(&[("__name__", "a")], &[(10, nan)])]), None);
     assert_eq!((r.appended, r.duplicates_ignored, r.error_count), (0, 1, 0));
     let other_nan = f64::from_bits(0x7ff8_0000_0000_0002);
-    let r = t.append(&batch(&[(&[("__name__", "a")], &[(10, other_nan)])]));
+    let r = t.append(&batch(&[(&[("__name__", "a")], &[(10, other_nan)])]), None);
     assert!(matches!(
         r.errors[0].error,
         HeadError::DuplicateTimestamp { t: 10 }
@@ -125,14 +128,20 @@ fn equal_timestamp_with_equal_bits_is_a_no_op_and_with_other_bits_is_refused() {
 #[test]
 fn series_limit_refuses_new_series_but_not_samples_of_existing_ones() {
     let (_h, t) = head_with(2);
-    t.append(&batch(&[
-        (&[("__name__", "a")], &[(1, 1.0)]),
-        (&[("__name__", "b")], &[(1, 1.0)]),
-    ]));
-    let r = t.append(&batch(&[
-        (&[("__name__", "c")], &[(1, 1.0)]),
-        (&[("__name__", "a")], &[(2, 1.0)]),
-    ]));
+    t.append(
+        &batch(&[
+            (&[("__name__", "a")], &[(1, 1.0)]),
+            (&[("__name__", "b")], &[(1, 1.0)]),
+        ]),
+        None,
+    );
+    let r = t.append(
+        &batch(&[
+            (&[("__name__", "c")], &[(1, 1.0)]),
+            (&[("__name__", "a")], &[(2, 1.0)]),
+        ]),
+        None,
+    );
     assert_eq!(r.appended, 1);
     assert!(
         !r.any_bad_data,
@@ -148,11 +157,17 @@ fn series_limit_refuses_new_series_but_not_samples_of_existing_ones() {
 #[test]
 fn unsorted_labels_and_empty_values_find_the_same_series() {
     let (_h, t) = head_with(100);
-    t.append(&batch(&[(&[("__name__", "a"), ("job", "x")], &[(1, 1.0)])]));
-    t.append(&batch(&[(
-        &[("job", "x"), ("empty", ""), ("__name__", "a")],
-        &[(2, 1.0)],
-    )]));
+    t.append(
+        &batch(&[(&[("__name__", "a"), ("job", "x")], &[(1, 1.0)])]),
+        None,
+    );
+    t.append(
+        &batch(&[(
+            &[("job", "x"), ("empty", ""), ("__name__", "a")],
+            &[(2, 1.0)],
+        )]),
+        None,
+    );
     assert_eq!(t.num_series(), 1);
     assert_eq!(all_samples(&t, &[m(MatchOp::Eq, "job", "x")])[0].1.len(), 2);
 }
@@ -160,14 +175,17 @@ fn unsorted_labels_and_empty_values_find_the_same_series() {
 #[test]
 fn invalid_labels_are_refused_per_series() {
     let (_h, t) = head_with(100);
-    let r = t.append(&batch(&[
-        (&[("__name__", "a"), ("a-b", "x")], &[(1, 1.0)]),
-        (
-            &[("__name__", "a"), ("dup", "x"), ("dup", "y")],
-            &[(1, 1.0)],
-        ),
-        (&[("__name__", "ok")], &[(1, 1.0)]),
-    ]));
+    let r = t.append(
+        &batch(&[
+            (&[("__name__", "a"), ("a-b", "x")], &[(1, 1.0)]),
+            (
+                &[("__name__", "a"), ("dup", "x"), ("dup", "y")],
+                &[(1, 1.0)],
+            ),
+            (&[("__name__", "ok")], &[(1, 1.0)]),
+        ]),
+        None,
+    );
     assert_eq!((r.appended, r.error_count), (1, 2));
     assert_eq!(t.num_series(), 1);
 }
@@ -175,11 +193,14 @@ fn invalid_labels_are_refused_per_series() {
 #[test]
 fn matchers_follow_prometheus_semantics_for_absent_labels() {
     let (_h, t) = head_with(100);
-    t.append(&batch(&[
-        (&[("__name__", "m"), ("env", "prod")], &[(1, 1.0)]),
-        (&[("__name__", "m"), ("env", "dev")], &[(1, 1.0)]),
-        (&[("__name__", "m")], &[(1, 1.0)]),
-    ]));
+    t.append(
+        &batch(&[
+            (&[("__name__", "m"), ("env", "prod")], &[(1, 1.0)]),
+            (&[("__name__", "m"), ("env", "dev")], &[(1, 1.0)]),
+            (&[("__name__", "m")], &[(1, 1.0)]),
+        ]),
+        None,
+    );
     let names = |ms: &[Matcher]| -> Vec<String> {
         all_samples(&t, ms).into_iter().map(|(l, _)| l).collect()
     };
@@ -220,7 +241,7 @@ fn matchers_follow_prometheus_semantics_for_absent_labels() {
 fn tenants_do_not_see_each_other() {
     let head = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
     let a = head.tenant_or_create(&TenantId::parse("a").unwrap());
-    a.append(&batch(&[(&[("__name__", "secret")], &[(1, 1.0)])]));
+    a.append(&batch(&[(&[("__name__", "secret")], &[(1, 1.0)])]), None);
     let b = head.tenant_or_create(&TenantId::parse("b").unwrap());
     assert!(b
         .select(&[m(MatchOp::Re, "__name__", ".+")], i64::MIN, i64::MAX)

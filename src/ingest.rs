@@ -1,0 +1,232 @@
+//! The durable write path: a push goes into the head, then into the WAL, and is acknowledged
+//! once the WAL has synced it. Replay at start rebuilds the head from the newest checkpoint
+//! and the segments after it.
+//!
+//! **Invariant:** a push is acknowledged only after [`Ingester::wait_durable`] of its WAL
+//! position returned `Ok`.
+//!
+//! Order within a push: samples are appended to the head first (which decides what is
+//! accepted), then logged. If the WAL append fails (disk full, poisoned), the push is
+//! refused with a 503 and the samples stay in memory unlogged; Prometheus retries, the
+//! retried samples are exact repeats, and repeats are logged too (see `Series::append`), so
+//! the retry is acknowledged only once it is durable. A series' `Series` record is written
+//! with the first push that logs successfully after the series was created.
+
+use std::borrow::Cow;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use crate::head::{AppendReport, Head, Series, SnapshotChunk, TenantHead, WalLog};
+use crate::model::TenantId;
+use crate::proto::WriteBatch;
+use crate::wal::{
+    ApplyError, CheckpointChunk, CheckpointSeries, CheckpointStats, Record, RefSample, ReplayItem,
+    ReplayStats, Wal, WalConfig, WalError, WalPos,
+};
+
+/// Samples per WAL `Samples` record: keeps every record far below a segment's size.
+const SAMPLES_PER_RECORD: usize = 8192;
+
+/// The head and its WAL.
+#[derive(Debug)]
+pub struct Ingester {
+    head: Arc<Head>,
+    wal: Arc<Wal>,
+}
+
+impl Ingester {
+    /// Replays the WAL in `dir` into `head` (which must be empty) and opens it for appends.
+    pub fn open(
+        head: Arc<Head>,
+        dir: &Path,
+        cfg: WalConfig,
+    ) -> Result<(Self, ReplayStats), WalError> {
+        let mut replayer = Replayer {
+            head: &head,
+            by_ref: FxHashMap::default(),
+            unknown_refs: 0,
+            run: Vec::new(),
+        };
+        let (wal, stats) = Wal::open_path(dir, cfg, |item| replayer.apply(item))?;
+        if replayer.unknown_refs > 0 {
+            tracing::warn!(
+                samples = replayer.unknown_refs,
+                "replay found samples of series with no Series record; they were skipped"
+            );
+        }
+        Ok((
+            Self {
+                head,
+                wal: Arc::new(wal),
+            },
+            stats,
+        ))
+    }
+
+    /// The head.
+    pub fn head(&self) -> &Arc<Head> {
+        &self.head
+    }
+
+    /// The WAL.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    /// Appends a decoded push to the tenant's head and to the WAL. The push may be
+    /// acknowledged once [`Ingester::wait_durable`] of the returned position succeeds.
+    pub fn append(
+        &self,
+        tenant: &TenantHead,
+        batch: &WriteBatch<'_>,
+        log: &mut WalLog,
+    ) -> Result<(AppendReport, Option<WalPos>), WalError> {
+        log.clear();
+        let report = tenant.append(batch, Some(log));
+        if log.series.is_empty() && log.samples.is_empty() {
+            return Ok((report, None));
+        }
+        let mut records: Vec<Record<'_>> = Vec::with_capacity(log.series.len() + 1);
+        let tenant_id = tenant.id().as_str();
+        for s in &log.series {
+            records.push(series_record(tenant_id, s));
+        }
+        for part in log.samples.chunks(SAMPLES_PER_RECORD) {
+            records.push(Record::Samples(Cow::Borrowed(part)));
+        }
+        let pos = self.wal.append(&records)?;
+        for s in &log.series {
+            s.set_logged();
+        }
+        Ok((report, Some(pos)))
+    }
+
+    /// Returns once everything up to `pos` is on disk.
+    pub async fn wait_durable(&self, pos: WalPos) -> Result<(), WalError> {
+        self.wal.wait_durable(pos).await
+    }
+
+    /// Writes a checkpoint of the whole head at a fresh segment boundary, then lets the WAL
+    /// drop the segments it no longer needs. Ingestion goes on meanwhile.
+    pub fn checkpoint(&self) -> Result<CheckpointStats, WalError> {
+        let n = self.wal.cut()?;
+        // Everything appended before the cut is in the head already (the head is written
+        // first), so this snapshot covers at least the segments before `n`.
+        let heads = self.head.tenant_heads();
+        let series = heads.iter().flat_map(|t| {
+            let tenant = t.id().to_string();
+            t.all_series()
+                .into_iter()
+                .map(move |s| checkpoint_series(&tenant, &s))
+        });
+        self.wal.checkpoint(n, series)
+    }
+}
+
+fn series_record<'a>(tenant: &'a str, s: &'a Series) -> Record<'a> {
+    Record::Series {
+        series_ref: s.series_ref(),
+        tenant: Cow::Borrowed(tenant),
+        labels: s
+            .labels()
+            .iter()
+            .map(|l| (Cow::Borrowed(&*l.name), Cow::Borrowed(&*l.value)))
+            .collect(),
+    }
+}
+
+fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
+    CheckpointSeries {
+        series_ref: s.series_ref(),
+        tenant: tenant.to_string(),
+        labels: s
+            .labels()
+            .iter()
+            .map(|l| (l.name.to_string(), l.value.to_string()))
+            .collect(),
+        chunks: s
+            .snapshot()
+            .into_iter()
+            .map(|c| CheckpointChunk {
+                min_t: c.min_t,
+                max_t: c.max_t,
+                data: c.data,
+                flushed: false,
+            })
+            .collect(),
+    }
+}
+
+/// Applies replayed checkpoint series and WAL records to the head.
+struct Replayer<'h> {
+    head: &'h Arc<Head>,
+    by_ref: FxHashMap<u64, (Arc<TenantHead>, Arc<Series>)>,
+    unknown_refs: u64,
+    /// Consecutive samples of one series, appended under one lock.
+    run: Vec<(i64, f64)>,
+}
+
+impl Replayer<'_> {
+    fn apply(&mut self, item: ReplayItem<'_>) -> Result<(), ApplyError> {
+        match item {
+            ReplayItem::Series(cs) => {
+                let tenant = TenantId::parse(&cs.tenant)?;
+                let labels: Vec<(&str, &str)> = cs
+                    .labels
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                let series = self.head.restore_series(&tenant, cs.series_ref, &labels)?;
+                let th = self.head.tenant_or_create(&tenant);
+                let chunks = cs
+                    .chunks
+                    .into_iter()
+                    .map(|c| SnapshotChunk {
+                        min_t: c.min_t,
+                        max_t: c.max_t,
+                        data: c.data,
+                    })
+                    .collect();
+                th.restore_chunks(&series, chunks)?;
+                self.by_ref.insert(cs.series_ref, (th, series));
+            }
+            ReplayItem::Record(Record::Series {
+                series_ref,
+                tenant,
+                labels,
+            }) => {
+                if !self.by_ref.contains_key(&series_ref) {
+                    let tenant = TenantId::parse(&tenant)?;
+                    let labels: Vec<(&str, &str)> =
+                        labels.iter().map(|(n, v)| (&**n, &**v)).collect();
+                    let series = self.head.restore_series(&tenant, series_ref, &labels)?;
+                    let th = self.head.tenant_or_create(&tenant);
+                    self.by_ref.insert(series_ref, (th, series));
+                }
+            }
+            ReplayItem::Record(Record::Samples(samples)) => self.apply_samples(&samples),
+            ReplayItem::Record(Record::FlushMark { .. }) => {}
+        }
+        Ok(())
+    }
+
+    fn apply_samples(&mut self, samples: &[RefSample]) {
+        let mut i = 0;
+        while i < samples.len() {
+            let r = samples[i].series_ref;
+            self.run.clear();
+            while i < samples.len() && samples[i].series_ref == r {
+                self.run.push((samples[i].t, f64::from_bits(samples[i].v)));
+                i += 1;
+            }
+            match self.by_ref.get(&r) {
+                Some((th, s)) => {
+                    th.append_replayed(s, &self.run);
+                }
+                None => self.unknown_refs += self.run.len() as u64,
+            }
+        }
+    }
+}
