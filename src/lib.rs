@@ -36,3 +36,4 @@ pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod query;
+pub mod tools;

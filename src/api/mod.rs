@@ -1,1 +1,272 @@
-//! TODO
+//! HTTP: remote write, remote read, the Prometheus series API, readiness and metrics.
+//!
+//! **Invariant:** handlers never choose a status code themselves; every failure is an
+//! [`ApiError`] whose class decides (see `error.rs`).
+
+mod error;
+mod prom;
+mod read;
+mod write;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use error::{ApiError, ErrorClass};
+
+use crate::head::Head;
+use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
+use crate::model::TenantId;
+use crate::query::Querier;
+
+/// Request limits of the API.
+#[derive(Debug, Clone)]
+pub struct ApiLimits {
+    /// Largest request body accepted, compressed.
+    pub max_request_bytes: usize,
+    /// Largest body after snappy decompression (checked from the header, before decoding).
+    pub max_decompressed_bytes: usize,
+    /// Remote-write requests served at once; more get 503 + Retry-After.
+    pub max_inflight_writes: usize,
+    /// Remote-read and series-API requests served at once; more get 503 + Retry-After.
+    pub max_concurrent_reads: usize,
+    /// Most samples one SAMPLES remote-read response may carry.
+    pub max_read_samples: usize,
+    /// Most queries in one remote-read request.
+    pub max_read_queries: usize,
+    /// Largest stream frame of a STREAMED_XOR_CHUNKS response.
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 16 << 20,
+            max_decompressed_bytes: 64 << 20,
+            max_inflight_writes: 256,
+            max_concurrent_reads: 16,
+            max_read_samples: 50_000_000,
+            max_read_queries: 64,
+            max_frame_bytes: 1 << 20,
+        }
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    head: Arc<Head>,
+    querier: Querier,
+    metrics: Arc<Metrics>,
+    limits: ApiLimits,
+    write_slots: Arc<Semaphore>,
+    read_slots: Arc<Semaphore>,
+    ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// State over a head; `ready` starts true (there is nothing to replay yet).
+    pub fn new(head: Arc<Head>, metrics: Arc<Metrics>, limits: ApiLimits) -> Self {
+        Self {
+            querier: Querier::new(head.clone()),
+            head,
+            metrics,
+            write_slots: Arc::new(Semaphore::new(limits.max_inflight_writes)),
+            read_slots: Arc::new(Semaphore::new(limits.max_concurrent_reads)),
+            limits,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    /// The flag `/ready` reports.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        self.ready.clone()
+    }
+
+    /// Takes one slot of `class` ("write" or "read") or refuses with 503 + Retry-After.
+    fn slot(&self, class: &'static str) -> Result<Slot, ApiError> {
+        let sem = if class == "write" {
+            &self.write_slots
+        } else {
+            &self.read_slots
+        };
+        let permit = sem.clone().try_acquire_owned().map_err(|_| {
+            ApiError::new(
+                ErrorClass::Overloaded,
+                format!("too many concurrent {class} requests; retry later"),
+            )
+        })?;
+        let gauge = self
+            .metrics
+            .inflight_requests
+            .get_or_create(&ReasonLabels { reason: class })
+            .clone();
+        gauge.inc();
+        Ok(Slot {
+            _permit: permit,
+            gauge,
+        })
+    }
+}
+
+/// A held in-flight slot; releases and decrements the gauge on drop.
+#[derive(Debug)]
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    gauge: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The router with every endpoint.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/push", post(write::push))
+        .route("/api/v1/write", post(write::push))
+        .route("/api/v1/read", post(read::read))
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+async fn ready(State(st): State<AppState>) -> Response {
+    if st.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL").into_response()
+    }
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        st.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Records every request's duration by route and status code.
+async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("other", |p| p.as_str())
+        .to_owned();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics
+        .request_duration
+        .get_or_create(&RequestLabels {
+            endpoint,
+            code: resp.status().as_u16(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// The tenant of a request: `X-Scope-OrgID`, or `anonymous`.
+fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
+    match headers.get("x-scope-orgid") {
+        None => Ok(TenantId::parse(TenantId::DEFAULT)?),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::bad_data("invalid X-Scope-OrgID: not visible ASCII"))?;
+            Ok(TenantId::parse(s)?)
+        }
+    }
+}
+
+/// Reads a body of at most `limit` bytes; a larger one is a 413 without reading it all.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    let too_large = |n: Option<u64>| {
+        ApiError::new(
+            ErrorClass::TooLarge,
+            match n {
+                Some(n) => format!("request body is {n} bytes, more than the limit of {limit}"),
+                None => format!("request body is more than the limit of {limit} bytes"),
+            },
+        )
+    };
+    if let Some(n) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if n > limit as u64 {
+            return Err(too_large(Some(n)));
+        }
+    }
+    match axum::body::to_bytes(body, limit).await {
+        Ok(b) => Ok(b),
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                Err(too_large(None))
+            } else {
+                Err(ApiError::bad_data(format!("reading request body: {e}")))
+            }
+        }
+    }
+}
+
+/// Checks `Content-Type` (must be `want`, parameters allowed; absent is accepted, as
+/// Mimir does) and `Content-Encoding` (absent or snappy).
+fn check_media(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("");
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case(want) {
+            return Err(ApiError::new(
+                ErrorClass::UnsupportedMedia,
+                format!("unsupported Content-Type {ct:?}: want {want}"),
+            ));
+        }
+    }
+    if let Some(ce) = headers.get(header::CONTENT_ENCODING) {
+        let ce = ce.to_str().unwrap_or("");
+        if !ce.trim().eq_ignore_ascii_case("snappy") {
+            return Err(ApiError::new(
+                ErrorClass::UnsupportedMedia,
+                format!("unsupported Content-Encoding {ce:?}: want snappy"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Counts a request refused as a whole and passes the error on.
+fn rejected(st: &AppState, e: ApiError) -> ApiError {
+    st.metrics
+        .requests_rejected
+        .get_or_create(&ReasonLabels {
+            reason: e.class.reason(),
+        })
+        .inc();
+    e
+}

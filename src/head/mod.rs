@@ -1,1 +1,543 @@
-//! TODO
+//! The head: every tenant's in-memory series, their XOR chunks and a postings index.
+//!
+//! **Invariant:** `head` knows nothing about HTTP or the object store.
+//!
+//! Locking: a tenant's index (series map, postings, interner) sits behind one `RwLock`; each
+//! series' chunks sit behind their own `Mutex`. A push resolves and appends under the read
+//! lock, so pushes to known series run in parallel; only a push that creates series takes
+//! the write lock, once, for all its new series.
+
+mod series;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use rustc_hash::FxHashMap;
+use thiserror::Error;
+
+use crate::metrics::{Metrics, RejectLabels, TenantLabels};
+use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
+use crate::proto::WriteBatch;
+
+pub use series::{ChunkCopy, Series};
+
+/// Limits and settings of the head.
+#[derive(Debug, Clone)]
+pub struct HeadConfig {
+    /// Limits on each series' labels.
+    pub label_limits: LabelLimits,
+    /// Most series one tenant may have in the head.
+    pub max_series_per_tenant: usize,
+}
+
+impl Default for HeadConfig {
+    fn default() -> Self {
+        Self {
+            label_limits: LabelLimits::default(),
+            max_series_per_tenant: 5_000_000,
+        }
+    }
+}
+
+/// Why one series' samples (or some of them) were refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// The label set is invalid or over a limit.
+    #[error(transparent)]
+    Labels(#[from] LabelError),
+    /// The tenant already has as many series as allowed.
+    #[error("per-tenant series limit of {limit} reached")]
+    SeriesLimit {
+        /// The limit.
+        limit: usize,
+    },
+    /// A sample older than the series' newest sample.
+    #[error(
+        "out of order sample: timestamp {t} is older than the series' newest sample at {last}"
+    )]
+    OutOfOrder {
+        /// The refused sample's timestamp.
+        t: i64,
+        /// The series' newest timestamp.
+        last: i64,
+    },
+    /// A second, different value at the newest timestamp.
+    #[error("duplicate sample for timestamp {t} with a different value")]
+    DuplicateTimestamp {
+        /// The timestamp.
+        t: i64,
+    },
+    /// The series carried native histograms, which weft does not store yet.
+    #[error("native histograms are not supported yet ({count} dropped)")]
+    NativeHistograms {
+        /// How many were dropped.
+        count: u32,
+    },
+}
+
+impl HeadError {
+    /// The `reason` label of `weft_samples_rejected_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HeadError::Labels(LabelError::TooManyLabels { .. }) => "max_label_names_per_series",
+            HeadError::Labels(LabelError::NameTooLong { .. }) => "label_name_too_long",
+            HeadError::Labels(LabelError::ValueTooLong { .. }) => "label_value_too_long",
+            HeadError::Labels(_) => "invalid_labels",
+            HeadError::SeriesLimit { .. } => "per_tenant_series_limit",
+            HeadError::OutOfOrder { .. } => "out_of_order",
+            HeadError::DuplicateTimestamp { .. } => "duplicate_timestamp",
+            HeadError::NativeHistograms { .. } => "native_histograms",
+        }
+    }
+
+    /// Whether this is a tenant limit (429) rather than bad data (400).
+    pub fn is_tenant_limit(&self) -> bool {
+        matches!(self, HeadError::SeriesLimit { .. })
+    }
+}
+
+/// One refused series in a push, for the error body.
+#[derive(Debug, Clone)]
+pub struct SeriesError {
+    /// The series, in Prometheus's text form (truncated if huge).
+    pub series: String,
+    /// What was wrong.
+    pub error: HeadError,
+    /// Samples of this series that were refused.
+    pub samples: u64,
+}
+
+/// What a push did.
+#[derive(Debug, Default)]
+pub struct AppendReport {
+    /// Samples appended.
+    pub appended: u64,
+    /// Samples that repeated the newest sample exactly and were ignored.
+    pub duplicates_ignored: u64,
+    /// Samples refused.
+    pub rejected: u64,
+    /// Series created.
+    pub series_created: u64,
+    /// The first few refused series (at most [`AppendReport::MAX_ERRORS`]).
+    pub errors: Vec<SeriesError>,
+    /// Refused series in all, including those not listed.
+    pub error_count: u64,
+    /// Whether any refusal was bad data (400) rather than a tenant limit (429).
+    pub any_bad_data: bool,
+}
+
+impl AppendReport {
+    /// Refused series listed in the report; the rest are only counted.
+    pub const MAX_ERRORS: usize = 10;
+
+    fn push_error(&mut self, series: impl FnOnce() -> String, error: HeadError, samples: u64) {
+        self.error_count += 1;
+        self.rejected += samples;
+        if !error.is_tenant_limit() {
+            self.any_bad_data = true;
+        }
+        if self.errors.len() < Self::MAX_ERRORS {
+            self.errors.push(SeriesError {
+                series: series(),
+                error,
+                samples,
+            });
+        }
+    }
+}
+
+/// All tenants' heads.
+#[derive(Debug)]
+pub struct Head {
+    cfg: HeadConfig,
+    metrics: Arc<Metrics>,
+    tenants: RwLock<HashMap<TenantId, Arc<TenantHead>>>,
+}
+
+impl Head {
+    /// An empty head.
+    pub fn new(cfg: HeadConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            cfg,
+            metrics,
+            tenants: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's head, if it has any data.
+    pub fn tenant(&self, id: &TenantId) -> Option<Arc<TenantHead>> {
+        self.tenants.read().get(id).cloned()
+    }
+
+    /// The tenant's head, created empty if new.
+    pub fn tenant_or_create(&self, id: &TenantId) -> Arc<TenantHead> {
+        if let Some(t) = self.tenant(id) {
+            return t;
+        }
+        let mut tenants = self.tenants.write();
+        tenants
+            .entry(id.clone())
+            .or_insert_with(|| Arc::new(TenantHead::new(id.clone(), &self.cfg, &self.metrics)))
+            .clone()
+    }
+
+    /// Tenants with a head.
+    pub fn tenants(&self) -> Vec<TenantId> {
+        let mut ids: Vec<TenantId> = self.tenants.read().keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+}
+
+/// Per-tenant metric handles, resolved once so the hot path does no label lookups.
+#[derive(Debug)]
+struct TenantMetrics {
+    ingested: Counter,
+    series: Gauge,
+    chunks: Gauge,
+    metrics: Arc<Metrics>,
+    tenant: String,
+}
+
+impl TenantMetrics {
+    fn rejected(&self, reason: &'static str, n: u64) {
+        self.metrics
+            .samples_rejected
+            .get_or_create(&RejectLabels {
+                tenant: self.tenant.clone(),
+                reason,
+            })
+            .inc_by(n);
+    }
+}
+
+/// One tenant's series.
+#[derive(Debug)]
+pub struct TenantHead {
+    id: TenantId,
+    label_limits: LabelLimits,
+    max_series: usize,
+    index: RwLock<Index>,
+    metrics: TenantMetrics,
+}
+
+/// The tenant's series map and postings. Series refs are indexes into `series`, assigned in
+/// creation order, so every postings list is sorted by construction.
+#[derive(Debug, Default)]
+struct Index {
+    interner: Interner,
+    series: Vec<Arc<Series>>,
+    /// Label-set hash → the first series with that hash.
+    by_hash: FxHashMap<u64, u32>,
+    /// Further series whose hash collided with an earlier one (rare).
+    collisions: FxHashMap<u64, Vec<u32>>,
+    /// name → value → sorted series refs.
+    postings: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Vec<u32>>>,
+}
+
+impl Index {
+    fn lookup(&self, hash: u64, pairs: &[(&[u8], &[u8])]) -> Option<u32> {
+        let first = *self.by_hash.get(&hash)?;
+        if self.series[first as usize].labels().eq_raw(pairs) {
+            return Some(first);
+        }
+        self.collisions
+            .get(&hash)?
+            .iter()
+            .copied()
+            .find(|&r| self.series[r as usize].labels().eq_raw(pairs))
+    }
+
+    fn insert(&mut self, hash: u64, labels: Labels) -> u32 {
+        let r = u32::try_from(self.series.len()).expect("series limit keeps refs within u32");
+        for l in labels.iter() {
+            self.postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default()
+                .push(r);
+        }
+        self.series.push(Arc::new(Series::new(labels)));
+        if let Some(_existing) = self.by_hash.get(&hash) {
+            self.collisions.entry(hash).or_default().push(r);
+        } else {
+            self.by_hash.insert(hash, r);
+        }
+        r
+    }
+
+    /// Refs of the series that match every matcher, sorted.
+    fn select(&self, matchers: &[Matcher]) -> Vec<u32> {
+        // Candidates come from the postings of matchers that cannot match an absent label;
+        // every candidate is then checked against all matchers, which also covers those that
+        // match the empty string (e.g. `foo!="bar"` matches series without `foo`).
+        let mut candidates: Option<Vec<u32>> = None;
+        for m in matchers.iter().filter(|m| !m.matches_empty()) {
+            let set = self.postings_for(m);
+            candidates = Some(match candidates {
+                None => set,
+                Some(c) => intersect(&c, &set),
+            });
+            if candidates.as_ref().is_some_and(|c| c.is_empty()) {
+                return Vec::new();
+            }
+        }
+        let check = |r: &u32| {
+            let labels = self.series[*r as usize].labels();
+            matchers
+                .iter()
+                .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+        };
+        match candidates {
+            Some(c) => c.into_iter().filter(check).collect(),
+            None => (0..self.series.len() as u32).filter(check).collect(),
+        }
+    }
+
+    /// Union of the postings of `m.name`'s values that `m` matches.
+    fn postings_for(&self, m: &Matcher) -> Vec<u32> {
+        let Some(values) = self.postings.get(m.name.as_str()) else {
+            return Vec::new();
+        };
+        if m.op == crate::model::MatchOp::Eq {
+            return values.get(m.value.as_str()).cloned().unwrap_or_default();
+        }
+        let mut lists: Vec<&Vec<u32>> = values
+            .iter()
+            .filter(|(v, _)| m.matches(v))
+            .map(|(_, l)| l)
+            .collect();
+        match lists.len() {
+            0 => Vec::new(),
+            1 => lists[0].clone(),
+            _ => {
+                lists.sort_by_key(|l| std::cmp::Reverse(l.len()));
+                let mut all: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
+                all.sort_unstable();
+                all.dedup();
+                all
+            }
+        }
+    }
+}
+
+/// Intersection of two sorted lists.
+fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
+    let (mut i, mut j) = (0, 0);
+    let mut out = Vec::with_capacity(a.len().min(b.len()));
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                out.push(a[i]);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out
+}
+
+/// Reused per push: the current series' labels, sorted and without empty values.
+type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
+
+fn normalise<'a>(raw: &[(&'a [u8], &'a [u8])], out: &mut Pairs<'a>) {
+    out.clear();
+    out.extend(raw.iter().filter(|(_, v)| !v.is_empty()).copied());
+    if !out.windows(2).all(|w| w[0].0 <= w[1].0) {
+        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    }
+}
+
+/// The series' labels as text for an error message, from raw pairs. Huge values are cut.
+fn describe_raw(pairs: &[(&[u8], &[u8])]) -> String {
+    const MAX: usize = 256;
+    let mut s = String::from("{");
+    for (i, (n, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        s.push_str(&String::from_utf8_lossy(&n[..n.len().min(64)]));
+        s.push_str("=\"");
+        let cut = &v[..v.len().min(64)];
+        s.push_str(&String::from_utf8_lossy(cut).escape_default().to_string());
+        if v.len() > cut.len() {
+            s.push('…');
+        }
+        s.push('"');
+        if s.len() > MAX {
+            s.push_str(", …");
+            break;
+        }
+    }
+    s.push('}');
+    s
+}
+
+impl TenantHead {
+    fn new(id: TenantId, cfg: &HeadConfig, metrics: &Arc<Metrics>) -> Self {
+        let l = TenantLabels {
+            tenant: id.to_string(),
+        };
+        let tm = TenantMetrics {
+            ingested: metrics.samples_ingested.get_or_create(&l).clone(),
+            series: metrics.head_series.get_or_create(&l).clone(),
+            chunks: metrics.head_chunks.get_or_create(&l).clone(),
+            metrics: metrics.clone(),
+            tenant: id.to_string(),
+        };
+        Self {
+            id,
+            label_limits: cfg.label_limits,
+            max_series: cfg.max_series_per_tenant,
+            index: RwLock::new(Index::default()),
+            metrics: tm,
+        }
+    }
+
+    /// The tenant.
+    pub fn id(&self) -> &TenantId {
+        &self.id
+    }
+
+    /// Series in this tenant's head.
+    pub fn num_series(&self) -> usize {
+        self.index.read().series.len()
+    }
+
+    /// Appends a decoded write request. Series that fail (bad labels, limits, ordering) are
+    /// refused individually; the rest of the request is kept.
+    pub fn append(&self, batch: &WriteBatch<'_>) -> AppendReport {
+        let mut report = AppendReport::default();
+        let mut pairs: Pairs<'_> = Vec::with_capacity(16);
+        // Series not yet in the head: (index into batch.series, hash).
+        let mut missing: Vec<(usize, u64)> = Vec::new();
+        {
+            let index = self.index.read();
+            for (i, s) in batch.series.iter().enumerate() {
+                normalise(
+                    &batch.labels[s.labels_start as usize..s.labels_end as usize],
+                    &mut pairs,
+                );
+                let hash = crate::model::hash_raw(&pairs);
+                match index.lookup(hash, &pairs) {
+                    Some(r) => {
+                        self.append_samples(&index.series[r as usize], batch, i, &mut report)
+                    }
+                    None => missing.push((i, hash)),
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.create_and_append(batch, &missing, &mut pairs, &mut report);
+        }
+        self.metrics.ingested.inc_by(report.appended);
+        report
+    }
+
+    fn create_and_append<'a>(
+        &self,
+        batch: &WriteBatch<'a>,
+        missing: &[(usize, u64)],
+        pairs: &mut Pairs<'a>,
+        report: &mut AppendReport,
+    ) {
+        let mut index = self.index.write();
+        for &(i, hash) in missing {
+            let s = &batch.series[i];
+            normalise(
+                &batch.labels[s.labels_start as usize..s.labels_end as usize],
+                pairs,
+            );
+            let n_samples = u64::from(s.samples_end - s.samples_start);
+            // Another push may have created it since the read pass.
+            let r = match index.lookup(hash, pairs) {
+                Some(r) => r,
+                None => {
+                    if index.series.len() >= self.max_series {
+                        let e = HeadError::SeriesLimit {
+                            limit: self.max_series,
+                        };
+                        self.metrics.rejected(e.reason(), n_samples);
+                        report.push_error(|| describe_raw(pairs), e, n_samples);
+                        continue;
+                    }
+                    let idx = &mut *index;
+                    let labels = match Labels::from_raw_pairs(
+                        pairs,
+                        &self.label_limits,
+                        &mut idx.interner,
+                    ) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let e = HeadError::Labels(e);
+                            self.metrics.rejected(e.reason(), n_samples);
+                            report.push_error(|| describe_raw(pairs), e, n_samples);
+                            continue;
+                        }
+                    };
+                    report.series_created += 1;
+                    self.metrics.series.inc();
+                    idx.insert(hash, labels)
+                }
+            };
+            let series = index.series[r as usize].clone();
+            self.append_samples(&series, batch, i, report);
+        }
+    }
+
+    fn append_samples(
+        &self,
+        series: &Series,
+        batch: &WriteBatch<'_>,
+        i: usize,
+        report: &mut AppendReport,
+    ) {
+        let s = &batch.series[i];
+        if s.histograms > 0 {
+            let e = HeadError::NativeHistograms {
+                count: s.histograms,
+            };
+            self.metrics.rejected(e.reason(), u64::from(s.histograms));
+            report.push_error(|| series.labels().to_string(), e, u64::from(s.histograms));
+        }
+        let samples = &batch.samples[s.samples_start as usize..s.samples_end as usize];
+        if samples.is_empty() {
+            return;
+        }
+        let out = series.append(samples);
+        report.appended += out.appended;
+        report.duplicates_ignored += out.duplicates;
+        if out.chunks_created > 0 {
+            self.metrics.chunks.inc_by(out.chunks_created as i64);
+        }
+        if let Some((e, n)) = out.first_error {
+            self.metrics.rejected(e.reason(), n);
+            report.push_error(|| series.labels().to_string(), e, n);
+        }
+    }
+
+    /// The series matching every matcher and having data in `[mint, maxt]`, sorted by labels.
+    pub fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Arc<Series>> {
+        let mut out: Vec<Arc<Series>> = {
+            let index = self.index.read();
+            index
+                .select(matchers)
+                .into_iter()
+                .map(|r| index.series[r as usize].clone())
+                .collect()
+        };
+        out.retain(|s| s.overlaps(mint, maxt));
+        out.sort_by(|a, b| a.labels().cmp(b.labels()));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

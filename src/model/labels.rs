@@ -145,7 +145,9 @@ impl Labels {
 
     /// Builds a label set from trusted strings (tests, tools); validates the same way but
     /// without interning and without limits.
-    pub fn from_strs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Labels, LabelError> {
+    pub fn from_strs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Labels, LabelError> {
         let _ = pairs;
         todo!()
     }

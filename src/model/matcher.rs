@@ -43,7 +43,11 @@ pub struct Matcher {
 
 impl Matcher {
     /// Builds a matcher; regexes are anchored as `^(?:value)$`, as in Prometheus.
-    pub fn new(op: MatchOp, name: impl Into<String>, value: impl Into<String>) -> Result<Self, MatcherError> {
+    pub fn new(
+        op: MatchOp,
+        name: impl Into<String>,
+        value: impl Into<String>,
+    ) -> Result<Self, MatcherError> {
         let _ = (op, name.into(), value.into());
         todo!()
     }

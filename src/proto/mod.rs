@@ -6,7 +6,7 @@ mod snappy;
 mod write;
 
 pub use snappy::{compress, decompress, SnappyError};
-pub use write::{decode_write_request, WriteBatch, WriteSeries, ProtoError};
+pub use write::{decode_write_request, ProtoError, WriteBatch, WriteSeries};
 
 /// Content type of a remote-read response in STREAMED_XOR_CHUNKS mode.
 pub const STREAMED_CHUNKS_CONTENT_TYPE: &str =
@@ -21,7 +21,10 @@ pub fn write_chunked_frame(out: &mut Vec<u8>, msg: &[u8]) {
 
 /// Splits one frame off the front of `buf`: returns the message and the rest. Checks the
 /// CRC and refuses frames longer than `max_frame_bytes`.
-pub fn read_chunked_frame(buf: &[u8], max_frame_bytes: usize) -> Result<(&[u8], &[u8]), ProtoError> {
+pub fn read_chunked_frame(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Result<(&[u8], &[u8]), ProtoError> {
     let _ = (buf, max_frame_bytes);
     todo!()
 }

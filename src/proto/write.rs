@@ -82,7 +82,10 @@ impl<'a> WriteBatch<'a> {
 
 /// Decodes a `WriteRequest` into `out` (cleared first). Unknown fields are skipped; every
 /// length is checked against the remaining bytes, so nothing over-reads or over-allocates.
-pub fn decode_write_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Result<(), ProtoError> {
+pub fn decode_write_request<'a>(
+    body: &'a [u8],
+    out: &mut WriteBatch<'a>,
+) -> Result<(), ProtoError> {
     let _ = (body, out);
     todo!()
 }

@@ -1,0 +1,211 @@
+//! The Prometheus HTTP API's metadata endpoints: series, label names, label values.
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use super::{read_body, tenant, ApiError, AppState};
+use crate::model::{parse_selector, Matcher};
+use crate::query::Answer;
+
+/// Form bodies of these endpoints are small; anything larger is refused.
+const MAX_FORM_BYTES: usize = 1 << 20;
+
+/// The parameters common to the three endpoints.
+struct Params {
+    matchers: Vec<Vec<Matcher>>,
+    start: i64,
+    end: i64,
+}
+
+async fn params(
+    st: &AppState,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Params, ApiError> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    if let Some(q) = query {
+        pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+    }
+    let is_form = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form {
+        let body = read_body(
+            headers,
+            body,
+            MAX_FORM_BYTES.min(st.limits.max_request_bytes),
+        )
+        .await?;
+        pairs.extend(form_urlencoded::parse(&body).into_owned());
+    }
+    let mut p = Params {
+        matchers: Vec::new(),
+        start: i64::MIN,
+        end: i64::MAX,
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "match[]" => p.matchers.push(parse_selector(&v)?),
+            "start" => p.start = parse_time(&v).ok_or_else(|| bad_time("start", &v))?,
+            "end" => p.end = parse_time(&v).ok_or_else(|| bad_time("end", &v))?,
+            _ => {}
+        }
+    }
+    if p.end < p.start {
+        return Err(ApiError::bad_data(
+            "end timestamp must not be before start time",
+        ));
+    }
+    Ok(p)
+}
+
+fn bad_time(which: &str, v: &str) -> ApiError {
+    ApiError::bad_data(format!(
+        "invalid parameter {which:?}: cannot parse {v:?} to a valid timestamp"
+    ))
+}
+
+/// Prometheus's time parameter: Unix seconds with an optional fraction, or RFC 3339.
+/// Returns milliseconds.
+pub(crate) fn parse_time(s: &str) -> Option<i64> {
+    if let Ok(f) = s.parse::<f64>() {
+        if !f.is_finite() {
+            return None;
+        }
+        let secs = f.trunc();
+        let ms = ((f - secs) * 1000.0).round();
+        let total = secs * 1000.0 + ms;
+        // Prometheus clamps to its own min/max time; so does this.
+        return Some(total.clamp(i64::MIN as f64, i64::MAX as f64) as i64);
+    }
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.timestamp_millis())
+}
+
+#[derive(Serialize)]
+struct Success<T: Serialize> {
+    status: &'static str,
+    data: T,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<String>,
+}
+
+fn success<T: Serialize>(a: Answer<T>) -> Response {
+    axum::Json(Success {
+        status: "success",
+        data: a.data,
+        warnings: a.warnings,
+    })
+    .into_response()
+}
+
+pub(super) async fn series(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        let tenant = tenant(&headers)?;
+        let p = params(&st, q, &headers, body).await?;
+        if p.matchers.is_empty() {
+            return Err(ApiError::bad_data("no match[] parameter provided"));
+        }
+        let _slot = st.slot("read")?;
+        let a = st.querier.series(&tenant, &p.matchers, p.start, p.end);
+        let data: Vec<Map<String, Value>> = a
+            .data
+            .iter()
+            .map(|l| {
+                l.iter()
+                    .map(|l| (l.name.to_string(), Value::String(l.value.to_string())))
+                    .collect()
+            })
+            .collect();
+        Ok(success(Answer {
+            data,
+            warnings: a.warnings,
+        }))
+    };
+    run.await.unwrap_or_else(ApiError::into_prom_json)
+}
+
+pub(super) async fn labels(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        let tenant = tenant(&headers)?;
+        let p = params(&st, q, &headers, body).await?;
+        let _slot = st.slot("read")?;
+        Ok(success(st.querier.label_names(
+            &tenant,
+            &p.matchers,
+            p.start,
+            p.end,
+        )))
+    };
+    run.await.unwrap_or_else(ApiError::into_prom_json)
+}
+
+pub(super) async fn label_values(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let run = async {
+        let tenant = tenant(&headers)?;
+        if !is_label_name(&name) {
+            return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
+        }
+        let p = params(&st, q, &headers, body).await?;
+        let _slot = st.slot("read")?;
+        Ok(success(st.querier.label_values(
+            &tenant,
+            &name,
+            &p.matchers,
+            p.start,
+            p.end,
+        )))
+    };
+    run.await.unwrap_or_else(ApiError::into_prom_json)
+}
+
+fn is_label_name(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_time;
+
+    #[test]
+    fn parse_time_accepts_prometheus_forms() {
+        let cases: &[(&str, Option<i64>)] = &[
+            ("1700000000", Some(1_700_000_000_000)),
+            ("1700000000.123", Some(1_700_000_000_123)),
+            ("-1.5", Some(-1_500)),
+            ("2023-11-14T22:13:20Z", Some(1_700_000_000_000)),
+            ("2023-11-14T23:13:20.5+01:00", Some(1_700_000_000_500)),
+            ("yesterday", None),
+            ("NaN", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_time(input), *want, "input {input:?}");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! Remote read: `POST /api/v1/read`, in SAMPLES and STREAMED_XOR_CHUNKS modes.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use prost::Message;
+
+use super::{check_media, read_body, rejected, tenant, ApiError, AppState};
+use crate::head::Series;
+use crate::model::{MatchOp, Matcher, TenantId};
+use crate::proto::prompb::{
+    self, ChunkEncoding, ChunkedReadResponse, ChunkedSeries, MatcherType, ReadRequest, ResponseType,
+};
+use crate::proto::{compress, decompress, write_chunked_frame, STREAMED_CHUNKS_CONTENT_TYPE};
+use crate::query::Querier;
+
+/// Frames in flight between the producer and the socket: bounds a response's memory.
+const FRAME_QUEUE: usize = 4;
+
+pub(super) async fn read(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match read_inner(&st, &headers, body).await {
+        Ok(r) => r,
+        Err(e) => rejected(&st, e).into_response(),
+    }
+}
+
+struct ParsedQuery {
+    start: i64,
+    end: i64,
+    matchers: Vec<Matcher>,
+}
+
+async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let tenant = tenant(headers)?;
+    check_media(headers, "application/x-protobuf")?;
+    let slot = st.slot("read")?;
+    let body = read_body(headers, body, st.limits.max_request_bytes).await?;
+    let raw = decompress(&body, st.limits.max_decompressed_bytes)?;
+    let req = ReadRequest::decode(raw.as_slice())
+        .map_err(|e| ApiError::bad_data(format!("invalid ReadRequest protobuf: {e}")))?;
+    if req.queries.len() > st.limits.max_read_queries {
+        return Err(ApiError::bad_data(format!(
+            "{} queries in one read request, more than the limit of {}",
+            req.queries.len(),
+            st.limits.max_read_queries
+        )));
+    }
+    let queries = req
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| parse_query(i, q))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    match negotiate(&req.accepted_response_types) {
+        ResponseType::Samples => samples_response(st, &tenant, &queries),
+        ResponseType::StreamedXorChunks => {
+            let (tx, rx) =
+                tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAME_QUEUE);
+            let querier = st.querier.clone();
+            let max_frame = st.limits.max_frame_bytes;
+            tokio::task::spawn_blocking(move || {
+                // The slot is held until the last frame is queued.
+                let _slot = slot;
+                stream_chunks(&querier, &tenant, &queries, max_frame, &tx);
+            });
+            let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+            Ok(([(header::CONTENT_TYPE, STREAMED_CHUNKS_CONTENT_TYPE)], body).into_response())
+        }
+    }
+}
+
+/// The first accepted type weft supports; SAMPLES when none is given (Prometheus's rule).
+fn negotiate(accepted: &[i32]) -> ResponseType {
+    accepted
+        .iter()
+        .find_map(|&t| ResponseType::try_from(t).ok())
+        .unwrap_or(ResponseType::Samples)
+}
+
+fn parse_query(i: usize, q: &prompb::Query) -> Result<ParsedQuery, ApiError> {
+    let matchers = q
+        .matchers
+        .iter()
+        .map(|m| {
+            let op = match MatcherType::try_from(m.r#type) {
+                Ok(MatcherType::Eq) => MatchOp::Eq,
+                Ok(MatcherType::Neq) => MatchOp::Neq,
+                Ok(MatcherType::Re) => MatchOp::Re,
+                Ok(MatcherType::Nre) => MatchOp::Nre,
+                Err(_) => {
+                    return Err(ApiError::bad_data(format!(
+                        "queries[{i}]: unknown matcher type {} for label {:?}",
+                        m.r#type, m.name
+                    )))
+                }
+            };
+            Matcher::new(op, m.name.clone(), m.value.clone())
+                .map_err(|e| ApiError::bad_data(format!("queries[{i}]: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParsedQuery {
+        start: q.start_timestamp_ms,
+        end: q.end_timestamp_ms,
+        matchers,
+    })
+}
+
+fn to_prompb_labels(s: &Series) -> Vec<prompb::Label> {
+    s.labels()
+        .iter()
+        .map(|l| prompb::Label {
+            name: l.name.to_string(),
+            value: l.value.to_string(),
+        })
+        .collect()
+}
+
+fn samples_response(
+    st: &AppState,
+    tenant: &TenantId,
+    queries: &[ParsedQuery],
+) -> Result<Response, ApiError> {
+    let mut resp = prompb::ReadResponse::default();
+    let mut total = 0usize;
+    let mut buf = Vec::new();
+    for q in queries {
+        let mut result = prompb::QueryResult::default();
+        for s in st.querier.select(tenant, &q.matchers, q.start, q.end).data {
+            buf.clear();
+            s.samples(q.start, q.end, &mut buf);
+            if buf.is_empty() {
+                continue;
+            }
+            total += buf.len();
+            if total > st.limits.max_read_samples {
+                return Err(ApiError::bad_data(format!(
+                    "remote read would return more than {} samples; narrow the query",
+                    st.limits.max_read_samples
+                )));
+            }
+            result.timeseries.push(prompb::TimeSeries {
+                labels: to_prompb_labels(&s),
+                samples: buf
+                    .iter()
+                    .map(|&(t, v)| prompb::Sample {
+                        value: v,
+                        timestamp: t,
+                    })
+                    .collect(),
+                exemplars: Vec::new(),
+            });
+        }
+        resp.results.push(result);
+    }
+    let body = compress(&resp.encode_to_vec());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/x-protobuf"),
+            (header::CONTENT_ENCODING, "snappy"),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Sends each query's series as frames of at most `max_frame` bytes of chunk data. A frame
+/// holds series of one query; a series whose chunks do not fit continues in the next frame
+/// with its labels repeated. Stops early if the client went away.
+fn stream_chunks(
+    querier: &Querier,
+    tenant: &TenantId,
+    queries: &[ParsedQuery],
+    max_frame: usize,
+    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+) {
+    let send = |msg: &mut ChunkedReadResponse| -> bool {
+        let mut frame = Vec::with_capacity(msg.encoded_len() + 16);
+        write_chunked_frame(&mut frame, &msg.encode_to_vec());
+        msg.chunked_series.clear();
+        tx.blocking_send(Ok(frame)).is_ok()
+    };
+    for (qi, q) in queries.iter().enumerate() {
+        let mut msg = ChunkedReadResponse {
+            chunked_series: Vec::new(),
+            query_index: qi as i64,
+        };
+        let mut frame_bytes = 0usize;
+        for s in querier.select(tenant, &q.matchers, q.start, q.end).data {
+            let labels = to_prompb_labels(&s);
+            let labels_bytes: usize = labels
+                .iter()
+                .map(|l| l.name.len() + l.value.len() + 4)
+                .sum();
+            let chunks = querier.chunks(&s, q.start, q.end).chunks;
+            if chunks.is_empty() {
+                continue;
+            }
+            let mut current = ChunkedSeries {
+                labels: labels.clone(),
+                chunks: Vec::new(),
+            };
+            frame_bytes += labels_bytes;
+            for c in chunks {
+                let chunk_bytes = c.data.len() + 24;
+                if frame_bytes + chunk_bytes > max_frame
+                    && (!current.chunks.is_empty() || !msg.chunked_series.is_empty())
+                {
+                    if !current.chunks.is_empty() {
+                        msg.chunked_series.push(std::mem::replace(
+                            &mut current,
+                            ChunkedSeries {
+                                labels: labels.clone(),
+                                chunks: Vec::new(),
+                            },
+                        ));
+                    }
+                    if !send(&mut msg) {
+                        return;
+                    }
+                    frame_bytes = labels_bytes;
+                }
+                frame_bytes += chunk_bytes;
+                current.chunks.push(prompb::Chunk {
+                    min_time_ms: c.min_t,
+                    max_time_ms: c.max_t,
+                    r#type: ChunkEncoding::Xor as i32,
+                    data: c.data,
+                });
+            }
+            msg.chunked_series.push(current);
+        }
+        if !msg.chunked_series.is_empty() && !send(&mut msg) {
+            return;
+        }
+    }
+}

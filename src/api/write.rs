@@ -1,0 +1,72 @@
+//! Remote write 1.0: `POST /api/v1/push` (and `/api/v1/write`).
+
+use std::fmt::Write as _;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{check_media, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
+use crate::head::AppendReport;
+use crate::proto::{decode_write_request, decompress, WriteBatch};
+
+pub(super) async fn push(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match push_inner(&st, &headers, body).await {
+        Ok(report) => match refusals(&report) {
+            None => StatusCode::NO_CONTENT.into_response(),
+            // Some series were refused; the rest of the request is stored. Prometheus drops
+            // a batch answered with a 4xx, which is right: resending cannot fix these.
+            Some(e) => e.into_response(),
+        },
+        Err(e) => rejected(&st, e).into_response(),
+    }
+}
+
+async fn push_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<AppendReport, ApiError> {
+    let tenant = tenant(headers)?;
+    check_media(headers, "application/x-protobuf")?;
+    let _slot = st.slot("write")?;
+    let body = read_body(headers, body, st.limits.max_request_bytes).await?;
+    let raw = decompress(&body, st.limits.max_decompressed_bytes)?;
+    drop(body);
+    let mut batch = WriteBatch::default();
+    decode_write_request(&raw, &mut batch)?;
+    if batch.series.is_empty() {
+        // Metadata-only requests are accepted and ignored.
+        return Ok(AppendReport::default());
+    }
+    let head = st.head.tenant_or_create(&tenant);
+    Ok(head.append(&batch))
+}
+
+/// The error for a push in which some series were refused, naming the first few.
+fn refusals(r: &AppendReport) -> Option<ApiError> {
+    if r.error_count == 0 {
+        return None;
+    }
+    let class = if r.any_bad_data {
+        ErrorClass::BadData
+    } else {
+        ErrorClass::TenantLimit
+    };
+    let mut msg = format!(
+        "{} series refused ({} samples); {} samples stored",
+        r.error_count, r.rejected, r.appended
+    );
+    for e in &r.errors {
+        let _ = write!(msg, "\n{}: series {}", e.error, e.series);
+    }
+    if r.error_count > r.errors.len() as u64 {
+        let _ = write!(
+            msg,
+            "\n… and {} more",
+            r.error_count - r.errors.len() as u64
+        );
+    }
+    Some(ApiError::new(class, msg))
+}

@@ -1,0 +1,233 @@
+use std::sync::Arc;
+
+use super::*;
+use crate::chunk::decode_bits;
+use crate::model::MatchOp;
+use crate::proto::WriteSeries;
+
+/// Builds a batch from (labels, samples) in wire form.
+fn batch<'a>(series: &[(&[(&'a str, &'a str)], &[(i64, f64)])]) -> WriteBatch<'a> {
+    let mut b = WriteBatch::default();
+    for (labels, samples) in series {
+        let ls = b.labels.len() as u32;
+        b.labels
+            .extend(labels.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
+        let ss = b.samples.len() as u32;
+        b.samples.extend_from_slice(samples);
+        b.series.push(WriteSeries {
+            labels_start: ls,
+            labels_end: b.labels.len() as u32,
+            samples_start: ss,
+            samples_end: b.samples.len() as u32,
+            ..WriteSeries::default()
+        });
+    }
+    b
+}
+
+fn head_with(max_series: usize) -> (Head, Arc<TenantHead>) {
+    let head = Head::new(
+        HeadConfig {
+            max_series_per_tenant: max_series,
+            ..HeadConfig::default()
+        },
+        Arc::new(Metrics::new()),
+    );
+    let t = head.tenant_or_create(&TenantId::parse("t1").unwrap());
+    (head, t)
+}
+
+fn all_samples(t: &TenantHead, matchers: &[Matcher]) -> Vec<(String, Vec<(i64, u64)>)> {
+    t.select(matchers, i64::MIN, i64::MAX)
+        .iter()
+        .map(|s| {
+            let mut v = Vec::new();
+            s.samples(i64::MIN, i64::MAX, &mut v);
+            (
+                s.labels().to_string(),
+                v.into_iter().map(|(t, v)| (t, v.to_bits())).collect(),
+            )
+        })
+        .collect()
+}
+
+fn m(op: MatchOp, n: &str, v: &str) -> Matcher {
+    Matcher::new(op, n, v).unwrap()
+}
+
+#[test]
+fn append_cuts_a_chunk_every_120_samples_and_chunks_decode_to_the_samples() {
+    let (_h, t) = head_with(100);
+    let samples: Vec<(i64, f64)> = (0..300).map(|i| (i * 1000, i as f64 * 0.5)).collect();
+    let r = t.append(&batch(&[(&[("__name__", "up")], &samples)]));
+    assert_eq!((r.appended, r.error_count), (300, 0));
+    let s = &t.select(&[m(MatchOp::Eq, "__name__", "up")], i64::MIN, i64::MAX)[0];
+    let chunks = s.chunks(i64::MIN, i64::MAX);
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| decode_bits(&c.data).unwrap().len())
+            .collect::<Vec<_>>(),
+        vec![120, 120, 60]
+    );
+    let decoded: Vec<(i64, u64)> = chunks
+        .iter()
+        .flat_map(|c| decode_bits(&c.data).unwrap())
+        .collect();
+    let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+    assert_eq!(decoded, want);
+    assert_eq!((chunks[1].min_t, chunks[1].max_t), (120_000, 239_000));
+    // A range inside the middle chunk returns only it, and samples are cut to the range.
+    assert_eq!(s.chunks(150_000, 160_000).len(), 1);
+    let mut v = Vec::new();
+    s.samples(150_000, 160_000, &mut v);
+    assert_eq!(v.first().map(|s| s.0), Some(150_000));
+    assert_eq!(v.last().map(|s| s.0), Some(160_000));
+    assert_eq!(v.len(), 11);
+}
+
+#[test]
+fn out_of_order_sample_is_refused_and_the_rest_of_the_request_is_kept() {
+    let (_h, t) = head_with(100);
+    t.append(&batch(&[(&[("__name__", "a")], &[(10, 1.0)])]));
+    let r = t.append(&batch(&[
+        (&[("__name__", "a")], &[(5, 2.0), (20, 3.0)]),
+        (&[("__name__", "b")], &[(1, 1.0)]),
+    ]));
+    assert_eq!(r.appended, 2);
+    assert_eq!(r.rejected, 1);
+    assert!(r.any_bad_data);
+    assert!(matches!(
+        r.errors[0].error,
+        HeadError::OutOfOrder { t: 5, last: 10 }
+    ));
+    assert_eq!(r.errors[0].series, "a");
+    let got = all_samples(&t, &[m(MatchOp::Re, "__name__", "a|b")]);
+    assert_eq!(got[0].1, vec![(10, 1f64.to_bits()), (20, 3f64.to_bits())]);
+    assert_eq!(got[1].1, vec![(1, 1f64.to_bits())]);
+}
+
+#[test]
+fn equal_timestamp_with_equal_bits_is_a_no_op_and_with_other_bits_is_refused() {
+    let (_h, t) = head_with(100);
+    let nan = f64::from_bits(0x7ff8_0000_0000_0001);
+    t.append(&batch(&[(&[("__name__", "a")], &[(10, nan)])]));
+    let r = t.append(&batch(&[(&[("__name__", "a")], &[(10, nan)])]));
+    assert_eq!((r.appended, r.duplicates_ignored, r.error_count), (0, 1, 0));
+    let other_nan = f64::from_bits(0x7ff8_0000_0000_0002);
+    let r = t.append(&batch(&[(&[("__name__", "a")], &[(10, other_nan)])]));
+    assert!(matches!(
+        r.errors[0].error,
+        HeadError::DuplicateTimestamp { t: 10 }
+    ));
+}
+
+#[test]
+fn series_limit_refuses_new_series_but_not_samples_of_existing_ones() {
+    let (_h, t) = head_with(2);
+    t.append(&batch(&[
+        (&[("__name__", "a")], &[(1, 1.0)]),
+        (&[("__name__", "b")], &[(1, 1.0)]),
+    ]));
+    let r = t.append(&batch(&[
+        (&[("__name__", "c")], &[(1, 1.0)]),
+        (&[("__name__", "a")], &[(2, 1.0)]),
+    ]));
+    assert_eq!(r.appended, 1);
+    assert!(
+        !r.any_bad_data,
+        "a series limit is a tenant limit, not bad data"
+    );
+    assert!(matches!(
+        r.errors[0].error,
+        HeadError::SeriesLimit { limit: 2 }
+    ));
+    assert_eq!(t.num_series(), 2);
+}
+
+#[test]
+fn unsorted_labels_and_empty_values_find_the_same_series() {
+    let (_h, t) = head_with(100);
+    t.append(&batch(&[(&[("__name__", "a"), ("job", "x")], &[(1, 1.0)])]));
+    t.append(&batch(&[(
+        &[("job", "x"), ("empty", ""), ("__name__", "a")],
+        &[(2, 1.0)],
+    )]));
+    assert_eq!(t.num_series(), 1);
+    assert_eq!(all_samples(&t, &[m(MatchOp::Eq, "job", "x")])[0].1.len(), 2);
+}
+
+#[test]
+fn invalid_labels_are_refused_per_series() {
+    let (_h, t) = head_with(100);
+    let r = t.append(&batch(&[
+        (&[("__name__", "a"), ("a-b", "x")], &[(1, 1.0)]),
+        (
+            &[("__name__", "a"), ("dup", "x"), ("dup", "y")],
+            &[(1, 1.0)],
+        ),
+        (&[("__name__", "ok")], &[(1, 1.0)]),
+    ]));
+    assert_eq!((r.appended, r.error_count), (1, 2));
+    assert_eq!(t.num_series(), 1);
+}
+
+#[test]
+fn matchers_follow_prometheus_semantics_for_absent_labels() {
+    let (_h, t) = head_with(100);
+    t.append(&batch(&[
+        (&[("__name__", "m"), ("env", "prod")], &[(1, 1.0)]),
+        (&[("__name__", "m"), ("env", "dev")], &[(1, 1.0)]),
+        (&[("__name__", "m")], &[(1, 1.0)]),
+    ]));
+    let names = |ms: &[Matcher]| -> Vec<String> {
+        all_samples(&t, ms).into_iter().map(|(l, _)| l).collect()
+    };
+    let cases: Vec<(Vec<Matcher>, Vec<&str>)> = vec![
+        (
+            vec![m(MatchOp::Eq, "env", "prod")],
+            vec![r#"m{env="prod"}"#],
+        ),
+        (
+            vec![m(MatchOp::Neq, "env", "prod")],
+            vec!["m", r#"m{env="dev"}"#],
+        ),
+        (vec![m(MatchOp::Re, "env", "pro")], vec![]),
+        (
+            vec![m(MatchOp::Re, "env", "p.*|d.*")],
+            vec![r#"m{env="dev"}"#, r#"m{env="prod"}"#],
+        ),
+        (
+            vec![m(MatchOp::Nre, "env", "d.*")],
+            vec!["m", r#"m{env="prod"}"#],
+        ),
+        (vec![m(MatchOp::Eq, "env", "")], vec!["m"]),
+        (
+            vec![m(MatchOp::Neq, "env", "")],
+            vec![r#"m{env="dev"}"#, r#"m{env="prod"}"#],
+        ),
+        (
+            vec![m(MatchOp::Eq, "__name__", "m"), m(MatchOp::Re, "env", ".*")],
+            vec!["m", r#"m{env="dev"}"#, r#"m{env="prod"}"#],
+        ),
+    ];
+    for (ms, want) in cases {
+        assert_eq!(names(&ms), want, "matchers {ms:?}");
+    }
+}
+
+#[test]
+fn tenants_do_not_see_each_other() {
+    let head = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
+    let a = head.tenant_or_create(&TenantId::parse("a").unwrap());
+    a.append(&batch(&[(&[("__name__", "secret")], &[(1, 1.0)])]));
+    let b = head.tenant_or_create(&TenantId::parse("b").unwrap());
+    assert!(b
+        .select(&[m(MatchOp::Re, "__name__", ".+")], i64::MIN, i64::MAX)
+        .is_empty());
+    assert_eq!(
+        a.select(&[m(MatchOp::Re, "__name__", ".+")], i64::MIN, i64::MAX)
+            .len(),
+        1
+    );
+}
