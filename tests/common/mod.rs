@@ -518,6 +518,15 @@ impl Weft {
     /// size, query order, series order and chunk headers, merges a series split across frames,
     /// decodes the chunks, and keeps the samples within each query's [start, end].
     pub fn read_chunks(&self, tenant: Option<&str>, queries: &[Query]) -> Vec<SeriesSet> {
+        self.read_chunks_counting_frames(tenant, queries).0
+    }
+
+    /// [`Weft::read_chunks`], also returning how many frames the answer took.
+    pub fn read_chunks_counting_frames(
+        &self,
+        tenant: Option<&str>,
+        queries: &[Query],
+    ) -> (Vec<SeriesSet>, usize) {
         let req = ReadRequest {
             queries: queries.to_vec(),
             accepted_response_types: vec![
@@ -535,7 +544,9 @@ impl Weft {
         );
         let mut out: Vec<Vec<(Labels, Vec<ChunkInfo>)>> = vec![Vec::new(); queries.len()];
         let mut last_query: i64 = -1;
-        for msg in read_frames(&r.body) {
+        let frames = read_frames(&r.body);
+        let frame_count = frames.len();
+        for msg in frames {
             let frame = ChunkedReadResponse::decode(msg)
                 .unwrap_or_else(|e| panic!("frame is not a ChunkedReadResponse: {e}"));
             let qi = frame.query_index;
@@ -589,7 +600,8 @@ impl Weft {
                 }
             }
         }
-        out.into_iter()
+        let sets = out
+            .into_iter()
             .zip(queries)
             .map(|(set, q)| {
                 set.into_iter()
@@ -604,7 +616,8 @@ impl Weft {
                     })
                     .collect()
             })
-            .collect()
+            .collect();
+        (sets, frame_count)
     }
 
     /// Like [`Weft::read_chunks`] but returns the number of samples in each chunk per series
