@@ -330,7 +330,14 @@ fn cases(rng: &mut StdRng) -> Vec<Case> {
             "label value over the limit",
             vec![("__name__", "bad_long_value".into()), ("v", long_value)],
             400,
-            &["label value", "value of label", "too long", "longer", "length", "limit"],
+            &[
+                "label value",
+                "value of label",
+                "too long",
+                "longer",
+                "length",
+                "limit",
+            ],
             t,
         ),
         bad_series(
