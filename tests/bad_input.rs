@@ -732,3 +732,65 @@ fn series_limit_refuses_new_series_with_429_but_existing_series_keep_ingesting()
     );
     weft.assert_still_serves("series limit");
 }
+
+/// A request counts as in flight from the moment its handler starts, before its body has
+/// arrived (as Cortex/Mimir count them): a client that trickles its body holds the only slot,
+/// so the next push is told to come back later.
+#[test]
+fn too_many_requests_in_flight_get_503_with_retry_after() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let weft = Weft::start(&["--limits.max-inflight-requests", "1"]);
+    let t = now_ms() - 60_000;
+    let req = write_request(&[(companion("inflight"), vec![(t, 1.0f64.to_bits())])]);
+
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", weft.port)).expect("connect");
+    slow.set_write_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        slow,
+        "POST /api/v1/push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Scope-OrgID: {TENANT}\r\nContent-Length: 100000\r\n\r\n"
+    )
+    .expect("send headers");
+    slow.write_all(&[0u8; 16]).expect("send part of the body");
+    slow.flush().expect("flush");
+
+    // The slow request reaches its handler shortly; until then a push may still get through.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refused = loop {
+        let r = weft.push(TENANT, &req);
+        if r.status == 503 {
+            break r;
+        }
+        assert_eq!(r.status, 204, "while the slot is free: {}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "no 503 while a request holds the only slot"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let retry_after = refused.header("retry-after").unwrap_or_default();
+    assert!(
+        retry_after.trim().parse::<u64>().is_ok(),
+        "503 without a Retry-After in seconds: {retry_after:?}"
+    );
+
+    // Closing the slow connection frees the slot.
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = weft.push(TENANT, &req);
+        if r.status == 204 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(
+            Instant::now() < deadline,
+            "the slot was not released after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    weft.assert_still_serves("in flight");
+}
