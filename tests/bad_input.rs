@@ -347,6 +347,33 @@ fn cases(rng: &mut StdRng) -> Vec<Case> {
             &["label"],
             t,
         ),
+        {
+            // prost cannot build a String of invalid UTF-8, so this request is encoded by hand.
+            let good = companion("invalid utf-8");
+            let good_raw: Vec<(&[u8], &[u8])> = good
+                .iter()
+                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
+                .collect();
+            let sample = vec![(t, 1.0f64.to_bits())];
+            let body = encode_write_request_by_hand(&[
+                (
+                    vec![(b"__name__", b"bad_utf8_value"), (b"v", b"\xff\xfe")],
+                    sample.clone(),
+                ),
+                (good_raw, sample.clone()),
+            ]);
+            Case {
+                name: "label value that is not UTF-8".into(),
+                tenant: Some(TENANT.to_string()),
+                headers: ok_headers(),
+                body: snappy(&body),
+                status: 400,
+                says_one_of: &["utf"],
+                names: Some("bad_utf8_value".into()),
+                stored: vec![(good, sample)],
+                rejected_samples: 1,
+            }
+        },
         accepted(
             "labels exactly at the limits",
             Some(TENANT),

@@ -827,6 +827,36 @@ pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// A `WriteRequest` encoded by hand (field numbers from `prompb/types.proto`), for what prost
+/// cannot express: every sample's value field is written, -0.0 included, and label bytes
+/// need not be UTF-8.
+pub fn encode_write_request_by_hand(series: &[(Vec<(&[u8], &[u8])>, Samples)]) -> Vec<u8> {
+    fn len_field(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
+        out.push(field << 3 | 2);
+        put_uvarint(out, bytes.len() as u64);
+        out.extend_from_slice(bytes);
+    }
+    let mut req = Vec::new();
+    for (labels, samples) in series {
+        let mut ts = Vec::new();
+        for (n, v) in labels {
+            let mut l = Vec::new();
+            len_field(&mut l, 1, n);
+            len_field(&mut l, 2, v);
+            len_field(&mut ts, 1, &l);
+        }
+        for &(t, bits) in samples {
+            let mut s = vec![1 << 3 | 1];
+            s.extend_from_slice(&bits.to_le_bytes());
+            s.push(2 << 3);
+            put_uvarint(&mut s, t as u64);
+            len_field(&mut ts, 2, &s);
+        }
+        len_field(&mut req, 1, &ts);
+    }
+    req
+}
+
 fn check_labels_sorted(labels: &Labels) {
     assert!(
         labels.windows(2).all(|w| w[0].0 < w[1].0),
