@@ -5,7 +5,7 @@
 
 mod error;
 mod prom;
-mod read;
+pub mod read;
 mod write;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -25,10 +25,15 @@ pub(super) async fn read(State(st): State<AppState>, headers: HeaderMap, body: B
     }
 }
 
-struct ParsedQuery {
-    start: i64,
-    end: i64,
-    matchers: Vec<Matcher>,
+/// One query of a read request, validated.
+#[derive(Debug, Clone)]
+pub struct ReadQuery {
+    /// Start of the range, ms, inclusive.
+    pub start: i64,
+    /// End of the range, ms, inclusive.
+    pub end: i64,
+    /// The matchers.
+    pub matchers: Vec<Matcher>,
 }
 
 async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
@@ -54,7 +59,17 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
         .collect::<Result<Vec<_>, _>>()?;
 
     match negotiate(&req.accepted_response_types) {
-        ResponseType::Samples => samples_response(st, &tenant, &queries),
+        ResponseType::Samples => {
+            let body = encode_samples(&st.querier, &tenant, &queries, st.limits.max_read_samples)?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, "application/x-protobuf"),
+                    (header::CONTENT_ENCODING, "snappy"),
+                ],
+                body,
+            )
+                .into_response())
+        }
         ResponseType::StreamedXorChunks => {
             let (tx, rx) =
                 tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAME_QUEUE);
@@ -63,7 +78,9 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
             tokio::task::spawn_blocking(move || {
                 // The slot is held until the last frame is queued.
                 let _slot = slot;
-                stream_chunks(&querier, &tenant, &queries, max_frame, &tx);
+                encode_chunk_frames(&querier, &tenant, &queries, max_frame, |frame| {
+                    tx.blocking_send(Ok(frame)).is_ok()
+                });
             });
             let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
             Ok(([(header::CONTENT_TYPE, STREAMED_CHUNKS_CONTENT_TYPE)], body).into_response())
@@ -79,7 +96,8 @@ fn negotiate(accepted: &[i32]) -> ResponseType {
         .unwrap_or(ResponseType::Samples)
 }
 
-fn parse_query(i: usize, q: &prompb::Query) -> Result<ParsedQuery, ApiError> {
+/// Validates one query of a `ReadRequest`.
+pub fn parse_query(i: usize, q: &prompb::Query) -> Result<ReadQuery, ApiError> {
     let matchers = q
         .matchers
         .iter()
@@ -100,7 +118,7 @@ fn parse_query(i: usize, q: &prompb::Query) -> Result<ParsedQuery, ApiError> {
                 .map_err(|e| ApiError::bad_data(format!("queries[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ParsedQuery {
+    Ok(ReadQuery {
         start: q.start_timestamp_ms,
         end: q.end_timestamp_ms,
         matchers,
@@ -117,27 +135,29 @@ fn to_prompb_labels(s: &Series) -> Vec<prompb::Label> {
         .collect()
 }
 
-fn samples_response(
-    st: &AppState,
+/// The SAMPLES answer: a snappy-compressed `ReadResponse` with one result per query.
+pub fn encode_samples(
+    querier: &Querier,
     tenant: &TenantId,
-    queries: &[ParsedQuery],
-) -> Result<Response, ApiError> {
+    queries: &[ReadQuery],
+    max_samples: usize,
+) -> Result<Vec<u8>, ApiError> {
     let mut resp = prompb::ReadResponse::default();
     let mut total = 0usize;
     let mut buf = Vec::new();
     for q in queries {
         let mut result = prompb::QueryResult::default();
-        for s in st.querier.select(tenant, &q.matchers, q.start, q.end).data {
+        for s in querier.select(tenant, &q.matchers, q.start, q.end).data {
             buf.clear();
             s.samples(q.start, q.end, &mut buf);
             if buf.is_empty() {
                 continue;
             }
             total += buf.len();
-            if total > st.limits.max_read_samples {
+            if total > max_samples {
                 return Err(ApiError::bad_data(format!(
                     "remote read would return more than {} samples; narrow the query",
-                    st.limits.max_read_samples
+                    max_samples
                 )));
             }
             result.timeseries.push(prompb::TimeSeries {
@@ -154,32 +174,27 @@ fn samples_response(
         }
         resp.results.push(result);
     }
-    let body = compress(&resp.encode_to_vec());
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/x-protobuf"),
-            (header::CONTENT_ENCODING, "snappy"),
-        ],
-        body,
-    )
-        .into_response())
+    Ok(compress(&resp.encode_to_vec()))
 }
 
-/// Sends each query's series as frames of at most `max_frame` bytes of chunk data. A frame
-/// holds series of one query; a series whose chunks do not fit continues in the next frame
-/// with its labels repeated. Stops early if the client went away.
-fn stream_chunks(
+/// The STREAMED_XOR_CHUNKS answer, one frame at a time into `sink`, which returns false
+/// to stop (the client went away).
+///
+/// A frame holds series of one query and at most about `max_frame` bytes; a series whose
+/// chunks do not fit continues in the next frame with its labels repeated. Series come
+/// sorted by labels, and chunks may overhang the query's range.
+pub fn encode_chunk_frames(
     querier: &Querier,
     tenant: &TenantId,
-    queries: &[ParsedQuery],
+    queries: &[ReadQuery],
     max_frame: usize,
-    tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    mut sink: impl FnMut(Vec<u8>) -> bool,
 ) {
-    let send = |msg: &mut ChunkedReadResponse| -> bool {
+    let mut send = |msg: &mut ChunkedReadResponse| -> bool {
         let mut frame = Vec::with_capacity(msg.encoded_len() + 16);
         write_chunked_frame(&mut frame, &msg.encode_to_vec());
         msg.chunked_series.clear();
-        tx.blocking_send(Ok(frame)).is_ok()
+        sink(frame)
     };
     for (qi, q) in queries.iter().enumerate() {
         let mut msg = ChunkedReadResponse {
