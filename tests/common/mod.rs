@@ -827,10 +827,13 @@ pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// Label pairs as raw bytes, in the order they go on the wire.
+pub type RawLabels<'a> = Vec<(&'a [u8], &'a [u8])>;
+
 /// A `WriteRequest` encoded by hand (field numbers from `prompb/types.proto`), for what prost
 /// cannot express: every sample's value field is written, -0.0 included, and label bytes
 /// need not be UTF-8.
-pub fn encode_write_request_by_hand(series: &[(Vec<(&[u8], &[u8])>, Samples)]) -> Vec<u8> {
+pub fn encode_write_request_by_hand(series: &[(RawLabels<'_>, Samples)]) -> Vec<u8> {
     fn len_field(out: &mut Vec<u8>, field: u8, bytes: &[u8]) {
         out.push(field << 3 | 2);
         put_uvarint(out, bytes.len() as u64);
