@@ -10,7 +10,7 @@ use prost::Message;
 use weft::head::{Head, HeadConfig};
 use weft::metrics::Metrics;
 use weft::model::TenantId;
-use weft::proto::{compress, decode_write_request, decompress, WriteBatch};
+use weft::proto::{compress, decode_write_request, decompress, decompress_into, WriteBatch};
 
 const SERIES: usize = 1000;
 
@@ -29,18 +29,24 @@ fn ingest(c: &mut Criterion) {
     let mut g = c.benchmark_group("ingest");
     g.throughput(Throughput::Elements(SERIES as u64));
     let mut step = 0u64;
+    let mut raw = Vec::new();
+    let mut reuse: WriteBatch<'static> = WriteBatch::default();
     g.bench_function("node_exporter_1000_series", |b| {
         b.iter_batched(
             || {
                 step += 1;
-                compress(&common::write_request(&series, step as i64 * 15_000, step).encode_to_vec())
+                compress(
+                    &common::write_request(&series, step as i64 * 15_000, step).encode_to_vec(),
+                )
             },
             |body| {
-                let raw = decompress(&body, 64 << 20).unwrap();
-                let mut batch = WriteBatch::default();
+                // As the server does: decode buffers are reused from request to request.
+                decompress_into(&body, 64 << 20, &mut raw).unwrap();
+                let mut batch = std::mem::take(&mut reuse).recycle();
                 decode_write_request(&raw, &mut batch).unwrap();
                 let r = tenant.append(&batch);
                 assert_eq!(r.appended, SERIES as u64);
+                reuse = batch.recycle();
             },
             BatchSize::SmallInput,
         )

@@ -15,7 +15,8 @@ use prost::Message;
 use weft::proto::{compress, prompb};
 
 fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading /proc status");
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -33,9 +34,20 @@ fn labels(i: usize) -> Vec<prompb::Label> {
         ("cpu", (i % 16).to_string()),
         ("datacenter", "dc1".to_string()),
         ("env", "production".to_string()),
-        ("instance", format!("10.{}.{}.{}:9100", host / 65536, (host / 256) % 256, host % 256)),
+        (
+            "instance",
+            format!(
+                "10.{}.{}.{}:9100",
+                host / 65536,
+                (host / 256) % 256,
+                host % 256
+            ),
+        ),
         ("job", "node".to_string()),
-        ("mode", ["idle", "user", "system", "iowait"][i % 4].to_string()),
+        (
+            "mode",
+            ["idle", "user", "system", "iowait"][i % 4].to_string(),
+        ),
         ("region", "eu-west".to_string()),
         ("series_id", i.to_string()),
     ];
@@ -64,7 +76,11 @@ fn main() {
     let addr = loop {
         let line = lines.next().expect("weft exited before listening").unwrap();
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.trim().to_string();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
     };
     std::thread::spawn(move || for _ in lines {});
@@ -94,7 +110,12 @@ fn main() {
             .body(compress(&req.encode_to_vec()))
             .send()
             .expect("push");
-        assert_eq!(resp.status().as_u16(), 204, "push failed: {:?}", resp.text());
+        assert_eq!(
+            resp.status().as_u16(),
+            204,
+            "push failed: {:?}",
+            resp.text()
+        );
     }
     std::thread::sleep(Duration::from_millis(500));
     let after = rss_bytes(child.id());

@@ -37,3 +37,4 @@ pub mod model;
 pub mod proto;
 pub mod query;
 pub mod tools;
+pub mod wal;

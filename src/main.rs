@@ -192,7 +192,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %args.data_dir.display(), %store, "weft listening on http://{addr}");
+    tracing::info!(data_dir = %args.data_dir.display(), %store, "starting");
+    // Tests and scripts read the address from this line; keep it last on the line.
+    tracing::info!("weft listening on http://{addr}");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await?;

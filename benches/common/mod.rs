@@ -25,7 +25,9 @@ pub fn node_exporter_series(n: usize, rng: &mut StdRng) -> Vec<Vec<prompb::Label
         "node_disk_io_time_seconds_total",
         "node_memory_MemAvailable_bytes",
     ];
-    const MODES: &[&str] = &["idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user"];
+    const MODES: &[&str] = &[
+        "idle", "iowait", "irq", "nice", "softirq", "steal", "system", "user",
+    ];
     (0..n)
         .map(|i| {
             let host = i / 50;
@@ -34,8 +36,19 @@ pub fn node_exporter_series(n: usize, rng: &mut StdRng) -> Vec<Vec<prompb::Label
                 ("cluster", format!("eu-west-{}", host % 3)),
                 ("cpu", (i % 16).to_string()),
                 ("datacenter", "dc1".to_string()),
-                ("env", if host % 4 == 0 { "staging" } else { "production" }.to_string()),
-                ("instance", format!("10.1.{}.{}:9100", host / 250, host % 250)),
+                (
+                    "env",
+                    if host % 4 == 0 {
+                        "staging"
+                    } else {
+                        "production"
+                    }
+                    .to_string(),
+                ),
+                (
+                    "instance",
+                    format!("10.1.{}.{}:9100", host / 250, host % 250),
+                ),
                 ("job", "node".to_string()),
                 ("mode", MODES[rng.random_range(0..MODES.len())].to_string()),
                 ("region", "eu-west".to_string()),

@@ -16,11 +16,13 @@ fuzz_target!(|data: &[u8]| {
 
     match XorAppender::from_chunk(data) {
         Ok(app) => {
-            let samples = decoded.as_ref().expect("from_chunk accepted what decode rejected");
+            let samples = decoded
+                .as_ref()
+                .expect("from_chunk accepted what decode rejected");
             assert_eq!(app.num_samples(), samples.len());
             assert_eq!(decode_bits(app.bytes()).as_ref(), Ok(samples));
         }
-        Err(e) => assert_eq!(decoded.map(|_| ()), Err(e)),
+        Err(e) => assert_eq!(decoded.as_ref().map(|_| ()), Err(&e)),
     }
 
     // Seeking to every timestamp in turn must stay in step with a plain decode (when the

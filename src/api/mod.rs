@@ -61,6 +61,39 @@ impl Default for ApiLimits {
     }
 }
 
+/// Decompression and decode buffers of one push, kept for the next.
+#[derive(Debug, Default)]
+struct DecodeBuffers {
+    raw: Vec<u8>,
+    batch: crate::proto::WriteBatch<'static>,
+}
+
+/// A bounded pool of [`DecodeBuffers`]. Buffers that grew past `MAX_KEPT_BYTES` are dropped
+/// rather than kept, so one huge request does not pin its memory forever.
+#[derive(Debug, Default)]
+struct BufferPool {
+    free: parking_lot::Mutex<Vec<DecodeBuffers>>,
+}
+
+impl BufferPool {
+    const MAX_KEPT: usize = 16;
+    const MAX_KEPT_BYTES: usize = 8 << 20;
+
+    fn take(&self) -> DecodeBuffers {
+        self.free.lock().pop().unwrap_or_default()
+    }
+
+    fn put(&self, b: DecodeBuffers) {
+        let bytes = b.raw.capacity()
+            + b.batch.labels.capacity() * std::mem::size_of::<(&[u8], &[u8])>()
+            + b.batch.samples.capacity() * 16;
+        let mut free = self.free.lock();
+        if bytes <= Self::MAX_KEPT_BYTES && free.len() < Self::MAX_KEPT {
+            free.push(b);
+        }
+    }
+}
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -71,6 +104,7 @@ pub struct AppState {
     write_slots: Arc<Semaphore>,
     read_slots: Arc<Semaphore>,
     ready: Arc<AtomicBool>,
+    decode_buffers: Arc<BufferPool>,
 }
 
 impl AppState {
@@ -84,6 +118,7 @@ impl AppState {
             read_slots: Arc::new(Semaphore::new(limits.max_concurrent_reads)),
             limits,
             ready: Arc::new(AtomicBool::new(true)),
+            decode_buffers: Arc::new(BufferPool::default()),
         }
     }
 

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{check_media, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
 use crate::head::AppendReport;
-use crate::proto::{decode_write_request, decompress, WriteBatch};
+use crate::proto::{decode_write_request, decompress_into};
 
 pub(super) async fn push(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match push_inner(&st, &headers, body).await {
@@ -32,16 +32,21 @@ async fn push_inner(
     check_media(headers, "application/x-protobuf")?;
     let _slot = st.slot("write")?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
-    let raw = decompress(&body, st.limits.max_decompressed_bytes)?;
+    // Decode buffers are reused across requests: a warm push allocates almost nothing.
+    let mut bufs = st.decode_buffers.take();
+    decompress_into(&body, st.limits.max_decompressed_bytes, &mut bufs.raw)?;
     drop(body);
-    let mut batch = WriteBatch::default();
-    decode_write_request(&raw, &mut batch)?;
-    if batch.series.is_empty() {
+    let mut batch = std::mem::take(&mut bufs.batch).recycle();
+    decode_write_request(&bufs.raw, &mut batch)?;
+    let report = if batch.series.is_empty() {
         // Metadata-only requests are accepted and ignored.
-        return Ok(AppendReport::default());
-    }
-    let head = st.head.tenant_or_create(&tenant);
-    Ok(head.append(&batch))
+        AppendReport::default()
+    } else {
+        st.head.tenant_or_create(&tenant).append(&batch)
+    };
+    bufs.batch = batch.recycle();
+    st.decode_buffers.put(bufs);
+    Ok(report)
 }
 
 /// The error for a push in which some series were refused, naming the first few.

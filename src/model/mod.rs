@@ -16,4 +16,3 @@ pub use tenant::{TenantError, TenantId};
 
 /// The label that names a metric.
 pub const METRIC_NAME: &str = "__name__";
-

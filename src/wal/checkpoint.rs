@@ -1,0 +1,496 @@
+//! Checkpoints: a snapshot of the head's live series and their (compressed) chunks.
+//!
+//! `checkpoint.N` holds everything the WAL segments numbered below `N` said. It is written to
+//! `checkpoint.N.tmp` with plain buffered writes, fsynced, renamed, and the directory is
+//! fsynced, so a `checkpoint.N` that exists is complete unless the media corrupted it; the
+//! footer's counts and CRC detect that, and the reader then falls back to the previous one.
+//!
+//! Format (see `docs/wal.md`): a 24-byte header, then CRC-framed entries in the record frame
+//! format, the last of which is the footer.
+
+use std::io::{Read, Write};
+
+use super::record::{
+    finish_frame, put_str, put_uvarint, read_frame, Reader, RecordError, FRAME_HEADER_BYTES,
+};
+use super::segment::WalDir;
+use super::WalError;
+
+/// First bytes of every checkpoint.
+pub const CHECKPOINT_MAGIC: [u8; 8] = *b"WEFTCKPT";
+/// Format version this code writes and reads.
+pub const CHECKPOINT_VERSION: u32 = 1;
+/// Header size: magic (8), version (4), index (8), CRC of those (4).
+pub const CHECKPOINT_HEADER_BYTES: usize = 24;
+/// Largest entry (one series with all its chunks). Rationale: 1M samples of XOR chunks is far
+/// below this; the limit only stops a corrupt length word from driving a huge read.
+pub const MAX_ENTRY_BYTES: usize = 256 << 20;
+
+const ENTRY_SERIES: u8 = 1;
+const ENTRY_FOOTER: u8 = 2;
+/// Smallest chunk encoding: min_t (8), max_t (8), flags (1), data length (1).
+const MIN_CHUNK_BYTES: usize = 18;
+
+/// One chunk of a series in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointChunk {
+    /// Oldest timestamp in the chunk.
+    pub min_t: i64,
+    /// Newest timestamp in the chunk.
+    pub max_t: i64,
+    /// Prometheus XOR chunk bytes; the series' last chunk may be its open head chunk.
+    pub data: Vec<u8>,
+    /// Whether the object store already holds this chunk.
+    pub flushed: bool,
+}
+
+/// One live series in a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSeries {
+    /// Global series ref.
+    pub series_ref: u64,
+    /// Tenant id.
+    pub tenant: String,
+    /// Label pairs, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// Chunks, oldest first.
+    pub chunks: Vec<CheckpointChunk>,
+}
+
+/// What a checkpoint holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// First segment not covered (the `N` of `checkpoint.N`).
+    pub index: u64,
+    /// Number of series.
+    pub series: u64,
+    /// Number of chunks.
+    pub chunks: u64,
+    /// Size of the file in bytes.
+    pub bytes: u64,
+}
+
+/// The file name of checkpoint `index`.
+pub fn checkpoint_name(index: u64) -> String {
+    format!("checkpoint.{index:08}")
+}
+
+/// The index of a checkpoint file name (not of a `.tmp`), if `name` is one.
+pub fn parse_checkpoint_name(name: &str) -> Option<u64> {
+    let digits = name.strip_prefix("checkpoint.")?;
+    if digits.len() >= 8 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn corrupt(name: &str, offset: u64, reason: impl Into<String>) -> WalError {
+    WalError::CorruptCheckpoint {
+        name: name.to_owned(),
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn io_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(std::io::Error) -> WalError + 'a {
+    move |source| WalError::Io {
+        op,
+        name: name.to_owned(),
+        source,
+    }
+}
+
+/// Writes `checkpoint.<index>` from `series`: `.tmp`, fsync, rename, fsync of the directory.
+///
+/// On error the `.tmp` file is removed (best effort) and no `checkpoint.<index>` appears.
+pub fn write_checkpoint(
+    dir: &dyn WalDir,
+    index: u64,
+    series: impl Iterator<Item = CheckpointSeries>,
+) -> Result<CheckpointStats, WalError> {
+    let name = checkpoint_name(index);
+    let tmp = format!("{name}.tmp");
+    let res = write_tmp(dir, &tmp, index, series);
+    let stats = match res {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = dir.remove(&tmp);
+            return Err(e);
+        }
+    };
+    dir.rename(&tmp, &name).map_err(io_err("rename", &tmp))?;
+    dir.sync_dir().map_err(io_err("fsync dir", &name))?;
+    Ok(stats)
+}
+
+fn write_tmp(
+    dir: &dyn WalDir,
+    tmp: &str,
+    index: u64,
+    series: impl Iterator<Item = CheckpointSeries>,
+) -> Result<CheckpointStats, WalError> {
+    let mut w = dir.create(tmp).map_err(io_err("create", tmp))?;
+    let mut header = Vec::with_capacity(CHECKPOINT_HEADER_BYTES);
+    header.extend_from_slice(&CHECKPOINT_MAGIC);
+    header.extend_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    header.extend_from_slice(&index.to_le_bytes());
+    let crc = crc32fast::hash(&header);
+    header.extend_from_slice(&crc.to_le_bytes());
+    w.write_all(&header).map_err(io_err("write", tmp))?;
+
+    let mut stats = CheckpointStats {
+        index,
+        bytes: header.len() as u64,
+        ..Default::default()
+    };
+    let mut body_crc = crc32fast::Hasher::new();
+    let mut buf = Vec::new();
+    for s in series {
+        buf.clear();
+        buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+        encode_series(&s, &mut buf);
+        if buf.len() - FRAME_HEADER_BYTES > MAX_ENTRY_BYTES {
+            return Err(WalError::RecordTooLarge {
+                bytes: buf.len(),
+                limit: MAX_ENTRY_BYTES,
+            });
+        }
+        finish_entry(&mut buf, ENTRY_SERIES);
+        body_crc.update(&buf);
+        w.write_all(&buf).map_err(io_err("write", tmp))?;
+        stats.series += 1;
+        stats.chunks += s.chunks.len() as u64;
+        stats.bytes += buf.len() as u64;
+    }
+    buf.clear();
+    buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    buf.extend_from_slice(&stats.series.to_le_bytes());
+    buf.extend_from_slice(&stats.chunks.to_le_bytes());
+    buf.extend_from_slice(&body_crc.finalize().to_le_bytes());
+    finish_entry(&mut buf, ENTRY_FOOTER);
+    w.write_all(&buf).map_err(io_err("write", tmp))?;
+    stats.bytes += buf.len() as u64;
+    w.sync().map_err(io_err("fsync", tmp))?;
+    Ok(stats)
+}
+
+fn finish_entry(buf: &mut Vec<u8>, kind: u8) {
+    // The record frame limit is below MAX_ENTRY_BYTES, so frame entries by hand when larger.
+    let payload_len = buf.len() - FRAME_HEADER_BYTES;
+    if payload_len <= super::record::MAX_PAYLOAD_BYTES {
+        finish_frame(buf, 0, kind).expect("length checked");
+        return;
+    }
+    let crc = super::record::frame_crc(kind, &buf[FRAME_HEADER_BYTES..]);
+    buf[0..4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    buf[4] = kind;
+    buf[5..9].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_series(s: &CheckpointSeries, buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&s.series_ref.to_le_bytes());
+    put_str(buf, &s.tenant);
+    put_uvarint(buf, s.labels.len() as u64);
+    for (n, v) in &s.labels {
+        put_str(buf, n);
+        put_str(buf, v);
+    }
+    put_uvarint(buf, s.chunks.len() as u64);
+    for c in &s.chunks {
+        buf.extend_from_slice(&c.min_t.to_le_bytes());
+        buf.extend_from_slice(&c.max_t.to_le_bytes());
+        buf.push(u8::from(c.flushed));
+        put_uvarint(buf, c.data.len() as u64);
+        buf.extend_from_slice(&c.data);
+    }
+}
+
+/// Decodes one series entry payload. Never panics, never allocates more than the payload.
+pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
+    let mut r = Reader::new(payload);
+    let series_ref = r.u64_le()?;
+    let tenant = r.str()?.to_owned();
+    let n = r.uvarint()?;
+    if n > (r.remaining() / 2) as u64 {
+        return Err(RecordError::Malformed("label count exceeds entry"));
+    }
+    let mut labels = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        labels.push((r.str()?.to_owned(), r.str()?.to_owned()));
+    }
+    let n = r.uvarint()?;
+    if n > (r.remaining() / MIN_CHUNK_BYTES) as u64 {
+        return Err(RecordError::Malformed("chunk count exceeds entry"));
+    }
+    let mut chunks = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let min_t = r.u64_le()? as i64;
+        let max_t = r.u64_le()? as i64;
+        let flags = r.u8()?;
+        if flags > 1 {
+            return Err(RecordError::Malformed("unknown chunk flags"));
+        }
+        let len = r.uvarint()?;
+        if len > r.remaining() as u64 {
+            return Err(RecordError::Malformed("chunk length exceeds entry"));
+        }
+        chunks.push(CheckpointChunk {
+            min_t,
+            max_t,
+            data: r.bytes(len as usize)?.to_vec(),
+            flushed: flags == 1,
+        });
+    }
+    if r.remaining() != 0 {
+        return Err(RecordError::Malformed("trailing bytes after series entry"));
+    }
+    Ok(CheckpointSeries {
+        series_ref,
+        tenant,
+        labels,
+        chunks,
+    })
+}
+
+/// Reads and validates a whole checkpoint from `input`, calling `f` for each series.
+///
+/// Validation is complete (header, every entry's CRC and format, footer counts and body CRC,
+/// nothing after the footer), but entries are handed to `f` as they are read: callers that
+/// must not apply a checkpoint that later turns out corrupt first run it with a no-op `f`
+/// (see [`verify_checkpoint`]). Memory use is one entry.
+pub fn decode_checkpoint(
+    name: &str,
+    mut input: impl Read,
+    mut f: impl FnMut(CheckpointSeries) -> Result<(), WalError>,
+) -> Result<CheckpointStats, WalError> {
+    let mut header = [0u8; CHECKPOINT_HEADER_BYTES];
+    read_full(&mut input, &mut header)
+        .map_err(io_err("read", name))?
+        .then_some(())
+        .ok_or_else(|| corrupt(name, 0, "shorter than the header"))?;
+    if header[..8] != CHECKPOINT_MAGIC {
+        return Err(corrupt(name, 0, "bad magic"));
+    }
+    let crc = u32::from_le_bytes(header[20..24].try_into().expect("4 bytes"));
+    if crc32fast::hash(&header[..20]) != crc {
+        return Err(corrupt(name, 0, "bad header CRC"));
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != CHECKPOINT_VERSION {
+        return Err(corrupt(name, 8, format!("unsupported version {version}")));
+    }
+    let index = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+    if parse_checkpoint_name(name).is_some_and(|n| n != index) {
+        return Err(corrupt(name, 12, format!("header says index {index}")));
+    }
+    let mut stats = CheckpointStats {
+        index,
+        bytes: CHECKPOINT_HEADER_BYTES as u64,
+        ..Default::default()
+    };
+    let mut body_crc = crc32fast::Hasher::new();
+    let mut buf = Vec::new();
+    loop {
+        let offset = stats.bytes;
+        let mut fh = [0u8; FRAME_HEADER_BYTES];
+        if !read_full(&mut input, &mut fh).map_err(io_err("read", name))? {
+            return Err(corrupt(name, offset, "truncated: no footer"));
+        }
+        let len = u32::from_le_bytes(fh[..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_ENTRY_BYTES {
+            return Err(corrupt(name, offset, format!("bad entry length {len}")));
+        }
+        buf.clear();
+        buf.extend_from_slice(&fh);
+        // `take` + `read_to_end` grows the buffer only as bytes actually arrive, so a corrupt
+        // length cannot make us allocate more than the file holds.
+        (&mut input)
+            .take(len as u64)
+            .read_to_end(&mut buf)
+            .map_err(io_err("read", name))?;
+        if buf.len() != FRAME_HEADER_BYTES + len {
+            return Err(corrupt(name, offset, "truncated entry"));
+        }
+        let frame = read_frame(&buf, MAX_ENTRY_BYTES)
+            .map_err(|e| corrupt(name, offset, e.to_string()))?
+            .ok_or_else(|| corrupt(name, offset, "zero entry length"))?;
+        stats.bytes += frame.len as u64;
+        match frame.ty {
+            ENTRY_SERIES => {
+                body_crc.update(&buf);
+                let s = decode_series(frame.payload)
+                    .map_err(|e| corrupt(name, offset, e.to_string()))?;
+                stats.series += 1;
+                stats.chunks += s.chunks.len() as u64;
+                f(s)?;
+            }
+            ENTRY_FOOTER => {
+                let mut r = Reader::new(frame.payload);
+                let (series, chunks, crc) =
+                    (|| Ok::<_, RecordError>((r.u64_le()?, r.u64_le()?, r.bytes(4)?)))()
+                        .map_err(|e| corrupt(name, offset, e.to_string()))?;
+                let crc = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+                if r.remaining() != 0 {
+                    return Err(corrupt(name, offset, "trailing bytes in footer"));
+                }
+                if series != stats.series || chunks != stats.chunks {
+                    return Err(corrupt(
+                        name,
+                        offset,
+                        format!(
+                            "footer counts {series} series / {chunks} chunks, read {} / {}",
+                            stats.series, stats.chunks
+                        ),
+                    ));
+                }
+                if crc != body_crc.finalize() {
+                    return Err(corrupt(name, offset, "footer body CRC mismatch"));
+                }
+                let mut extra = [0u8; 1];
+                if read_full(&mut input, &mut extra).map_err(io_err("read", name))? {
+                    return Err(corrupt(name, stats.bytes, "bytes after the footer"));
+                }
+                return Ok(stats);
+            }
+            other => return Err(corrupt(name, offset, format!("unknown entry kind {other}"))),
+        }
+    }
+}
+
+/// Checks a whole checkpoint without keeping anything.
+pub fn verify_checkpoint(dir: &dyn WalDir, name: &str) -> Result<CheckpointStats, WalError> {
+    let input = dir.open_read(name).map_err(io_err("open", name))?;
+    decode_checkpoint(
+        name,
+        std::io::BufReader::with_capacity(1 << 20, input),
+        |_| Ok(()),
+    )
+}
+
+/// Reads a checkpoint, calling `f` for each series.
+pub fn read_checkpoint(
+    dir: &dyn WalDir,
+    name: &str,
+    f: impl FnMut(CheckpointSeries) -> Result<(), WalError>,
+) -> Result<CheckpointStats, WalError> {
+    let input = dir.open_read(name).map_err(io_err("open", name))?;
+    decode_checkpoint(name, std::io::BufReader::with_capacity(1 << 20, input), f)
+}
+
+/// Fills `buf` completely: `Ok(true)`; at a clean end of input before any byte: `Ok(false)`;
+/// a partial fill is reported as `Ok(false)` too (the caller treats both as truncation).
+fn read_full(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut done = 0;
+    while done < buf.len() {
+        match input.read(&mut buf[done..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wal::segment::MemDir;
+    use proptest::prelude::*;
+
+    pub(crate) fn sample_series(n: u64) -> Vec<CheckpointSeries> {
+        (0..n)
+            .map(|i| CheckpointSeries {
+                series_ref: i * 3 + 1,
+                tenant: format!("tenant-{}", i % 3),
+                labels: vec![
+                    ("__name__".into(), "up".into()),
+                    ("instance".into(), format!("host-{i}")),
+                ],
+                chunks: vec![
+                    CheckpointChunk {
+                        min_t: 1000,
+                        max_t: 2000,
+                        data: vec![0, 2, 0x80, 0x7f, 0xff, 0x00, 0x01],
+                        flushed: i % 2 == 0,
+                    },
+                    CheckpointChunk {
+                        min_t: 3000,
+                        max_t: 3000,
+                        data: vec![0, 1, 2],
+                        flushed: false,
+                    },
+                ],
+            })
+            .collect()
+    }
+
+    fn encoded(series: &[CheckpointSeries]) -> Vec<u8> {
+        let d = MemDir::new();
+        write_checkpoint(&d, 7, series.iter().cloned()).unwrap();
+        d.written(&checkpoint_name(7)).unwrap()
+    }
+
+    #[test]
+    fn checkpoint_round_trips_and_leaves_no_tmp() {
+        let series = sample_series(10);
+        let d = MemDir::new();
+        let st = write_checkpoint(&d, 7, series.iter().cloned()).unwrap();
+        assert_eq!((st.series, st.chunks), (10, 20));
+        assert_eq!(d.list().unwrap(), vec![checkpoint_name(7)]);
+        let mut back = Vec::new();
+        let st2 = read_checkpoint(&d, &checkpoint_name(7), |s| {
+            back.push(s);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(st, st2);
+        assert_eq!(back, series);
+    }
+
+    #[test]
+    fn every_truncation_of_a_checkpoint_is_detected() {
+        let bytes = encoded(&sample_series(3));
+        for cut in 0..bytes.len() {
+            let r = decode_checkpoint("checkpoint.00000007", &bytes[..cut], |_| Ok(()));
+            assert!(
+                matches!(r, Err(WalError::CorruptCheckpoint { .. })),
+                "cut at {cut}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_of_a_checkpoint_is_detected() {
+        let bytes = encoded(&sample_series(2));
+        for i in 0..bytes.len() {
+            let mut b = bytes.clone();
+            b[i] ^= 0x41;
+            let r = decode_checkpoint("checkpoint.00000007", &b[..], |_| Ok(()));
+            assert!(r.is_err(), "flip at {i} unnoticed");
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_after_footer_are_rejected() {
+        let mut bytes = encoded(&sample_series(1));
+        bytes.push(0);
+        assert!(decode_checkpoint("checkpoint.00000007", &bytes[..], |_| Ok(())).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn checkpoint_decode_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_checkpoint("x", &bytes[..], |_| Ok(()));
+            let _ = decode_series(&bytes);
+        }
+
+        #[test]
+        fn checkpoint_decode_never_panics_after_valid_header(tail in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut bytes = encoded(&[])[..CHECKPOINT_HEADER_BYTES].to_vec();
+            bytes.extend_from_slice(&tail);
+            let _ = decode_checkpoint("checkpoint.00000007", &bytes[..], |_| Ok(()));
+        }
+    }
+}
