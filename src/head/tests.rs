@@ -5,8 +5,11 @@ use crate::chunk::decode_bits;
 use crate::model::MatchOp;
 use crate::proto::WriteSeries;
 
+/// One series of a test batch: its labels and its samples.
+type TestSeries<'s, 'a> = (&'s [(&'a str, &'a str)], &'s [(i64, f64)]);
+
 /// Builds a batch from (labels, samples) in wire form.
-fn batch<'a>(series: &[(&[(&'a str, &'a str)], &[(i64, f64)])]) -> WriteBatch<'a> {
+fn batch<'a>(series: &[TestSeries<'_, 'a>]) -> WriteBatch<'a> {
     let mut b = WriteBatch::default();
     for (labels, samples) in series {
         let ls = b.labels.len() as u32;
