@@ -784,20 +784,23 @@ fn too_many_requests_in_flight_get_503_with_retry_after() {
     slow.write_all(&[0u8; 16]).expect("send part of the body");
     slow.flush().expect("flush");
 
-    // The slow request reaches its handler shortly; until then a push may still get through.
+    // Wait until the slow request holds the slot (the gauge says so) before pushing: a push
+    // racing it could take the slot first and get the slow request itself refused.
     let deadline = Instant::now() + Duration::from_secs(10);
-    let refused = loop {
-        let r = weft.push(TENANT, &req);
-        if r.status == 503 {
-            break r;
-        }
-        assert_eq!(r.status, 204, "while the slot is free: {}", r.text());
+    while weft.metric("weft_inflight_requests", &[("reason", "write")]) != Some(1.0) {
         assert!(
             Instant::now() < deadline,
-            "no 503 while a request holds the only slot"
+            "the slow request never took the write slot"
         );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let refused = weft.push(TENANT, &req);
+    assert_eq!(
+        refused.status,
+        503,
+        "a push while another holds the only slot: {}",
+        refused.text()
+    );
     let retry_after = refused.header("retry-after").unwrap_or_default();
     assert!(
         retry_after.trim().parse::<u64>().is_ok(),
