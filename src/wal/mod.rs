@@ -69,6 +69,10 @@ use segment::segment_name;
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
+/// Longest a sync round waits for more appends to join it (see `sync_loop`). Rationale: a
+/// fraction of one msync (~0.5 ms on the SSDs we measured), so it can only add a little
+/// latency, and only when fewer writers than last round have come back.
+pub const GROUP_COMMIT_GATHER: std::time::Duration = std::time::Duration::from_micros(200);
 /// Smallest segment size accepted. Rationale: smaller segments only multiply files and fsyncs.
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
 
@@ -231,6 +235,8 @@ struct State {
     to_sync: VecDeque<PendingSync>,
     /// End of the last append.
     written: WalPos,
+    /// Successful appends so far (the sync thread sizes its batches with it).
+    appends: u64,
     shutdown: bool,
 }
 
@@ -285,6 +291,7 @@ impl Wal {
                 next_seq: stats.next_seq,
                 to_sync: VecDeque::new(),
                 written: start,
+                appends: 0,
                 shutdown: false,
             }),
             work: Condvar::new(),
@@ -410,6 +417,7 @@ impl Wal {
             i = j;
         }
         let pos = st.written;
+        st.appends += 1;
         drop(st);
         if s.cfg.sync == SyncMode::Always {
             s.work.notify_one();
@@ -636,22 +644,39 @@ fn poison(s: &Shared, why: &str) {
 /// The group-commit loop: sync whatever has been written since the last round, in one
 /// `msync` per segment touched, then publish the new durable position.
 fn sync_loop(s: &Shared) {
+    // Appends covered by the previous round, and the append count when it was taken.
+    let (mut prev_batch, mut appends_at_last) = (0u64, 0u64);
     loop {
         let (batch, target) = {
             let mut st = s.state.lock();
+            let mut gather_until = None;
             loop {
                 let cur_pending = st
                     .current
                     .as_ref()
                     .is_some_and(|c| c.offset > c.sync_requested);
                 if cur_pending || !st.to_sync.is_empty() {
-                    break;
+                    // Gather: the writers acknowledged by the last round usually come back
+                    // with their next push within microseconds. Waiting (briefly, bounded)
+                    // until as many appends are pending as the last round covered lets them
+                    // share this msync instead of splitting into two alternating groups.
+                    if st.shutdown || st.appends - appends_at_last >= prev_batch {
+                        break;
+                    }
+                    let until = *gather_until
+                        .get_or_insert_with(|| std::time::Instant::now() + GROUP_COMMIT_GATHER);
+                    if s.work.wait_until(&mut st, until).timed_out() {
+                        break;
+                    }
+                    continue;
                 }
                 if st.shutdown {
                     return;
                 }
                 s.work.wait(&mut st);
             }
+            prev_batch = st.appends - appends_at_last;
+            appends_at_last = st.appends;
             let mut batch: Vec<PendingSync> = st.to_sync.drain(..).collect();
             if let Some(c) = st.current.as_mut() {
                 if c.offset > c.sync_requested {
