@@ -11,36 +11,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/testdata.rs"]
+mod testdata;
+
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use weft::wal::{FsDir, Record, RefSample, ReplayItem, SyncMode, Wal, WalConfig};
 
-fn testdata() -> PathBuf {
-    std::env::var_os("WEFT_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"))
-        .join("prometheus-xor-chunks.jsonl")
-}
-
-/// Every series' samples as (t, value bits).
+/// Every series' samples as (t, value bits), from the shared testdata.
 fn load_series() -> Vec<Vec<(i64, u64)>> {
-    let path = testdata();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e} (set WEFT_TESTDATA)", path.display()));
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            v["samples"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| {
-                    let t = s[0].as_i64().unwrap();
-                    let bits = u64::from_str_radix(s[1].as_str().unwrap(), 16).unwrap();
-                    (t, bits)
-                })
-                .collect()
-        })
-        .collect()
+    let chunks = testdata::load().expect("the shared testdata (set WEFT_TESTDATA to its path)");
+    chunks.into_iter().map(|c| c.samples).collect()
 }
 
 /// Pushes: push k holds sample k of every series (series ref = index + 1).
