@@ -400,12 +400,20 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
 /// Reused per push: the current series' labels, sorted and without empty values.
 type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
-fn normalise<'a>(raw: &[(&'a [u8], &'a [u8])], out: &mut Pairs<'a>) {
+/// The labels sorted by name without empty values: `raw` itself when it already is (what
+/// Prometheus sends, so the common case copies nothing), else a normalised copy in `out`.
+fn normalise<'r, 'a>(
+    raw: &'r [(&'a [u8], &'a [u8])],
+    out: &'r mut Pairs<'a>,
+) -> &'r [(&'a [u8], &'a [u8])] {
+    let clean = raw.iter().all(|(_, v)| !v.is_empty()) && raw.windows(2).all(|w| w[0].0 <= w[1].0);
+    if clean {
+        return raw;
+    }
     out.clear();
     out.extend(raw.iter().filter(|(_, v)| !v.is_empty()).copied());
-    if !out.windows(2).all(|w| w[0].0 <= w[1].0) {
-        out.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    }
+    out.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out
 }
 
 /// The series' labels as text for an error message, from raw pairs. Huge values are cut.
@@ -535,12 +543,12 @@ impl TenantHead {
         {
             let index = self.index.read();
             for (i, s) in batch.series.iter().enumerate() {
-                normalise(
+                let pairs = normalise(
                     &batch.labels[s.labels_start as usize..s.labels_end as usize],
                     &mut pairs,
                 );
-                let hash = crate::model::hash_raw(&pairs);
-                match index.lookup(hash, &pairs) {
+                let hash = crate::model::hash_raw(pairs);
+                match index.lookup(hash, pairs) {
                     Some(r) => self.append_samples(
                         &index.series[r as usize],
                         batch,
@@ -570,10 +578,12 @@ impl TenantHead {
         let mut index = self.index.write();
         for &(i, hash) in missing {
             let s = &batch.series[i];
-            normalise(
+            // New series are rare: always copy, since validation needs the pairs mutable.
+            pairs.clear();
+            pairs.extend_from_slice(normalise(
                 &batch.labels[s.labels_start as usize..s.labels_end as usize],
-                pairs,
-            );
+                &mut Vec::new(),
+            ));
             let n_samples = u64::from(s.samples_end - s.samples_start);
             // Another push may have created it since the read pass.
             let r = match index.lookup(hash, pairs) {
