@@ -46,8 +46,11 @@ const KILL_DELAY_MS: std::ops::RangeInclusive<u64> = 50..=1500;
 const GRACEFUL_ONE_IN: u32 = 5;
 /// weft's checkpoint schedule wakes every 10 s (`CheckpointPolicy::poll` in `main.rs`), so a
 /// scheduled checkpoint needs a process that lives longer than that. One seeded cycle is this
-/// long, and its kill may land in the middle of that checkpoint.
+/// long. From `LONG_CYCLE_WATCH_FROM` on it watches the WAL directory and kills weft as soon as
+/// a `checkpoint.N.tmp` appears, that is, in the middle of writing the checkpoint; if it never
+/// sees one, the kill comes at the seeded delay.
 const LONG_CYCLE_DELAY_MS: std::ops::RangeInclusive<u64> = 10_300..=12_000;
+const LONG_CYCLE_WATCH_FROM: Duration = Duration::from_secs(9);
 /// How long a SIGTERM'd server may take to write its checkpoint and exit.
 const GRACEFUL_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Writers use their own client: short connect timeout, and a request timeout that still
@@ -379,6 +382,25 @@ fn wal_listing(dir: &std::path::Path) -> String {
     format!("{segments} segments, checkpoints {checkpoints:?}, other {other:?}")
 }
 
+/// Sleeps until `LONG_CYCLE_WATCH_FROM`, then returns as soon as a `checkpoint.*.tmp` shows
+/// up in `wal_dir` (its name) or `deadline` has passed since the call (None).
+fn kill_during_checkpoint(wal_dir: &std::path::Path, deadline: Duration) -> Option<String> {
+    let start = Instant::now();
+    std::thread::sleep(LONG_CYCLE_WATCH_FROM.min(deadline));
+    while start.elapsed() < deadline {
+        if let Ok(rd) = std::fs::read_dir(wal_dir) {
+            for e in rd.filter_map(|e| e.ok()) {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with("checkpoint.") && name.ends_with(".tmp") {
+                    return Some(name);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
 fn count_lines(log: &std::path::Path, needle: &str) -> usize {
     std::fs::read_to_string(log)
         .map(|s| s.lines().filter(|l| l.contains(needle)).count())
@@ -461,6 +483,7 @@ fn every_acked_sample_survives_kill_9_cycles_bit_exact() {
     let mut cycle_starts = Vec::with_capacity(cycles);
     let (mut kills, mut terms, mut refusal_count) = (0, 0, 0);
     let mut scheduled_checkpoints = 0;
+    let mut killed_mid_checkpoint = 0;
     let mut replay_ms_max = 0u64;
     for cycle in 0..cycles {
         let log = logs.join(format!("cycle-{cycle:02}.log"));
@@ -493,6 +516,7 @@ fn every_acked_sample_survives_kill_9_cycles_bit_exact() {
         cycle_starts.push(next_start_ms);
         let start_ms = next_start_ms;
         let stop = AtomicBool::new(false);
+        let mut caught_tmp = None;
         let reports: Vec<WriterReport> = std::thread::scope(|scope| {
             let handles: Vec<_> = (0..WRITERS)
                 .map(|w| {
@@ -500,7 +524,11 @@ fn every_acked_sample_survives_kill_9_cycles_bit_exact() {
                     scope.spawn(move || run_writer(weft, seed, cycle, w, start_ms, stop))
                 })
                 .collect();
-            std::thread::sleep(Duration::from_millis(delay_ms));
+            if Some(cycle) == long_cycle {
+                caught_tmp = kill_during_checkpoint(&wal_dir, Duration::from_millis(delay_ms));
+            } else {
+                std::thread::sleep(Duration::from_millis(delay_ms));
+            }
             weft.signal(match stop_kind {
                 Stop::Kill => libc::SIGKILL,
                 Stop::Term => libc::SIGTERM,
@@ -580,6 +608,10 @@ fn every_acked_sample_survives_kill_9_cycles_bit_exact() {
             refusals.len(),
             wal_listing(&wal_dir)
         );
+        if let Some(tmp) = &caught_tmp {
+            eprintln!("  killed while {tmp} was being written");
+            killed_mid_checkpoint += 1;
+        }
         for r in refusals.iter().take(3) {
             eprintln!("  refusal: {r}");
         }
@@ -607,6 +639,7 @@ fn every_acked_sample_survives_kill_9_cycles_bit_exact() {
         "DRILL TOTALS: seed={seed} cycles={cycles} (kill -9: {kills}, SIGTERM: {terms}) \
          pushes={} acked_samples={} acked_found={} unacked_attempted={} unacked_recovered={} \
          lost={} refusals={refusal_count} scheduled_checkpoints={scheduled_checkpoints} \
+         killed_mid_checkpoint={killed_mid_checkpoint} \
          slowest_restart_ms={replay_ms_max} elapsed_s={:.1}",
         pushes.len(),
         tally.acked,
