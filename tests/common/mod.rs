@@ -325,14 +325,43 @@ pub struct Weft {
     client: reqwest::blocking::Client,
     // Field order matters: the process is killed before its data directory is removed.
     process: ProcessGuard,
-    data_dir: TempDir,
+    data_dir: DataDir,
+}
+
+/// Where a [`Weft`] keeps its data.
+#[derive(Debug)]
+enum DataDir {
+    /// A fresh temporary directory, removed with the server.
+    Owned(TempDir),
+    /// A directory the test keeps across restarts (see [`Weft::start_on`]); never removed here.
+    Kept(PathBuf),
+}
+
+impl DataDir {
+    fn path(&self) -> &Path {
+        match self {
+            DataDir::Owned(t) => t.path(),
+            DataDir::Kept(p) => p,
+        }
+    }
 }
 
 impl Weft {
     /// Starts `weft serve --listen 127.0.0.1:0 --data-dir <temp>` plus `args`, and waits until
     /// it is listening and `/ready` answers 200.
     pub fn start(args: &[&str]) -> Weft {
-        let data_dir = TempDir::new("weft-it");
+        Weft::spawn(DataDir::Owned(TempDir::new("weft-it")), args, None)
+    }
+
+    /// Starts `weft serve` on an existing data directory (which is kept when the server stops,
+    /// so that a test can kill it and start it again on the same WAL), and waits until it is
+    /// listening and `/ready` answers 200, that is, until WAL replay is done. Every stderr line
+    /// also goes to `log_file` if given. The port changes on every start.
+    pub fn start_on(data_dir: &Path, args: &[&str], log_file: Option<PathBuf>) -> Weft {
+        Weft::spawn(DataDir::Kept(data_dir.to_path_buf()), args, log_file)
+    }
+
+    fn spawn(data_dir: DataDir, args: &[&str], log_file: Option<PathBuf>) -> Weft {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("serve")
             .arg("--listen")
@@ -345,7 +374,7 @@ impl Weft {
             .env("NO_COLOR", "1");
         let (tx, rx) = mpsc::channel::<u16>();
         let tx = Mutex::new(Some(tx));
-        let mut process = ProcessGuard::spawn("weft", cmd, None, move |line| {
+        let mut process = ProcessGuard::spawn("weft", cmd, log_file, move |line| {
             if let Some(port) = parse_listen_port(line) {
                 if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
                     let _ = tx.send(port);
@@ -399,6 +428,66 @@ impl Weft {
 
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGKILL`, `libc::SIGTERM`) to the server. Only `&self`, so
+    /// that writer threads may keep pushing to it while the test pulls the plug.
+    pub fn signal(&self, signal: i32) {
+        let pid = libc::pid_t::try_from(self.pid()).expect("pid fits pid_t");
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours. The pid is our
+        // own child's, which we have not reaped yet (that happens only in `ProcessGuard`'s
+        // drop or `wait_exit`), so it cannot have been reused by an unrelated process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        assert_eq!(
+            rc,
+            0,
+            "kill({pid}, {signal}) failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+
+    /// Waits up to `timeout` for the server to exit, and returns how it ended.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.process.exited() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft (pid {}) did not exit within {timeout:?}",
+                self.pid()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Pushes an already snappy-compressed `WriteRequest` body like [`Weft::push`] does, but
+    /// with `client` and without panicking: a connection error (the server was killed) is an
+    /// `Err`, an answer is its status and body text.
+    pub fn try_push_body(
+        &self,
+        client: &reqwest::blocking::Client,
+        tenant: &str,
+        body: Vec<u8>,
+    ) -> Result<(u16, String), String> {
+        let mut rb = client.post(self.url("/api/v1/push"));
+        for (k, v) in WRITE_HEADERS {
+            rb = rb.header(k, v);
+        }
+        let r = rb
+            .header("X-Scope-OrgID", tenant)
+            .body(body)
+            .send()
+            .map_err(|e| format!("{e:#}"))?;
+        let status = r.status().as_u16();
+        let text = r.text().map_err(|e| format!("reading the body: {e:#}"))?;
+        Ok((status, text))
     }
 
     pub fn log_tail(&self) -> String {
