@@ -29,7 +29,14 @@ fn main() {
     let per_writer: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(150);
     let dir = std::env::temp_dir().join(format!("weft-load-{}", std::process::id()));
     let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--wal.sync", &sync, "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--wal.sync",
+            &sync,
+            "--data-dir",
+        ])
         .arg(&dir)
         .stderr(Stdio::piped())
         .spawn()
@@ -38,7 +45,11 @@ fn main() {
     let addr = loop {
         let line = lines.next().expect("weft exited before listening").unwrap();
         if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest.split_whitespace().next().unwrap_or_default().to_string();
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
     };
     std::thread::spawn(move || for _ in lines {});
@@ -66,7 +77,11 @@ fn main() {
                 s.sort_by(|a, b| a.name.cmp(&b.name));
             }
             (1..=per_writer)
-                .map(|step| compress(&common::write_request(&series, step as i64 * 15_000, step).encode_to_vec()))
+                .map(|step| {
+                    compress(
+                        &common::write_request(&series, step as i64 * 15_000, step).encode_to_vec(),
+                    )
+                })
                 .collect()
         })
         .collect();

@@ -499,5 +499,9 @@ fn main() {
     );
     second.terminate();
     drop(second);
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("WEFT_RESTART_KEEP").is_some() {
+        println!("kept data dir {} (WEFT_RESTART_KEEP)", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

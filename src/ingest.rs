@@ -15,6 +15,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
@@ -48,8 +49,19 @@ impl Ingester {
             by_ref: FxHashMap::default(),
             unknown_refs: 0,
             run: Vec::new(),
+            progress: Progress::default(),
         };
         let (wal, stats) = Wal::open_path(dir, cfg, |item| replayer.apply(item))?;
+        let p = &replayer.progress;
+        let secs = p.started.elapsed().as_secs_f64().max(1e-9);
+        tracing::info!(
+            checkpoint_series = p.checkpoint_series,
+            checkpoint_samples = p.checkpoint_samples,
+            segment_records = p.records,
+            segment_samples = p.segment_samples,
+            samples_per_sec = ((p.checkpoint_samples + p.segment_samples) as f64 / secs) as u64,
+            "replay applied"
+        );
         if replayer.unknown_refs > 0 {
             tracing::warn!(
                 samples = replayer.unknown_refs,
@@ -159,6 +171,51 @@ fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
     }
 }
 
+/// Replay progress, logged every few seconds so a long replay is visibly alive.
+#[derive(Debug)]
+struct Progress {
+    started: Instant,
+    last_log: Instant,
+    checkpoint_series: u64,
+    checkpoint_samples: u64,
+    records: u64,
+    segment_samples: u64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self {
+            started: now,
+            last_log: now,
+            checkpoint_series: 0,
+            checkpoint_samples: 0,
+            records: 0,
+            segment_samples: 0,
+        }
+    }
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_secs(2);
+
+    fn maybe_log(&mut self) {
+        if self.last_log.elapsed() < Self::EVERY {
+            return;
+        }
+        self.last_log = Instant::now();
+        let samples = self.checkpoint_samples + self.segment_samples;
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        tracing::info!(
+            checkpoint_series = self.checkpoint_series,
+            segment_records = self.records,
+            samples,
+            samples_per_sec = (samples as f64 / secs) as u64,
+            "replaying"
+        );
+    }
+}
+
 /// Applies replayed checkpoint series and WAL records to the head.
 struct Replayer<'h> {
     head: &'h Arc<Head>,
@@ -166,12 +223,22 @@ struct Replayer<'h> {
     unknown_refs: u64,
     /// Consecutive samples of one series, appended under one lock.
     run: Vec<(i64, f64)>,
+    progress: Progress,
 }
 
 impl Replayer<'_> {
     fn apply(&mut self, item: ReplayItem<'_>) -> Result<(), ApplyError> {
+        self.progress.maybe_log();
         match item {
             ReplayItem::Series(cs) => {
+                self.progress.checkpoint_series += 1;
+                // Every chunk starts with its sample count (2 bytes, big-endian).
+                self.progress.checkpoint_samples += cs
+                    .chunks
+                    .iter()
+                    .filter_map(|c| c.data.get(..2))
+                    .map(|n| u64::from(u16::from_be_bytes([n[0], n[1]])))
+                    .sum::<u64>();
                 let tenant = TenantId::parse(&cs.tenant)?;
                 let labels: Vec<(&str, &str)> = cs
                     .labels
@@ -197,6 +264,7 @@ impl Replayer<'_> {
                 tenant,
                 labels,
             }) => {
+                self.progress.records += 1;
                 if !self.by_ref.contains_key(&series_ref) {
                     let tenant = TenantId::parse(&tenant)?;
                     let labels: Vec<(&str, &str)> =
@@ -206,7 +274,11 @@ impl Replayer<'_> {
                     self.by_ref.insert(series_ref, (th, series));
                 }
             }
-            ReplayItem::Record(Record::Samples(samples)) => self.apply_samples(&samples),
+            ReplayItem::Record(Record::Samples(samples)) => {
+                self.progress.records += 1;
+                self.progress.segment_samples += samples.len() as u64;
+                self.apply_samples(&samples)
+            }
             ReplayItem::Record(Record::FlushMark { .. }) => {}
         }
         Ok(())

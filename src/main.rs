@@ -317,13 +317,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         elapsed_ms = stats.elapsed.as_millis() as u64,
         "WAL replay done; ready"
     );
+    // (Checkpoint series and samples are in the "replay applied" line just before.)
     let ingester = Arc::new(ingester);
     state.set_ingester(ingester.clone());
 
     let policy = CheckpointPolicy {
         interval: args.wal_checkpoint_interval,
         max_wal_growth_bytes: args.wal_checkpoint_bytes,
-        poll: Duration::from_secs(10),
+        // Often enough that a short interval or a small size threshold is honoured closely.
+        poll: (args.wal_checkpoint_interval / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(10)),
         retry_backoff: Duration::from_secs(10),
     };
     let ckpt = ingester.clone();

@@ -105,9 +105,9 @@ impl ApiError {
     fn log(&self) {
         match self.class {
             ErrorClass::Internal => tracing::error!(class = ?self.class, "{}", self.message),
-            ErrorClass::Overloaded | ErrorClass::Unavailable => {
-                tracing::warn!(class = ?self.class, "{}", self.message)
-            }
+            // Unavailable is logged where it arises (WAL poisoning, replay); repeating it for
+            // every readiness probe or refused push would only bury it.
+            ErrorClass::Overloaded => tracing::warn!(class = ?self.class, "{}", self.message),
             _ => tracing::debug!(class = ?self.class, "{}", self.message),
         }
     }

@@ -134,6 +134,11 @@ impl XorAppender {
         })
     }
 
+    /// The newest sample as (timestamp, value bits), if the chunk has any.
+    pub fn last(&self) -> Option<(i64, u64)> {
+        (self.num > 0).then_some((self.t, self.v))
+    }
+
     /// Appends one sample. Timestamps must be strictly increasing; the caller checks that.
     /// (The encoding itself uses wrapping arithmetic, so any sequence round-trips.)
     ///

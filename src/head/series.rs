@@ -269,16 +269,11 @@ impl Series {
                 });
                 continue;
             }
+            // Decoding the chunk once rebuilds the appender and yields the newest sample.
             let open = XorAppender::from_chunk(&c.data)?;
-            let mut last = None;
-            let mut iter = XorIterator::new(&c.data)?;
-            for s in iter.by_ref() {
-                let (t, v) = s?;
-                last = Some((t, v.to_bits()));
-            }
+            d.last = open.last();
             d.open = open;
             d.open_min_t = c.min_t;
-            d.last = last;
         }
         Ok(n)
     }

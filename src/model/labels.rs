@@ -111,11 +111,12 @@ pub enum LabelError {
 
 /// One copy of each distinct string. Not thread-safe; the owner (a tenant's head) locks it.
 ///
-/// The set uses std's SipHash rather than Fx: its keys are attacker-chosen label values, and
-/// a keyed hash keeps a crafted series batch from degrading every lookup into a scan.
+/// The set uses foldhash with a per-process random seed rather than Fx: its keys are
+/// attacker-chosen label values, and a keyed hash keeps a crafted series batch from
+/// degrading every lookup into a scan. (SipHash, std's default, cost 7% of a restart.)
 #[derive(Debug, Default)]
 pub struct Interner {
-    set: HashSet<Arc<str>>,
+    set: HashSet<Arc<str>, foldhash::fast::RandomState>,
 }
 
 impl Interner {
