@@ -21,8 +21,8 @@ use object_store::ObjectStore;
 use weft::model::{Labels, TenantId};
 use weft::store::faulty::{Fault, FaultyStore, Op};
 use weft::store::object::{
-    decode_footer, decode_index, decode_object, tenant_chunks_prefix, verify_chunk, ChunkData, ObjectBuilder,
-    ObjectKey, FOOTER_LEN,
+    decode_footer, decode_index, decode_object, tenant_chunks_prefix, verify_chunk, ChunkData,
+    ObjectBuilder, ObjectKey, FOOTER_LEN,
 };
 use weft::store::{Store, StoreError, StoreOptions};
 
@@ -52,7 +52,11 @@ fn moto() -> Option<Arc<Moto>> {
     if let Some(m) = slot.upgrade() {
         return Some(m);
     }
-    let found = Command::new("moto_server").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let found = Command::new("moto_server")
+        .arg("--help")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
     if !found.is_ok_and(|s| s.success()) {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("moto_server not found and CI=true: install it with pip install 'moto[server]'");
@@ -60,20 +64,27 @@ fn moto() -> Option<Arc<Moto>> {
         eprintln!("SKIPPED: moto_server not found; install it with pip install 'moto[server]' to run the S3 cases");
         return None;
     }
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("start moto_server");
-    let moto = Arc::new(Moto { child, endpoint: format!("http://127.0.0.1:{port}") });
+    let moto = Arc::new(Moto {
+        child,
+        endpoint: format!("http://127.0.0.1:{port}"),
+    });
     // Wait for it to answer, then create the bucket with a plain HTTP PUT (moto does not
     // check signatures).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match http_put(port, &format!("/{BUCKET}")) {
-            Ok(status) if status == 200 => break,
+            Ok(200) => break,
             Ok(status) => panic!("moto answered {status} to PUT /{BUCKET}"),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             Err(e) => panic!("moto_server did not come up on port {port}: {e}"),
@@ -90,7 +101,10 @@ fn http_put(port: u16, path: &str) -> std::io::Result<u16> {
     write!(s, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
     let mut resp = String::new();
     s.read_to_string(&mut resp)?;
-    resp.split(' ').nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(resp))
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(resp))
 }
 
 /// One case's namespace in one backend.
@@ -106,14 +120,26 @@ struct Fixture {
 impl Fixture {
     fn memory() -> Fixture {
         let (inner, _) = weft::store::open_store("memory://", &StoreOptions::default()).unwrap();
-        Fixture { url: "memory://".into(), memory: Some(inner), config: vec![], _dir: None, _moto: None }
+        Fixture {
+            url: "memory://".into(),
+            memory: Some(inner),
+            config: vec![],
+            _dir: None,
+            _moto: None,
+        }
     }
 
     fn file() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         // A directory that does not exist yet: open_store creates it.
         let url = format!("file://{}/store", dir.path().display());
-        Fixture { url, memory: None, config: vec![], _dir: Some(dir), _moto: None }
+        Fixture {
+            url,
+            memory: None,
+            config: vec![],
+            _dir: Some(dir),
+            _moto: None,
+        }
     }
 
     fn s3(case: &str) -> Option<Fixture> {
@@ -126,11 +152,20 @@ impl Fixture {
             ("aws_region".into(), "us-east-1".into()),
         ];
         let url = format!("s3://{BUCKET}/{case}/weft");
-        Some(Fixture { url, memory: None, config, _dir: None, _moto: Some(moto) })
+        Some(Fixture {
+            url,
+            memory: None,
+            config,
+            _dir: None,
+            _moto: Some(moto),
+        })
     }
 
     fn store_with(&self, tweak: impl FnOnce(&mut StoreOptions)) -> Store {
-        let mut opts = StoreOptions { config: self.config.clone(), ..StoreOptions::default() };
+        let mut opts = StoreOptions {
+            config: self.config.clone(),
+            ..StoreOptions::default()
+        };
         tweak(&mut opts);
         match &self.memory {
             Some(inner) => Store::new(inner.clone(), Path::default(), &opts),
@@ -195,7 +230,11 @@ fn object(tenant_id: &str, n: usize, seq: u64) -> (ObjectKey, Bytes) {
         let data: Vec<ChunkData<'_>> = chunks
             .iter()
             .enumerate()
-            .map(|(c, d)| ChunkData { min_t: c as i64 * 1_800_000, max_t: c as i64 * 1_800_000 + 1_785_000, data: d })
+            .map(|(c, d)| ChunkData {
+                min_t: c as i64 * 1_800_000,
+                max_t: c as i64 * 1_800_000 + 1_785_000,
+                data: d,
+            })
             .collect();
         b.add_series(&labels, &data).unwrap();
     }
@@ -237,7 +276,10 @@ async fn range_gets_read_footer_index_and_each_chunk(fx: &Fixture) {
         for c in &s.chunks {
             let chunk = store.read_chunk(&path, c).await.unwrap();
             verify_chunk(c, &chunk).unwrap();
-            assert_eq!(chunk, bytes.slice(c.offset as usize..(c.offset + c.len as u64) as usize));
+            assert_eq!(
+                chunk,
+                bytes.slice(c.offset as usize..(c.offset + c.len as u64) as usize)
+            );
             assert_eq!(weft::chunk::XorIterator::new(&chunk).unwrap().count(), 120);
         }
     }
@@ -248,15 +290,33 @@ async fn listing_a_tenant_never_shows_another_tenants_objects(fx: &Fixture) {
     // "a" is a string prefix of "ab": listing must match whole path segments.
     for (t, seq) in [("a", 1), ("a", 2), ("ab", 3), ("b", 4)] {
         let (key, bytes) = object(t, 1, seq);
-        store.put(&key.to_path(store.prefix()), bytes).await.unwrap();
+        store
+            .put(&key.to_path(store.prefix()), bytes)
+            .await
+            .unwrap();
     }
-    for (t, want) in [("a", vec![1, 2]), ("ab", vec![3]), ("b", vec![4]), ("c", vec![])] {
-        let page = store.list(&tenant_chunks_prefix(store.prefix(), &tenant(t)), None).await.unwrap();
+    for (t, want) in [
+        ("a", vec![1, 2]),
+        ("ab", vec![3]),
+        ("b", vec![4]),
+        ("c", vec![]),
+    ] {
+        let page = store
+            .list(&tenant_chunks_prefix(store.prefix(), &tenant(t)), None)
+            .await
+            .unwrap();
         assert!(!page.more);
-        let keys: Vec<ObjectKey> =
-            page.objects.iter().map(|m| ObjectKey::parse(store.prefix(), &m.location).unwrap()).collect();
+        let keys: Vec<ObjectKey> = page
+            .objects
+            .iter()
+            .map(|m| ObjectKey::parse(store.prefix(), &m.location).unwrap())
+            .collect();
         assert!(keys.iter().all(|k| k.tenant.as_str() == t), "{t}: {keys:?}");
-        assert_eq!(keys.iter().map(|k| k.seq).collect::<Vec<_>>(), want, "tenant {t}");
+        assert_eq!(
+            keys.iter().map(|k| k.seq).collect::<Vec<_>>(),
+            want,
+            "tenant {t}"
+        );
     }
 }
 
@@ -304,7 +364,10 @@ async fn overwriting_an_object_is_harmless(fx: &Fixture) {
     store.put(&path, bytes.clone()).await.unwrap();
     store.put(&path, bytes.clone()).await.unwrap();
     assert_eq!(store.get(&path).await.unwrap(), bytes);
-    let page = store.list(&tenant_chunks_prefix(store.prefix(), &tenant("t")), None).await.unwrap();
+    let page = store
+        .list(&tenant_chunks_prefix(store.prefix(), &tenant("t")), None)
+        .await
+        .unwrap();
     assert_eq!(page.objects.len(), 1);
     // Different bytes replace the object whole: the last write wins, never a mix.
     let (_, other) = object("t", 7, 1);
@@ -324,16 +387,30 @@ async fn a_missing_object_is_not_found(fx: &Fixture) {
     };
     nf(store.get(&path).await.map(drop), "get");
     nf(store.get_range(&path, 0..10).await.map(drop), "get_range");
-    nf(store.get_suffix(&path, FOOTER_LEN).await.map(drop), "get_suffix");
+    nf(
+        store.get_suffix(&path, FOOTER_LEN).await.map(drop),
+        "get_suffix",
+    );
     nf(store.head(&path).await.map(drop), "head");
     nf(store.read_index(&path).await.map(drop), "read_index");
 }
 
 async fn a_range_past_the_end_is_an_error(fx: &Fixture) {
     let store = fx.store();
-    let path = store.prefix().clone().join("t").join("chunks").join("short");
-    store.put(&path, Bytes::from_static(b"0123456789")).await.unwrap();
-    assert_eq!(store.get_range(&path, 2..5).await.unwrap(), Bytes::from_static(b"234"));
+    let path = store
+        .prefix()
+        .clone()
+        .join("t")
+        .join("chunks")
+        .join("short");
+    store
+        .put(&path, Bytes::from_static(b"0123456789"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_range(&path, 2..5).await.unwrap(),
+        Bytes::from_static(b"234")
+    );
     // object_store would hand back the shorter remainder; weft refuses it.
     assert!(store.get_range(&path, 5..20).await.is_err());
     // A footer read of an object shorter than a footer is not a footer.
@@ -346,7 +423,10 @@ async fn the_deadline_fires_on_a_hung_store(fx: &Fixture) {
     let store = fx.store();
     let faulty = Arc::new(FaultyStore::new(store.inner().clone()));
     let timeout = Duration::from_millis(300);
-    let opts = StoreOptions { timeout, ..StoreOptions::default() };
+    let opts = StoreOptions {
+        timeout,
+        ..StoreOptions::default()
+    };
     let hung = Store::new(faulty.clone(), store.prefix().clone(), &opts);
     let (key, bytes) = object("t", 1, 1);
     let path = key.to_path(store.prefix());
@@ -354,12 +434,25 @@ async fn the_deadline_fires_on_a_hung_store(fx: &Fixture) {
     faulty.set(&Op::ALL, Some(Fault::Hang));
     let start = Instant::now();
     let put = hung.put(&path, bytes.clone()).await;
-    assert!(matches!(put, Err(StoreError::Timeout { op: "put", .. })), "{put:?}");
+    assert!(
+        matches!(put, Err(StoreError::Timeout { op: "put", .. })),
+        "{put:?}"
+    );
     let list = hung.list(store.prefix(), None).await;
-    assert!(matches!(list, Err(StoreError::Timeout { op: "list", .. })), "{list:?}");
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        matches!(list, Err(StoreError::Timeout { op: "list", .. })),
+        "{list:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     // The hung put never reached the backend.
-    assert!(matches!(store.head(&path).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.head(&path).await,
+        Err(StoreError::NotFound { .. })
+    ));
 
     faulty.set(&Op::ALL, None);
     hung.put(&path, bytes.clone()).await.unwrap();

@@ -18,7 +18,10 @@ fn xor_chunk(start: i64, n: i64) -> Vec<u8> {
 
 /// Builds an object of `(labels, [(min_t, max_t, data)])` and checks it decodes back to
 /// exactly that, through both the whole-object and the footer → index → chunk paths.
-fn check_round_trip(series: &[(Labels, Vec<(i64, i64, Vec<u8>)>)]) -> Bytes {
+/// A series as test data: labels and `(min_t, max_t, bytes)` chunks.
+type TestSeries = (Labels, Vec<(i64, i64, Vec<u8>)>);
+
+fn check_round_trip(series: &[TestSeries]) -> Bytes {
     let mut b = ObjectBuilder::new();
     for (l, chunks) in series {
         let cs: Vec<ChunkData<'_>> = chunks
