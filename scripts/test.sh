@@ -33,6 +33,16 @@ else
     fi
 fi
 
+# tests/store_conformance.rs runs its S3 cases against a real moto server (PyPI `moto[server]`);
+# with CI=true they fail rather than skip when it is missing.
+if command -v moto_server >/dev/null 2>&1; then
+    echo "moto_server: $(command -v moto_server)"
+else
+    echo "moto_server not found; installing moto[server] with pip"
+    # Debian's pip refuses to touch the system Python (PEP 668) unless told to.
+    pip install 'moto[server]' || pip install --break-system-packages 'moto[server]'
+fi
+
 section "cargo test --all-targets"
 cargo test --all-targets
 

@@ -8,6 +8,8 @@
 //!   zero-copy remote-write decoder used on the hot path.
 //! - [`head`]: the in-memory series of each tenant, their chunks, the postings index, limits.
 //! - [`query`]: selecting series and chunks for a time range.
+//! - [`store`]: the object format, object-store backends, deadlines, retry and the circuit
+//!   breaker.
 //! - [`api`]: HTTP (axum): remote write, remote read, the Prometheus series API, metrics.
 //!
 //! A chunk round trip, as Prometheus would write it:
@@ -37,5 +39,6 @@ pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod query;
+pub mod store;
 pub mod tools;
 pub mod wal;
