@@ -3,9 +3,10 @@
 //! the flush path is ≥ 1 M samples/s.
 //!
 //! Data: the Prometheus chunks in `shared/testdata/prometheus-xor-chunks.jsonl`
-//! (`WEFT_TESTDATA` overrides the directory), cycled to 10 000 series of one chunk each.
+//! (`WEFT_TESTDATA` overrides the file's path), cycled to 10 000 series of one chunk each.
 
-use std::path::PathBuf;
+#[path = "../tests/common/testdata.rs"]
+mod testdata;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use object_store::path::Path;
@@ -15,34 +16,14 @@ use weft::store::{Store, StoreOptions};
 
 const CHUNKS: usize = 10_000;
 
-fn testdata() -> PathBuf {
-    std::env::var_os("WEFT_TESTDATA")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/testdata"))
-        .join("prometheus-xor-chunks.jsonl")
-}
-
 /// (metric name, chunk bytes) of every chunk in the test data.
 fn load_chunks() -> Vec<(String, Vec<u8>)> {
-    let path = testdata();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("read {}: {e} (set WEFT_TESTDATA)", path.display()));
-    text.lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let name = v["labels"]
-                .as_str()
-                .unwrap()
-                .split('{')
-                .next()
-                .unwrap()
-                .to_owned();
-            let hex = v["chunk"].as_str().unwrap();
-            let bytes = (0..hex.len())
-                .step_by(2)
-                .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-                .collect();
-            (name, bytes)
+    testdata::load()
+        .expect("the shared testdata (set WEFT_TESTDATA to its path)")
+        .into_iter()
+        .map(|c| {
+            let name = c.labels.split('{').next().unwrap_or_default().to_owned();
+            (name, c.chunk)
         })
         .collect()
 }
