@@ -8,6 +8,7 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use std::ffi::OsString;
 use std::future::IntoFuture;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, 
 
 /// weft: a Prometheus remote-write ingester that keeps answering through store outages.
 #[derive(Debug, Parser)]
-#[command(name = "weft", version, about)]
+#[command(name = "weft", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -104,6 +105,10 @@ struct ServeArgs {
     /// Checkpoint early once the WAL has grown by this many bytes since the last checkpoint.
     #[arg(long = "wal.checkpoint-bytes", env = "WEFT_WAL_CHECKPOINT_BYTES", default_value_t = 1 << 30)]
     wal_checkpoint_bytes: u64,
+    /// A file of `name = value` lines (`#` comments), one flag a line without its `--`, e.g.
+    /// `wal.sync = always`. Command-line flags override it; it overrides the environment.
+    #[arg(long = "config.file", env = "WEFT_CONFIG_FILE")]
+    config_file: Option<PathBuf>,
     /// Log filter, e.g. `info` or `weft=debug`.
     #[arg(long = "log.level", env = "WEFT_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -142,7 +147,14 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = match with_config_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("weft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     match cli.command {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
@@ -158,6 +170,55 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// Inserts the settings of `--config.file` (or `$WEFT_CONFIG_FILE`) as flags before the
+/// command line's own, so that the command line wins (`args_override_self`). Only `serve`
+/// (given or implied) reads a config file.
+fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
+    let mut path: Option<PathBuf> = std::env::var_os("WEFT_CONFIG_FILE").map(PathBuf::from);
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--config.file" {
+            path = it.next().map(PathBuf::from);
+        } else if let Some(p) = a.strip_prefix("--config.file=") {
+            path = Some(PathBuf::from(p));
+        }
+    }
+    let Some(path) = path else { return Ok(args) };
+    let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
+    let at = match first.as_deref() {
+        Some("serve") => 2,
+        Some("chunk" | "inspect" | "help") => return Ok(args),
+        _ => 1,
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("reading config file {}: {e}", path.display()))?;
+    let mut flags = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line
+            .split_once('=')
+            .ok_or_else(|| format!("{}:{}: want `name = value`", path.display(), i + 1))?;
+        let name = name.trim().trim_start_matches("--");
+        let value = value.trim().trim_matches('"');
+        if name.is_empty() || name == "config.file" {
+            return Err(format!(
+                "{}:{}: bad setting name {name:?}",
+                path.display(),
+                i + 1
+            ));
+        }
+        flags.push(OsString::from(format!("--{name}")));
+        flags.push(OsString::from(value));
+    }
+    let mut out = args;
+    out.splice(at..at, flags);
+    Ok(out)
 }
 
 /// `90s`, `30m`, `2h`, `1d`, or plain seconds.

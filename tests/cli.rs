@@ -1,0 +1,116 @@
+//! The binary's command-line contracts: `weft chunk encode|decode` (DESIGN.md, Contracts)
+//! and `--config.file`.
+
+mod common;
+#[path = "common/testdata.rs"]
+mod testdata;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
+
+/// Runs the binary with `args`, feeding `stdin`; returns stdout, or panics with stderr.
+fn run(args: &[&str], stdin: &[u8]) -> Vec<u8> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn weft");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "weft {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[test]
+fn chunk_decode_then_encode_reproduces_every_testdata_chunk_through_the_binary() {
+    let Some(chunks) = testdata::load() else {
+        return;
+    };
+    // Every 7th chunk keeps the test quick while covering real and synthetic ones.
+    for c in chunks.iter().step_by(7) {
+        let text = String::from_utf8(run(&["chunk", "decode", "--bits"], &c.chunk)).unwrap();
+        let want: String = c
+            .samples
+            .iter()
+            .map(|(t, bits)| format!("{t} {bits:016x}\n"))
+            .collect();
+        assert_eq!(text, want, "decode of {}", c.labels);
+        let input: String = c
+            .samples
+            .iter()
+            .map(|(t, bits)| format!("{t} 0x{bits:016x}\n"))
+            .collect();
+        let bytes = run(&["chunk", "encode"], input.as_bytes());
+        assert_eq!(bytes, c.chunk, "encode of {}", c.labels);
+    }
+}
+
+#[test]
+fn chunk_encode_refuses_out_of_order_input_with_the_line_number() {
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["chunk", "encode"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin.take().unwrap().write_all(b"2000 1\n1000 2\n")?;
+            c.wait_with_output()
+        })
+        .expect("run weft chunk encode");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains('2'), "stderr should name line 2: {err}");
+}
+
+#[test]
+fn config_file_sets_serve_flags_and_the_command_line_overrides_it() {
+    let dir = std::env::temp_dir().join(format!("weft-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("weft.conf");
+    std::fs::write(
+        &conf,
+        "# a tiny series limit, so the test can see the file was read\n\
+         limits.max-series-per-tenant = 1\n\
+         limits.max-label-names-per-series = \"2\"\n",
+    )
+    .unwrap();
+    // The command line raises the label-name limit back; the file's series limit stays.
+    let weft = Weft::start(&[
+        "--config.file",
+        conf.to_str().unwrap(),
+        "--limits.max-label-names-per-series",
+        "5",
+    ]);
+    let t = now_ms();
+    let series = |name: &str| -> Labels {
+        vec![
+            ("__name__".into(), name.into()),
+            ("a".into(), "1".into()),
+            ("b".into(), "2".into()),
+        ]
+    };
+    let req = |name: &str| weft::proto::prompb::WriteRequest {
+        timeseries: vec![series_proto(&series(name), &[(t, 1f64.to_bits())])],
+        metadata: vec![],
+    };
+    // Three labels pass: the command line's 5 overrode the file's 2.
+    weft.push_ok("cfg", &req("first"));
+    // A second series breaks the file's limit of 1 series.
+    let r = weft.push("cfg", &req("second"));
+    assert_eq!(r.status, 429, "{}", r.text());
+    let _ = std::fs::remove_dir_all(&dir);
+}
