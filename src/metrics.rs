@@ -60,6 +60,18 @@ pub struct Metrics {
     pub inflight_requests: Family<ReasonLabels, Gauge>,
     /// Request durations by endpoint and status code.
     pub request_duration: Family<RequestLabels, Histogram>,
+    /// WAL appends (one per push that logged anything).
+    pub wal_appends: Counter,
+    /// Bytes of records appended to the WAL.
+    pub wal_bytes: Counter,
+    /// WAL sync rounds (each covers every append pending at the time: group commit).
+    pub wal_syncs: Counter,
+    /// WAL segments created.
+    pub wal_segments: Counter,
+    /// 1 once a failed sync has poisoned the WAL (writes refused until restart).
+    pub wal_poisoned: Gauge,
+    /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
+    observe_lock: parking_lot::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -112,6 +124,36 @@ impl Metrics {
             "HTTP request durations by endpoint and status code",
             request_duration.clone(),
         );
+        let wal_appends = Counter::default();
+        registry.register(
+            "wal_appends",
+            "WAL appends (one per logged push)",
+            wal_appends.clone(),
+        );
+        let wal_bytes = Counter::default();
+        registry.register(
+            "wal_bytes",
+            "Bytes of records appended to the WAL",
+            wal_bytes.clone(),
+        );
+        let wal_syncs = Counter::default();
+        registry.register(
+            "wal_syncs",
+            "WAL sync rounds; appends / syncs is the group-commit sharing",
+            wal_syncs.clone(),
+        );
+        let wal_segments = Counter::default();
+        registry.register(
+            "wal_segments_created",
+            "WAL segments created",
+            wal_segments.clone(),
+        );
+        let wal_poisoned = Gauge::default();
+        registry.register(
+            "wal_poisoned",
+            "1 once a failed sync has poisoned the WAL; writes are refused until restart",
+            wal_poisoned.clone(),
+        );
         Self {
             registry,
             samples_ingested,
@@ -121,7 +163,25 @@ impl Metrics {
             head_chunks,
             inflight_requests,
             request_duration,
+            wal_appends,
+            wal_bytes,
+            wal_syncs,
+            wal_segments,
+            wal_poisoned,
+            observe_lock: parking_lot::Mutex::new(()),
         }
+    }
+
+    /// Brings the WAL counters up to `stats` (the WAL keeps its own atomic counters; this
+    /// copies their growth since the last call).
+    pub fn observe_wal(&self, stats: &crate::wal::WalStats, poisoned: bool) {
+        let _one_at_a_time = self.observe_lock.lock();
+        let bump = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        bump(&self.wal_appends, stats.appends);
+        bump(&self.wal_bytes, stats.appended_bytes);
+        bump(&self.wal_syncs, stats.syncs);
+        bump(&self.wal_segments, stats.segments_created);
+        self.wal_poisoned.set(i64::from(poisoned));
     }
 
     /// The text exposition of every metric.

@@ -114,3 +114,24 @@ fn config_file_sets_serve_flags_and_the_command_line_overrides_it() {
     assert_eq!(r.status, 429, "{}", r.text());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn metrics_report_wal_appends_and_syncs_of_acknowledged_pushes() {
+    let weft = Weft::start(&[]);
+    let t = now_ms();
+    for k in 0..3 {
+        let labels: Labels = vec![("__name__".into(), "wal_metric_test".into())];
+        weft.push_ok(
+            "m",
+            &weft::proto::prompb::WriteRequest {
+                timeseries: vec![series_proto(&labels, &[(t + k, 1f64.to_bits())])],
+                metadata: vec![],
+            },
+        );
+    }
+    let appends = weft.metric("weft_wal_appends_total", &[]).unwrap_or(0.0);
+    let syncs = weft.metric("weft_wal_syncs_total", &[]).unwrap_or(0.0);
+    assert!(appends >= 3.0, "weft_wal_appends_total = {appends}");
+    assert!(syncs >= 1.0, "weft_wal_syncs_total = {syncs}");
+    assert_eq!(weft.metric("weft_wal_poisoned", &[]), Some(0.0));
+}

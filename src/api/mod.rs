@@ -206,6 +206,10 @@ async fn ready(State(st): State<AppState>) -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
+    if let Some(ing) = st.ingester.get() {
+        st.metrics
+            .observe_wal(&ing.wal().stats(), ing.wal().is_poisoned());
+    }
     (
         [(
             header::CONTENT_TYPE,
