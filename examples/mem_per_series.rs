@@ -7,9 +7,10 @@
 //!
 //! Series look like node_exporter's (about ten labels, several unique values per series).
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+#[path = "../benches/common/mod.rs"]
+mod common;
 
 use prost::Message;
 use weft::proto::{compress, prompb};
@@ -28,64 +29,21 @@ fn status_bytes(pid: u32, field: &str) -> u64 {
     kb * 1024
 }
 
-fn labels(i: usize) -> Vec<prompb::Label> {
-    let host = i / 100;
-    let mut l = vec![
-        ("__name__", format!("node_metric_{}", i % 200)),
-        ("cluster", format!("eu-west-{}", host % 3)),
-        ("cpu", (i % 16).to_string()),
-        ("datacenter", "dc1".to_string()),
-        ("env", "production".to_string()),
-        (
-            "instance",
-            format!(
-                "10.{}.{}.{}:9100",
-                host / 65536,
-                (host / 256) % 256,
-                host % 256
-            ),
-        ),
-        ("job", "node".to_string()),
-        (
-            "mode",
-            ["idle", "user", "system", "iowait"][i % 4].to_string(),
-        ),
-        ("region", "eu-west".to_string()),
-        ("series_id", i.to_string()),
-    ];
-    l.sort();
-    l.into_iter()
-        .map(|(n, v)| prompb::Label {
-            name: n.into(),
-            value: v,
-        })
-        .collect()
-}
-
 fn main() {
     let mut args = std::env::args().skip(1);
     let bin = args.next().unwrap_or_else(|| "target/release/weft".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let dir = std::env::temp_dir().join(format!("weft-mem-{}", std::process::id()));
-    let mut child = Command::new(&bin)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting weft");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines.next().expect("weft exited before listening").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = common::spawn_weft(
+        &bin,
+        &[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--data-dir".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
     let client = reqwest::blocking::Client::new();
     std::thread::sleep(Duration::from_millis(500));
     let before = status_bytes(child.id(), "VmRSS");
@@ -96,7 +54,7 @@ fn main() {
             timeseries: batch
                 .iter()
                 .map(|&i| prompb::TimeSeries {
-                    labels: labels(i),
+                    labels: common::node_labels(i, 200),
                     samples: vec![prompb::Sample {
                         value: i as f64,
                         timestamp: 1_700_000_000_000,

@@ -12,8 +12,6 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,31 +26,18 @@ fn main() {
     let writers: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(8);
     let per_writer: u64 = args.next().and_then(|s| s.parse().ok()).unwrap_or(150);
     let dir = std::env::temp_dir().join(format!("weft-load-{}", std::process::id()));
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--wal.sync",
-            &sync,
-            "--data-dir",
-        ])
-        .arg(&dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting weft");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("weft exited before listening").unwrap();
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let (mut child, addr) = common::spawn_weft(
+        &bin,
+        &[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--wal.sync".as_ref(),
+            sync.as_ref(),
+            "--data-dir".as_ref(),
+            dir.as_os_str(),
+        ],
+    );
     let client = reqwest::blocking::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
     while client

@@ -30,6 +30,9 @@
 //! The page cache is not dropped before the restart (that needs root and would disturb other
 //! users of the machine), so the restart reads a checkpoint that is likely still cached.
 
+#[path = "../benches/common/mod.rs"]
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -72,37 +75,7 @@ fn sample(i: usize, k: usize) -> (i64, f64) {
 
 /// node_exporter-like labels, as in `mem_per_series.rs`.
 fn labels(i: usize) -> Vec<prompb::Label> {
-    let host = i / 100;
-    let mut l = vec![
-        ("__name__", format!("node_metric_{}", i % METRIC_NAMES)),
-        ("cluster", format!("eu-west-{}", host % 3)),
-        ("cpu", (i % 16).to_string()),
-        ("datacenter", "dc1".to_string()),
-        ("env", "production".to_string()),
-        (
-            "instance",
-            format!(
-                "10.{}.{}.{}:9100",
-                host / 65536,
-                (host / 256) % 256,
-                host % 256
-            ),
-        ),
-        ("job", "node".to_string()),
-        (
-            "mode",
-            ["idle", "user", "system", "iowait"][i % 4].to_string(),
-        ),
-        ("region", "eu-west".to_string()),
-        ("series_id", i.to_string()),
-    ];
-    l.sort();
-    l.into_iter()
-        .map(|(n, v)| prompb::Label {
-            name: n.into(),
-            value: v,
-        })
-        .collect()
+    common::node_labels(i, METRIC_NAMES)
 }
 
 /// A running weft whose stderr is collected; killed on drop if still running.

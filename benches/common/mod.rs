@@ -88,3 +88,66 @@ pub fn write_request(series: &[Vec<prompb::Label>], t_ms: i64, step: u64) -> pro
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
+
+/// Labels of series `i` of a node_exporter-like fleet: about ten labels, several of them
+/// unique per series (`instance`, `series_id`), `metric_names` metric names in all.
+pub fn node_labels(i: usize, metric_names: usize) -> Vec<prompb::Label> {
+    let host = i / 100;
+    let mut l = vec![
+        ("__name__", format!("node_metric_{}", i % metric_names)),
+        ("cluster", format!("eu-west-{}", host % 3)),
+        ("cpu", (i % 16).to_string()),
+        ("datacenter", "dc1".to_string()),
+        ("env", "production".to_string()),
+        (
+            "instance",
+            format!(
+                "10.{}.{}.{}:9100",
+                host / 65536,
+                (host / 256) % 256,
+                host % 256
+            ),
+        ),
+        ("job", "node".to_string()),
+        (
+            "mode",
+            ["idle", "user", "system", "iowait"][i % 4].to_string(),
+        ),
+        ("region", "eu-west".to_string()),
+        ("series_id", i.to_string()),
+    ];
+    l.sort();
+    l.into_iter()
+        .map(|(n, v)| prompb::Label {
+            name: n.into(),
+            value: v,
+        })
+        .collect()
+}
+
+/// Starts the `weft` binary at `bin` with `args`, and returns it with the address from its
+/// `listening on http://ADDR` line. Its stderr is drained in a thread from then on.
+pub fn spawn_weft(bin: &str, args: &[&std::ffi::OsStr]) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(bin)
+        .args(args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting weft");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped stderr")).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("weft exited before listening")
+            .expect("reading weft's stderr");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
