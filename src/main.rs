@@ -51,6 +51,11 @@ enum InspectCommand {
         /// The WAL directory (`<data-dir>/wal`).
         dir: PathBuf,
     },
+    /// Header, index, chunks and totals of one store object (a local copy of it).
+    Object {
+        /// The object file.
+        file: PathBuf,
+    },
 }
 
 /// `--wal.sync`.
@@ -159,6 +164,21 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Chunk(cmd)) => chunk(cmd),
+        Some(Command::Inspect(InspectCommand::Object { file })) => {
+            let text = std::fs::read(&file)
+                .map_err(|e| format!("reading {}: {e}", file.display()))
+                .and_then(|b| weft::store::object::inspect(&b).map_err(|e| e.to_string()));
+            match text {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("weft inspect object: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(Command::Inspect(InspectCommand::Wal { dir })) => match weft::wal::inspect(&dir) {
             Ok(text) => {
                 print!("{text}");

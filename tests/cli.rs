@@ -135,3 +135,55 @@ fn metrics_report_wal_appends_and_syncs_of_acknowledged_pushes() {
     assert!(syncs >= 1.0, "weft_wal_syncs_total = {syncs}");
     assert_eq!(weft.metric("weft_wal_poisoned", &[]), Some(0.0));
 }
+
+#[test]
+fn inspect_object_lists_series_and_chunks_and_refuses_a_corrupt_object() {
+    use weft::store::object::{ChunkData, ObjectBuilder};
+    let Some(chunks) = testdata::load() else {
+        return;
+    };
+    let mut b = ObjectBuilder::new();
+    let mut samples = 0usize;
+    for (i, c) in chunks.iter().take(20).enumerate() {
+        let name = format!("s{i:02}");
+        let labels =
+            weft::model::Labels::from_strs([("__name__", "inspect_test"), ("i", name.as_str())])
+                .unwrap();
+        let (min_t, max_t) = (c.samples[0].0, c.samples[c.samples.len() - 1].0);
+        b.add_series(
+            &labels,
+            &[ChunkData {
+                min_t,
+                max_t,
+                data: &c.chunk,
+            }],
+        )
+        .unwrap();
+        samples += c.samples.len();
+    }
+    let obj = b.finish().unwrap();
+    let dir = std::env::temp_dir().join(format!("weft-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("object");
+    std::fs::write(&file, &obj.bytes).unwrap();
+    let out = String::from_utf8(run(&["inspect", "object", file.to_str().unwrap()], b"")).unwrap();
+    assert!(
+        out.contains(&format!(
+            "total: 20 series, 20 chunks, {samples} samples, 0 bad chunks"
+        )),
+        "{out}"
+    );
+    assert!(out.contains(r#"series inspect_test{i="s07"}"#), "{out}");
+
+    // One flipped byte inside the chunk data: the object is refused, with a reason.
+    let mut bad = obj.bytes.to_vec();
+    bad[40] ^= 0x55;
+    std::fs::write(&file, &bad).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["inspect", "object", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "a corrupt object was accepted");
+    assert!(!out.stderr.is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -810,3 +810,62 @@ fn percent_decode(s: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests;
+
+/// A human-readable dump of a whole object, for `weft inspect object FILE`: the footer, each
+/// series with its chunks (time range, offset, length, CRC, samples, CRC check), and totals.
+pub fn inspect(bytes: &[u8]) -> Result<String, StoreError> {
+    use std::fmt::Write as _;
+    let index = decode_object(bytes)?;
+    let fr = footer_range(bytes.len() as u64)?;
+    let footer = decode_footer(
+        &bytes[fr.start as usize..fr.end as usize],
+        bytes.len() as u64,
+    )?;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "object: {} bytes, index at {} ({} bytes, crc32 {:08x}), {} series, {} chunks, time {}..{}",
+        bytes.len(),
+        footer.index_offset,
+        footer.index_len,
+        footer.index_crc32,
+        index.series.len(),
+        index.chunk_count,
+        index.min_t,
+        index.max_t
+    );
+    let mut samples_total = 0u64;
+    let mut bad = 0u64;
+    for s in &index.series {
+        let _ = writeln!(out, "series {}", s.labels);
+        for c in &s.chunks {
+            let range = c.offset as usize..c.offset as usize + c.len as usize;
+            let data = bytes.get(range).unwrap_or_default();
+            let samples = data
+                .get(..2)
+                .map_or(0, |n| u16::from_be_bytes([n[0], n[1]]));
+            samples_total += u64::from(samples);
+            let check = match verify_chunk(c, data) {
+                Ok(()) => "ok".to_string(),
+                Err(e) => {
+                    bad += 1;
+                    format!("BAD: {e}")
+                }
+            };
+            let _ = writeln!(
+                out,
+                "  chunk {}..{} offset {} len {} crc32 {:08x} samples {} {}",
+                c.min_t, c.max_t, c.offset, c.len, c.crc32, samples, check
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "total: {} series, {} chunks, {} samples, {} bad chunks",
+        index.series.len(),
+        index.chunk_count,
+        samples_total,
+        bad
+    );
+    Ok(out)
+}
