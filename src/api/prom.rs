@@ -7,8 +7,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{read_body, tenant, ApiError, AppState};
-use crate::model::{parse_selector, Matcher};
+use super::{read_body, tenant, ApiError, AppState, Slot};
+use crate::model::{parse_selector, Matcher, TenantId};
 use crate::query::Answer;
 
 /// Form bodies of these endpoints are small; anything larger is refused.
@@ -106,6 +106,20 @@ fn success<T: Serialize>(a: Answer<T>) -> Response {
     .into_response()
 }
 
+/// What each of these endpoints does first: the tenant, the parameters, then a read slot
+/// (held until the answer is built).
+async fn prepare(
+    st: &AppState,
+    query: Option<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(TenantId, Params, Slot), ApiError> {
+    let tenant = tenant(headers)?;
+    let p = params(st, query, headers, body).await?;
+    let slot = st.slot("read")?;
+    Ok((tenant, p, slot))
+}
+
 pub(super) async fn series(
     State(st): State<AppState>,
     RawQuery(q): RawQuery,
@@ -113,12 +127,10 @@ pub(super) async fn series(
     body: Body,
 ) -> Response {
     let run = async {
-        let tenant = tenant(&headers)?;
-        let p = params(&st, q, &headers, body).await?;
+        let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
         if p.matchers.is_empty() {
             return Err(ApiError::bad_data("no match[] parameter provided"));
         }
-        let _slot = st.slot("read")?;
         let a = st.querier.series(&tenant, &p.matchers, p.start, p.end);
         let data: Vec<Map<String, Value>> = a
             .data
@@ -144,9 +156,7 @@ pub(super) async fn labels(
     body: Body,
 ) -> Response {
     let run = async {
-        let tenant = tenant(&headers)?;
-        let p = params(&st, q, &headers, body).await?;
-        let _slot = st.slot("read")?;
+        let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
         Ok(success(st.querier.label_names(
             &tenant,
             &p.matchers,
@@ -165,12 +175,10 @@ pub(super) async fn label_values(
     body: Body,
 ) -> Response {
     let run = async {
-        let tenant = tenant(&headers)?;
         if !is_label_name(&name) {
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
         }
-        let p = params(&st, q, &headers, body).await?;
-        let _slot = st.slot("read")?;
+        let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
         Ok(success(st.querier.label_values(
             &tenant,
             &name,

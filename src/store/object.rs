@@ -729,16 +729,10 @@ impl ObjectKey {
         let max_t = decode_time(&name[17..33]).ok_or_else(|| bad("bad max_t"))?;
         let ingester = &name[34..b.len() - 17];
         let seq = parse_hex16(&name[b.len() - 16..]).ok_or_else(|| bad("bad seq"))?;
-        if min_t > max_t {
-            return Err(bad("min_t after max_t"));
-        }
-        validate_ingester(ingester).map_err(bad)?;
-        Ok(Self {
-            tenant,
-            min_t,
-            max_t,
-            ingester: ingester.to_owned(),
-            seq,
+        // The same checks as a key made by `new`, reported against the whole path.
+        Self::new(tenant, min_t, max_t, ingester, seq).map_err(|e| match e {
+            StoreError::InvalidKey { reason, .. } => bad(reason),
+            other => other,
         })
     }
 }
