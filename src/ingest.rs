@@ -77,11 +77,6 @@ impl Ingester {
         ))
     }
 
-    /// The head.
-    pub fn head(&self) -> &Arc<Head> {
-        &self.head
-    }
-
     /// The WAL.
     pub fn wal(&self) -> &Arc<Wal> {
         &self.wal

@@ -215,13 +215,6 @@ impl Head {
             .clone()
     }
 
-    /// Tenants with a head.
-    pub fn tenants(&self) -> Vec<TenantId> {
-        let mut ids: Vec<TenantId> = self.tenants.read().keys().cloned().collect();
-        ids.sort();
-        ids
-    }
-
     /// Every tenant's head, sorted by tenant.
     pub fn tenant_heads(&self) -> Vec<Arc<TenantHead>> {
         let mut heads: Vec<Arc<TenantHead>> = self.tenants.read().values().cloned().collect();

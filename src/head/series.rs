@@ -164,11 +164,6 @@ impl Series {
         }
     }
 
-    /// First and last sample timestamps, if any.
-    pub fn time_range(&self) -> Option<(i64, i64)> {
-        self.data.lock().time_range()
-    }
-
     /// Copies of the chunks that overlap `[mint, maxt]`, oldest first, the open one included.
     pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkCopy> {
         let d = self.data.lock();
@@ -210,15 +205,6 @@ impl Series {
                 next = it.next();
             }
         }
-    }
-
-    /// Chunks held (closed and open) and their bytes.
-    pub fn chunk_stats(&self) -> (usize, usize) {
-        let d = self.data.lock();
-        let open = usize::from(d.open.num_samples() > 0);
-        let bytes: usize =
-            d.closed.iter().map(|c| c.data.len()).sum::<usize>() + d.open.bytes().len();
-        (d.closed.len() + open, bytes)
     }
 }
 
