@@ -252,12 +252,23 @@ fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
     }
 }
 
-/// Reads a body of at most `limit` bytes; a larger one is a 413 without reading it all.
+/// Most bytes of an over-limit body weft reads and throws away before answering 413.
+///
+/// Answering before the body is read makes the kernel reset the connection while the client
+/// is still sending, and the client then sees a send error instead of the 413. Draining a
+/// bounded amount, within [`DRAIN_DEADLINE`], lets ordinary oversized requests get their
+/// answer; anything larger is cut off.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// How long draining an over-limit body may take.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reads a body of at most `limit` bytes; a larger one is a 413 (after a bounded drain).
 async fn read_body(
     headers: &HeaderMap,
     body: Body,
     limit: usize,
 ) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let too_large = |n: Option<u64>| {
         ApiError::new(
             ErrorClass::TooLarge,
@@ -267,27 +278,46 @@ async fn read_body(
             },
         )
     };
-    if let Some(n) = headers
+    let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if n > limit as u64 {
-            return Err(too_large(Some(n)));
-        }
-    }
-    match axum::body::to_bytes(body, limit).await {
-        Ok(b) => Ok(b),
-        Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if over {
-                Err(too_large(None))
-            } else {
-                Err(ApiError::bad_data(format!("reading request body: {e}")))
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut body = body;
+    let mut buf = bytes::BytesMut::new();
+    if declared.is_none_or(|n| n <= limit as u64) {
+        buf.reserve(declared.unwrap_or(0) as usize);
+        loop {
+            match body.frame().await {
+                None => return Ok(buf.freeze()),
+                Some(Err(e)) => {
+                    return Err(ApiError::bad_data(format!("reading request body: {e}")))
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        if buf.len() + data.len() > limit {
+                            break;
+                        }
+                        buf.extend_from_slice(&data);
+                    }
+                }
             }
         }
     }
+    // Over the limit: drain a bounded amount so the client can read the answer.
+    drop(buf);
+    if declared.is_none_or(|n| n <= DRAIN_MAX_BYTES) {
+        let drain = async {
+            let mut seen = 0u64;
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if seen > DRAIN_MAX_BYTES {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_DEADLINE, drain).await;
+    }
+    Err(too_large(declared))
 }
 
 /// Checks `Content-Type` (must be `want`, parameters allowed; absent is accepted, as
