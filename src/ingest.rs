@@ -115,6 +115,21 @@ impl Ingester {
         self.wal.wait_durable(pos).await
     }
 
+    /// Records in the WAL that the chunks of each `(series_ref, max_t)` up to `max_t` are in
+    /// the store, so a restart does not upload them again. Not waited on: a mark lost in a
+    /// crash only means an upload is repeated, which is harmless.
+    pub fn log_flushed(&self, marks: &[(u64, i64)]) -> Result<(), WalError> {
+        const PER_APPEND: usize = 4096;
+        for part in marks.chunks(PER_APPEND) {
+            let records: Vec<Record<'_>> = part
+                .iter()
+                .map(|&(series_ref, max_t)| Record::FlushMark { series_ref, max_t })
+                .collect();
+            self.wal.append(&records)?;
+        }
+        Ok(())
+    }
+
     /// Writes a checkpoint of the whole head at a fresh segment boundary, then lets the WAL
     /// drop the segments it no longer needs. Ingestion goes on meanwhile.
     pub fn checkpoint(&self) -> Result<CheckpointStats, WalError> {
@@ -160,7 +175,7 @@ fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
                 min_t: c.min_t,
                 max_t: c.max_t,
                 data: c.data,
-                flushed: false,
+                flushed: c.flushed,
             })
             .collect(),
     }
@@ -249,6 +264,7 @@ impl Replayer<'_> {
                         min_t: c.min_t,
                         max_t: c.max_t,
                         data: c.data,
+                        flushed: c.flushed,
                     })
                     .collect();
                 th.restore_chunks(&series, chunks)?;
@@ -274,7 +290,12 @@ impl Replayer<'_> {
                 self.progress.segment_samples += samples.len() as u64;
                 self.apply_samples(&samples)
             }
-            ReplayItem::Record(Record::FlushMark { .. }) => {}
+            ReplayItem::Record(Record::FlushMark { series_ref, max_t }) => {
+                self.progress.records += 1;
+                if let Some((_, s)) = self.by_ref.get(&series_ref) {
+                    s.apply_flush_mark(max_t);
+                }
+            }
         }
         Ok(())
     }

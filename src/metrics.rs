@@ -70,6 +70,42 @@ pub struct Metrics {
     pub wal_segments: Counter,
     /// 1 once a failed sync has poisoned the WAL (writes refused until restart).
     pub wal_poisoned: Gauge,
+    /// 1 while the store's circuit is closed (the store works), 0 while it is open.
+    pub store_up: Gauge,
+    /// Objects uploaded to the store.
+    pub store_uploads: Counter,
+    /// Bytes of objects uploaded.
+    pub store_upload_bytes: Counter,
+    /// Store calls that failed and were retried (uploads and catalog listings).
+    pub store_retries: Counter,
+    /// Chunks uploaded to the store.
+    pub flush_chunks: Counter,
+    /// Time from the start of an object's upload to the store's acknowledgement, retries included.
+    pub flush_duration: Histogram,
+    /// Bytes of closed chunks not yet in the store (in memory or spilled).
+    pub flush_backlog_bytes: Gauge,
+    /// Age in seconds (wall clock minus sample time) of the oldest sample not yet in the store.
+    pub flush_oldest_unflushed_seconds: Gauge,
+    /// Bytes of closed chunk data held in memory (what `--limits.memory-bytes` caps).
+    pub memory_chunk_bytes: Gauge,
+    /// Bytes of live chunk data in local spill files.
+    pub spill_bytes: Gauge,
+    /// Bytes weft uses on local disk (WAL and spill), what `--limits.disk-bytes` caps.
+    pub disk_bytes: Gauge,
+    /// Chunks moved from memory to spill files.
+    pub spilled_chunks: Counter,
+    /// Flushed chunks dropped from memory.
+    pub released_chunks: Counter,
+    /// Query answers marked partial, by reason.
+    pub query_partial: Family<ReasonLabels, Counter>,
+    /// Bytes in the object index and chunk cache.
+    pub cache_bytes: Gauge,
+    /// Cache lookups that hit, by kind (`index`, `chunk`).
+    pub cache_hits: Family<ReasonLabels, Gauge>,
+    /// Cache lookups that missed, by kind.
+    pub cache_misses: Family<ReasonLabels, Gauge>,
+    /// Objects in the catalog.
+    pub catalog_objects: Gauge,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -154,6 +190,106 @@ impl Metrics {
             "1 once a failed sync has poisoned the WAL; writes are refused until restart",
             wal_poisoned.clone(),
         );
+        let store_up = Gauge::default();
+        registry.register(
+            "store_up",
+            "1 while the object store's circuit is closed, 0 while the store counts as down",
+            store_up.clone(),
+        );
+        let store_uploads = Counter::default();
+        registry.register("store_uploads", "Objects uploaded to the store", store_uploads.clone());
+        let store_upload_bytes = Counter::default();
+        registry.register(
+            "store_upload_bytes",
+            "Bytes of objects uploaded to the store",
+            store_upload_bytes.clone(),
+        );
+        let store_retries = Counter::default();
+        registry.register(
+            "store_retries",
+            "Store calls that failed and were retried",
+            store_retries.clone(),
+        );
+        let flush_chunks = Counter::default();
+        registry.register("flush_chunks", "Chunks uploaded to the store", flush_chunks.clone());
+        let flush_duration = Histogram::new(exponential_buckets(0.005, 2.0, 16));
+        registry.register(
+            "flush_duration_seconds",
+            "Upload time of one object, retries included",
+            flush_duration.clone(),
+        );
+        let flush_backlog_bytes = Gauge::default();
+        registry.register(
+            "flush_backlog_bytes",
+            "Bytes of closed chunks not yet in the store",
+            flush_backlog_bytes.clone(),
+        );
+        let flush_oldest_unflushed_seconds = Gauge::default();
+        registry.register(
+            "flush_oldest_unflushed_seconds",
+            "Age of the oldest sample not yet in the store (0 when none)",
+            flush_oldest_unflushed_seconds.clone(),
+        );
+        let memory_chunk_bytes = Gauge::default();
+        registry.register(
+            "memory_chunk_bytes",
+            "Bytes of closed chunks held in memory (capped by --limits.memory-bytes)",
+            memory_chunk_bytes.clone(),
+        );
+        let spill_bytes = Gauge::default();
+        registry.register(
+            "spill_bytes",
+            "Bytes of live chunk data in local spill files",
+            spill_bytes.clone(),
+        );
+        let disk_bytes = Gauge::default();
+        registry.register(
+            "disk_bytes",
+            "Bytes on local disk: WAL and spill files (capped by --limits.disk-bytes)",
+            disk_bytes.clone(),
+        );
+        let spilled_chunks = Counter::default();
+        registry.register(
+            "spilled_chunks",
+            "Chunks moved from memory to local spill files",
+            spilled_chunks.clone(),
+        );
+        let released_chunks = Counter::default();
+        registry.register(
+            "released_chunks",
+            "Flushed chunks dropped from memory",
+            released_chunks.clone(),
+        );
+        let query_partial = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "query_partial",
+            "Query answers marked partial, by reason",
+            query_partial.clone(),
+        );
+        let cache_bytes = Gauge::default();
+        registry.register(
+            "cache_bytes",
+            "Bytes in the object index and chunk cache",
+            cache_bytes.clone(),
+        );
+        let cache_hits = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "cache_hits",
+            "Cache lookups that hit, by kind (a running count)",
+            cache_hits.clone(),
+        );
+        let cache_misses = Family::<ReasonLabels, Gauge>::default();
+        registry.register(
+            "cache_misses",
+            "Cache lookups that missed, by kind (a running count)",
+            cache_misses.clone(),
+        );
+        let catalog_objects = Gauge::default();
+        registry.register(
+            "catalog_objects",
+            "Objects in the store catalog",
+            catalog_objects.clone(),
+        );
         Self {
             registry,
             samples_ingested,
@@ -168,6 +304,24 @@ impl Metrics {
             wal_syncs,
             wal_segments,
             wal_poisoned,
+            store_up,
+            store_uploads,
+            store_upload_bytes,
+            store_retries,
+            flush_chunks,
+            flush_duration,
+            flush_backlog_bytes,
+            flush_oldest_unflushed_seconds,
+            memory_chunk_bytes,
+            spill_bytes,
+            disk_bytes,
+            spilled_chunks,
+            released_chunks,
+            query_partial,
+            cache_bytes,
+            cache_hits,
+            cache_misses,
+            catalog_objects,
             observe_lock: parking_lot::Mutex::new(()),
         }
     }

@@ -12,6 +12,7 @@ mod series;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::RwLock;
 use prometheus_client::metrics::counter::Counter;
@@ -23,7 +24,7 @@ use crate::metrics::{Metrics, RejectLabels, TenantLabels};
 use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
 use crate::proto::WriteBatch;
 
-pub use series::{ChunkCopy, Series, SnapshotChunk};
+pub use series::{ChunkCopy, FlushState, PendingChunk, Released, Series, SnapshotChunk};
 
 use crate::wal::RefSample;
 
@@ -178,6 +179,8 @@ pub struct Head {
     tenants: RwLock<HashMap<TenantId, Arc<TenantHead>>>,
     /// The next global series ref.
     next_ref: Arc<AtomicU64>,
+    /// Bytes of closed chunks held in memory, over all tenants.
+    closed_bytes: Arc<AtomicU64>,
 }
 
 impl Head {
@@ -188,7 +191,14 @@ impl Head {
             metrics,
             tenants: RwLock::new(HashMap::new()),
             next_ref: Arc::new(AtomicU64::new(1)),
+            closed_bytes: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Bytes of closed chunks held in memory, over all tenants (what `--limits.memory-bytes`
+    /// caps; open chunks, one per active series, are part of the per-series overhead).
+    pub fn closed_bytes(&self) -> u64 {
+        self.closed_bytes.load(Ordering::Relaxed)
     }
 
     /// The tenant's head, if it has any data.
@@ -210,9 +220,27 @@ impl Head {
                     &self.cfg,
                     &self.metrics,
                     self.next_ref.clone(),
+                    self.closed_bytes.clone(),
                 ))
             })
             .clone()
+    }
+
+    /// Bytes of closed chunks not in the store yet, and the oldest sample time not in the
+    /// store, over all tenants.
+    pub fn unflushed(&self) -> (u64, Option<i64>) {
+        let mut bytes = 0;
+        let mut oldest: Option<i64> = None;
+        for t in self.tenant_heads() {
+            for s in t.all_series() {
+                let (b, o) = s.unflushed();
+                bytes += b;
+                if let Some(o) = o {
+                    oldest = Some(oldest.map_or(o, |x| x.min(o)));
+                }
+            }
+        }
+        (bytes, oldest)
     }
 
     /// Every tenant's head, sorted by tenant.
@@ -269,6 +297,7 @@ pub struct TenantHead {
     index: RwLock<Index>,
     metrics: TenantMetrics,
     next_ref: Arc<AtomicU64>,
+    closed_bytes: Arc<AtomicU64>,
 }
 
 /// The tenant's series map and postings. Series refs are indexes into `series`, assigned in
@@ -440,6 +469,7 @@ impl TenantHead {
         cfg: &HeadConfig,
         metrics: &Arc<Metrics>,
         next_ref: Arc<AtomicU64>,
+        closed_bytes: Arc<AtomicU64>,
     ) -> Self {
         let l = TenantLabels {
             tenant: id.to_string(),
@@ -458,6 +488,7 @@ impl TenantHead {
             index: RwLock::new(Index::default()),
             metrics: tm,
             next_ref,
+            closed_bytes,
         }
     }
 
@@ -500,15 +531,45 @@ impl TenantHead {
         series: &Series,
         chunks: Vec<SnapshotChunk>,
     ) -> Result<(), crate::chunk::ChunkError> {
-        let n = series.restore(chunks)?;
+        let (n, bytes) = series.restore(chunks)?;
         self.metrics.chunks.inc_by(n as i64);
+        self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Cuts every open chunk that is due (see [`Series::cut_if_due`]); all of them with
+    /// `force`. Returns the number cut.
+    pub fn cut_due(&self, now_ms: i64, max_age_ms: i64, max_idle: Duration, force: bool) -> u64 {
+        let mut cut = 0;
+        for s in self.all_series() {
+            let bytes = s.cut_if_due(now_ms, max_age_ms, max_idle, force);
+            if bytes > 0 {
+                cut += 1;
+                self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
+            }
+        }
+        cut
+    }
+
+    /// Drops flushed chunks from memory (see [`Series::release_flushed`]).
+    pub fn release_flushed(&self, retain: Duration, all: bool) -> Released {
+        let mut out = Released::default();
+        for s in self.all_series() {
+            s.release_flushed(retain, all, &mut out);
+        }
+        self.closed_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
+        self.metrics.chunks.dec_by(out.chunks as i64);
+        out.objects.sort_unstable();
+        out.objects.dedup();
+        out
     }
 
     /// Appends replayed samples to a series; refusals (repeats of what a checkpoint already
     /// holds) are expected and only counted. Returns the samples appended.
     pub fn append_replayed(&self, series: &Series, samples: &[(i64, f64)]) -> u64 {
         let out = series.append(samples, None);
+        self.closed_bytes
+            .fetch_add(out.closed_bytes, Ordering::Relaxed);
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }
@@ -641,6 +702,10 @@ impl TenantHead {
             }
         }
         let out = series.append(samples, log.map(|l| &mut l.samples));
+        if out.closed_bytes > 0 {
+            self.closed_bytes
+                .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        }
         report.appended += out.appended;
         report.duplicates_ignored += out.duplicates;
         if out.chunks_created > 0 {

@@ -1,6 +1,7 @@
 //! One series: its labels, its closed chunks and its open head chunk.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -28,14 +29,55 @@ struct SeriesData {
     open_min_t: i64,
     /// Newest sample, once there is one.
     last: Option<(i64, u64)>,
+    /// When a sample was last appended (or the series restored): for `--flush.max-chunk-idle`.
+    last_append: Instant,
 }
 
-/// A full chunk: 120 samples, never appended to again.
+/// A chunk that is never appended to again: full (120 samples), or cut early for a flush.
 #[derive(Debug)]
 struct ClosedChunk {
     min_t: i64,
     max_t: i64,
     data: Box<[u8]>,
+    flush: FlushState,
+}
+
+/// Where a closed chunk stands with the object store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushState {
+    /// Not in the store yet.
+    Pending,
+    /// Part of an object being uploaded.
+    InFlight,
+    /// In the store since `at`, in the flusher's object `object` (0: unknown, e.g. restored).
+    Flushed {
+        /// When the store acknowledged it.
+        at: Instant,
+        /// The flusher's id of the object that holds it.
+        object: u64,
+    },
+}
+
+/// A closed chunk waiting for the store, as the flusher sees it before choosing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingChunk {
+    /// First sample's timestamp (unique within the series: it names the chunk).
+    pub min_t: i64,
+    /// Last sample's timestamp.
+    pub max_t: i64,
+    /// Its size in bytes.
+    pub len: usize,
+}
+
+/// What releasing flushed chunks freed.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Chunks dropped from memory.
+    pub chunks: u64,
+    /// Bytes of chunk data freed.
+    pub bytes: u64,
+    /// Flusher object ids some of whose chunks are no longer held here.
+    pub objects: Vec<u64>,
 }
 
 /// A copy of one chunk's bytes and time range, taken for a query.
@@ -47,6 +89,8 @@ pub struct ChunkCopy {
     pub max_t: i64,
     /// The XOR chunk (2-byte count and bit stream).
     pub data: Vec<u8>,
+    /// Whether the object store holds it too.
+    pub flushed: bool,
 }
 
 /// What one series append did.
@@ -57,6 +101,8 @@ pub(crate) struct SeriesAppend {
     pub(crate) chunks_created: u64,
     /// The first refusal and how many samples were refused in all.
     pub(crate) first_error: Option<(HeadError, u64)>,
+    /// Bytes of chunk data that moved into closed chunks (cuts).
+    pub(crate) closed_bytes: u64,
 }
 
 impl Series {
@@ -70,6 +116,7 @@ impl Series {
                 open: XorAppender::new(),
                 open_min_t: 0,
                 last: None,
+                last_append: Instant::now(),
             }),
         }
     }
@@ -135,7 +182,7 @@ impl Series {
                 }
             }
             if d.open.num_samples() >= SAMPLES_PER_CHUNK {
-                d.cut();
+                out.closed_bytes += d.cut() as u64;
             }
             if d.open.num_samples() == 0 {
                 d.open_min_t = t;
@@ -143,6 +190,7 @@ impl Series {
             }
             d.open.append(t, v);
             d.last = Some((t, bits));
+            d.last_append = Instant::now();
             out.appended += 1;
             if let Some(l) = log.as_deref_mut() {
                 l.push(RefSample {
@@ -175,6 +223,7 @@ impl Series {
                 min_t: c.min_t,
                 max_t: c.max_t,
                 data: c.data.to_vec(),
+                flushed: matches!(c.flush, FlushState::Flushed { .. }),
             })
             .collect();
         if let Some((last_t, _)) = d.last {
@@ -183,6 +232,7 @@ impl Series {
                     min_t: d.open_min_t,
                     max_t: last_t,
                     data: d.open.bytes().to_vec(),
+                    flushed: false,
                 });
             }
         }
@@ -217,6 +267,8 @@ pub struct SnapshotChunk {
     pub max_t: i64,
     /// The chunk's bytes.
     pub data: Vec<u8>,
+    /// Whether the object store holds it.
+    pub flushed: bool,
 }
 
 impl Series {
@@ -228,40 +280,179 @@ impl Series {
                 min_t: c.min_t,
                 max_t: c.max_t,
                 data: c.data,
+                flushed: c.flushed,
             })
             .collect()
     }
 
-    /// Restores chunks from a checkpoint into an empty series: all but the last are closed,
-    /// the last becomes the open chunk (appends resume exactly where they stopped).
-    /// Returns the number of chunks restored.
+    /// Restores chunks from a checkpoint into an empty series: all but the last are closed;
+    /// the last becomes the open chunk (appends resume exactly where they stopped) unless the
+    /// store already has it, in which case it stays closed and appends start a fresh chunk.
+    /// Returns the number of chunks restored and the bytes now held in closed chunks.
     pub(crate) fn restore(
         &self,
         chunks: Vec<SnapshotChunk>,
-    ) -> Result<usize, crate::chunk::ChunkError> {
+    ) -> Result<(usize, u64), crate::chunk::ChunkError> {
         let mut d = self.data.lock();
         debug_assert!(
             d.last.is_none() && d.closed.is_empty(),
             "restore into a used series"
         );
         let n = chunks.len();
+        let mut closed_bytes = 0u64;
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_some() {
-                d.closed.push(ClosedChunk {
+            if it.peek().is_none() {
+                // Decoding the chunk once rebuilds the appender and yields the newest sample.
+                let open = XorAppender::from_chunk(&c.data)?;
+                d.last = open.last();
+                if !c.flushed {
+                    d.open = open;
+                    d.open_min_t = c.min_t;
+                    break;
+                }
+            }
+            closed_bytes += c.data.len() as u64;
+            d.closed.push(ClosedChunk {
+                min_t: c.min_t,
+                max_t: c.max_t,
+                data: c.data.into_boxed_slice(),
+                flush: if c.flushed {
+                    FlushState::Flushed {
+                        at: Instant::now(),
+                        object: 0,
+                    }
+                } else {
+                    FlushState::Pending
+                },
+            });
+        }
+        Ok((n, closed_bytes))
+    }
+}
+
+/// The flush life cycle: cut, choose, upload, release.
+impl Series {
+    /// Closes the open chunk if it has samples and `force` is set, or its first sample is
+    /// older than `max_age_ms` at `now_ms` (sample time), or nothing was appended for
+    /// `max_idle`. Returns the bytes that became a closed chunk (0 if none).
+    pub fn cut_if_due(&self, now_ms: i64, max_age_ms: i64, max_idle: Duration, force: bool) -> u64 {
+        let mut d = self.data.lock();
+        if d.open.num_samples() == 0 {
+            return 0;
+        }
+        let due = force
+            || now_ms.saturating_sub(d.open_min_t) > max_age_ms
+            || d.last_append.elapsed() > max_idle;
+        if due {
+            d.cut() as u64
+        } else {
+            0
+        }
+    }
+
+    /// Adds the closed chunks not yet in the store (and not being uploaded) to `out`.
+    pub fn pending(&self, out: &mut Vec<PendingChunk>) {
+        let d = self.data.lock();
+        out.extend(
+            d.closed
+                .iter()
+                .filter(|c| c.flush == FlushState::Pending)
+                .map(|c| PendingChunk {
                     min_t: c.min_t,
                     max_t: c.max_t,
-                    data: c.data.into_boxed_slice(),
+                    len: c.data.len(),
+                }),
+        );
+    }
+
+    /// Marks the pending chunks that start at `min_ts` (sorted) as in flight, and returns
+    /// copies of them, oldest first, for an upload.
+    pub fn take_for_flush(&self, min_ts: &[i64]) -> Vec<ChunkCopy> {
+        let mut d = self.data.lock();
+        let mut out = Vec::with_capacity(min_ts.len());
+        for c in d.closed.iter_mut() {
+            if c.flush == FlushState::Pending && min_ts.binary_search(&c.min_t).is_ok() {
+                c.flush = FlushState::InFlight;
+                out.push(ChunkCopy {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    data: c.data.to_vec(),
+                    flushed: false,
                 });
-                continue;
             }
-            // Decoding the chunk once rebuilds the appender and yields the newest sample.
-            let open = XorAppender::from_chunk(&c.data)?;
-            d.last = open.last();
-            d.open = open;
-            d.open_min_t = c.min_t;
         }
-        Ok(n)
+        out
+    }
+
+    /// Ends an upload of the in-flight chunks that start at `min_ts` (sorted): flushed (into
+    /// the flusher's object `object`) if `ok`, else pending again.
+    pub fn finish_flush(&self, min_ts: &[i64], ok: bool, object: u64) {
+        let at = Instant::now();
+        let mut d = self.data.lock();
+        for c in d.closed.iter_mut() {
+            if c.flush == FlushState::InFlight && min_ts.binary_search(&c.min_t).is_ok() {
+                c.flush = if ok {
+                    FlushState::Flushed { at, object }
+                } else {
+                    FlushState::Pending
+                };
+            }
+        }
+    }
+
+    /// Replay of a WAL flush mark: every closed chunk that ends at or before `max_t` is in
+    /// the store. (A chunk that straddles `max_t` stays pending and is uploaded again; reads
+    /// dedupe.)
+    pub fn apply_flush_mark(&self, max_t: i64) {
+        let at = Instant::now();
+        let mut d = self.data.lock();
+        for c in d.closed.iter_mut() {
+            if c.max_t <= max_t && !matches!(c.flush, FlushState::Flushed { .. }) {
+                c.flush = FlushState::Flushed { at, object: 0 };
+            }
+        }
+    }
+
+    /// Drops flushed chunks from memory: those flushed at least `retain` ago, or all flushed
+    /// ones with `all`. Adds what was freed to `out`.
+    pub fn release_flushed(&self, retain: Duration, all: bool, out: &mut Released) {
+        let mut d = self.data.lock();
+        d.closed.retain(|c| match c.flush {
+            FlushState::Flushed { at, object } if all || at.elapsed() >= retain => {
+                out.chunks += 1;
+                out.bytes += c.data.len() as u64;
+                if object != 0 && out.objects.last() != Some(&object) {
+                    out.objects.push(object);
+                }
+                false
+            }
+            _ => true,
+        });
+    }
+
+    /// Bytes of closed chunks not in the store yet, and the oldest sample time not in the
+    /// store (open chunk included), if any.
+    pub fn unflushed(&self) -> (u64, Option<i64>) {
+        let d = self.data.lock();
+        let mut bytes = 0;
+        let mut oldest = None;
+        for c in &d.closed {
+            if !matches!(c.flush, FlushState::Flushed { .. }) {
+                bytes += c.data.len() as u64;
+                oldest = Some(oldest.map_or(c.min_t, |o: i64| o.min(c.min_t)));
+            }
+        }
+        if d.open.num_samples() > 0 {
+            oldest = Some(oldest.map_or(d.open_min_t, |o: i64| o.min(d.open_min_t)));
+        }
+        (bytes, oldest)
+    }
+
+    /// The open chunk's first sample time and when it was last appended to, if it has samples.
+    pub fn open_chunk_age(&self) -> Option<(i64, Instant)> {
+        let d = self.data.lock();
+        (d.open.num_samples() > 0).then_some((d.open_min_t, d.last_append))
     }
 }
 
@@ -272,14 +463,18 @@ impl SeriesData {
         Some((first, last_t))
     }
 
-    /// Closes the open chunk and starts a fresh one.
-    fn cut(&mut self) {
+    /// Closes the open chunk and starts a fresh one. Returns the closed chunk's size.
+    fn cut(&mut self) -> usize {
         let full = std::mem::take(&mut self.open);
         let max_t = self.last.map_or(self.open_min_t, |(t, _)| t);
+        let data = full.into_bytes().into_boxed_slice();
+        let len = data.len();
         self.closed.push(ClosedChunk {
             min_t: self.open_min_t,
             max_t,
-            data: full.into_bytes().into_boxed_slice(),
+            data,
+            flush: FlushState::Pending,
         });
+        len
     }
 }

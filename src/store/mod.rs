@@ -40,6 +40,7 @@
 
 pub mod backend;
 pub mod faulty;
+pub mod flusher;
 pub mod object;
 pub mod retry;
 

@@ -1,0 +1,483 @@
+//! The flusher: moves closed chunks from the head into the object store.
+//!
+//! Every `--flush.period` a cycle runs:
+//! 1. open chunks past `--flush.max-chunk-age` (by sample time) or idle past
+//!    `--flush.max-chunk-idle` (by wall time) are cut, so they become closed chunks;
+//! 2. for each tenant (at most `--flush.concurrency` at once, and never two uploads of one
+//!    tenant at the same time), the pending closed chunks are sorted oldest first and packed
+//!    into objects of at most `--flush.max-object-bytes`; each object is uploaded with
+//!    backoff and jitter that never gives up, behind the shared circuit breaker;
+//! 3. once the store acknowledges an object its chunks are marked flushed, a WAL flush mark
+//!    per series records it (so a restart does not upload them again), and the catalog
+//!    learns the object;
+//! 4. flushed chunks older than `--flush.retain-period` leave memory.
+//!
+//! A tenant whose upload is stuck (the store is down) keeps its chunks; the next cycles skip
+//! it until the upload goes through. Nothing is ever dropped: a chunk leaves memory only
+//! once it is in the store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use super::object::{ChunkData, ObjectBuilder, ObjectKey};
+use super::retry::{Backoff, BackoffConfig, CircuitBreaker};
+use super::{Store, StoreError};
+use crate::head::{Head, PendingChunk, Series, TenantHead};
+use crate::ingest::Ingester;
+use crate::metrics::Metrics;
+use crate::model::TenantId;
+
+/// What the flusher does and how fast.
+#[derive(Debug, Clone)]
+pub struct FlushConfig {
+    /// How often a flush cycle runs.
+    pub period: Duration,
+    /// Open chunks whose first sample is older than this (sample time) are cut and flushed.
+    pub max_chunk_age: Duration,
+    /// Open chunks with no append for this long (wall time) are cut and flushed.
+    pub max_chunk_idle: Duration,
+    /// Flushed chunks stay in memory this long, so recent queries never touch the store.
+    pub retain_period: Duration,
+    /// Tenants uploading at once.
+    pub concurrency: usize,
+    /// Largest object: a tenant's backlog goes out as several objects of at most this size.
+    pub max_object_bytes: u64,
+    /// This ingester's id in object keys.
+    pub ingester_id: String,
+    /// Retry backoff of uploads.
+    pub backoff: BackoffConfig,
+}
+
+impl Default for FlushConfig {
+    fn default() -> Self {
+        Self {
+            period: Duration::from_secs(60),
+            max_chunk_age: Duration::from_secs(3600),
+            max_chunk_idle: Duration::from_secs(300),
+            retain_period: Duration::from_secs(300),
+            concurrency: 4,
+            max_object_bytes: 64 << 20,
+            ingester_id: "weft".to_owned(),
+            backoff: BackoffConfig::default(),
+        }
+    }
+}
+
+/// Told about objects as they come and go; the catalog implements it.
+pub trait ObjectListener: Send + Sync + std::fmt::Debug {
+    /// An object is in the store, and every chunk in it is still held locally.
+    fn uploaded(&self, key: &ObjectKey, size: u64);
+    /// Some chunk of this object left local memory: reads must go to the store for it.
+    fn released(&self, key: &ObjectKey);
+}
+
+/// What one flush of everything did.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct FlushSummary {
+    /// Open chunks cut so they could be flushed.
+    pub chunks_cut: u64,
+    /// Objects uploaded.
+    pub objects: u64,
+    /// Chunks uploaded.
+    pub chunks: u64,
+    /// Bytes uploaded.
+    pub bytes: u64,
+}
+
+/// Why a flush did not finish.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The deadline passed first; what was not uploaded stays pending.
+    #[error("the store did not take everything within {after:?}: {remaining} chunks remain ({reason})")]
+    Deadline {
+        /// The deadline.
+        after: Duration,
+        /// Chunks still pending.
+        remaining: u64,
+        /// The last store error seen, if any.
+        reason: String,
+    },
+    /// The store refused an object for a reason retrying cannot fix.
+    #[error("upload refused: {0}")]
+    Refused(#[from] StoreError),
+}
+
+/// The flusher. Shared as `Arc<Flusher>`.
+#[derive(Debug)]
+pub struct Flusher {
+    cfg: FlushConfig,
+    head: Arc<Head>,
+    ingester: Arc<Ingester>,
+    store: Store,
+    breaker: Arc<CircuitBreaker>,
+    listener: Arc<dyn ObjectListener>,
+    metrics: Arc<Metrics>,
+    /// One upload at a time per tenant.
+    tenant_locks: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    /// Tenants uploading at once.
+    slots: Semaphore,
+    /// Next object sequence number (starts at the wall clock in ns, so keys stay unique
+    /// across restarts).
+    seq: AtomicU64,
+    /// Objects this process uploaded whose chunks are all still held locally, by the id the
+    /// head knows them by.
+    local_objects: Mutex<HashMap<u64, ObjectKey>>,
+    next_object_id: AtomicU64,
+    /// The last store error, for reports.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Flusher {
+    /// A flusher over `head`, logging flush marks through `ingester`.
+    pub fn new(
+        cfg: FlushConfig,
+        head: Arc<Head>,
+        ingester: Arc<Ingester>,
+        store: Store,
+        breaker: Arc<CircuitBreaker>,
+        listener: Arc<dyn ObjectListener>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Self {
+            slots: Semaphore::new(cfg.concurrency.max(1)),
+            cfg,
+            head,
+            ingester,
+            store,
+            breaker,
+            listener,
+            metrics,
+            tenant_locks: Mutex::new(HashMap::new()),
+            seq: AtomicU64::new(seq),
+            local_objects: Mutex::new(HashMap::new()),
+            next_object_id: AtomicU64::new(1),
+            last_error: Mutex::new(None),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &FlushConfig {
+        &self.cfg
+    }
+
+    /// Runs a cycle every period, forever.
+    pub async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.cfg.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.clone().cycle();
+        }
+    }
+
+    /// One cycle: cut due open chunks, start uploads for idle tenants (in the background),
+    /// release what has been retained long enough, and update the backlog gauges.
+    pub fn cycle(self: Arc<Self>) {
+        let now_ms = now_ms();
+        let max_age = self.cfg.max_chunk_age.as_millis() as i64;
+        for th in self.head.tenant_heads() {
+            th.cut_due(now_ms, max_age, self.cfg.max_chunk_idle, false);
+            let lock = self.tenant_lock(th.id());
+            let Ok(guard) = lock.try_lock_owned() else {
+                continue; // an upload of this tenant is still going
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _guard = guard;
+                let Ok(_slot) = me.slots.acquire().await else {
+                    return;
+                };
+                if let Err(e) = me.flush_tenant(&th, None).await {
+                    tracing::error!(tenant = %th.id(), error = %e, "flush of tenant failed");
+                }
+            });
+        }
+        self.release(false);
+        self.update_backlog(now_ms);
+    }
+
+    /// Cuts every open chunk and uploads everything pending, waiting at most `timeout`.
+    /// Used by `POST /ingester/flush` and at shutdown.
+    pub async fn flush_all(&self, timeout: Duration) -> Result<FlushSummary, FlushError> {
+        let deadline = Instant::now() + timeout;
+        let mut summary = FlushSummary::default();
+        for th in self.head.tenant_heads() {
+            summary.chunks_cut += th.cut_due(now_ms(), 0, Duration::ZERO, true);
+        }
+        let heads = self.head.tenant_heads();
+        let results = futures::future::join_all(heads.iter().map(|th| async {
+            let lock = self.tenant_lock(th.id());
+            let _guard = tokio::time::timeout_at(deadline, lock.lock_owned())
+                .await
+                .ok()?;
+            Some(self.flush_tenant(th, Some(deadline)).await)
+        }))
+        .await;
+        let mut refused = None;
+        for r in results.into_iter().flatten() {
+            match r {
+                Ok(s) => {
+                    summary.objects += s.objects;
+                    summary.chunks += s.chunks;
+                    summary.bytes += s.bytes;
+                }
+                Err(FlushError::Refused(e)) => refused = Some(e),
+                Err(FlushError::Deadline { .. }) => {}
+            }
+        }
+        self.update_backlog(now_ms());
+        if let Some(e) = refused {
+            return Err(FlushError::Refused(e));
+        }
+        let remaining = self.pending_chunks();
+        if remaining > 0 {
+            return Err(FlushError::Deadline {
+                after: timeout,
+                remaining,
+                reason: self
+                    .last_error
+                    .lock()
+                    .clone()
+                    .unwrap_or_else(|| "uploads still in progress".to_owned()),
+            });
+        }
+        Ok(summary)
+    }
+
+    fn tenant_lock(&self, id: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
+        self.tenant_locks.lock().entry(id.clone()).or_default().clone()
+    }
+
+    /// Uploads the tenant's pending chunks, oldest first, one object after another, until
+    /// none is left or `deadline` passes.
+    async fn flush_tenant(
+        &self,
+        th: &TenantHead,
+        deadline: Option<Instant>,
+    ) -> Result<FlushSummary, FlushError> {
+        let mut summary = FlushSummary::default();
+        loop {
+            let Some(batch) = self.choose(th) else {
+                return Ok(summary);
+            };
+            let started = Instant::now();
+            let object = match self.build(th.id(), &batch) {
+                Ok(o) => o,
+                Err(e) => {
+                    batch.finish(false, 0);
+                    return Err(e.into());
+                }
+            };
+            let (key, bytes, chunks) = object;
+            let path = key.to_path(self.store.prefix());
+            let upload = self.upload(&path, bytes.clone());
+            let result = match deadline {
+                Some(d) => match tokio::time::timeout_at(d, upload).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        batch.finish(false, 0);
+                        return Err(FlushError::Deadline {
+                            after: d.saturating_duration_since(started),
+                            remaining: 0,
+                            reason: "deadline".to_owned(),
+                        });
+                    }
+                },
+                None => upload.await,
+            };
+            if let Err(e) = result {
+                batch.finish(false, 0);
+                tracing::error!(tenant = %th.id(), object = %path, error = %e, "store refused an object; its chunks stay pending");
+                return Err(e.into());
+            }
+            let id = self.next_object_id.fetch_add(1, Ordering::Relaxed);
+            self.local_objects.lock().insert(id, key.clone());
+            batch.finish(true, id);
+            let marks: Vec<(u64, i64)> = batch
+                .series
+                .iter()
+                .map(|(s, c)| (s.series_ref(), c.last().map_or(i64::MIN, |c| c.max_t)))
+                .collect();
+            if let Err(e) = self.ingester.log_flushed(&marks) {
+                // Only costs a repeated upload after a restart.
+                tracing::warn!(error = %e, "could not log flush marks");
+            }
+            self.listener.uploaded(&key, bytes.len() as u64);
+            let secs = started.elapsed().as_secs_f64();
+            self.metrics.store_uploads.inc();
+            self.metrics.store_upload_bytes.inc_by(bytes.len() as u64);
+            self.metrics.flush_chunks.inc_by(chunks);
+            self.metrics.flush_duration.observe(secs);
+            tracing::debug!(tenant = %th.id(), object = %path, bytes = bytes.len(), chunks, secs, "object uploaded");
+            summary.objects += 1;
+            summary.chunks += chunks;
+            summary.bytes += bytes.len() as u64;
+        }
+    }
+
+    /// The oldest pending chunks of the tenant, up to one object's worth, marked in flight.
+    fn choose(&self, th: &TenantHead) -> Option<Batch> {
+        let series = th.all_series();
+        let mut all: Vec<(PendingChunk, u32)> = Vec::new();
+        let mut buf = Vec::new();
+        for (i, s) in series.iter().enumerate() {
+            buf.clear();
+            s.pending(&mut buf);
+            all.extend(buf.iter().map(|c| (*c, i as u32)));
+        }
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_unstable_by_key(|(c, i)| (c.min_t, *i));
+        // Room for the index: about 64 bytes a chunk plus the labels; keep a quarter spare.
+        let budget = self.cfg.max_object_bytes.saturating_mul(3) / 4;
+        let mut used = 0u64;
+        let mut chosen: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
+        for (c, i) in all {
+            let cost = c.len as u64 + 64;
+            if used > 0 && used + cost > budget {
+                break;
+            }
+            used += cost;
+            chosen.entry(i).or_default().push(c.min_t);
+        }
+        let mut batch = Batch::default();
+        for (i, mut min_ts) in chosen {
+            min_ts.sort_unstable();
+            let s = &series[i as usize];
+            let chunks = s.take_for_flush(&min_ts);
+            if !chunks.is_empty() {
+                batch.series.push((s.clone(), chunks));
+            }
+        }
+        (!batch.series.is_empty()).then_some(batch)
+    }
+
+    fn build(
+        &self,
+        tenant: &TenantId,
+        batch: &Batch,
+    ) -> Result<(ObjectKey, Bytes, u64), StoreError> {
+        let mut b = ObjectBuilder::new();
+        let mut chunks = 0u64;
+        for (s, cs) in &batch.series {
+            let data: Vec<ChunkData<'_>> = cs
+                .iter()
+                .map(|c| ChunkData {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    data: &c.data,
+                })
+                .collect();
+            chunks += data.len() as u64;
+            b.add_series(s.labels(), &data)?;
+        }
+        let o = b.finish()?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let key = ObjectKey::new(tenant.clone(), o.min_t, o.max_t, &self.cfg.ingester_id, seq)?;
+        Ok((key, o.bytes, chunks))
+    }
+
+    /// Puts the object, retrying retryable errors forever with backoff, behind the breaker.
+    async fn upload(&self, path: &object_store::path::Path, bytes: Bytes) -> Result<(), StoreError> {
+        let mut backoff = Backoff::from_entropy(self.cfg.backoff);
+        let mut attempts = 0u64;
+        super::retry::retry(&self.breaker, &mut backoff, || {
+            attempts += 1;
+            if attempts > 1 {
+                self.metrics.store_retries.inc();
+            }
+            let bytes = bytes.clone();
+            async move {
+                let r = self.store.put(path, bytes).await;
+                self.metrics.store_up.set(self.breaker.up());
+                if let Err(e) = &r {
+                    *self.last_error.lock() = Some(e.to_string());
+                    if attempts == 1 || attempts.is_power_of_two() {
+                        tracing::warn!(object = %path, attempt = attempts, error = %e, "upload failed; retrying with backoff");
+                    }
+                }
+                r
+            }
+        })
+        .await?;
+        self.metrics.store_up.set(self.breaker.up());
+        Ok(())
+    }
+
+    /// Drops from memory what has been flushed and retained long enough (everything flushed
+    /// with `all`); tells the listener which objects are no longer wholly local.
+    pub fn release(&self, all: bool) -> u64 {
+        let mut freed = 0;
+        for th in self.head.tenant_heads() {
+            let r = th.release_flushed(self.cfg.retain_period, all);
+            freed += r.bytes;
+            self.metrics.released_chunks.inc_by(r.chunks);
+            if r.objects.is_empty() {
+                continue;
+            }
+            let keys: Vec<ObjectKey> = {
+                let mut local = self.local_objects.lock();
+                r.objects.iter().filter_map(|id| local.remove(id)).collect()
+            };
+            for k in &keys {
+                self.listener.released(k);
+            }
+        }
+        freed
+    }
+
+    fn pending_chunks(&self) -> u64 {
+        let mut buf = Vec::new();
+        for th in self.head.tenant_heads() {
+            for s in th.all_series() {
+                s.pending(&mut buf);
+            }
+        }
+        buf.len() as u64
+    }
+
+    /// Sets the backlog gauges: bytes not yet in the store, and the oldest such sample's age.
+    fn update_backlog(&self, now_ms: i64) {
+        let (bytes, oldest) = self.head.unflushed();
+        self.metrics.flush_backlog_bytes.set(bytes as i64);
+        let age = oldest.map_or(0, |t| (now_ms.saturating_sub(t) / 1000).max(0));
+        self.metrics.flush_oldest_unflushed_seconds.set(age);
+        self.metrics.store_up.set(self.breaker.up());
+        self.metrics
+            .memory_chunk_bytes
+            .set(self.head.closed_bytes() as i64);
+    }
+}
+
+/// Chunks chosen for one object, already marked in flight.
+#[derive(Debug, Default)]
+struct Batch {
+    series: Vec<(Arc<Series>, Vec<crate::head::ChunkCopy>)>,
+}
+
+impl Batch {
+    fn finish(&self, ok: bool, object: u64) {
+        for (s, cs) in &self.series {
+            let min_ts: Vec<i64> = cs.iter().map(|c| c.min_t).collect();
+            s.finish_flush(&min_ts, ok, object);
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
