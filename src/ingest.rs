@@ -292,8 +292,8 @@ impl Replayer<'_> {
             }
             ReplayItem::Record(Record::FlushMark { series_ref, max_t }) => {
                 self.progress.records += 1;
-                if let Some((_, s)) = self.by_ref.get(&series_ref) {
-                    s.apply_flush_mark(max_t);
+                if let Some((th, s)) = self.by_ref.get(&series_ref) {
+                    th.apply_flush_mark(s, max_t);
                 }
             }
         }

@@ -17,6 +17,10 @@ use weft::head::{Head, HeadConfig};
 use weft::ingest::Ingester;
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
+use weft::store::flusher::{FlushConfig, Flusher, ObjectListener};
+use weft::store::object::ObjectKey;
+use weft::store::retry::{CircuitBreaker, CircuitConfig};
+use weft::store::{Store, StoreOptions};
 use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, WalError};
 
 /// weft: a Prometheus remote-write ingester that keeps answering through store outages.
@@ -149,6 +153,71 @@ struct ServeArgs {
     /// Most samples in one SAMPLES remote-read response.
     #[arg(long = "limits.max-read-samples", env = "WEFT_LIMITS_MAX_READ_SAMPLES", default_value_t = ApiLimits::default().max_read_samples)]
     max_read_samples: usize,
+    /// Bytes of closed chunks held in memory; past it, flushed chunks are dropped early and
+    /// unflushed ones spill to local files.
+    #[arg(long = "limits.memory-bytes", env = "WEFT_LIMITS_MEMORY_BYTES", default_value_t = 1 << 30)]
+    memory_bytes: u64,
+    /// Bytes of local disk for the WAL and spill files; past it, pushes get 503 + Retry-After.
+    #[arg(long = "limits.disk-bytes", env = "WEFT_LIMITS_DISK_BYTES", default_value_t = 10 << 30)]
+    disk_bytes: u64,
+    /// Bytes of push bodies being decoded at once; more get 503 + Retry-After.
+    #[arg(long = "limits.max-inflight-push-bytes", env = "WEFT_LIMITS_MAX_INFLIGHT_PUSH_BYTES", default_value_t = 256 << 20)]
+    max_inflight_push_bytes: u64,
+
+    /// This ingester's name in object keys (`[A-Za-z0-9_.-]`, up to 64 bytes). Default: the host name.
+    #[arg(long = "ingester.id", env = "WEFT_INGESTER_ID")]
+    ingester_id: Option<String>,
+    /// How often a flush cycle runs.
+    #[arg(long = "flush.period", env = "WEFT_FLUSH_PERIOD", default_value = "1m", value_parser = parse_duration)]
+    flush_period: Duration,
+    /// Open chunks whose first sample is older than this are cut and flushed.
+    #[arg(long = "flush.max-chunk-age", env = "WEFT_FLUSH_MAX_CHUNK_AGE", default_value = "1h", value_parser = parse_duration)]
+    flush_max_chunk_age: Duration,
+    /// Open chunks with no new sample for this long are cut and flushed.
+    #[arg(long = "flush.max-chunk-idle", env = "WEFT_FLUSH_MAX_CHUNK_IDLE", default_value = "5m", value_parser = parse_duration)]
+    flush_max_chunk_idle: Duration,
+    /// Flushed chunks stay in memory this long (unless memory runs short), so recent queries
+    /// never touch the store.
+    #[arg(long = "flush.retain-period", env = "WEFT_FLUSH_RETAIN_PERIOD", default_value = "5m", value_parser = parse_duration)]
+    flush_retain_period: Duration,
+    /// Tenants uploading at once.
+    #[arg(
+        long = "flush.concurrency",
+        env = "WEFT_FLUSH_CONCURRENCY",
+        default_value_t = 4
+    )]
+    flush_concurrency: usize,
+    /// Largest object a flush writes; a backlog goes out as several.
+    #[arg(long = "flush.max-object-bytes", env = "WEFT_FLUSH_MAX_OBJECT_BYTES", default_value_t = 64 << 20)]
+    flush_max_object_bytes: u64,
+    /// Deadline of every store call.
+    #[arg(long = "store.timeout", env = "WEFT_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    store_timeout: Duration,
+    /// Deadline of a store read while the store counts as down (circuit open).
+    #[arg(long = "store.degraded-timeout", env = "WEFT_STORE_DEGRADED_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
+    store_degraded_timeout: Duration,
+    /// Consecutive store failures that mark it down.
+    #[arg(
+        long = "store.circuit-failures",
+        env = "WEFT_STORE_CIRCUIT_FAILURES",
+        default_value_t = 5
+    )]
+    store_circuit_failures: u32,
+    /// While the store is down, how often a probe call is let through.
+    #[arg(long = "store.circuit-probe-interval", env = "WEFT_STORE_CIRCUIT_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    store_circuit_probe_interval: Duration,
+    /// Bytes of object indexes and chunks cached in memory.
+    #[arg(long = "cache.bytes", env = "WEFT_CACHE_BYTES", default_value_t = 256 << 20)]
+    cache_bytes: u64,
+    /// Deadline of a query; store data not read by then makes the answer partial.
+    #[arg(long = "query.timeout", env = "WEFT_QUERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    query_timeout: Duration,
+    /// How long `POST /ingester/shutdown` tries to flush before checkpointing the rest.
+    #[arg(long = "shutdown.flush-timeout", env = "WEFT_SHUTDOWN_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    shutdown_flush_timeout: Duration,
+    /// Size of each preallocated spill file, in bytes.
+    #[arg(long = "spill.file-size", env = "WEFT_SPILL_FILE_SIZE", default_value_t = 64 << 20)]
+    spill_file_size: u64,
 }
 
 fn main() -> ExitCode {
@@ -322,7 +391,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", args.data_dir.display()))?;
-    let store = args
+    let store_url = args
         .store
         .clone()
         .unwrap_or_else(|| format!("file://{}/store", args.data_dir.display()));
@@ -351,12 +420,13 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %args.data_dir.display(), %store, "starting");
+    tracing::info!(data_dir = %args.data_dir.display(), store = %store_url, "starting");
     // Tests and scripts read the address from this line; keep it last on the line.
     tracing::info!("weft listening on http://{addr}");
 
     // Serve at once, so /ready can say "not ready" during replay; writes get 503 until then.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    state.set_stop(stop_tx.clone());
     let server = {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(
@@ -394,6 +464,39 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "WAL replay done; ready"
     );
     let ingester = Arc::new(ingester);
+
+    let store_opts = StoreOptions {
+        timeout: args.store_timeout,
+        request_timeout: args.store_timeout,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&store_url, &store_opts)
+        .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+    let breaker = Arc::new(CircuitBreaker::new(CircuitConfig {
+        failure_threshold: args.store_circuit_failures.max(1),
+        probe_interval: args.store_circuit_probe_interval,
+    }));
+    let ingester_id = args.ingester_id.clone().unwrap_or_else(default_ingester_id);
+    let flusher = Arc::new(Flusher::new(
+        FlushConfig {
+            period: args.flush_period,
+            max_chunk_age: args.flush_max_chunk_age,
+            max_chunk_idle: args.flush_max_chunk_idle,
+            retain_period: args.flush_retain_period,
+            concurrency: args.flush_concurrency,
+            max_object_bytes: args.flush_max_object_bytes,
+            ingester_id,
+            ..FlushConfig::default()
+        },
+        head.clone(),
+        ingester.clone(),
+        store.clone(),
+        breaker.clone(),
+        Arc::new(NoListener),
+        state.metrics().clone(),
+    ));
+    tokio::spawn(flusher.clone().run());
+    state.set_flusher(flusher.clone(), args.shutdown_flush_timeout);
     state.set_ingester(ingester.clone());
 
     let policy = CheckpointPolicy {
@@ -441,6 +544,40 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("weft stopped");
     Ok(())
+}
+
+/// Until the catalog is wired: nobody to tell about objects.
+#[derive(Debug)]
+struct NoListener;
+
+impl ObjectListener for NoListener {
+    fn uploaded(&self, _: &ObjectKey, _: u64) {}
+    fn released(&self, _: &ObjectKey) {}
+}
+
+/// The host name, reduced to the characters an object key allows; `weft` if there is none.
+fn default_ingester_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let id: String = host
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if id.is_empty() || id == "." || id == ".." {
+        "weft".to_owned()
+    } else {
+        id
+    }
 }
 
 async fn shutdown_signal() {

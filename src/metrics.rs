@@ -197,7 +197,11 @@ impl Metrics {
             store_up.clone(),
         );
         let store_uploads = Counter::default();
-        registry.register("store_uploads", "Objects uploaded to the store", store_uploads.clone());
+        registry.register(
+            "store_uploads",
+            "Objects uploaded to the store",
+            store_uploads.clone(),
+        );
         let store_upload_bytes = Counter::default();
         registry.register(
             "store_upload_bytes",
@@ -211,7 +215,11 @@ impl Metrics {
             store_retries.clone(),
         );
         let flush_chunks = Counter::default();
-        registry.register("flush_chunks", "Chunks uploaded to the store", flush_chunks.clone());
+        registry.register(
+            "flush_chunks",
+            "Chunks uploaded to the store",
+            flush_chunks.clone(),
+        );
         let flush_duration = Histogram::new(exponential_buckets(0.005, 2.0, 16));
         registry.register(
             "flush_duration_seconds",

@@ -3,13 +3,14 @@
 //! **Invariant:** handlers never choose a status code themselves; every failure is an
 //! [`ApiError`] whose class decides (see `error.rs`).
 
+mod admin;
 mod error;
 mod prom;
 pub mod read;
 mod write;
 
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -27,6 +28,7 @@ use crate::ingest::Ingester;
 use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
 use crate::model::TenantId;
 use crate::query::Querier;
+use crate::store::flusher::Flusher;
 
 /// Request limits of the API.
 #[derive(Debug, Clone)]
@@ -107,6 +109,8 @@ pub struct AppState {
     read_slots: Arc<Semaphore>,
     ingester: Arc<OnceLock<Arc<Ingester>>>,
     decode_buffers: Arc<BufferPool>,
+    admin: Arc<OnceLock<admin::Admin>>,
+    stop: Arc<OnceLock<tokio::sync::watch::Sender<bool>>>,
 }
 
 impl AppState {
@@ -122,7 +126,28 @@ impl AppState {
             limits,
             ingester: Arc::new(OnceLock::new()),
             decode_buffers: Arc::new(BufferPool::default()),
+            admin: Arc::new(OnceLock::new()),
+            stop: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Enables `/ingester/flush` and `/ingester/shutdown`.
+    pub fn set_flusher(&self, flusher: Arc<Flusher>, shutdown_flush_timeout: Duration) {
+        let _ = self.admin.set(admin::Admin {
+            flusher,
+            shutdown_flush_timeout,
+        });
+    }
+
+    /// What `/ingester/shutdown` sets to stop the server (graceful shutdown, then the exit
+    /// checkpoint).
+    pub fn set_stop(&self, stop: tokio::sync::watch::Sender<bool>) {
+        let _ = self.stop.set(stop);
     }
 
     /// Opens the write path once replay is done.
@@ -192,6 +217,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(prom::series).post(prom::series))
         .route("/api/v1/labels", get(prom::labels).post(prom::labels))
         .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/ingester/flush", post(admin::flush))
+        .route("/ingester/shutdown", post(admin::shutdown))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))

@@ -537,6 +537,18 @@ impl TenantHead {
         Ok(())
     }
 
+    /// Replays a WAL flush mark on one of this tenant's series (see
+    /// [`Series::apply_flush_mark`]).
+    pub fn apply_flush_mark(&self, series: &Series, max_t: i64) {
+        let delta = series.apply_flush_mark(max_t);
+        if delta >= 0 {
+            self.closed_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.closed_bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
+    }
+
     /// Cuts every open chunk that is due (see [`Series::cut_if_due`]); all of them with
     /// `force`. Returns the number cut.
     pub fn cut_due(&self, now_ms: i64, max_age_ms: i64, max_idle: Duration, force: bool) -> u64 {

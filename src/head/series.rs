@@ -401,17 +401,80 @@ impl Series {
         }
     }
 
-    /// Replay of a WAL flush mark: every closed chunk that ends at or before `max_t` is in
-    /// the store. (A chunk that straddles `max_t` stays pending and is uploaded again; reads
-    /// dedupe.)
-    pub fn apply_flush_mark(&self, max_t: i64) {
+    /// Replay of a WAL flush mark: every sample at or before `max_t` is in the store. Closed
+    /// chunks that end by then are marked flushed. A chunk that straddles `max_t` (replay
+    /// rebuilds chunks from samples, and the flushed one may have been cut early) is split
+    /// there: the part up to `max_t` re-encodes to the very bytes that were uploaded (a fresh
+    /// appender is deterministic) and counts as flushed; the rest stays pending or open.
+    /// Returns the change in bytes held in closed chunks.
+    pub(crate) fn apply_flush_mark(&self, max_t: i64) -> i64 {
         let at = Instant::now();
+        let flushed = FlushState::Flushed { at, object: 0 };
         let mut d = self.data.lock();
-        for c in d.closed.iter_mut() {
-            if c.max_t <= max_t && !matches!(c.flush, FlushState::Flushed { .. }) {
-                c.flush = FlushState::Flushed { at, object: 0 };
+        let mut delta = 0i64;
+        let mut i = 0;
+        while i < d.closed.len() {
+            let c = &mut d.closed[i];
+            if matches!(c.flush, FlushState::Flushed { .. }) || c.min_t > max_t {
+                i += 1;
+                continue;
+            }
+            if c.max_t <= max_t {
+                c.flush = flushed;
+                i += 1;
+                continue;
+            }
+            let Some((head, tail)) = split_chunk(&c.data, max_t) else {
+                i += 1;
+                continue;
+            };
+            delta += (head.data.len() + tail.data.len()) as i64 - c.data.len() as i64;
+            let state = c.flush;
+            *c = ClosedChunk {
+                min_t: tail.min_t,
+                max_t: tail.max_t,
+                data: tail.data.into_boxed_slice(),
+                flush: state,
+            };
+            d.closed.insert(
+                i,
+                ClosedChunk {
+                    min_t: head.min_t,
+                    max_t: head.max_t,
+                    data: head.data.into_boxed_slice(),
+                    flush: flushed,
+                },
+            );
+            i += 2;
+        }
+        if d.open.num_samples() > 0 && d.open_min_t <= max_t {
+            let open = std::mem::take(&mut d.open);
+            let bytes = open.into_bytes();
+            let (head, rest) = match split_chunk(&bytes, max_t) {
+                Some((h, t)) => (h.data, Some(t)),
+                None => (bytes, None),
+            };
+            let last_t = d.last.map_or(d.open_min_t, |(t, _)| t);
+            let head_max = rest.as_ref().map_or(last_t, |r| r.head_max_t);
+            delta += head.len() as i64;
+            let min_t = d.open_min_t;
+            d.closed.push(ClosedChunk {
+                min_t,
+                max_t: head_max,
+                data: head.into_boxed_slice(),
+                flush: flushed,
+            });
+            if let Some(r) = rest {
+                match XorAppender::from_chunk(&r.data) {
+                    Ok(a) => {
+                        d.open = a;
+                        d.open_min_t = r.min_t;
+                    }
+                    Err(_) => debug_assert!(false, "a fresh chunk does not decode"),
+                }
             }
         }
+        delta
     }
 
     /// Drops flushed chunks from memory: those flushed at least `retain` ago, or all flushed
@@ -477,4 +540,46 @@ impl SeriesData {
         });
         len
     }
+}
+
+/// One side of a chunk split by [`split_chunk`].
+#[derive(Debug)]
+struct Part {
+    min_t: i64,
+    max_t: i64,
+    data: Vec<u8>,
+    /// For the tail: the head's last timestamp.
+    head_max_t: i64,
+}
+
+/// Splits a chunk into the samples at or before `t` and those after, each re-encoded by a
+/// fresh appender. `None` if either side would be empty or the chunk does not decode.
+fn split_chunk(chunk: &[u8], t: i64) -> Option<(Part, Part)> {
+    let mut it = XorIterator::new(chunk).ok()?;
+    let mut head = Vec::new();
+    let mut tail = Vec::new();
+    for s in &mut it {
+        let (ts, v) = s.ok()?;
+        if ts <= t {
+            head.push((ts, v));
+        } else {
+            tail.push((ts, v));
+        }
+    }
+    let (h0, h1) = (head.first()?.0, head.last()?.0);
+    let (t0, t1) = (tail.first()?.0, tail.last()?.0);
+    Some((
+        Part {
+            min_t: h0,
+            max_t: h1,
+            data: crate::chunk::encode(head),
+            head_max_t: h1,
+        },
+        Part {
+            min_t: t0,
+            max_t: t1,
+            data: crate::chunk::encode(tail),
+            head_max_t: h1,
+        },
+    ))
 }

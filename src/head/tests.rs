@@ -255,3 +255,88 @@ fn tenants_do_not_see_each_other() {
         1
     );
 }
+
+#[test]
+fn flush_life_cycle_pending_in_flight_flushed_released() {
+    let (h, t) = head_with(100);
+    let samples: Vec<(i64, f64)> = (0..250).map(|i| (i * 1000, i as f64)).collect();
+    t.append(&batch(&[(&[("__name__", "up")], &samples)]), None);
+    let s = t.all_series()[0].clone();
+    let mut p = Vec::new();
+    s.pending(&mut p);
+    assert_eq!(p.len(), 2, "two full chunks are closed");
+    let closed: u64 = p.iter().map(|c| c.len as u64).sum();
+    assert_eq!(h.closed_bytes(), closed);
+    // Cutting the open chunk (forced) adds a third.
+    assert_eq!(t.cut_due(0, i64::MAX, std::time::Duration::MAX, true), 1);
+    p.clear();
+    s.pending(&mut p);
+    assert_eq!(p.len(), 3);
+    let min_ts: Vec<i64> = p.iter().map(|c| c.min_t).collect();
+    let copies = s.take_for_flush(&min_ts[..2]);
+    assert_eq!(copies.len(), 2);
+    p.clear();
+    s.pending(&mut p);
+    assert_eq!(p.len(), 1, "in-flight chunks are not pending");
+    // A failed upload makes them pending again; a successful one flushed.
+    s.finish_flush(&min_ts[..2], false, 0);
+    p.clear();
+    s.pending(&mut p);
+    assert_eq!(p.len(), 3);
+    s.take_for_flush(&min_ts);
+    s.finish_flush(&min_ts, true, 7);
+    assert_eq!(s.unflushed().0, 0);
+    // Retained until the retain period passes; released with `all`.
+    let r = t.release_flushed(std::time::Duration::from_secs(3600), false);
+    assert_eq!(r.chunks, 0);
+    let r = t.release_flushed(std::time::Duration::ZERO, true);
+    assert_eq!((r.chunks, r.objects.clone()), (3, vec![7]));
+    assert_eq!(h.closed_bytes(), 0);
+    // New samples still append after the released ones.
+    let more: Vec<(i64, f64)> = (250..260).map(|i| (i * 1000, i as f64)).collect();
+    let r = t.append(&batch(&[(&[("__name__", "up")], &more)]), None);
+    assert_eq!(r.appended, 10);
+    let old = [(10_000i64, 1.0f64)];
+    let r = t.append(&batch(&[(&[("__name__", "up")], &old)]), None);
+    assert_eq!(
+        r.rejected, 1,
+        "older than released data is still out of order"
+    );
+}
+
+#[test]
+fn a_flush_mark_splits_a_straddling_chunk_into_the_uploaded_bytes_and_the_rest() {
+    let (_h, t) = head_with(100);
+    let samples: Vec<(i64, f64)> = (0..200).map(|i| (i * 1000, (i * 3) as f64)).collect();
+    t.append(&batch(&[(&[("__name__", "up")], &samples)]), None);
+    let s = t.all_series()[0].clone();
+    // The original process cut at sample 50 and uploaded [0, 50], then [51, 170].
+    let uploaded_first = crate::chunk::encode(samples[..=50].iter().copied());
+    t.apply_flush_mark(&s, 50_000);
+    t.apply_flush_mark(&s, 170_000);
+    let chunks = s.chunks(i64::MIN, i64::MAX);
+    let shape: Vec<(i64, i64, bool)> = chunks
+        .iter()
+        .map(|c| (c.min_t, c.max_t, c.flushed))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            (0, 50_000, true),
+            (51_000, 119_000, true),
+            (120_000, 170_000, true),
+            (171_000, 199_000, false)
+        ]
+    );
+    assert_eq!(chunks[0].data, uploaded_first);
+    let all: Vec<(i64, u64)> = chunks
+        .iter()
+        .flat_map(|c| decode_bits(&c.data).unwrap())
+        .collect();
+    let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+    assert_eq!(all, want);
+    // Appends continue in the open remainder.
+    let r = t.append(&batch(&[(&[("__name__", "up")], &[(200_000, 1.0)])]), None);
+    assert_eq!(r.appended, 1);
+    assert_eq!(s.unflushed().0, 0, "only the open chunk is unflushed");
+}

@@ -96,7 +96,9 @@ pub struct FlushSummary {
 #[non_exhaustive]
 pub enum FlushError {
     /// The deadline passed first; what was not uploaded stays pending.
-    #[error("the store did not take everything within {after:?}: {remaining} chunks remain ({reason})")]
+    #[error(
+        "the store did not take everything within {after:?}: {remaining} chunks remain ({reason})"
+    )]
     Deadline {
         /// The deadline.
         after: Duration,
@@ -256,7 +258,11 @@ impl Flusher {
     }
 
     fn tenant_lock(&self, id: &TenantId) -> Arc<tokio::sync::Mutex<()>> {
-        self.tenant_locks.lock().entry(id.clone()).or_default().clone()
+        self.tenant_locks
+            .lock()
+            .entry(id.clone())
+            .or_default()
+            .clone()
     }
 
     /// Uploads the tenant's pending chunks, oldest first, one object after another, until
@@ -390,7 +396,11 @@ impl Flusher {
     }
 
     /// Puts the object, retrying retryable errors forever with backoff, behind the breaker.
-    async fn upload(&self, path: &object_store::path::Path, bytes: Bytes) -> Result<(), StoreError> {
+    async fn upload(
+        &self,
+        path: &object_store::path::Path,
+        bytes: Bytes,
+    ) -> Result<(), StoreError> {
         let mut backoff = Backoff::from_entropy(self.cfg.backoff);
         let mut attempts = 0u64;
         super::retry::retry(&self.breaker, &mut backoff, || {
