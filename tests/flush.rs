@@ -49,8 +49,7 @@ fn store_contents(store: &Path, tenant: &str) -> (usize, BTreeMap<String, Vec<(i
             let samples = out.entry(s.labels.to_string()).or_default();
             for c in s.chunks {
                 let data = &bytes[c.range().start as usize..c.range().end as usize];
-                let mut it = weft::chunk::XorIterator::new(data).unwrap();
-                while let Some(x) = it.next() {
+                for x in weft::chunk::XorIterator::new(data).unwrap() {
                     let (t, v) = x.unwrap();
                     samples.push((t, v.to_bits()));
                 }
