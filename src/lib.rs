@@ -37,6 +37,7 @@ pub mod head;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod pressure;
 pub mod proto;
 pub mod query;
 pub mod store;

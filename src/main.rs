@@ -17,6 +17,7 @@ use weft::head::{Head, HeadConfig};
 use weft::ingest::Ingester;
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
+use weft::pressure::{Budgets, Pressure};
 use weft::store::flusher::{FlushConfig, Flusher, ObjectListener};
 use weft::store::object::ObjectKey;
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
@@ -413,6 +414,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_inflight_writes: args.max_inflight_requests,
         max_concurrent_reads: args.max_concurrent_reads,
         max_read_samples: args.max_read_samples,
+        max_inflight_push_bytes: args.max_inflight_push_bytes,
         ..ApiLimits::default()
     };
     let state = AppState::new(head.clone(), metrics, limits);
@@ -453,6 +455,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             SyncArg::Never => SyncMode::Never,
         },
     };
+    let wal_dir_for_budget = wal_dir.clone();
     tracing::info!(dir = %wal_dir.display(), "replaying the WAL");
     let replay_head = head.clone();
     let (ingester, stats) =
@@ -496,6 +499,27 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         state.metrics().clone(),
     ));
     tokio::spawn(flusher.clone().run());
+
+    let pressure = Arc::new(Pressure::new(
+        Budgets {
+            memory_bytes: args.memory_bytes,
+            disk_bytes: args.disk_bytes,
+        },
+        &wal_dir_for_budget,
+    ));
+    {
+        let head = head.clone();
+        let flusher = flusher.clone();
+        let metrics = state.metrics().clone();
+        tokio::spawn(pressure.clone().run(move |p| {
+            if head.closed_bytes() > p.budgets().memory_bytes {
+                // Chunks the store already has go first, retained or not.
+                flusher.release(true);
+            }
+            p.observe(&head, 0, &metrics);
+        }));
+    }
+    state.set_pressure(pressure);
     state.set_flusher(flusher.clone(), args.shutdown_flush_timeout);
     state.set_ingester(ingester.clone());
 

@@ -106,6 +106,8 @@ pub struct Metrics {
     pub cache_misses: Family<ReasonLabels, Gauge>,
     /// Objects in the catalog.
     pub catalog_objects: Gauge,
+    /// Push body bytes in flight (reserved by Content-Length, in KiB steps).
+    pub inflight_push_bytes: Gauge,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -298,6 +300,12 @@ impl Metrics {
             "Objects in the store catalog",
             catalog_objects.clone(),
         );
+        let inflight_push_bytes = Gauge::default();
+        registry.register(
+            "inflight_push_bytes",
+            "Push body bytes in flight (capped by --limits.max-inflight-push-bytes)",
+            inflight_push_bytes.clone(),
+        );
         Self {
             registry,
             samples_ingested,
@@ -330,6 +338,7 @@ impl Metrics {
             cache_hits,
             cache_misses,
             catalog_objects,
+            inflight_push_bytes,
             observe_lock: parking_lot::Mutex::new(()),
         }
     }

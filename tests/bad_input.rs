@@ -824,3 +824,60 @@ fn too_many_requests_in_flight_get_503_with_retry_after() {
     }
     weft.assert_still_serves("in flight");
 }
+
+#[test]
+fn push_bytes_in_flight_over_the_bound_get_503_and_the_gauge_shows_them() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+
+    let weft = Weft::start(&["--limits.max-inflight-push-bytes", "65536"]);
+    let t = now_ms() - 60_000;
+    let req = write_request(&[(companion("push-bytes"), vec![(t, 1.0f64.to_bits())])]);
+
+    // A slow push that announces 60 KiB holds 60 of the 64 KiB.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", weft.port)).expect("connect");
+    write!(
+        slow,
+        "POST /api/v1/push HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-protobuf\r\n\
+         Content-Encoding: snappy\r\nX-Scope-OrgID: {TENANT}\r\nContent-Length: 61440\r\n\r\n"
+    )
+    .expect("send headers");
+    slow.write_all(&[0u8; 16]).expect("send part of the body");
+    slow.flush().expect("flush");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weft.metric("weft_inflight_push_bytes", &[]) != Some(61440.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the slow push never reserved its bytes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A small push fits in the rest; one of 8 KiB does not.
+    let small = weft.push(TENANT, &req);
+    assert_eq!(small.status, 204, "{}", small.text());
+    let big = weft.push_raw(
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "snappy"),
+            ("X-Scope-OrgID", TENANT),
+        ],
+        vec![0u8; 8192],
+    );
+    assert_eq!(big.status, 503, "{}", big.text());
+    assert!(
+        big.text().contains("bytes of pushes in flight"),
+        "{}",
+        big.text()
+    );
+    assert!(big.header("retry-after").is_some());
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while weft.metric("weft_inflight_push_bytes", &[]) != Some(0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "bytes not released after the client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    weft.assert_still_serves("push bytes");
+}

@@ -27,6 +27,7 @@ use crate::head::Head;
 use crate::ingest::Ingester;
 use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
 use crate::model::TenantId;
+use crate::pressure::Pressure;
 use crate::query::Querier;
 use crate::store::flusher::Flusher;
 
@@ -41,6 +42,8 @@ pub struct ApiLimits {
     pub max_inflight_writes: usize,
     /// Remote-read and series-API requests served at once; more get 503 + Retry-After.
     pub max_concurrent_reads: usize,
+    /// Bytes of push bodies in flight (by Content-Length); more get 503 + Retry-After.
+    pub max_inflight_push_bytes: u64,
     /// Most samples one SAMPLES remote-read response may carry.
     pub max_read_samples: usize,
     /// Most queries in one remote-read request.
@@ -56,6 +59,7 @@ impl Default for ApiLimits {
             max_decompressed_bytes: 64 << 20,
             max_inflight_writes: 256,
             max_concurrent_reads: 16,
+            max_inflight_push_bytes: 256 << 20,
             max_read_samples: 50_000_000,
             max_read_queries: 64,
             max_frame_bytes: 1 << 20,
@@ -111,12 +115,19 @@ pub struct AppState {
     decode_buffers: Arc<BufferPool>,
     admin: Arc<OnceLock<admin::Admin>>,
     stop: Arc<OnceLock<tokio::sync::watch::Sender<bool>>>,
+    pressure: Arc<OnceLock<Arc<Pressure>>>,
+    /// Push body bytes in flight, in KiB permits.
+    push_kib: Arc<Semaphore>,
 }
 
 impl AppState {
     /// State over a head. Writes are refused (503) and `/ready` is false until
     /// [`AppState::set_ingester`] is called, after WAL replay.
     pub fn new(head: Arc<Head>, metrics: Arc<Metrics>, limits: ApiLimits) -> Self {
+        let push_kib = Arc::new(Semaphore::new(
+            (limits.max_inflight_push_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS as u64)
+                as usize,
+        ));
         Self {
             querier: Querier::new(head.clone()),
             head,
@@ -128,7 +139,44 @@ impl AppState {
             decode_buffers: Arc::new(BufferPool::default()),
             admin: Arc::new(OnceLock::new()),
             stop: Arc::new(OnceLock::new()),
+            pressure: Arc::new(OnceLock::new()),
+            push_kib,
         }
+    }
+
+    /// Enables the memory and disk budgets' refusals of pushes.
+    pub fn set_pressure(&self, pressure: Arc<Pressure>) {
+        let _ = self.pressure.set(pressure);
+    }
+
+    /// Refuses a push while a budget is exhausted; otherwise reserves the push's body bytes
+    /// (its Content-Length, or the largest body allowed) against
+    /// `--limits.max-inflight-push-bytes` until the returned permit is dropped.
+    fn admit_push(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, ApiError> {
+        if let Some(p) = self.pressure.get() {
+            p.check_push(&self.head)
+                .map_err(|e| ApiError::new(ErrorClass::Overloaded, e.to_string()))?;
+        }
+        let len = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(self.limits.max_request_bytes as u64)
+            .min(self.limits.max_request_bytes as u64);
+        // A body larger than the whole bound still goes through, alone.
+        let total = (self.limits.max_inflight_push_bytes / 1024).max(1);
+        let kib = len.div_ceil(1024).clamp(1, total).min(u32::MAX as u64) as u32;
+        self.push_kib
+            .clone()
+            .try_acquire_many_owned(kib)
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorClass::Overloaded,
+                    format!(
+                        "more than {} bytes of pushes in flight; retry later",
+                        self.limits.max_inflight_push_bytes
+                    ),
+                )
+            })
     }
 
     /// The metrics.
@@ -237,6 +285,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
         st.metrics
             .observe_wal(&ing.wal().stats(), ing.wal().is_poisoned());
     }
+    let total_kib = (st.limits.max_inflight_push_bytes / 1024).max(1) as i64;
+    st.metrics
+        .inflight_push_bytes
+        .set((total_kib - st.push_kib.available_permits() as i64) * 1024);
     (
         [(
             header::CONTENT_TYPE,

@@ -32,6 +32,7 @@ async fn push_inner(
     check_media(headers, "application/x-protobuf")?;
     let ingester = st.ingester()?.clone();
     let _slot = st.slot("write")?;
+    let _bytes = st.admit_push(headers)?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
     // Decode buffers are reused across requests: a warm push allocates almost nothing.
     let mut bufs = st.decode_buffers.take();
