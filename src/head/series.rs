@@ -81,7 +81,7 @@ pub struct Released {
 }
 
 /// A copy of one chunk's bytes and time range, taken for a query.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChunkCopy {
     /// First sample's timestamp.
     pub min_t: i64,

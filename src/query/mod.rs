@@ -3,6 +3,8 @@
 //! Today every answer comes from the head. The object-store tiers will merge in here, and
 //! with them the partial-result warnings this module already carries.
 
+pub mod merge;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

@@ -1,0 +1,161 @@
+//! Merging one series' chunks from several tiers into one ordered, non-overlapping list.
+//!
+//! The same samples can reach a query twice: a chunk retained in memory after its flush is
+//! also in the store, and an upload repeated after a crash puts a chunk in two objects.
+//! Chunks from different tiers can also overlap without being equal (a chunk cut early
+//! before a crash, rebuilt whole by replay). The answer must hold every sample once:
+//! - equal chunks (same time range and bytes) are kept once, as they are;
+//! - a run of chunks that overlap in time is decoded, merged by timestamp (the first
+//!   value seen for a timestamp wins: the head refuses a second value for one, so all
+//!   tiers agree), and re-encoded into chunks of at most 120 samples;
+//! - everything else passes through untouched, so the common case costs no decoding.
+
+use crate::chunk::{encode, XorIterator, SAMPLES_PER_CHUNK};
+use crate::head::ChunkCopy;
+
+/// Sorts, dedupes and merges `chunks` (see the module docs). Chunks that do not decode are
+/// dropped and counted in the returned number; they were validated when they were read, so
+/// this only happens on a bug.
+pub fn merge_chunks(mut chunks: Vec<ChunkCopy>) -> (Vec<ChunkCopy>, usize) {
+    chunks.sort_by(|a, b| (a.min_t, a.max_t).cmp(&(b.min_t, b.max_t)));
+    chunks.dedup_by(|b, a| a.min_t == b.min_t && a.max_t == b.max_t && a.data == b.data);
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut bad = 0;
+    let mut i = 0;
+    while i < chunks.len() {
+        // The run of chunks overlapping chunks[i] (transitively).
+        let mut end = chunks[i].max_t;
+        let mut j = i + 1;
+        while j < chunks.len() && chunks[j].min_t <= end {
+            end = end.max(chunks[j].max_t);
+            j += 1;
+        }
+        if j == i + 1 {
+            out.push(std::mem::take(&mut chunks[i]));
+        } else {
+            bad += merge_run(&chunks[i..j], &mut out);
+        }
+        i = j;
+    }
+    (out, bad)
+}
+
+fn merge_run(run: &[ChunkCopy], out: &mut Vec<ChunkCopy>) -> usize {
+    let mut samples: Vec<(i64, f64)> = Vec::new();
+    let mut bad = 0;
+    for c in run {
+        let Ok(it) = XorIterator::new(&c.data) else {
+            bad += 1;
+            continue;
+        };
+        let before = samples.len();
+        for s in it {
+            match s {
+                Ok(s) => samples.push(s),
+                Err(_) => {
+                    samples.truncate(before);
+                    bad += 1;
+                    break;
+                }
+            }
+        }
+    }
+    // Stable: for one timestamp the first chunk's value comes first and is kept.
+    samples.sort_by_key(|s| s.0);
+    samples.dedup_by_key(|s| s.0);
+    let flushed = run.iter().all(|c| c.flushed);
+    for part in samples.chunks(SAMPLES_PER_CHUNK) {
+        out.push(ChunkCopy {
+            min_t: part[0].0,
+            max_t: part[part.len() - 1].0,
+            data: encode(part.iter().copied()),
+            flushed,
+        });
+    }
+    bad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::decode_bits;
+    use proptest::prelude::*;
+
+    fn chunk(samples: &[(i64, f64)]) -> ChunkCopy {
+        ChunkCopy {
+            min_t: samples[0].0,
+            max_t: samples[samples.len() - 1].0,
+            data: encode(samples.iter().copied()),
+            flushed: false,
+        }
+    }
+
+    fn decode(chunks: &[ChunkCopy]) -> Vec<(i64, u64)> {
+        chunks
+            .iter()
+            .flat_map(|c| decode_bits(&c.data).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn equal_chunks_are_kept_once_untouched() {
+        let a = chunk(&[(1, 1.0), (2, 2.0)]);
+        let b = chunk(&[(5, 1.0), (9, 2.0)]);
+        let (out, bad) = merge_chunks(vec![b.clone(), a.clone(), a.clone(), b.clone()]);
+        assert_eq!(bad, 0);
+        assert_eq!(out, vec![a, b]);
+    }
+
+    #[test]
+    fn overlapping_chunks_merge_into_ordered_unique_samples() {
+        // A chunk cut early (0..=50) and the whole chunk replay rebuilt (0..=119).
+        let all: Vec<(i64, f64)> = (0..120).map(|i| (i * 10, i as f64)).collect();
+        let (out, bad) = merge_chunks(vec![chunk(&all), chunk(&all[..51]), chunk(&all[100..])]);
+        assert_eq!(bad, 0);
+        let want: Vec<(i64, u64)> = all.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+        assert_eq!(decode(&out), want);
+        assert_eq!(out.len(), 1);
+    }
+
+    proptest! {
+        /// Any tiering of a series (its samples cut into chunks anywhere, each chunk present
+        /// in one or more tiers, tiers re-cut differently) merges back to the series.
+        #[test]
+        fn any_tiering_merges_back_to_the_series(
+            n in 1usize..400,
+            cuts_a in proptest::collection::vec(1usize..130, 1..8),
+            cuts_b in proptest::collection::vec(1usize..130, 1..8),
+            keep_b in proptest::collection::vec(any::<bool>(), 8),
+        ) {
+            let samples: Vec<(i64, f64)> =
+                (0..n as i64).map(|i| (i * 15_000 + (i % 3), (i as f64).sin())).collect();
+            let cut = |cuts: &[usize]| {
+                let mut out = Vec::new();
+                let mut at = 0;
+                let mut k = 0;
+                while at < samples.len() {
+                    let len = cuts[k % cuts.len()].min(SAMPLES_PER_CHUNK);
+                    let end = (at + len).min(samples.len());
+                    out.push(chunk(&samples[at..end]));
+                    at = end;
+                    k += 1;
+                }
+                out
+            };
+            let mut tiers = cut(&cuts_a);
+            tiers.extend(
+                cut(&cuts_b)
+                    .into_iter()
+                    .enumerate()
+                    .filter(|(i, _)| keep_b[i % keep_b.len()])
+                    .map(|(_, c)| c),
+            );
+            tiers.reverse();
+            let (out, bad) = merge_chunks(tiers);
+            prop_assert_eq!(bad, 0);
+            let want: Vec<(i64, u64)> = samples.iter().map(|&(t, v)| (t, v.to_bits())).collect();
+            prop_assert_eq!(decode(&out), want);
+            prop_assert!(out.windows(2).all(|w| w[0].max_t < w[1].min_t));
+        }
+    }
+}
