@@ -44,6 +44,8 @@ pub struct ApiLimits {
     pub max_concurrent_reads: usize,
     /// Bytes of push bodies in flight (by Content-Length); more get 503 + Retry-After.
     pub max_inflight_push_bytes: u64,
+    /// Most bytes one remote read may read from the object store.
+    pub max_read_store_bytes: u64,
     /// Most samples one SAMPLES remote-read response may carry.
     pub max_read_samples: usize,
     /// Most queries in one remote-read request.
@@ -60,6 +62,7 @@ impl Default for ApiLimits {
             max_inflight_writes: 256,
             max_concurrent_reads: 16,
             max_inflight_push_bytes: 256 << 20,
+            max_read_store_bytes: 1 << 30,
             max_read_samples: 50_000_000,
             max_read_queries: 64,
             max_frame_bytes: 1 << 20,
@@ -142,6 +145,11 @@ impl AppState {
             pressure: Arc::new(OnceLock::new()),
             push_kib,
         }
+    }
+
+    /// Reads go to the store too, through `querier`.
+    pub fn set_querier(&mut self, querier: Querier) {
+        self.querier = querier;
     }
 
     /// Enables the memory and disk budgets' refusals of pushes.

@@ -97,7 +97,14 @@ struct Success<T: Serialize> {
     warnings: Vec<String>,
 }
 
-fn success<T: Serialize>(a: Answer<T>) -> Response {
+fn success<T: Serialize>(st: &AppState, a: Answer<T>) -> Response {
+    if let Some(first) = a.warnings.first() {
+        st.metrics
+            .query_partial
+            .get_or_create(&crate::metrics::ReasonLabels { reason: "store" })
+            .inc();
+        tracing::warn!(warnings = a.warnings.len(), first = %first, "series API answered partially");
+    }
     axum::Json(Success {
         status: "success",
         data: a.data,
@@ -131,7 +138,7 @@ pub(super) async fn series(
         if p.matchers.is_empty() {
             return Err(ApiError::bad_data("no match[] parameter provided"));
         }
-        let a = st.querier.series(&tenant, &p.matchers, p.start, p.end);
+        let a = st.querier.series(&tenant, &p.matchers, p.start, p.end).await;
         let data: Vec<Map<String, Value>> = a
             .data
             .iter()
@@ -141,10 +148,13 @@ pub(super) async fn series(
                     .collect()
             })
             .collect();
-        Ok(success(Answer {
-            data,
-            warnings: a.warnings,
-        }))
+        Ok(success(
+            &st,
+            Answer {
+                data,
+                warnings: a.warnings,
+            },
+        ))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
 }
@@ -157,12 +167,11 @@ pub(super) async fn labels(
 ) -> Response {
     let run = async {
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
-        Ok(success(st.querier.label_names(
-            &tenant,
-            &p.matchers,
-            p.start,
-            p.end,
-        )))
+        let a = st
+            .querier
+            .label_names(&tenant, &p.matchers, p.start, p.end)
+            .await;
+        Ok(success(&st, a))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
 }
@@ -179,13 +188,11 @@ pub(super) async fn label_values(
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
         }
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
-        Ok(success(st.querier.label_values(
-            &tenant,
-            &name,
-            &p.matchers,
-            p.start,
-            p.end,
-        )))
+        let a = st
+            .querier
+            .label_values(&tenant, &name, &p.matchers, p.start, p.end)
+            .await;
+        Ok(success(&st, a))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
 }

@@ -2,18 +2,18 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use super::{check_media, read_body, rejected, tenant, ApiError, AppState};
-use crate::head::Series;
-use crate::model::{MatchOp, Matcher, TenantId};
+use crate::metrics::ReasonLabels;
+use crate::model::{Labels, MatchOp, Matcher, TenantId};
 use crate::proto::prompb::{
     self, ChunkEncoding, ChunkedReadResponse, ChunkedSeries, MatcherType, ReadRequest, ResponseType,
 };
 use crate::proto::{compress, decompress, write_chunked_frame, STREAMED_CHUNKS_CONTENT_TYPE};
-use crate::query::Querier;
+use crate::query::{add_warning, Querier, Selected};
 
 /// Frames in flight between the producer and the socket: bounds a response's memory.
 const FRAME_QUEUE: usize = 4;
@@ -58,17 +58,23 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
         .map(|(i, q)| parse_query(i, q))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let prepared = prepare(&st.querier, &tenant, queries, st.limits.max_read_store_bytes).await?;
+    let partial = partial_header(st, &prepared.warnings);
     match negotiate(&req.accepted_response_types) {
         ResponseType::Samples => {
-            let body = encode_samples(&st.querier, &tenant, &queries, st.limits.max_read_samples)?;
-            Ok((
+            let body = encode_samples(&st.querier, &prepared, st.limits.max_read_samples)?;
+            let mut r = (
                 [
                     (header::CONTENT_TYPE, "application/x-protobuf"),
                     (header::CONTENT_ENCODING, "snappy"),
                 ],
                 body,
             )
-                .into_response())
+                .into_response();
+            if let Some(v) = partial {
+                r.headers_mut().insert(PARTIAL_HEADER, v);
+            }
+            Ok(r)
         }
         ResponseType::StreamedXorChunks => {
             let (tx, rx) =
@@ -78,14 +84,88 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
             tokio::task::spawn_blocking(move || {
                 // The slot is held until the last frame is queued.
                 let _slot = slot;
-                encode_chunk_frames(&querier, &tenant, &queries, max_frame, |frame| {
+                encode_chunk_frames(&querier, &prepared, max_frame, |frame| {
                     tx.blocking_send(Ok(frame)).is_ok()
                 });
             });
             let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-            Ok(([(header::CONTENT_TYPE, STREAMED_CHUNKS_CONTENT_TYPE)], body).into_response())
+            let mut r =
+                ([(header::CONTENT_TYPE, STREAMED_CHUNKS_CONTENT_TYPE)], body).into_response();
+            if let Some(v) = partial {
+                r.headers_mut().insert(PARTIAL_HEADER, v);
+            }
+            Ok(r)
         }
     }
+}
+
+/// The header that marks a remote-read answer partial; its value is the first reason.
+pub const PARTIAL_HEADER: &str = "x-weft-partial";
+
+/// Counts and logs a partial answer, and makes its header value (the first warning, as
+/// visible ASCII, shortened).
+fn partial_header(st: &AppState, warnings: &[String]) -> Option<HeaderValue> {
+    let first = warnings.first()?;
+    st.metrics
+        .query_partial
+        .get_or_create(&ReasonLabels { reason: "store" })
+        .inc();
+    tracing::warn!(warnings = warnings.len(), first = %first, "remote read answered partially");
+    let clean: String = first
+        .chars()
+        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .take(512)
+        .collect();
+    HeaderValue::from_str(&clean).ok()
+}
+
+/// A read request's queries with their series selected and their store chunks read.
+#[derive(Debug)]
+pub struct Prepared {
+    /// Each query with its series.
+    pub queries: Vec<(ReadQuery, Vec<Selected>)>,
+    /// Why the answer may be partial.
+    pub warnings: Vec<String>,
+}
+
+/// Selects every query's series in every tier and reads what is needed from the store (all
+/// before the answer starts, so that a partial answer is known when the headers go out).
+/// Store data over `max_store_bytes` is refused with a 400 asking for a narrower query.
+pub async fn prepare(
+    querier: &Querier,
+    tenant: &TenantId,
+    queries: Vec<ReadQuery>,
+    max_store_bytes: u64,
+) -> Result<Prepared, ApiError> {
+    let deadline = querier.deadline();
+    let mut warnings = Vec::new();
+    let mut out = Vec::with_capacity(queries.len());
+    let mut store_bytes = 0u64;
+    for q in queries {
+        let a = querier
+            .select(tenant, &q.matchers, q.start, q.end, deadline)
+            .await;
+        for w in a.warnings {
+            add_warning(&mut warnings, w);
+        }
+        let mut series = a.data;
+        for s in &mut series {
+            store_bytes += querier
+                .fetch_remote(s, q.start, q.end, deadline, &mut warnings)
+                .await;
+            if store_bytes > max_store_bytes {
+                return Err(ApiError::bad_data(format!(
+                    "remote read would read more than {max_store_bytes} bytes from the \
+                     object store; narrow the query"
+                )));
+            }
+        }
+        out.push((q, series));
+    }
+    Ok(Prepared {
+        queries: out,
+        warnings,
+    })
 }
 
 /// The first accepted type weft supports; SAMPLES when none is given (Prometheus's rule).
@@ -125,8 +205,8 @@ pub fn parse_query(i: usize, q: &prompb::Query) -> Result<ReadQuery, ApiError> {
     })
 }
 
-fn to_prompb_labels(s: &Series) -> Vec<prompb::Label> {
-    s.labels()
+fn to_prompb_labels(labels: &Labels) -> Vec<prompb::Label> {
+    labels
         .iter()
         .map(|l| prompb::Label {
             name: l.name.to_string(),
@@ -138,18 +218,17 @@ fn to_prompb_labels(s: &Series) -> Vec<prompb::Label> {
 /// The SAMPLES answer: a snappy-compressed `ReadResponse` with one result per query.
 pub fn encode_samples(
     querier: &Querier,
-    tenant: &TenantId,
-    queries: &[ReadQuery],
+    prepared: &Prepared,
     max_samples: usize,
 ) -> Result<Vec<u8>, ApiError> {
     let mut resp = prompb::ReadResponse::default();
     let mut total = 0usize;
     let mut buf = Vec::new();
-    for q in queries {
+    for (q, series) in &prepared.queries {
         let mut result = prompb::QueryResult::default();
-        for s in querier.select(tenant, &q.matchers, q.start, q.end).data {
+        for s in series {
             buf.clear();
-            s.samples(q.start, q.end, &mut buf);
+            querier.samples(s, q.start, q.end, &mut buf);
             if buf.is_empty() {
                 continue;
             }
@@ -161,7 +240,7 @@ pub fn encode_samples(
                 )));
             }
             result.timeseries.push(prompb::TimeSeries {
-                labels: to_prompb_labels(&s),
+                labels: to_prompb_labels(&s.labels),
                 samples: buf
                     .iter()
                     .map(|&(t, v)| prompb::Sample {
@@ -185,8 +264,7 @@ pub fn encode_samples(
 /// sorted by labels, and chunks may overhang the query's range.
 pub fn encode_chunk_frames(
     querier: &Querier,
-    tenant: &TenantId,
-    queries: &[ReadQuery],
+    prepared: &Prepared,
     max_frame: usize,
     mut sink: impl FnMut(Vec<u8>) -> bool,
 ) {
@@ -196,19 +274,19 @@ pub fn encode_chunk_frames(
         msg.chunked_series.clear();
         sink(frame)
     };
-    for (qi, q) in queries.iter().enumerate() {
+    for (qi, (q, series)) in prepared.queries.iter().enumerate() {
         let mut msg = ChunkedReadResponse {
             chunked_series: Vec::new(),
             query_index: qi as i64,
         };
         let mut frame_bytes = 0usize;
-        for s in querier.select(tenant, &q.matchers, q.start, q.end).data {
-            let labels = to_prompb_labels(&s);
+        for s in series {
+            let labels = to_prompb_labels(&s.labels);
             let labels_bytes: usize = labels
                 .iter()
                 .map(|l| l.name.len() + l.value.len() + 4)
                 .sum();
-            let chunks = querier.chunks(&s, q.start, q.end).chunks;
+            let chunks = querier.chunks(s, q.start, q.end);
             if chunks.is_empty() {
                 continue;
             }
