@@ -39,6 +39,8 @@
 //! ```
 
 pub mod backend;
+pub mod cache;
+pub mod catalog;
 pub mod faulty;
 pub mod flusher;
 pub mod object;
@@ -49,6 +51,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 pub use backend::{open_store, Store, StoreOptions};
+pub use cache::{CacheKind, CacheStats, ObjectCache};
+pub use catalog::{Catalog, CatalogConfig, RemoteChunk, StoreSelection, StoreSeries};
 
 /// Everything that can go wrong in the store tier.
 #[derive(Debug, Error)]

@@ -1,0 +1,1152 @@
+//! [`Catalog`]: which objects the store holds for each tenant, and the read path over them.
+//!
+//! The catalog is an in-memory list of object keys per tenant (with each object's size and
+//! whether this process still holds all of its chunks locally). It is rebuilt at start by
+//! listing the store ([`Catalog::load`], retried forever by [`Catalog::run_loader`]) and kept
+//! up to date by the flusher ([`Catalog::add`], [`Catalog::set_remote`]).
+//!
+//! A query asks it for a tenant's series in a time range ([`Catalog::select`]): it picks the
+//! objects whose key range overlaps the query, fetches their indexes (footer by a suffix
+//! GET, then the index by a range GET, at most [`INDEX_FETCH_CONCURRENCY`] objects at once),
+//! and returns the matching series with the places of their chunks; the caller then reads
+//! the chunks it needs ([`Catalog::read_chunk`]). Indexes and chunks go through the
+//! [`ObjectCache`], so a repeated query does not touch the store.
+//!
+//! Degraded reads (see `shared/DESIGN.md`): a select never fails. An object that cannot be
+//! read becomes a warning naming it and the reason, and the answer is partial. Every store
+//! call ends by the query's deadline, and while the circuit breaker is not closed by
+//! [`CatalogConfig::degraded_timeout`], so a query during an outage costs at most that per
+//! wave of reads instead of the full store timeout. Reads do not wait for the breaker's
+//! probe slot (that is for the flusher, which can wait); they report what they saw to the
+//! breaker, so reads alone also notice an outage, and its end.
+//!
+//! **Invariant:** a tenant's select only ever looks at objects under that tenant's prefix
+//! (the catalog is keyed by tenant, and keys are parsed from `<prefix>/<tenant>/chunks/`).
+//!
+//! The catalog holds one entry per object in the store (about 100 bytes each); there is no
+//! bound on it other than the store's size, so retention and compaction, when they come,
+//! must remove entries too.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use object_store::path::Path;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use super::cache::{CacheStats, ObjectCache};
+use super::object::{ChunkMeta, ObjectIndex, ObjectKey};
+use super::retry::{retry, Backoff, BackoffConfig, CircuitBreaker, CircuitState};
+use super::{Store, StoreError};
+use crate::model::{Labels, Matcher, TenantId};
+
+/// Object indexes one select fetches at once.
+pub const INDEX_FETCH_CONCURRENCY: usize = 8;
+
+/// Per-object warnings one select reports; past this, one line says how many more.
+/// An outage would otherwise put one line per object of the range into every answer.
+pub const MAX_OBJECT_WARNINGS: usize = 10;
+
+/// The warning of a select before the first listing of the store succeeded.
+pub const NOT_LOADED_WARNING: &str = "store catalog not loaded yet; older data may be missing";
+
+/// Keys in a listing that are not weft objects get one warning line each up to this many;
+/// then one summary, so a bucket shared with other data does not flood the log.
+const MAX_JUNK_KEY_WARNINGS: usize = 10;
+
+/// Catalog settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CatalogConfig {
+    /// Bound of the index and chunk cache ([`ObjectCache`]); 0 caches nothing.
+    pub cache_bytes: u64,
+    /// Longest a store read may take while the circuit breaker is open or half-open.
+    pub degraded_timeout: Duration,
+}
+
+impl Default for CatalogConfig {
+    /// 256 MiB of cache and a 500 ms degraded timeout.
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 << 20,
+            degraded_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A series found in the store: its labels and where its chunks are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSeries {
+    /// Its labels.
+    pub labels: Labels,
+    /// Its chunks overlapping the query range from every object read, sorted by
+    /// `(min_t, max_t)`, exact duplicates (same `min_t`, `max_t`, length and CRC32, e.g. the
+    /// same chunk uploaded twice) dropped.
+    pub chunks: Vec<RemoteChunk>,
+}
+
+/// One chunk in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteChunk {
+    /// The object holding it.
+    pub path: Path,
+    /// Where in the object, its time range and CRC.
+    pub meta: ChunkMeta,
+}
+
+/// What [`Catalog::select`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreSelection {
+    /// Matching series, sorted by labels, one entry per distinct label set.
+    pub series: Vec<StoreSeries>,
+    /// Why the answer may be incomplete, one line per reason, sorted; empty if complete.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ObjectInfo {
+    size: u64,
+    local: bool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    loaded: bool,
+    /// Per tenant, its objects in key order (time order).
+    tenants: HashMap<TenantId, BTreeMap<ObjectKey, ObjectInfo>>,
+}
+
+/// The store's objects per tenant, and the read path over them. Share as `Arc<Catalog>`.
+pub struct Catalog {
+    store: Store,
+    breaker: Arc<CircuitBreaker>,
+    cfg: CatalogConfig,
+    cache: ObjectCache,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Catalog")
+            .field("store", &self.store)
+            .field("cfg", &self.cfg)
+            .field("loaded", &self.is_loaded())
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// An empty, not yet loaded catalog over `store`, sharing `breaker` with the flusher.
+    pub fn new(store: Store, breaker: Arc<CircuitBreaker>, cfg: CatalogConfig) -> Self {
+        Self {
+            cache: ObjectCache::new(cfg.cache_bytes),
+            store,
+            breaker,
+            cfg,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Lists every object under the store prefix and records each `<tenant>/chunks/<name>`
+    /// key with its size; returns how many it found. Keys that do not parse are logged at
+    /// warn and skipped. Objects found this way are not local, but an object already
+    /// recorded by [`add`](Self::add) keeps its flag: the flusher knows better than a listing.
+    ///
+    /// Each page is one store call under the store's timeout. This does not report to the
+    /// circuit breaker; [`run_loader`](Self::run_loader) does.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let prefix = self.store.prefix().clone();
+        let mut found = Vec::new();
+        let mut junk = 0usize;
+        let mut after: Option<Path> = None;
+        loop {
+            let page = self.store.list(&prefix, after.as_ref()).await?;
+            let more = page.more;
+            after = page.objects.last().map(|m| m.location.clone());
+            for meta in page.objects {
+                match ObjectKey::parse(&prefix, &meta.location) {
+                    Ok(key) => found.push((key, meta.size)),
+                    Err(e) => {
+                        junk += 1;
+                        if junk <= MAX_JUNK_KEY_WARNINGS {
+                            tracing::warn!(error = %e, "skipping a key in the store that is not a weft object");
+                        }
+                    }
+                }
+            }
+            // `more` with an empty page cannot happen (a page holds up to the limit, at
+            // least 1), but never loop on it.
+            if !more || after.is_none() {
+                break;
+            }
+        }
+        if junk > MAX_JUNK_KEY_WARNINGS {
+            tracing::warn!(
+                skipped = junk,
+                "skipped {junk} keys in the store that are not weft objects"
+            );
+        }
+        let n = found.len();
+        let mut st = self.state.lock();
+        for (key, size) in found {
+            st.tenants
+                .entry(key.tenant.clone())
+                .or_default()
+                .entry(key)
+                .or_insert(ObjectInfo { size, local: false });
+        }
+        st.loaded = true;
+        Ok(n)
+    }
+
+    /// Calls [`load`](Self::load) until it succeeds, with backoff and through the circuit
+    /// breaker (so while the store is down it waits for its turn to probe). Each failure is
+    /// logged once at warn. Cancel by dropping the future (or aborting its task).
+    pub async fn run_loader(self: Arc<Self>) {
+        let mut backoff = Backoff::from_entropy(BackoffConfig::default());
+        let mut attempt = 0u64;
+        let this = &*self;
+        loop {
+            let result = retry(&this.breaker, &mut backoff, || {
+                attempt += 1;
+                let attempt = attempt;
+                async move {
+                    let r = this.load().await;
+                    if let Err(e) = &r {
+                        tracing::warn!(attempt, error = %e, "loading the store catalog failed; retrying");
+                    }
+                    r
+                }
+            })
+            .await;
+            match result {
+                Ok(n) => {
+                    tracing::info!(objects = n, attempts = attempt, "store catalog loaded");
+                    return;
+                }
+                // `retry` gives up on errors it deems permanent (logged above). A listing
+                // has no permanent failure worth stopping for: try again after a delay.
+                Err(_) => tokio::time::sleep(backoff.next_delay()).await,
+            }
+        }
+    }
+
+    /// Whether a listing of the store has succeeded.
+    pub fn is_loaded(&self) -> bool {
+        self.state.lock().loaded
+    }
+
+    /// Records an object this process just wrote. `local`: every chunk in it is still held
+    /// by this process (memory or local spill), so queries need not read it from the store.
+    pub fn add(&self, key: ObjectKey, size: u64, local: bool) {
+        let mut st = self.state.lock();
+        st.tenants
+            .entry(key.tenant.clone())
+            .or_default()
+            .insert(key, ObjectInfo { size, local });
+    }
+
+    /// Some chunk of this object has left local storage: queries read it from the store
+    /// from now on. An object the catalog does not know yet is recorded (size unknown, 0),
+    /// so its data stays reachable.
+    pub fn set_remote(&self, key: &ObjectKey) {
+        let mut st = self.state.lock();
+        st.tenants
+            .entry(key.tenant.clone())
+            .or_default()
+            .entry(key.clone())
+            .or_insert(ObjectInfo {
+                size: 0,
+                local: true,
+            })
+            .local = false;
+    }
+
+    /// A tenant's objects in key order: key, size, local.
+    pub fn objects(&self, tenant: &TenantId) -> Vec<(ObjectKey, u64, bool)> {
+        let st = self.state.lock();
+        st.tenants
+            .get(tenant)
+            .map(|objs| {
+                objs.iter()
+                    .map(|(k, i)| (k.clone(), i.size, i.local))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The cache's counters, for metrics.
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    /// Series of `tenant` that match every matcher (an absent label matches as "") and have
+    /// a chunk overlapping `[mint, maxt]`, from every catalog object overlapping the range
+    /// that is not local. Never fails: what could not be read is a warning, and the answer
+    /// is then partial. Returns by `deadline`.
+    pub async fn select(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        deadline: Instant,
+    ) -> StoreSelection {
+        let mut warnings = Vec::new();
+        let candidates: Vec<ObjectKey> = {
+            let st = self.state.lock();
+            if !st.loaded {
+                warnings.push(NOT_LOADED_WARNING.to_owned());
+            }
+            st.tenants
+                .get(tenant)
+                .into_iter()
+                .flatten()
+                .filter(|(k, i)| !i.local && k.min_t <= maxt && k.max_t >= mint)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
+
+        let mut fetches = stream::iter(candidates)
+            .map(|key| async move {
+                let path = key.to_path(self.store.prefix());
+                let index = self.index(&key, &path, deadline).await;
+                (path, index)
+            })
+            .buffer_unordered(INDEX_FETCH_CONCURRENCY);
+        let mut found: BTreeMap<Labels, Vec<RemoteChunk>> = BTreeMap::new();
+        let mut unread = Vec::new();
+        while let Some((path, index)) = fetches.next().await {
+            match index {
+                Ok(ix) => collect(&ix, &path, matchers, mint, maxt, &mut found),
+                Err(e) => unread.push(unreadable_warning(&path, &e)),
+            }
+        }
+        // Sorted, so the answer does not depend on which fetch finished first.
+        unread.sort();
+        let more = unread.len().saturating_sub(MAX_OBJECT_WARNINGS);
+        unread.truncate(MAX_OBJECT_WARNINGS);
+        warnings.extend(unread);
+        if more > 0 {
+            warnings.push(format!(
+                "store unavailable: {more} more objects not read; the answer may be incomplete"
+            ));
+        }
+
+        let series = found
+            .into_iter()
+            .map(|(labels, mut chunks)| {
+                chunks.sort_by_key(|c| (c.meta.min_t, c.meta.max_t, c.meta.len, c.meta.crc32));
+                chunks.dedup_by(|a, b| same_chunk(&a.meta, &b.meta));
+                StoreSeries { labels, chunks }
+            })
+            .collect();
+        StoreSelection { series, warnings }
+    }
+
+    /// One chunk's bytes: from the cache, or by a range GET whose CRC is checked, then
+    /// cached. Same deadline and breaker rules as [`select`](Self::select).
+    pub async fn read_chunk(
+        &self,
+        c: &RemoteChunk,
+        deadline: Instant,
+    ) -> Result<Bytes, StoreError> {
+        if let Some(b) = self.cache.get_chunk(&c.path, c.meta.offset, c.meta.len) {
+            return Ok(b);
+        }
+        let bytes = self
+            .read("read_chunk", &c.path, deadline, |s| async move {
+                s.read_chunk(&c.path, &c.meta).await
+            })
+            .await?;
+        self.cache.put_chunk(&c.path, c.meta.offset, &bytes);
+        Ok(bytes)
+    }
+
+    /// An object's index: from the cache, or fetched, checked against its key, and cached.
+    async fn index(
+        &self,
+        key: &ObjectKey,
+        path: &Path,
+        deadline: Instant,
+    ) -> Result<Arc<ObjectIndex>, StoreError> {
+        if let Some(ix) = self.cache.get_index(path) {
+            return Ok(ix);
+        }
+        let ix = self
+            .read("read_index", path, deadline, |s| async move {
+                s.read_index(path).await
+            })
+            .await?;
+        // Assert the data right after reading it: the key's range is what select trusted
+        // to pick this object, so chunks outside it would be missed by other queries.
+        if ix.min_t < key.min_t || ix.max_t > key.max_t {
+            return Err(StoreError::Corrupt(format!(
+                "{path}: index spans {}..={}, outside the key's {}..={}",
+                ix.min_t, ix.max_t, key.min_t, key.max_t
+            )));
+        }
+        let ix = Arc::new(ix);
+        self.cache.put_index(path, Arc::clone(&ix));
+        Ok(ix)
+    }
+
+    /// Runs one store read (`f`, given the store with the right deadline) so that it ends by
+    /// `deadline`, within the store timeout, and within the degraded timeout while the
+    /// circuit is not closed; then tells the breaker how it went.
+    async fn read<T, F, Fut>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        deadline: Instant,
+        f: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnOnce(Store) -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            // The query's time is up: not a sign of anything about the store.
+            return Err(StoreError::Timeout {
+                op,
+                path: path.to_string(),
+                after: Duration::ZERO,
+            });
+        }
+        let cap = if self.breaker.state() == CircuitState::Closed {
+            self.store.timeout()
+        } else {
+            self.store.timeout().min(self.cfg.degraded_timeout)
+        };
+        let timeout = remaining.min(cap);
+        // The store applies the timeout to each call; the outer one bounds the whole read
+        // (an index read is two calls).
+        let result = match tokio::time::timeout(timeout, f(self.store.with_timeout(timeout))).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(StoreError::Timeout {
+                op,
+                path: path.to_string(),
+                after: timeout,
+            }),
+        };
+        match &result {
+            Err(e) if e.is_retryable() => {
+                // A timeout the query's own deadline cut shorter than even the degraded
+                // timeout says more about the query than the store: do not count it.
+                let cut_short = matches!(e, StoreError::Timeout { .. })
+                    && timeout < cap.min(self.cfg.degraded_timeout);
+                if !cut_short {
+                    self.breaker.record_failure();
+                }
+            }
+            // Success, or an answer that is not an outage (NotFound, corruption): the
+            // store responds. The same rule as `CallGuard::finish`.
+            _ => self.breaker.record_success(),
+        }
+        result
+    }
+}
+
+fn same_chunk(a: &ChunkMeta, b: &ChunkMeta) -> bool {
+    (a.min_t, a.max_t, a.len, a.crc32) == (b.min_t, b.max_t, b.len, b.crc32)
+}
+
+fn matches_all(labels: &Labels, matchers: &[Matcher]) -> bool {
+    matchers
+        .iter()
+        .all(|m| m.matches(labels.get(&m.name).unwrap_or("")))
+}
+
+/// Adds the series of `ix` that match, with their chunks overlapping `[mint, maxt]`.
+fn collect(
+    ix: &ObjectIndex,
+    path: &Path,
+    matchers: &[Matcher],
+    mint: i64,
+    maxt: i64,
+    out: &mut BTreeMap<Labels, Vec<RemoteChunk>>,
+) {
+    for s in &ix.series {
+        if !matches_all(&s.labels, matchers) {
+            continue;
+        }
+        let mut chunks = s
+            .chunks
+            .iter()
+            .filter(|c| c.min_t <= maxt && c.max_t >= mint)
+            .map(|c| RemoteChunk {
+                path: path.clone(),
+                meta: *c,
+            })
+            .peekable();
+        if chunks.peek().is_none() {
+            continue;
+        }
+        out.entry(s.labels.clone()).or_default().extend(chunks);
+    }
+}
+
+fn unreadable_warning(path: &Path, e: &StoreError) -> String {
+    let what = if e.is_retryable() {
+        "store unavailable"
+    } else {
+        "store object unreadable"
+    };
+    format!("{what}: object {path} not read: {e}; the answer may be incomplete")
+}
+
+#[cfg(test)]
+mod tests {
+    use object_store::memory::InMemory;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+    use crate::model::MatchOp;
+    use crate::store::faulty::{Fault, FaultyStore, Op};
+    use crate::store::object::{ChunkData, ObjectBuilder};
+    use crate::store::retry::CircuitConfig;
+    use crate::store::StoreOptions;
+
+    const STORE_TIMEOUT: Duration = Duration::from_secs(10);
+    const DEGRADED: Duration = Duration::from_millis(500);
+
+    fn seed() -> u64 {
+        let seed = std::env::var("CATALOG_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random);
+        eprintln!("catalog test seed: CATALOG_TEST_SEED={seed}");
+        seed
+    }
+
+    /// One chunk as written: time range and bytes.
+    type Chunk = (i64, i64, Vec<u8>);
+    /// What a tenant holds: series and their chunks, the reference model.
+    type Model = BTreeMap<Labels, Vec<Chunk>>;
+
+    struct Fixture {
+        faulty: Arc<FaultyStore>,
+        store: Store,
+        breaker: Arc<CircuitBreaker>,
+        catalog: Arc<Catalog>,
+    }
+
+    fn fixture(cache_bytes: u64) -> Fixture {
+        let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+        let opts = StoreOptions {
+            timeout: STORE_TIMEOUT,
+            max_list_entries: 3, // several pages
+            ..StoreOptions::default()
+        };
+        let store = Store::new(faulty.clone(), Path::from("weft"), &opts);
+        let breaker = Arc::new(CircuitBreaker::new(CircuitConfig {
+            failure_threshold: 3,
+            probe_interval: Duration::from_secs(5),
+        }));
+        let cfg = CatalogConfig {
+            cache_bytes,
+            degraded_timeout: DEGRADED,
+        };
+        let catalog = Arc::new(Catalog::new(store.clone(), breaker.clone(), cfg));
+        Fixture {
+            faulty,
+            store,
+            breaker,
+            catalog,
+        }
+    }
+
+    fn tenant(s: &str) -> TenantId {
+        TenantId::parse(s).unwrap()
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_strs(pairs.iter().copied()).unwrap()
+    }
+
+    fn m(op: MatchOp, name: &str, value: &str) -> Matcher {
+        Matcher::new(op, name, value).unwrap()
+    }
+
+    /// Writes one object of `series` for `tenant` and returns its key and size.
+    async fn put_object(
+        store: &Store,
+        tenant: &TenantId,
+        seq: u64,
+        series: &[(Labels, Vec<Chunk>)],
+    ) -> (ObjectKey, u64) {
+        let mut b = ObjectBuilder::new();
+        for (l, chunks) in series {
+            let data: Vec<ChunkData<'_>> = chunks
+                .iter()
+                .map(|(min_t, max_t, d)| ChunkData {
+                    min_t: *min_t,
+                    max_t: *max_t,
+                    data: d,
+                })
+                .collect();
+            b.add_series(l, &data).unwrap();
+        }
+        let obj = b.finish().unwrap();
+        let key = ObjectKey::new(tenant.clone(), obj.min_t, obj.max_t, "ing-1", seq).unwrap();
+        store
+            .put(&key.to_path(store.prefix()), obj.bytes.clone())
+            .await
+            .unwrap();
+        (key, obj.bytes.len() as u64)
+    }
+
+    /// Random series for object number `k`: chunks inside `[k*10_000, k*10_000 + 9_999]`,
+    /// non-overlapping within a series, random bytes.
+    fn random_object(rng: &mut SmallRng, k: i64) -> Vec<(Labels, Vec<Chunk>)> {
+        let mut out = Vec::new();
+        for name in ["up", "cpu", "mem"] {
+            for job in ["a", "b"] {
+                for inst in ["i0", "i1"] {
+                    if rng.random_bool(0.3) {
+                        continue;
+                    }
+                    let mut l = vec![("__name__", name), ("job", job)];
+                    // Some series lack `instance`, to exercise absent-label matching.
+                    if inst == "i1" || name != "mem" {
+                        l.push(("instance", inst));
+                    }
+                    let n = rng.random_range(1..=3);
+                    let chunks = (0..n)
+                        .map(|j| {
+                            let min_t = k * 10_000 + j * 3_000 + rng.random_range(0..1_000);
+                            let max_t = min_t + rng.random_range(0..2_000);
+                            let len = rng.random_range(1..64);
+                            (min_t, max_t, (0..len).map(|_| rng.random()).collect())
+                        })
+                        .collect();
+                    out.push((labels(&l), chunks));
+                }
+            }
+        }
+        if out.is_empty() {
+            out.push((
+                labels(&[("__name__", "up")]),
+                vec![(k * 10_000, k * 10_000, vec![1])],
+            ));
+        }
+        out
+    }
+
+    fn add_to_model(model: &mut Model, series: &[(Labels, Vec<Chunk>)]) {
+        for (l, chunks) in series {
+            model
+                .entry(l.clone())
+                .or_default()
+                .extend(chunks.iter().cloned());
+        }
+    }
+
+    /// What select must return for `model`, as (labels, [(min_t, max_t, bytes)]).
+    fn expected(
+        model: &Model,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Vec<(Labels, Vec<Chunk>)> {
+        model
+            .iter()
+            .filter(|(l, _)| matches_all(l, matchers))
+            .map(|(l, chunks)| {
+                let mut c: Vec<Chunk> = chunks
+                    .iter()
+                    .filter(|c| c.0 <= maxt && c.1 >= mint)
+                    .cloned()
+                    .collect();
+                c.sort_by_key(|c| (c.0, c.1));
+                (l.clone(), c)
+            })
+            .filter(|(_, c)| !c.is_empty())
+            .collect()
+    }
+
+    /// Select's answer with every chunk read back, in the same shape as `expected`.
+    async fn read_all(
+        catalog: &Catalog,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> (Vec<(Labels, Vec<Chunk>)>, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let sel = catalog.select(tenant, matchers, mint, maxt, deadline).await;
+        let mut out = Vec::new();
+        for s in sel.series {
+            let mut chunks = Vec::new();
+            for c in &s.chunks {
+                let b = catalog.read_chunk(c, deadline).await.unwrap();
+                assert_eq!(b.len(), c.meta.len as usize);
+                chunks.push((c.meta.min_t, c.meta.max_t, b.to_vec()));
+            }
+            out.push((s.labels, chunks));
+        }
+        (out, sel.warnings)
+    }
+
+    #[tokio::test]
+    async fn select_returns_exactly_what_was_written_across_objects_and_tenants() {
+        let seed = seed();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let f = fixture(64 << 20);
+        let (a, b) = (tenant("team-a"), tenant("team-b"));
+        let mut model = Model::new();
+        let mut first = Vec::new();
+        for k in 0..4 {
+            let series = random_object(&mut rng, k);
+            put_object(&f.store, &a, k as u64, &series).await;
+            add_to_model(&mut model, &series);
+            if k == 1 {
+                first = series;
+            }
+        }
+        // The same object uploaded again under another key: its chunks must not double.
+        put_object(&f.store, &a, 99, &first).await;
+        let secret = labels(&[("__name__", "secret"), ("job", "a")]);
+        put_object(
+            &f.store,
+            &b,
+            0,
+            &[(secret.clone(), vec![(5, 6, vec![42; 9])])],
+        )
+        .await;
+        // Keys that are not weft objects.
+        for junk in [
+            "weft/team-a/chunks/garbage",
+            "weft/team-a/notchunks/x",
+            "weft/a..b/chunks/x",
+            "weft/stray",
+        ] {
+            f.store
+                .put(&Path::from(junk), Bytes::from_static(b"junk"))
+                .await
+                .unwrap();
+        }
+
+        let sel = f
+            .catalog
+            .select(&a, &[], i64::MIN, i64::MAX, Instant::now() + STORE_TIMEOUT)
+            .await;
+        assert!(sel.series.is_empty());
+        assert_eq!(sel.warnings, [NOT_LOADED_WARNING]);
+
+        assert_eq!(f.catalog.load().await.unwrap(), 6);
+        assert!(f.catalog.is_loaded());
+        let objs = f.catalog.objects(&a);
+        assert_eq!(objs.len(), 5);
+        assert!(objs
+            .iter()
+            .all(|(k, size, local)| k.tenant == a && *size > 0 && !local));
+        assert_eq!(f.catalog.objects(&b).len(), 1);
+
+        let all = [m(MatchOp::Re, "__name__", ".+")];
+        let cases: Vec<(Vec<Matcher>, i64, i64)> = vec![
+            (all.to_vec(), i64::MIN, i64::MAX),
+            (vec![m(MatchOp::Eq, "job", "a")], i64::MIN, i64::MAX),
+            (
+                vec![
+                    m(MatchOp::Eq, "__name__", "cpu"),
+                    m(MatchOp::Neq, "instance", "i0"),
+                ],
+                0,
+                40_000,
+            ),
+            // Absent labels match "": `mem` series without `instance`.
+            (vec![m(MatchOp::Eq, "instance", "")], i64::MIN, i64::MAX),
+            (vec![m(MatchOp::Re, "instance", "i.*|")], 12_000, 25_000),
+            (all.to_vec(), 15_500, 15_500),
+            (all.to_vec(), 40_000, 50_000),
+            (
+                vec![m(MatchOp::Eq, "__name__", "secret")],
+                i64::MIN,
+                i64::MAX,
+            ),
+        ];
+        for (matchers, mint, maxt) in cases {
+            let (got, warnings) = read_all(&f.catalog, &a, &matchers, mint, maxt).await;
+            assert!(warnings.is_empty(), "{warnings:?}");
+            assert_eq!(
+                got,
+                expected(&model, &matchers, mint, maxt),
+                "seed {seed}: {matchers:?} {mint}..={maxt}"
+            );
+        }
+        // Tenant B sees its own series and nothing of A's.
+        let (got, _) = read_all(&f.catalog, &b, &all, i64::MIN, i64::MAX).await;
+        assert_eq!(got, [(secret, vec![(5, 6, vec![42; 9])])]);
+        let (got, warnings) =
+            read_all(&f.catalog, &tenant("team-c"), &all, i64::MIN, i64::MAX).await;
+        assert!(got.is_empty() && warnings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn local_objects_are_skipped_until_set_remote() {
+        let f = fixture(64 << 20);
+        let a = tenant("a");
+        let old = labels(&[("__name__", "old")]);
+        let new = labels(&[("__name__", "new")]);
+        let early = labels(&[("__name__", "early")]);
+        put_object(&f.store, &a, 1, &[(old.clone(), vec![(0, 10, vec![1; 4])])]).await;
+        // Flushed before the listing finished: the listing must not make it remote.
+        let (early_key, size) = put_object(
+            &f.store,
+            &a,
+            2,
+            &[(early.clone(), vec![(20, 30, vec![3; 4])])],
+        )
+        .await;
+        f.catalog.add(early_key.clone(), size, true);
+        f.catalog.load().await.unwrap();
+        let (new_key, size) = put_object(
+            &f.store,
+            &a,
+            3,
+            &[(new.clone(), vec![(40, 50, vec![2; 4])])],
+        )
+        .await;
+        f.catalog.add(new_key.clone(), size, true);
+
+        let names =
+            |sel: StoreSelection| sel.series.into_iter().map(|s| s.labels).collect::<Vec<_>>();
+        let deadline = Instant::now() + STORE_TIMEOUT;
+        let sel = f.catalog.select(&a, &[], 0, 100, deadline).await;
+        assert_eq!(names(sel), std::slice::from_ref(&old));
+        assert_eq!(
+            f.faulty.calls(Op::GetRange),
+            2,
+            "footer and index of the remote object only"
+        );
+
+        f.catalog.set_remote(&new_key);
+        f.catalog.set_remote(&early_key);
+        let sel = f.catalog.select(&a, &[], 0, 100, deadline).await;
+        assert_eq!(names(sel), [early, new, old]);
+        let flags: Vec<bool> = f.catalog.objects(&a).into_iter().map(|o| o.2).collect();
+        assert_eq!(flags, [false, false, false]);
+    }
+
+    #[tokio::test]
+    async fn an_index_outside_its_keys_range_is_reported_not_used() {
+        let f = fixture(64 << 20);
+        let a = tenant("a");
+        let (key, _) = put_object(
+            &f.store,
+            &a,
+            1,
+            &[(labels(&[("__name__", "x")]), vec![(0, 100, vec![1])])],
+        )
+        .await;
+        // The same bytes under a key claiming a narrower range.
+        let bytes = f.store.get(&key.to_path(f.store.prefix())).await.unwrap();
+        let lying = ObjectKey::new(a.clone(), 0, 50, "ing-1", 2).unwrap();
+        f.store
+            .put(&lying.to_path(f.store.prefix()), bytes)
+            .await
+            .unwrap();
+        f.catalog.load().await.unwrap();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, Instant::now() + STORE_TIMEOUT)
+            .await;
+        // The honest object answers; the other is a warning.
+        assert_eq!(sel.series.len(), 1);
+        assert_eq!(sel.series[0].chunks.len(), 1);
+        assert_eq!(sel.series[0].chunks[0].path, key.to_path(f.store.prefix()));
+        assert_eq!(sel.warnings.len(), 1);
+        let w = &sel.warnings[0];
+        assert!(
+            w.contains(lying.to_path(f.store.prefix()).as_ref()) && w.contains("outside the key"),
+            "{w}"
+        );
+        // Corruption is an answer, not an outage.
+        assert_eq!(f.breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hanging_store_costs_a_select_no_more_than_its_deadline() {
+        let f = fixture(0);
+        let a = tenant("a");
+        for k in 0..20 {
+            let l = labels(&[("__name__", "x"), ("k", &k.to_string())]);
+            put_object(&f.store, &a, k, &[(l, vec![(0, 10, vec![k as u8; 8])])]).await;
+        }
+        assert_eq!(f.catalog.load().await.unwrap(), 20);
+        // The chunk to read later, found while the store works.
+        let deadline = Instant::now() + STORE_TIMEOUT;
+        let chunk = f.catalog.select(&a, &[], 0, 10, deadline).await.series[0].chunks[0].clone();
+
+        f.faulty.set(&[Op::GetRange], Some(Fault::Hang));
+        // A query deadline shorter than the degraded timeout: its timeouts are the query's,
+        // not evidence against the store.
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_millis(100))
+            .await;
+        assert_eq!(start.elapsed(), Duration::from_millis(100));
+        assert_eq!(sel.warnings.len(), MAX_OBJECT_WARNINGS + 1);
+        assert_eq!(f.breaker.consecutive_failures(), 0);
+
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(2))
+            .await;
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(2),
+            "the deadline, not the store timeout"
+        );
+        assert!(sel.series.is_empty());
+        // 20 objects not read: the first few by name, then a count.
+        assert_eq!(
+            sel.warnings.len(),
+            MAX_OBJECT_WARNINGS + 1,
+            "{:?}",
+            sel.warnings
+        );
+        let w = &sel.warnings[0];
+        assert!(
+            w.starts_with("store unavailable: object weft/a/chunks/"),
+            "{w}"
+        );
+        assert!(
+            w.contains("within 2s") && w.ends_with("the answer may be incomplete"),
+            "{w}"
+        );
+        assert!(sel.warnings[MAX_OBJECT_WARNINGS].contains("10 more objects"));
+        // Those timeouts were failures of the store (2 s is past the degraded timeout).
+        assert_eq!(f.breaker.state(), CircuitState::Open);
+
+        // A chunk read now gets the degraded timeout, well inside its own deadline.
+        let start = Instant::now();
+        let err = f
+            .catalog
+            .read_chunk(&chunk, start + Duration::from_secs(3))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
+        assert_eq!(start.elapsed(), DEGRADED);
+        // A deadline already past costs nothing and tells the breaker nothing.
+        let failures = f.breaker.consecutive_failures();
+        let err = f
+            .catalog
+            .read_chunk(&chunk, Instant::now())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Timeout {
+                    after: Duration::ZERO,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(f.breaker.consecutive_failures(), failures);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reads_open_the_circuit_and_then_use_the_degraded_timeout() {
+        let f = fixture(0);
+        let a = tenant("a");
+        let l = labels(&[("__name__", "x")]);
+        put_object(&f.store, &a, 1, &[(l.clone(), vec![(0, 10, vec![7; 8])])]).await;
+        f.catalog.load().await.unwrap();
+
+        f.faulty.set(&Op::READS, Some(Fault::Hang));
+        // Reads alone notice the outage: three timed-out reads open the circuit.
+        for _ in 0..3 {
+            let start = Instant::now();
+            let sel = f
+                .catalog
+                .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+                .await;
+            assert_eq!(start.elapsed(), STORE_TIMEOUT);
+            assert_eq!(sel.warnings.len(), 1);
+        }
+        assert_eq!(f.breaker.state(), CircuitState::Open);
+
+        // Open: at most the degraded timeout, with no wait for the probe slot.
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+            .await;
+        assert!(
+            start.elapsed() <= DEGRADED + Duration::from_millis(5),
+            "{:?}",
+            start.elapsed()
+        );
+        assert!(
+            sel.warnings[0].contains("within 500ms"),
+            "{:?}",
+            sel.warnings
+        );
+
+        // Half-open (the flusher's probe in flight) is degraded too.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = f.breaker.try_call().unwrap();
+        assert_eq!(f.breaker.state(), CircuitState::HalfOpen);
+        let start = Instant::now();
+        f.catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+            .await;
+        assert!(start.elapsed() <= DEGRADED + Duration::from_millis(5));
+        drop(probe);
+
+        // The store answers again: the first read succeeds and closes the circuit.
+        f.faulty.set(&Op::READS, None);
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, Instant::now() + Duration::from_secs(60))
+            .await;
+        assert!(sel.warnings.is_empty(), "{:?}", sel.warnings);
+        assert_eq!(sel.series.len(), 1);
+        assert_eq!(f.breaker.state(), CircuitState::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_listing_keeps_the_catalog_unloaded_until_the_loader_succeeds() {
+        let f = fixture(0);
+        let a = tenant("a");
+        put_object(
+            &f.store,
+            &a,
+            1,
+            &[(labels(&[("__name__", "x")]), vec![(0, 10, vec![7; 8])])],
+        )
+        .await;
+        f.faulty.set(&[Op::List], Some(Fault::Fail));
+        assert!(f.catalog.load().await.is_err());
+        assert!(!f.catalog.is_loaded());
+        assert!(f.catalog.objects(&a).is_empty());
+
+        let loader = tokio::spawn(f.catalog.clone().run_loader());
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!f.catalog.is_loaded());
+        assert!(f.faulty.calls(Op::List) > 3, "the loader keeps trying");
+        assert_eq!(
+            f.breaker.state(),
+            CircuitState::Open,
+            "and its failures reach the breaker"
+        );
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, Instant::now() + STORE_TIMEOUT)
+            .await;
+        assert_eq!(sel.warnings, [NOT_LOADED_WARNING]);
+
+        f.faulty.set(&[Op::List], None);
+        // A probe every 5 s, plus at most one backoff delay (30 s max).
+        tokio::time::timeout(Duration::from_secs(40), loader)
+            .await
+            .expect("loader done")
+            .unwrap();
+        assert!(f.catalog.is_loaded());
+        assert_eq!(f.catalog.objects(&a).len(), 1);
+        assert_eq!(f.breaker.state(), CircuitState::Closed);
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, Instant::now() + STORE_TIMEOUT)
+            .await;
+        assert!(sel.warnings.is_empty());
+        assert_eq!(sel.series.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn what_was_read_once_is_served_from_the_cache_while_the_store_hangs() {
+        let f = fixture(64 << 20);
+        let a = tenant("a");
+        let mut model = Model::new();
+        for k in 0..3 {
+            let series = vec![
+                (
+                    labels(&[("__name__", "x"), ("k", &k.to_string())]),
+                    vec![(k * 100, k * 100 + 50, vec![k as u8; 30])],
+                ),
+                (
+                    labels(&[("__name__", "y")]),
+                    vec![(k * 100, k * 100 + 10, vec![9; 5 + k as usize])],
+                ),
+            ];
+            put_object(&f.store, &a, k as u64, &series).await;
+            add_to_model(&mut model, &series);
+        }
+        f.catalog.load().await.unwrap();
+        let (first, _) = read_all(&f.catalog, &a, &[], 0, 1_000).await;
+        assert_eq!(first, expected(&model, &[], 0, 1_000));
+        let cold = f.catalog.cache_stats();
+        assert_eq!(
+            (
+                cold.index_misses,
+                cold.chunk_misses,
+                cold.index_hits,
+                cold.chunk_hits
+            ),
+            (3, 6, 0, 0)
+        );
+
+        f.faulty.set(&Op::READS, Some(Fault::Hang));
+        let start = Instant::now();
+        let (again, warnings) = read_all(&f.catalog, &a, &[], 0, 1_000).await;
+        assert_eq!(start.elapsed(), Duration::ZERO, "no store call");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(again, first);
+        let warm = f.catalog.cache_stats();
+        assert_eq!((warm.index_hits, warm.chunk_hits), (3, 6));
+        assert_eq!(
+            f.faulty.calls(Op::GetRange),
+            3 * 2 + 6,
+            "only the first pass read the store"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_cache_stays_within_its_bound_under_a_query_load() {
+        let seed = seed();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let bound = 8 << 10;
+        let f = fixture(bound);
+        let a = tenant("a");
+        let mut model = Model::new();
+        for k in 0..12 {
+            let series = random_object(&mut rng, k);
+            put_object(&f.store, &a, k as u64, &series).await;
+            add_to_model(&mut model, &series);
+        }
+        f.catalog.load().await.unwrap();
+        for _ in 0..30 {
+            let mint = rng.random_range(0..120_000);
+            let maxt = mint + rng.random_range(0..40_000);
+            let job = if rng.random_bool(0.5) { "a" } else { "b" };
+            let matchers = [m(MatchOp::Eq, "job", job)];
+            let (got, warnings) = read_all(&f.catalog, &a, &matchers, mint, maxt).await;
+            assert!(warnings.is_empty());
+            assert_eq!(got, expected(&model, &matchers, mint, maxt), "seed {seed}");
+            let s = f.catalog.cache_stats();
+            assert!(s.bytes <= bound, "seed {seed}: {s:?}");
+        }
+        let s = f.catalog.cache_stats();
+        assert!(
+            s.evictions > 0 && s.index_hits + s.chunk_hits > 0,
+            "seed {seed}: {s:?}"
+        );
+        // The data set is larger than the bound: the workload really is under pressure.
+        let store_bytes: u64 = f.catalog.objects(&a).iter().map(|o| o.1).sum();
+        assert!(store_bytes > bound, "{store_bytes}");
+    }
+}
