@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
-use weft::api::read::{encode_chunk_frames, encode_samples, ReadQuery};
+use weft::api::read::{encode_chunk_frames, encode_samples, prepare, ReadQuery};
 use weft::head::{Head, HeadConfig};
 use weft::metrics::Metrics;
 use weft::model::{MatchOp, Matcher, TenantId};
@@ -37,19 +37,29 @@ fn remote_read(c: &mut Criterion) {
         matchers: vec![Matcher::new(MatchOp::Eq, "job", "node").unwrap()],
     }];
 
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Selecting the series is part of every read.
+    let prepare = || {
+        rt.block_on(prepare(&querier, &tenant_id, queries.clone(), u64::MAX))
+            .unwrap()
+    };
+
     let mut g = c.benchmark_group("remote_read");
     g.sample_size(20);
     g.throughput(Throughput::Elements((SERIES * SAMPLES) as u64));
     g.bench_function("samples", |b| {
         b.iter(|| {
-            let body = encode_samples(&querier, &tenant_id, &queries, usize::MAX).unwrap();
+            let body = encode_samples(&querier, &prepare(), usize::MAX).unwrap();
             assert!(!body.is_empty());
         })
     });
     g.bench_function("streamed_xor_chunks", |b| {
         b.iter(|| {
             let mut bytes = 0;
-            encode_chunk_frames(&querier, &tenant_id, &queries, 1 << 20, |f| {
+            encode_chunk_frames(&querier, &prepare(), 1 << 20, |f| {
                 bytes += f.len();
                 true
             });

@@ -18,8 +18,9 @@ use weft::ingest::Ingester;
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
 use weft::pressure::{Budgets, Pressure};
-use weft::store::flusher::{FlushConfig, Flusher, ObjectListener};
-use weft::store::object::ObjectKey;
+use weft::query::Querier;
+use weft::store::catalog::{Catalog, CatalogConfig};
+use weft::store::flusher::{FlushConfig, Flusher};
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
 use weft::store::{Store, StoreOptions};
 use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, WalError};
@@ -417,7 +418,33 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_inflight_push_bytes: args.max_inflight_push_bytes,
         ..ApiLimits::default()
     };
-    let state = AppState::new(head.clone(), metrics, limits);
+    let store_opts = StoreOptions {
+        timeout: args.store_timeout,
+        request_timeout: args.store_timeout,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(&store_url, &store_opts)
+        .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
+    let breaker = Arc::new(CircuitBreaker::new(CircuitConfig {
+        failure_threshold: args.store_circuit_failures.max(1),
+        probe_interval: args.store_circuit_probe_interval,
+    }));
+    let catalog = Arc::new(Catalog::new(
+        store.clone(),
+        breaker.clone(),
+        CatalogConfig {
+            cache_bytes: args.cache_bytes,
+            degraded_timeout: args.store_degraded_timeout,
+        },
+    ));
+    let mut state = AppState::new(head.clone(), metrics, limits);
+    state.set_querier(Querier::with_store(
+        head.clone(),
+        catalog.clone(),
+        args.query_timeout,
+    ));
+    state.set_catalog(catalog.clone());
+    tokio::spawn(catalog.clone().run_loader());
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
@@ -468,17 +495,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let ingester = Arc::new(ingester);
 
-    let store_opts = StoreOptions {
-        timeout: args.store_timeout,
-        request_timeout: args.store_timeout,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&store_url, &store_opts)
-        .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
-    let breaker = Arc::new(CircuitBreaker::new(CircuitConfig {
-        failure_threshold: args.store_circuit_failures.max(1),
-        probe_interval: args.store_circuit_probe_interval,
-    }));
     let ingester_id = args.ingester_id.clone().unwrap_or_else(default_ingester_id);
     let flusher = Arc::new(Flusher::new(
         FlushConfig {
@@ -495,7 +511,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         ingester.clone(),
         store.clone(),
         breaker.clone(),
-        Arc::new(NoListener),
+        catalog.clone(),
         state.metrics().clone(),
     ));
     tokio::spawn(flusher.clone().run());
@@ -568,15 +584,6 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("weft stopped");
     Ok(())
-}
-
-/// Until the catalog is wired: nobody to tell about objects.
-#[derive(Debug)]
-struct NoListener;
-
-impl ObjectListener for NoListener {
-    fn uploaded(&self, _: &ObjectKey, _: u64) {}
-    fn released(&self, _: &ObjectKey) {}
 }
 
 /// The host name, reduced to the characters an object key allows; `weft` if there is none.

@@ -101,9 +101,9 @@ pub struct Metrics {
     /// Bytes in the object index and chunk cache.
     pub cache_bytes: Gauge,
     /// Cache lookups that hit, by kind (`index`, `chunk`).
-    pub cache_hits: Family<ReasonLabels, Gauge>,
+    pub cache_hits: Family<ReasonLabels, Counter>,
     /// Cache lookups that missed, by kind.
-    pub cache_misses: Family<ReasonLabels, Gauge>,
+    pub cache_misses: Family<ReasonLabels, Counter>,
     /// Objects in the catalog.
     pub catalog_objects: Gauge,
     /// Push body bytes in flight (reserved by Content-Length, in KiB steps).
@@ -282,16 +282,16 @@ impl Metrics {
             "Bytes in the object index and chunk cache",
             cache_bytes.clone(),
         );
-        let cache_hits = Family::<ReasonLabels, Gauge>::default();
+        let cache_hits = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "cache_hits",
-            "Cache lookups that hit, by kind (a running count)",
+            "Cache lookups that hit, by kind (index, chunk)",
             cache_hits.clone(),
         );
-        let cache_misses = Family::<ReasonLabels, Gauge>::default();
+        let cache_misses = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "cache_misses",
-            "Cache lookups that missed, by kind (a running count)",
+            "Cache lookups that missed, by kind (index, chunk)",
             cache_misses.clone(),
         );
         let catalog_objects = Gauge::default();
@@ -353,6 +353,31 @@ impl Metrics {
         bump(&self.wal_syncs, stats.syncs);
         bump(&self.wal_segments, stats.segments_created);
         self.wal_poisoned.set(i64::from(poisoned));
+    }
+
+    /// Brings the cache metrics up to `stats` and sets the catalog's object count.
+    pub fn observe_cache(&self, stats: &crate::store::cache::CacheStats, objects: usize) {
+        let _one_at_a_time = self.observe_lock.lock();
+        let bump = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
+        let kind = |reason| ReasonLabels { reason };
+        bump(
+            &self.cache_hits.get_or_create(&kind("index")),
+            stats.index_hits,
+        );
+        bump(
+            &self.cache_hits.get_or_create(&kind("chunk")),
+            stats.chunk_hits,
+        );
+        bump(
+            &self.cache_misses.get_or_create(&kind("index")),
+            stats.index_misses,
+        );
+        bump(
+            &self.cache_misses.get_or_create(&kind("chunk")),
+            stats.chunk_misses,
+        );
+        self.cache_bytes.set(stats.bytes as i64);
+        self.catalog_objects.set(objects as i64);
     }
 
     /// The text exposition of every metric.

@@ -151,3 +151,100 @@ fn flush_uploads_exactly_what_was_pushed_and_a_restart_does_not_upload_again() {
         );
     }
 }
+
+/// What was pushed by `request(t0, n)` for tenant data, as the read helpers return it.
+fn expected(t0: i64, n: i64) -> SeriesSet {
+    let mut out: SeriesSet = request(t0, n)
+        .timeseries
+        .into_iter()
+        .map(|ts| {
+            let labels: Labels = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+            let samples: Samples = ts
+                .samples
+                .into_iter()
+                .map(|s| (s.timestamp, s.value.to_bits()))
+                .collect();
+            (labels, samples)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn released_chunks_read_back_from_the_store_and_a_fresh_ingester_reads_them_too() {
+    let data = TempDir::new("weft-flush-release");
+    let t0 = now_ms() - 3_600_000;
+    let args = [
+        "--flush.period",
+        "200ms",
+        "--flush.retain-period",
+        "0s",
+        "--ingester.id",
+        "it-1",
+    ];
+    let weft = Weft::start_on(data.path(), &args, None);
+    weft.push_ok("team-a", &request(t0, SAMPLES));
+    weft.push_ok("team-b", &request(t0, 10));
+    let r = weft
+        .client()
+        .post(weft.url("/ingester/flush?wait=true"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Retain 0s: the next cycles drop every flushed chunk from memory.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while weft.metric("weft_memory_chunk_bytes", &[]) != Some(0.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "flushed chunks never released"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let q = [query(
+        i64::MIN / 2,
+        i64::MAX / 2,
+        vec![matcher(
+            weft::proto::prompb::MatcherType::Eq,
+            "__name__",
+            "flush_test",
+        )],
+    )];
+    let want = expected(t0, SAMPLES);
+    let check = |w: &Weft, label: &str| {
+        let r = w.read_raw(
+            Some("team-a"),
+            &weft::proto::prompb::ReadRequest {
+                queries: q.to_vec(),
+                accepted_response_types: vec![],
+            },
+        );
+        assert_eq!(r.status, 200, "{label}: {}", r.text());
+        assert!(r.header("x-weft-partial").is_none(), "{label}: partial");
+        assert_eq!(
+            w.read_samples(Some("team-a"), &q)[0],
+            want,
+            "{label}: samples"
+        );
+        assert_eq!(
+            w.read_chunks(Some("team-a"), &q)[0],
+            want,
+            "{label}: chunks"
+        );
+        let b = w.read_samples(Some("team-b"), &q);
+        assert_eq!(b[0].len(), SERIES, "{label}: team-b");
+        assert!(
+            b[0].iter().all(|(_, s)| s.len() == 10),
+            "{label}: team-b isolation"
+        );
+        assert!(
+            w.read_samples(Some("team-c"), &q)[0].is_empty(),
+            "{label}: team-c"
+        );
+    };
+    check(&weft, "after release");
+    // A new ingester with an empty data dir on the same store.
+    let store = format!("file://{}/store", data.path().display());
+    let fresh = Weft::start(&["--store", &store, "--ingester.id", "it-2"]);
+    check(&fresh, "fresh ingester");
+}

@@ -29,6 +29,7 @@ use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
 use crate::model::TenantId;
 use crate::pressure::Pressure;
 use crate::query::Querier;
+use crate::store::catalog::Catalog;
 use crate::store::flusher::Flusher;
 
 /// Request limits of the API.
@@ -119,6 +120,7 @@ pub struct AppState {
     admin: Arc<OnceLock<admin::Admin>>,
     stop: Arc<OnceLock<tokio::sync::watch::Sender<bool>>>,
     pressure: Arc<OnceLock<Arc<Pressure>>>,
+    catalog: Option<Arc<Catalog>>,
     /// Push body bytes in flight, in KiB permits.
     push_kib: Arc<Semaphore>,
 }
@@ -143,6 +145,7 @@ impl AppState {
             admin: Arc::new(OnceLock::new()),
             stop: Arc::new(OnceLock::new()),
             pressure: Arc::new(OnceLock::new()),
+            catalog: None,
             push_kib,
         }
     }
@@ -150,6 +153,11 @@ impl AppState {
     /// Reads go to the store too, through `querier`.
     pub fn set_querier(&mut self, querier: Querier) {
         self.querier = querier;
+    }
+
+    /// The store catalog, for its metrics.
+    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
+        self.catalog = Some(catalog);
     }
 
     /// Enables the memory and disk budgets' refusals of pushes.
@@ -292,6 +300,9 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(ing) = st.ingester.get() {
         st.metrics
             .observe_wal(&ing.wal().stats(), ing.wal().is_poisoned());
+    }
+    if let Some(c) = &st.catalog {
+        st.metrics.observe_cache(&c.cache_stats(), c.object_count());
     }
     let total_kib = (st.limits.max_inflight_push_bytes / 1024).max(1) as i64;
     st.metrics

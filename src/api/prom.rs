@@ -138,7 +138,10 @@ pub(super) async fn series(
         if p.matchers.is_empty() {
             return Err(ApiError::bad_data("no match[] parameter provided"));
         }
-        let a = st.querier.series(&tenant, &p.matchers, p.start, p.end).await;
+        let a = st
+            .querier
+            .series(&tenant, &p.matchers, p.start, p.end)
+            .await;
         let data: Vec<Map<String, Value>> = a
             .data
             .iter()

@@ -58,7 +58,13 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
         .map(|(i, q)| parse_query(i, q))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let prepared = prepare(&st.querier, &tenant, queries, st.limits.max_read_store_bytes).await?;
+    let prepared = prepare(
+        &st.querier,
+        &tenant,
+        queries,
+        st.limits.max_read_store_bytes,
+    )
+    .await?;
     let partial = partial_header(st, &prepared.warnings);
     match negotiate(&req.accepted_response_types) {
         ResponseType::Samples => {
@@ -113,7 +119,13 @@ fn partial_header(st: &AppState, warnings: &[String]) -> Option<HeaderValue> {
     tracing::warn!(warnings = warnings.len(), first = %first, "remote read answered partially");
     let clean: String = first
         .chars()
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .take(512)
         .collect();
     HeaderValue::from_str(&clean).ok()

@@ -111,9 +111,7 @@ impl Querier {
                 warnings: Vec::new(),
             };
         };
-        let store = catalog
-            .select(tenant, matchers, mint, maxt, deadline)
-            .await;
+        let store = catalog.select(tenant, matchers, mint, maxt, deadline).await;
         // Merge two lists sorted by labels.
         let mut out = Vec::with_capacity(local.len().max(store.series.len()));
         let mut l = local.into_iter().peekable();

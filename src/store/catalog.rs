@@ -267,6 +267,11 @@ impl Catalog {
             .local = false;
     }
 
+    /// Objects in the catalog, over all tenants.
+    pub fn object_count(&self) -> usize {
+        self.state.lock().tenants.values().map(|m| m.len()).sum()
+    }
+
     /// A tenant's objects in key order: key, size, local.
     pub fn objects(&self, tenant: &TenantId) -> Vec<(ObjectKey, u64, bool)> {
         let st = self.state.lock();

@@ -491,3 +491,13 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+impl ObjectListener for super::catalog::Catalog {
+    fn uploaded(&self, key: &ObjectKey, size: u64) {
+        self.add(key.clone(), size, true);
+    }
+
+    fn released(&self, key: &ObjectKey) {
+        self.set_remote(key);
+    }
+}
