@@ -17,7 +17,7 @@ use crate::head::ChunkCopy;
 /// dropped and counted in the returned number; they were validated when they were read, so
 /// this only happens on a bug.
 pub fn merge_chunks(mut chunks: Vec<ChunkCopy>) -> (Vec<ChunkCopy>, usize) {
-    chunks.sort_by(|a, b| (a.min_t, a.max_t).cmp(&(b.min_t, b.max_t)));
+    chunks.sort_by_key(|c| (c.min_t, c.max_t));
     chunks.dedup_by(|b, a| a.min_t == b.min_t && a.max_t == b.max_t && a.data == b.data);
     let mut out = Vec::with_capacity(chunks.len());
     let mut bad = 0;
