@@ -494,6 +494,15 @@ impl Series {
         });
     }
 
+    /// Closed chunks not in the store yet (pending or being uploaded).
+    pub fn unflushed_chunks(&self) -> usize {
+        let d = self.data.lock();
+        d.closed
+            .iter()
+            .filter(|c| !matches!(c.flush, FlushState::Flushed { .. }))
+            .count()
+    }
+
     /// Bytes of closed chunks not in the store yet, and the oldest sample time not in the
     /// store (open chunk included), if any.
     pub fn unflushed(&self) -> (u64, Option<i64>) {

@@ -448,14 +448,14 @@ impl Flusher {
         freed
     }
 
+    /// Closed chunks not in the store yet, pending or being uploaded.
     fn pending_chunks(&self) -> u64 {
-        let mut buf = Vec::new();
-        for th in self.head.tenant_heads() {
-            for s in th.all_series() {
-                s.pending(&mut buf);
-            }
-        }
-        buf.len() as u64
+        self.head
+            .tenant_heads()
+            .iter()
+            .flat_map(|th| th.all_series())
+            .map(|s| s.unflushed_chunks() as u64)
+            .sum()
     }
 
     /// Sets the backlog gauges: bytes not yet in the store, and the oldest such sample's age.
@@ -499,5 +499,143 @@ impl ObjectListener for super::catalog::Catalog {
 
     fn released(&self, key: &ObjectKey) {
         self.set_remote(key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::HeadConfig;
+    use crate::proto::{WriteBatch, WriteSeries};
+    use crate::store::faulty::{Fault, FaultyStore, Op};
+    use crate::store::object::decode_object;
+    use crate::store::retry::CircuitConfig;
+    use crate::store::StoreOptions;
+    use crate::wal::{SyncMode, WalConfig};
+    use futures::TryStreamExt;
+    use object_store::memory::InMemory;
+    use object_store::{ObjectStore, ObjectStoreExt};
+
+    #[derive(Debug, Default)]
+    struct Seen(Mutex<Vec<ObjectKey>>);
+
+    impl ObjectListener for Seen {
+        fn uploaded(&self, key: &ObjectKey, _: u64) {
+            self.0.lock().push(key.clone());
+        }
+        fn released(&self, _: &ObjectKey) {}
+    }
+
+    fn fill(head: &Head, series: usize, samples: i64) {
+        let t = head.tenant_or_create(&TenantId::parse("t1").unwrap());
+        let names: Vec<String> = (0..series).map(|i| format!("{i:03}")).collect();
+        let mut b = WriteBatch::default();
+        for n in &names {
+            let ls = b.labels.len() as u32;
+            b.labels.push((b"__name__".as_slice(), b"m".as_slice()));
+            b.labels.push((b"i".as_slice(), n.as_bytes()));
+            let ss = b.samples.len() as u32;
+            b.samples
+                .extend((0..samples).map(|k| (k * 1000, (k * 7) as f64)));
+            b.series.push(WriteSeries {
+                labels_start: ls,
+                labels_end: b.labels.len() as u32,
+                samples_start: ss,
+                samples_end: b.samples.len() as u32,
+                ..WriteSeries::default()
+            });
+        }
+        t.append(&b, None);
+    }
+
+    /// The store hangs, then fails, then recovers: the flusher keeps the chunks pending
+    /// (nothing dropped), opens the circuit, and uploads everything once the store is back.
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_keeps_chunks_pending_and_the_backlog_drains_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
+        fill(&head, 5, 241); // 10 closed chunks, 5 open ones of 1 sample
+        let (ing, _) = Ingester::open(
+            head.clone(),
+            dir.path(),
+            WalConfig {
+                sync: SyncMode::Never,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        let mem = Arc::new(InMemory::new());
+        let faulty = Arc::new(FaultyStore::new(mem.clone()));
+        let opts = StoreOptions {
+            timeout: Duration::from_secs(2),
+            ..StoreOptions::default()
+        };
+        let store = Store::new(faulty.clone(), object_store::path::Path::default(), &opts);
+        let breaker = Arc::new(CircuitBreaker::new(CircuitConfig {
+            failure_threshold: 3,
+            probe_interval: Duration::from_secs(5),
+        }));
+        let seen = Arc::new(Seen::default());
+        let flusher = Arc::new(Flusher::new(
+            FlushConfig {
+                period: Duration::from_secs(1),
+                max_chunk_idle: Duration::from_secs(1 << 30),
+                max_chunk_age: Duration::from_secs(1 << 40),
+                backoff: BackoffConfig {
+                    initial: Duration::from_millis(100),
+                    max: Duration::from_secs(2),
+                },
+                ..FlushConfig::default()
+            },
+            head.clone(),
+            Arc::new(ing),
+            store,
+            breaker.clone(),
+            seen.clone(),
+            metrics.clone(),
+        ));
+        let (closed, _) = head.unflushed();
+        assert!(closed > 0);
+
+        faulty.set(&[Op::Put], Some(Fault::Hang));
+        tokio::spawn(flusher.clone().run());
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(
+            head.unflushed().0,
+            closed,
+            "chunks stay pending while the store hangs"
+        );
+        assert_eq!(breaker.up(), 0, "the circuit opened");
+        faulty.set(&[Op::Put], Some(Fault::Fail));
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        assert_eq!(head.unflushed().0, closed);
+        assert!(seen.0.lock().is_empty());
+        // flush_all cuts the open chunks too; with the store down it reports the deadline.
+        let r = flusher.flush_all(Duration::from_secs(3)).await;
+        assert!(
+            matches!(r, Err(FlushError::Deadline { remaining: 15, .. })),
+            "{r:?}"
+        );
+
+        faulty.set(&[Op::Put], None);
+        let mut waited = 0;
+        while head.unflushed().0 > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            waited += 1;
+            assert!(waited < 120, "the backlog did not drain");
+        }
+        assert_eq!(breaker.up(), 1);
+        assert!(metrics.store_retries.get() > 0);
+        // Everything is in the store exactly once.
+        let objects: Vec<_> = mem.list(None).try_collect().await.unwrap();
+        assert_eq!(objects.len(), seen.0.lock().len());
+        let mut chunks = 0;
+        for o in objects {
+            let bytes = mem.get(&o.location).await.unwrap().bytes().await.unwrap();
+            let index = decode_object(&bytes).unwrap();
+            chunks += index.chunk_count;
+        }
+        assert_eq!(chunks, 15);
     }
 }
