@@ -39,6 +39,7 @@ pub mod metrics;
 pub mod model;
 pub mod proto;
 pub mod query;
+pub mod spill;
 pub mod store;
 pub mod tools;
 pub mod wal;
