@@ -40,6 +40,7 @@ pub mod model;
 pub mod pressure;
 pub mod proto;
 pub mod query;
+pub mod spill;
 pub mod store;
 pub mod tools;
 pub mod wal;
