@@ -22,6 +22,7 @@ use rustc_hash::FxHashMap;
 use crate::head::{AppendReport, Head, Series, SnapshotChunk, TenantHead, WalLog};
 use crate::model::TenantId;
 use crate::proto::WriteBatch;
+use crate::spill::SpillRef;
 use crate::wal::{
     ApplyError, CheckpointChunk, CheckpointSeries, CheckpointStats, Record, RefSample, ReplayItem,
     ReplayStats, Wal, WalConfig, WalError, WalPos,
@@ -134,6 +135,16 @@ impl Ingester {
     /// drop the segments it no longer needs. Ingestion goes on meanwhile.
     pub fn checkpoint(&self) -> Result<CheckpointStats, WalError> {
         let n = self.wal.cut()?;
+        // Spilled chunks are referenced, not copied: their bytes must be durable first.
+        // (The head only swaps a chunk for its spilled copy after a sync, so every reference
+        // the snapshot sees is covered.)
+        if let Some(spill) = self.head.spill() {
+            spill.sync().map_err(|e| WalError::Io {
+                op: "syncing the spill files before a checkpoint",
+                name: spill.dir().display().to_string(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        }
         // Everything appended before the cut is in the head already (the head is written
         // first), so this snapshot covers at least the segments before `n`.
         let heads = self.head.tenant_heads();
@@ -145,6 +156,10 @@ impl Ingester {
         });
         self.wal.checkpoint(n, series)
     }
+}
+
+fn spill_ref_error(_: &crate::spill::SpillError) -> &'static str {
+    "bad spill reference in checkpoint chunk"
 }
 
 fn series_record<'a>(tenant: &'a str, s: &'a Series) -> Record<'a> {
@@ -171,11 +186,22 @@ fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
         chunks: s
             .snapshot()
             .into_iter()
-            .map(|c| CheckpointChunk {
-                min_t: c.min_t,
-                max_t: c.max_t,
-                data: c.data,
-                flushed: c.flushed,
+            .map(|c| {
+                let (data, spilled) = match c.spilled {
+                    Some(r) => {
+                        let mut b = Vec::with_capacity(SpillRef::ENCODED_LEN);
+                        r.encode(&mut b);
+                        (b, true)
+                    }
+                    None => (c.data, false),
+                };
+                CheckpointChunk {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    data,
+                    flushed: c.flushed,
+                    spilled,
+                }
             })
             .collect(),
     }
@@ -260,13 +286,25 @@ impl Replayer<'_> {
                 let chunks = cs
                     .chunks
                     .into_iter()
-                    .map(|c| SnapshotChunk {
-                        min_t: c.min_t,
-                        max_t: c.max_t,
-                        data: c.data,
-                        flushed: c.flushed,
+                    .map(|c| {
+                        let spilled = if c.spilled {
+                            Some(SpillRef::decode(&c.data).map_err(|e| {
+                                ApplyError::from(crate::wal::RecordError::Malformed(
+                                    spill_ref_error(&e),
+                                ))
+                            })?)
+                        } else {
+                            None
+                        };
+                        Ok(SnapshotChunk {
+                            min_t: c.min_t,
+                            max_t: c.max_t,
+                            data: if c.spilled { Vec::new() } else { c.data },
+                            flushed: c.flushed,
+                            spilled,
+                        })
                     })
-                    .collect();
+                    .collect::<Result<Vec<_>, ApplyError>>()?;
                 th.restore_chunks(&series, chunks)?;
                 self.by_ref.insert(cs.series_ref, (th, series));
             }

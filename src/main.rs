@@ -19,6 +19,7 @@ use weft::metrics::Metrics;
 use weft::model::LabelLimits;
 use weft::pressure::{Budgets, Pressure};
 use weft::query::Querier;
+use weft::spill::{Spill, SpillConfig};
 use weft::store::catalog::{Catalog, CatalogConfig};
 use weft::store::flusher::{FlushConfig, Flusher};
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
@@ -483,6 +484,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     };
     let wal_dir_for_budget = wal_dir.clone();
+    let spill = Arc::new(
+        Spill::open(SpillConfig {
+            dir: args.data_dir.join("spill"),
+            file_size: args.spill_file_size,
+        })
+        .map_err(|e| anyhow::anyhow!("opening the spill directory: {e}"))?,
+    );
+    head.set_spill(spill.clone());
     tracing::info!(dir = %wal_dir.display(), "replaying the WAL");
     let replay_head = head.clone();
     let (ingester, stats) =
@@ -494,6 +503,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         "WAL replay done; ready"
     );
     let ingester = Arc::new(ingester);
+    // Spill files no restored chunk refers to hold nothing the WAL does not also have.
+    let removed = spill.gc();
+    if removed > 0 {
+        tracing::info!(files = removed, "removed spill files nothing refers to");
+    }
 
     let ingester_id = args.ingester_id.clone().unwrap_or_else(default_ingester_id);
     let flusher = Arc::new(Flusher::new(
@@ -527,12 +541,29 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let head = head.clone();
         let flusher = flusher.clone();
         let metrics = state.metrics().clone();
+        let spill = spill.clone();
         tokio::spawn(pressure.clone().run(move |p| {
-            if head.closed_bytes() > p.budgets().memory_bytes {
+            let budget = p.budgets().memory_bytes;
+            if head.closed_bytes() > budget {
                 // Chunks the store already has go first, retained or not.
                 flusher.release(true);
             }
-            p.observe(&head, 0, &metrics);
+            let used = head.closed_bytes();
+            if used > budget {
+                // Then the oldest unflushed closed chunks, down to 90 % of the budget.
+                let target = used - budget + budget / 10;
+                match head.spill_oldest(target) {
+                    Ok((chunks, bytes)) => {
+                        metrics.spilled_chunks.inc_by(chunks);
+                        tracing::debug!(chunks, bytes, "spilled chunks over the memory budget");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "spilling failed; memory stays over budget")
+                    }
+                }
+            }
+            metrics.spill_bytes.set(spill.live_bytes() as i64);
+            p.observe(&head, spill.disk_bytes(), &metrics);
         }));
     }
     state.set_pressure(pressure);

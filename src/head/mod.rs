@@ -11,7 +11,7 @@ mod series;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -26,6 +26,7 @@ use crate::proto::WriteBatch;
 
 pub use series::{ChunkCopy, FlushState, PendingChunk, Released, Series, SnapshotChunk};
 
+use crate::spill::{Spill, SpillError};
 use crate::wal::RefSample;
 
 /// Limits and settings of the head.
@@ -181,6 +182,8 @@ pub struct Head {
     next_ref: Arc<AtomicU64>,
     /// Bytes of closed chunks held in memory, over all tenants.
     closed_bytes: Arc<AtomicU64>,
+    /// Where closed chunks go when memory is over budget.
+    spill: Arc<OnceLock<Arc<Spill>>>,
 }
 
 impl Head {
@@ -192,6 +195,77 @@ impl Head {
             tenants: RwLock::new(HashMap::new()),
             next_ref: Arc::new(AtomicU64::new(1)),
             closed_bytes: Arc::new(AtomicU64::new(0)),
+            spill: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Gives the head its spill files; before replay, so that restored spilled chunks
+    /// resolve.
+    pub fn set_spill(&self, spill: Arc<Spill>) {
+        let _ = self.spill.set(spill);
+    }
+
+    /// The spill, if set.
+    pub fn spill(&self) -> Option<&Arc<Spill>> {
+        self.spill.get()
+    }
+
+    /// Moves the oldest closed chunks that are in memory and not in the store to the spill
+    /// until `bytes` are freed (or nothing is left to move). Writes them, syncs the spill
+    /// once, then swaps them in, so a checkpoint never refers to bytes that are not durable.
+    /// Returns (chunks, bytes) moved.
+    pub fn spill_oldest(&self, bytes: u64) -> Result<(u64, u64), SpillError> {
+        let Some(spill) = self.spill.get() else {
+            return Ok((0, 0));
+        };
+        let mut candidates: Vec<(i64, usize, Arc<Series>)> = Vec::new();
+        let mut buf = Vec::new();
+        for t in self.tenant_heads() {
+            for s in t.all_series() {
+                buf.clear();
+                s.spillable(&mut buf);
+                candidates.extend(buf.iter().map(|&(min_t, len)| (min_t, len, s.clone())));
+            }
+        }
+        candidates.sort_unstable_by_key(|c| c.0);
+        let mut written = Vec::new();
+        let mut planned = 0u64;
+        let mut error = None;
+        for (min_t, len, s) in candidates {
+            if planned >= bytes {
+                break;
+            }
+            match s.spill_write(min_t, spill) {
+                Ok(Some(r)) => {
+                    planned += len as u64;
+                    written.push((s, min_t, r));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+        }
+        if let Err(e) = spill.sync() {
+            // Not durable: keep the chunks in memory; dropping the refs releases them.
+            for (_, _, r) in written {
+                spill.release(&r);
+            }
+            return Err(e);
+        }
+        let (mut chunks, mut freed) = (0u64, 0u64);
+        for (s, min_t, r) in written {
+            let f = s.spill_commit(min_t, r, spill) as u64;
+            if f > 0 {
+                chunks += 1;
+                freed += f;
+            }
+        }
+        self.closed_bytes.fetch_sub(freed, Ordering::Relaxed);
+        match error {
+            Some(e) if chunks == 0 => Err(e),
+            _ => Ok((chunks, freed)),
         }
     }
 
@@ -221,6 +295,7 @@ impl Head {
                     &self.metrics,
                     self.next_ref.clone(),
                     self.closed_bytes.clone(),
+                    self.spill.clone(),
                 ))
             })
             .clone()
@@ -298,6 +373,7 @@ pub struct TenantHead {
     metrics: TenantMetrics,
     next_ref: Arc<AtomicU64>,
     closed_bytes: Arc<AtomicU64>,
+    spill: Arc<OnceLock<Arc<Spill>>>,
 }
 
 /// The tenant's series map and postings. Series refs are indexes into `series`, assigned in
@@ -470,6 +546,7 @@ impl TenantHead {
         metrics: &Arc<Metrics>,
         next_ref: Arc<AtomicU64>,
         closed_bytes: Arc<AtomicU64>,
+        spill: Arc<OnceLock<Arc<Spill>>>,
     ) -> Self {
         let l = TenantLabels {
             tenant: id.to_string(),
@@ -489,6 +566,7 @@ impl TenantHead {
             metrics: tm,
             next_ref,
             closed_bytes,
+            spill,
         }
     }
 
@@ -531,7 +609,7 @@ impl TenantHead {
         series: &Series,
         chunks: Vec<SnapshotChunk>,
     ) -> Result<(), crate::chunk::ChunkError> {
-        let (n, bytes) = series.restore(chunks)?;
+        let (n, bytes) = series.restore(chunks, self.spill.get())?;
         self.metrics.chunks.inc_by(n as i64);
         self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
         Ok(())

@@ -8,7 +8,9 @@ use parking_lot::Mutex;
 use super::HeadError;
 use crate::chunk::{XorAppender, XorIterator, SAMPLES_PER_CHUNK};
 use crate::model::Labels;
+use crate::spill::{Spill, SpillError, SpillRef};
 use crate::wal::RefSample;
+use std::sync::Arc;
 
 /// A series in the head. The labels never change; the chunks sit behind a mutex.
 #[derive(Debug)]
@@ -38,8 +40,64 @@ struct SeriesData {
 struct ClosedChunk {
     min_t: i64,
     max_t: i64,
-    data: Box<[u8]>,
+    body: Body,
     flush: FlushState,
+}
+
+/// Where a closed chunk's bytes are.
+#[derive(Debug)]
+enum Body {
+    /// In memory.
+    Mem(Box<[u8]>),
+    /// In a local spill file.
+    Spilled(SpilledChunk),
+}
+
+/// A chunk in a spill file. Dropping it releases its reference, so a spill file is deleted
+/// once none of its chunks is held any more.
+#[derive(Debug)]
+struct SpilledChunk {
+    r: SpillRef,
+    spill: Arc<Spill>,
+}
+
+impl SpilledChunk {
+    /// Takes over a reference already counted by the spill (a write, or a retain).
+    fn new(r: SpillRef, spill: Arc<Spill>) -> Self {
+        Self { r, spill }
+    }
+}
+
+impl Drop for SpilledChunk {
+    fn drop(&mut self) {
+        self.spill.release(&self.r);
+    }
+}
+
+impl Body {
+    /// The chunk's size in bytes, wherever it is.
+    fn len(&self) -> usize {
+        match self {
+            Body::Mem(b) => b.len(),
+            Body::Spilled(s) => s.r.len as usize,
+        }
+    }
+
+    /// Bytes it takes in memory.
+    fn mem_len(&self) -> usize {
+        match self {
+            Body::Mem(b) => b.len(),
+            Body::Spilled(_) => 0,
+        }
+    }
+
+    /// A copy of the bytes (read back from the spill file if spilled).
+    fn to_vec(&self) -> Result<Vec<u8>, SpillError> {
+        match self {
+            Body::Mem(b) => Ok(b.to_vec()),
+            Body::Spilled(s) => s.spill.read(&s.r),
+        }
+    }
 }
 
 /// Where a closed chunk stands with the object store.
@@ -219,11 +277,17 @@ impl Series {
             .closed
             .iter()
             .filter(|c| c.min_t <= maxt && c.max_t >= mint)
-            .map(|c| ChunkCopy {
-                min_t: c.min_t,
-                max_t: c.max_t,
-                data: c.data.to_vec(),
-                flushed: matches!(c.flush, FlushState::Flushed { .. }),
+            .filter_map(|c| match c.body.to_vec() {
+                Ok(data) => Some(ChunkCopy {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    data,
+                    flushed: matches!(c.flush, FlushState::Flushed { .. }),
+                }),
+                Err(e) => {
+                    tracing::error!(series = %self.labels, min_t = c.min_t, error = %e, "spilled chunk unreadable; left out of the answer");
+                    None
+                }
             })
             .collect();
         if let Some((last_t, _)) = d.last {
@@ -269,29 +333,58 @@ pub struct SnapshotChunk {
     pub data: Vec<u8>,
     /// Whether the object store holds it.
     pub flushed: bool,
+    /// Where it is if it was spilled (then `data` is empty).
+    pub spilled: Option<SpillRef>,
 }
 
 impl Series {
     /// Every chunk, oldest first, the open one last: for a checkpoint.
+    /// Spilled chunks are given by reference (`spilled`, with `data` empty).
     pub fn snapshot(&self) -> Vec<SnapshotChunk> {
-        self.chunks(i64::MIN, i64::MAX)
-            .into_iter()
-            .map(|c| SnapshotChunk {
-                min_t: c.min_t,
-                max_t: c.max_t,
-                data: c.data,
-                flushed: c.flushed,
+        let d = self.data.lock();
+        let mut out: Vec<SnapshotChunk> = d
+            .closed
+            .iter()
+            .map(|c| {
+                let (data, spilled) = match &c.body {
+                    Body::Mem(b) => (b.to_vec(), None),
+                    Body::Spilled(s) => (Vec::new(), Some(s.r)),
+                };
+                SnapshotChunk {
+                    min_t: c.min_t,
+                    max_t: c.max_t,
+                    data,
+                    flushed: matches!(c.flush, FlushState::Flushed { .. }),
+                    spilled,
+                }
             })
-            .collect()
+            .collect();
+        if let Some((last_t, _)) = d.last {
+            if d.open.num_samples() > 0 {
+                out.push(SnapshotChunk {
+                    min_t: d.open_min_t,
+                    max_t: last_t,
+                    data: d.open.bytes().to_vec(),
+                    flushed: false,
+                    spilled: None,
+                });
+            }
+        }
+        out
     }
 
     /// Restores chunks from a checkpoint into an empty series: all but the last are closed;
     /// the last becomes the open chunk (appends resume exactly where they stopped) unless the
     /// store already has it, in which case it stays closed and appends start a fresh chunk.
     /// Returns the number of chunks restored and the bytes now held in closed chunks.
+    ///
+    /// A spilled chunk is taken over from `spill` (its reference counted again). If its
+    /// spill file is gone, the chunk was flushed and released after the checkpoint was
+    /// written (spill files are deleted only then), so it is skipped.
     pub(crate) fn restore(
         &self,
         chunks: Vec<SnapshotChunk>,
+        spill: Option<&Arc<Spill>>,
     ) -> Result<(usize, u64), crate::chunk::ChunkError> {
         let mut d = self.data.lock();
         debug_assert!(
@@ -302,7 +395,7 @@ impl Series {
         let mut closed_bytes = 0u64;
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_none() {
+            if it.peek().is_none() && c.spilled.is_none() {
                 // Decoding the chunk once rebuilds the appender and yields the newest sample.
                 let open = XorAppender::from_chunk(&c.data)?;
                 d.last = open.last();
@@ -312,11 +405,33 @@ impl Series {
                     break;
                 }
             }
-            closed_bytes += c.data.len() as u64;
+            let body = match c.spilled {
+                Some(r) => {
+                    let retained = match spill {
+                        Some(sp) => sp
+                            .retain(&r)
+                            .map(|()| sp.clone())
+                            .map_err(|e| e.to_string()),
+                        None => Err("no spill directory".to_owned()),
+                    };
+                    match retained {
+                        Ok(sp) => Body::Spilled(SpilledChunk::new(r, sp)),
+                        Err(e) => {
+                            tracing::warn!(series = %self.labels, min_t = c.min_t, error = %e,
+                                "spilled chunk of the checkpoint is gone (flushed and released since); skipped");
+                            continue;
+                        }
+                    }
+                }
+                None => {
+                    closed_bytes += c.data.len() as u64;
+                    Body::Mem(c.data.into_boxed_slice())
+                }
+            };
             d.closed.push(ClosedChunk {
                 min_t: c.min_t,
                 max_t: c.max_t,
-                data: c.data.into_boxed_slice(),
+                body,
                 flush: if c.flushed {
                     FlushState::Flushed {
                         at: Instant::now(),
@@ -361,7 +476,7 @@ impl Series {
                 .map(|c| PendingChunk {
                     min_t: c.min_t,
                     max_t: c.max_t,
-                    len: c.data.len(),
+                    len: c.body.len(),
                 }),
         );
     }
@@ -371,17 +486,30 @@ impl Series {
     pub fn take_for_flush(&self, min_ts: &[i64]) -> Vec<ChunkCopy> {
         let mut d = self.data.lock();
         let mut out = Vec::with_capacity(min_ts.len());
-        for c in d.closed.iter_mut() {
-            if c.flush == FlushState::Pending && min_ts.binary_search(&c.min_t).is_ok() {
-                c.flush = FlushState::InFlight;
-                out.push(ChunkCopy {
-                    min_t: c.min_t,
-                    max_t: c.max_t,
-                    data: c.data.to_vec(),
-                    flushed: false,
-                });
+        let labels = &self.labels;
+        d.closed.retain_mut(|c| {
+            if c.flush != FlushState::Pending || min_ts.binary_search(&c.min_t).is_err() {
+                return true;
             }
-        }
+            match c.body.to_vec() {
+                Ok(data) => {
+                    c.flush = FlushState::InFlight;
+                    out.push(ChunkCopy {
+                        min_t: c.min_t,
+                        max_t: c.max_t,
+                        data,
+                        flushed: false,
+                    });
+                    true
+                }
+                Err(e) => {
+                    // Only a spilled chunk can fail, and only if its file was damaged: no
+                    // retry can bring it back.
+                    tracing::error!(series = %labels, min_t = c.min_t, error = %e, "spilled chunk unreadable; dropped");
+                    false
+                }
+            }
+        });
         out
     }
 
@@ -424,16 +552,17 @@ impl Series {
                 i += 1;
                 continue;
             }
-            let Some((head, tail)) = split_chunk(&c.data, max_t) else {
+            let Some((head, tail)) = c.body.to_vec().ok().and_then(|b| split_chunk(&b, max_t))
+            else {
                 i += 1;
                 continue;
             };
-            delta += (head.data.len() + tail.data.len()) as i64 - c.data.len() as i64;
+            delta += (head.data.len() + tail.data.len()) as i64 - c.body.mem_len() as i64;
             let state = c.flush;
             *c = ClosedChunk {
                 min_t: tail.min_t,
                 max_t: tail.max_t,
-                data: tail.data.into_boxed_slice(),
+                body: Body::Mem(tail.data.into_boxed_slice()),
                 flush: state,
             };
             d.closed.insert(
@@ -441,7 +570,7 @@ impl Series {
                 ClosedChunk {
                     min_t: head.min_t,
                     max_t: head.max_t,
-                    data: head.data.into_boxed_slice(),
+                    body: Body::Mem(head.data.into_boxed_slice()),
                     flush: flushed,
                 },
             );
@@ -461,7 +590,7 @@ impl Series {
             d.closed.push(ClosedChunk {
                 min_t,
                 max_t: head_max,
-                data: head.into_boxed_slice(),
+                body: Body::Mem(head.into_boxed_slice()),
                 flush: flushed,
             });
             if let Some(r) = rest {
@@ -484,7 +613,7 @@ impl Series {
         d.closed.retain(|c| match c.flush {
             FlushState::Flushed { at, object } if all || at.elapsed() >= retain => {
                 out.chunks += 1;
-                out.bytes += c.data.len() as u64;
+                out.bytes += c.body.mem_len() as u64;
                 if object != 0 && out.objects.last() != Some(&object) {
                     out.objects.push(object);
                 }
@@ -511,7 +640,7 @@ impl Series {
         let mut oldest = None;
         for c in &d.closed {
             if !matches!(c.flush, FlushState::Flushed { .. }) {
-                bytes += c.data.len() as u64;
+                bytes += c.body.len() as u64;
                 oldest = Some(oldest.map_or(c.min_t, |o: i64| o.min(c.min_t)));
             }
         }
@@ -519,6 +648,51 @@ impl Series {
             oldest = Some(oldest.map_or(d.open_min_t, |o: i64| o.min(d.open_min_t)));
         }
         (bytes, oldest)
+    }
+
+    /// Adds this series' closed chunks that are in memory and not in the store yet to `out`
+    /// as (min_t, bytes): candidates for spilling.
+    pub fn spillable(&self, out: &mut Vec<(i64, usize)>) {
+        let d = self.data.lock();
+        out.extend(d.closed.iter().filter_map(|c| match (&c.body, c.flush) {
+            (Body::Mem(b), FlushState::Pending | FlushState::InFlight) => Some((c.min_t, b.len())),
+            _ => None,
+        }));
+    }
+
+    /// Writes the closed chunk starting at `min_t` to the spill, if it is still in memory
+    /// and not flushed, and returns its reference; the chunk stays in memory until
+    /// [`Series::spill_commit`] (after a [`Spill::sync`], so a checkpoint never refers to
+    /// spilled bytes that are not durable yet).
+    pub fn spill_write(&self, min_t: i64, spill: &Spill) -> Result<Option<SpillRef>, SpillError> {
+        let d = self.data.lock();
+        let Some(c) = d.closed.iter().find(|c| c.min_t == min_t) else {
+            return Ok(None);
+        };
+        match (&c.body, c.flush) {
+            (Body::Mem(bytes), FlushState::Pending | FlushState::InFlight) => spill
+                .write(self.series_ref, c.min_t, c.max_t, bytes)
+                .map(Some),
+            _ => Ok(None),
+        }
+    }
+
+    /// Replaces the in-memory chunk starting at `min_t` by its spilled copy `r`. Returns the
+    /// bytes freed (0, and the copy released, if the chunk changed meanwhile).
+    pub fn spill_commit(&self, min_t: i64, r: SpillRef, spill: &Arc<Spill>) -> usize {
+        let spilled = SpilledChunk::new(r, spill.clone());
+        let mut d = self.data.lock();
+        let Some(c) = d.closed.iter_mut().find(|c| c.min_t == min_t) else {
+            return 0;
+        };
+        match (&c.body, c.flush) {
+            (Body::Mem(bytes), FlushState::Pending | FlushState::InFlight) => {
+                let freed = bytes.len();
+                c.body = Body::Spilled(spilled);
+                freed
+            }
+            _ => 0, // dropping `spilled` releases the copy
+        }
     }
 
     /// The open chunk's first sample time and when it was last appended to, if it has samples.
@@ -544,7 +718,7 @@ impl SeriesData {
         self.closed.push(ClosedChunk {
             min_t: self.open_min_t,
             max_t,
-            data,
+            body: Body::Mem(data),
             flush: FlushState::Pending,
         });
         len

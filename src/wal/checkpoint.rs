@@ -42,6 +42,9 @@ pub struct CheckpointChunk {
     pub data: Vec<u8>,
     /// Whether the object store already holds this chunk.
     pub flushed: bool,
+    /// Whether the chunk is in a local spill file; `data` is then the encoded spill
+    /// reference (20 bytes, see `spill::SpillRef`), not the chunk.
+    pub spilled: bool,
 }
 
 /// One live series in a checkpoint.
@@ -200,7 +203,7 @@ fn encode_series(s: &CheckpointSeries, buf: &mut Vec<u8>) {
     for c in &s.chunks {
         buf.extend_from_slice(&c.min_t.to_le_bytes());
         buf.extend_from_slice(&c.max_t.to_le_bytes());
-        buf.push(u8::from(c.flushed));
+        buf.push(u8::from(c.flushed) | (u8::from(c.spilled) << 1));
         put_uvarint(buf, c.data.len() as u64);
         buf.extend_from_slice(&c.data);
     }
@@ -228,7 +231,7 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
         let min_t = r.u64_le()? as i64;
         let max_t = r.u64_le()? as i64;
         let flags = r.u8()?;
-        if flags > 1 {
+        if flags > 3 {
             return Err(RecordError::Malformed("unknown chunk flags"));
         }
         let len = r.uvarint()?;
@@ -239,7 +242,8 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
             min_t,
             max_t,
             data: r.bytes(len as usize)?.to_vec(),
-            flushed: flags == 1,
+            flushed: flags & 1 != 0,
+            spilled: flags & 2 != 0,
         });
     }
     if r.remaining() != 0 {
@@ -414,12 +418,21 @@ mod tests {
                         max_t: 2000,
                         data: vec![0, 2, 0x80, 0x7f, 0xff, 0x00, 0x01],
                         flushed: i % 2 == 0,
+                        spilled: false,
+                    },
+                    CheckpointChunk {
+                        min_t: 2500,
+                        max_t: 2900,
+                        data: vec![7; 20],
+                        flushed: i % 3 == 0,
+                        spilled: true,
                     },
                     CheckpointChunk {
                         min_t: 3000,
                         max_t: 3000,
                         data: vec![0, 1, 2],
                         flushed: false,
+                        spilled: false,
                     },
                 ],
             })

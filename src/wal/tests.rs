@@ -76,6 +76,7 @@ impl Head {
                     max_t: samples[samples.len() - 1].0,
                     data: encode_test_chunk(samples),
                     flushed: false,
+                    spilled: false,
                 }]
             },
         })
