@@ -9,10 +9,9 @@
 //! S3 settings go through `StoreOptions::config` (the same keys as the `AWS_*` variables,
 //! lower-cased) rather than the process environment, which parallel tests share.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, Weak};
+mod common;
+
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -26,86 +25,11 @@ use weft::store::object::{
 };
 use weft::store::{Store, StoreError, StoreOptions};
 
+use common::s3::Moto;
+
 // ---- backends ----
 
 const BUCKET: &str = "weft-conformance";
-
-/// A moto server on a free loopback port; killed on drop.
-struct Moto {
-    child: Child,
-    endpoint: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-static MOTO: Mutex<Weak<Moto>> = Mutex::new(Weak::new());
-
-/// The shared moto server, started if none is running; `None` (skip) if moto is missing
-/// and this is not CI.
-fn moto() -> Option<Arc<Moto>> {
-    let mut slot = MOTO.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(m) = slot.upgrade() {
-        return Some(m);
-    }
-    let found = Command::new("moto_server")
-        .arg("--help")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !found.is_ok_and(|s| s.success()) {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("moto_server not found and CI=true: install it with pip install 'moto[server]'");
-        }
-        eprintln!("SKIPPED: moto_server not found; install it with pip install 'moto[server]' to run the S3 cases");
-        return None;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Arc::new(Moto {
-        child,
-        endpoint: format!("http://127.0.0.1:{port}"),
-    });
-    // Wait for it to answer, then create the bucket with a plain HTTP PUT (moto does not
-    // check signatures).
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match http_put(port, &format!("/{BUCKET}")) {
-            Ok(200) => break,
-            Ok(status) => panic!("moto answered {status} to PUT /{BUCKET}"),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => panic!("moto_server did not come up on port {port}: {e}"),
-        }
-    }
-    *slot = Arc::downgrade(&moto);
-    Some(moto)
-}
-
-/// A bodiless `PUT path` over HTTP/1.1; returns the status code.
-fn http_put(port: u16, path: &str) -> std::io::Result<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "PUT {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
-    resp.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(resp))
-}
 
 /// One case's namespace in one backend.
 struct Fixture {
@@ -143,9 +67,9 @@ impl Fixture {
     }
 
     fn s3(case: &str) -> Option<Fixture> {
-        let moto = moto()?;
+        let moto = Moto::shared(BUCKET)?;
         let config = vec![
-            ("aws_endpoint".into(), moto.endpoint.clone()),
+            ("aws_endpoint".into(), moto.endpoint()),
             ("aws_allow_http".into(), "true".into()),
             ("aws_access_key_id".into(), "test".into()),
             ("aws_secret_access_key".into(), "test".into()),

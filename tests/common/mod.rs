@@ -23,6 +23,10 @@ use weft::proto::prompb::{
     ReadResponse, ResponseType, WriteRequest,
 };
 
+/// moto (a real S3 server), a fault-injecting proxy in front of it, and a direct look into the
+/// bucket.
+pub mod s3;
+
 /// A series' labels as sorted `(name, value)` pairs. `Vec`'s ordering is exactly Prometheus's
 /// `labels.Compare` (pairwise by name, then value; a prefix sorts first), so sorting by this
 /// type gives the order the server must answer in.
@@ -1156,4 +1160,294 @@ pub fn self_check() {
     put_uvarint(&mut v, 4 << 30);
     assert_eq!(uvarint(&v), Some((4 << 30, v.len())));
     assert_eq!(strip_ansi("\u{1b}[32mINFO\u{1b}[0m ok"), "INFO ok");
+}
+
+// ---- starting with an environment; store-era requests ----
+
+/// The header remote read answers with when some store data could not be read.
+pub const PARTIAL_HEADER: &str = "x-weft-partial";
+
+impl Weft {
+    /// Starts `weft serve` like [`Weft::start`] (`data_dir` None: a fresh temporary directory,
+    /// removed with the server) or [`Weft::start_on`] (`data_dir` given: kept), with `env`
+    /// added to its environment, e.g. the `AWS_*` settings of an S3 store (see
+    /// [`s3::s3_env`]). Waits until `/ready` answers 200.
+    pub fn start_with_env(
+        data_dir: Option<&Path>,
+        args: &[&str],
+        env: &[(String, String)],
+        log_file: Option<PathBuf>,
+    ) -> Weft {
+        let data_dir = match data_dir {
+            Some(p) => DataDir::Kept(p.to_path_buf()),
+            None => DataDir::Owned(TempDir::new("weft-it")),
+        };
+        // The same steps as `Weft::spawn`, plus the environment.
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let (tx, rx) = mpsc::channel::<u16>();
+        let tx = Mutex::new(Some(tx));
+        let mut process = ProcessGuard::spawn("weft", cmd, log_file, move |line| {
+            if let Some(port) = parse_listen_port(line) {
+                if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                    let _ = tx.send(port);
+                }
+            }
+        });
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let port = loop {
+            match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(port) => break port,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "weft closed stderr without printing `listening on http://…`\n{}",
+                    process.log_tail()
+                ),
+            }
+            if let Some(status) = process.exited() {
+                // The drain thread may still be copying the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "weft exited ({status}) before listening; args {args:?}\n{}",
+                    process.log_tail()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weft did not print `listening on http://…` within {STARTUP_TIMEOUT:?}"
+            );
+        };
+        let weft = Weft {
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            client: http_client(),
+            process,
+            data_dir,
+        };
+        weft.wait_ready(deadline);
+        weft
+    }
+
+    /// POST with an empty body; an `Err` when no answer came (e.g. the server exited first).
+    pub fn try_post(&self, path_and_query: &str) -> Result<Resp, String> {
+        let r = self
+            .client
+            .post(self.url(path_and_query))
+            .send()
+            .map_err(|e| format!("POST {path_and_query}: {e:#}"))?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let body = r
+            .bytes()
+            .map_err(|e| format!("POST {path_and_query}: reading the body: {e:#}"))?
+            .to_vec();
+        Ok(Resp {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// `POST /ingester/flush?wait=true&timeout=…`: everything, open chunks too, into the store.
+    pub fn flush_wait(&self, timeout: &str) -> Resp {
+        let path = format!("/ingester/flush?wait=true&timeout={timeout}");
+        self.try_post(&path).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Remote read in SAMPLES mode like [`Weft::read_samples`], also returning the response
+    /// (for its headers; [`PARTIAL_HEADER`] in particular).
+    pub fn read_samples_resp(
+        &self,
+        tenant: Option<&str>,
+        queries: &[Query],
+    ) -> (Vec<SeriesSet>, Resp) {
+        let req = ReadRequest {
+            queries: queries.to_vec(),
+            accepted_response_types: vec![ResponseType::Samples as i32],
+        };
+        let r = self.read_raw(tenant, &req);
+        (decode_samples(&r, queries), r)
+    }
+
+    /// Remote read in STREAMED_XOR_CHUNKS mode like [`Weft::read_chunks`], also returning the
+    /// response.
+    pub fn read_chunks_resp(
+        &self,
+        tenant: Option<&str>,
+        queries: &[Query],
+    ) -> (Vec<SeriesSet>, Resp) {
+        let req = ReadRequest {
+            queries: queries.to_vec(),
+            accepted_response_types: vec![
+                ResponseType::StreamedXorChunks as i32,
+                ResponseType::Samples as i32,
+            ],
+        };
+        let r = self.read_raw(tenant, &req);
+        (decode_chunks(&r, queries).0, r)
+    }
+}
+
+/// The `warnings` of a Prometheus-API JSON answer (empty when there are none).
+pub fn api_warnings(v: &serde_json::Value) -> Vec<String> {
+    v.get("warnings")
+        .and_then(|w| w.as_array())
+        .map(|a| {
+            a.iter()
+                .map(|w| w.as_str().map_or_else(|| w.to_string(), str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Decodes a SAMPLES remote-read answer with the checks of [`Weft::read_samples`]: status
+/// 200, content type, one result per query, series strictly sorted, labels sorted, samples
+/// increasing and inside each query's range.
+pub fn decode_samples(r: &Resp, queries: &[Query]) -> Vec<SeriesSet> {
+    assert_eq!(r.status, 200, "remote read (samples) failed: {}", r.text());
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/x-protobuf"),
+        "SAMPLES response has Content-Type {ct:?}"
+    );
+    let raw = unsnappy(&r.body).unwrap_or_else(|e| panic!("SAMPLES response is not snappy: {e}"));
+    let resp = ReadResponse::decode(raw.as_slice())
+        .unwrap_or_else(|e| panic!("SAMPLES response is not a ReadResponse: {e}"));
+    assert_eq!(
+        resp.results.len(),
+        queries.len(),
+        "one QueryResult per query"
+    );
+    let mut out = Vec::with_capacity(queries.len());
+    for (qi, (result, q)) in resp.results.into_iter().zip(queries).enumerate() {
+        let mut set: SeriesSet = Vec::with_capacity(result.timeseries.len());
+        for ts in result.timeseries {
+            let labels = to_labels(&ts.labels);
+            check_labels_sorted(&labels);
+            if let Some((prev, _)) = set.last() {
+                assert!(
+                    prev < &labels,
+                    "query {qi}: series not strictly sorted: {} then {}",
+                    fmt_labels(prev),
+                    fmt_labels(&labels)
+                );
+            }
+            let samples: Samples = ts
+                .samples
+                .iter()
+                .map(|s| (s.timestamp, s.value.to_bits()))
+                .collect();
+            check_samples(&labels, &samples);
+            if let Some(&(t, _)) = samples
+                .iter()
+                .find(|(t, _)| *t < q.start_timestamp_ms || *t > q.end_timestamp_ms)
+            {
+                panic!(
+                    "query {qi}: {} has a sample at {t}, outside [{}, {}]",
+                    fmt_labels(&labels),
+                    q.start_timestamp_ms,
+                    q.end_timestamp_ms
+                );
+            }
+            set.push((labels, samples));
+        }
+        out.push(set);
+    }
+    out
+}
+
+/// Decodes a STREAMED_XOR_CHUNKS answer with the checks of [`Weft::read_chunks`] (frame CRC
+/// and size, query order, series order, chunk headers), merging series split across frames
+/// and keeping the samples within each query's range. Also returns the number of frames.
+pub fn decode_chunks(r: &Resp, queries: &[Query]) -> (Vec<SeriesSet>, usize) {
+    assert_eq!(r.status, 200, "remote read (chunks) failed: {}", r.text());
+    let ct = r.header("content-type").unwrap_or_default();
+    assert!(
+        ct.starts_with("application/x-streamed-protobuf")
+            && ct.contains("proto=prometheus.ChunkedReadResponse"),
+        "STREAMED_XOR_CHUNKS response has Content-Type {ct:?}"
+    );
+    let mut out: Vec<Vec<(Labels, Vec<ChunkInfo>)>> = vec![Vec::new(); queries.len()];
+    let mut last_query: i64 = -1;
+    let frames = read_frames(&r.body);
+    let frame_count = frames.len();
+    for msg in frames {
+        let frame = ChunkedReadResponse::decode(msg)
+            .unwrap_or_else(|e| panic!("frame is not a ChunkedReadResponse: {e}"));
+        let qi = frame.query_index;
+        assert!(
+            qi >= 0 && (qi as usize) < queries.len(),
+            "frame for query_index {qi}, but only {} queries were sent",
+            queries.len()
+        );
+        assert!(
+            qi >= last_query,
+            "frames go back from query {last_query} to {qi}"
+        );
+        last_query = qi;
+        let set = &mut out[qi as usize];
+        for cs in frame.chunked_series {
+            let labels = to_labels(&cs.labels);
+            check_labels_sorted(&labels);
+            let chunks: Vec<ChunkInfo> = cs
+                .chunks
+                .iter()
+                .map(|c| {
+                    assert_eq!(
+                        c.r#type,
+                        ChunkEncoding::Xor as i32,
+                        "{}: chunk of encoding {}",
+                        fmt_labels(&labels),
+                        c.r#type
+                    );
+                    let samples = weft::chunk::decode_bits(&c.data).unwrap_or_else(|e| {
+                        panic!("{}: chunk does not decode: {e}", fmt_labels(&labels))
+                    });
+                    assert!(!samples.is_empty(), "{}: empty chunk", fmt_labels(&labels));
+                    assert_eq!(
+                        (c.min_time_ms, c.max_time_ms),
+                        (samples[0].0, samples[samples.len() - 1].0),
+                        "{}: chunk min/max time disagree with its samples",
+                        fmt_labels(&labels)
+                    );
+                    ChunkInfo { samples }
+                })
+                .collect();
+            match set.last_mut() {
+                Some((prev, prev_chunks)) if *prev == labels => prev_chunks.extend(chunks),
+                Some((prev, _)) if *prev > labels => panic!(
+                    "query {qi}: series not sorted: {} then {}",
+                    fmt_labels(prev),
+                    fmt_labels(&labels)
+                ),
+                _ => set.push((labels, chunks)),
+            }
+        }
+    }
+    let sets = out
+        .into_iter()
+        .zip(queries)
+        .map(|(set, q)| {
+            set.into_iter()
+                .map(|(labels, chunks)| {
+                    let all: Samples = chunks.into_iter().flat_map(|c| c.samples).collect();
+                    check_samples(&labels, &all);
+                    let kept = all
+                        .into_iter()
+                        .filter(|(t, _)| *t >= q.start_timestamp_ms && *t <= q.end_timestamp_ms)
+                        .collect();
+                    (labels, kept)
+                })
+                .collect()
+        })
+        .collect();
+    (sets, frame_count)
 }
