@@ -568,6 +568,16 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     state.set_pressure(pressure);
     state.set_flusher(flusher.clone(), args.shutdown_flush_timeout);
+    // Give the catalog (listed since start, alongside replay) up to one store deadline, so
+    // that a fresh ingester's first queries see the store; past that, serve anyway: the
+    // loader keeps trying, and queries say they may be incomplete until it succeeds.
+    let waited = std::time::Instant::now();
+    while !catalog.is_loaded() && waited.elapsed() < args.store_timeout {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !catalog.is_loaded() {
+        tracing::warn!("store catalog not loaded yet (is the store reachable?); serving without it meanwhile");
+    }
     state.set_ingester(ingester.clone());
 
     let policy = CheckpointPolicy {
