@@ -487,7 +487,11 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let spill = Arc::new(
         Spill::open(SpillConfig {
             dir: args.data_dir.join("spill"),
-            file_size: args.spill_file_size,
+            // Files are preallocated: keep one well inside the disk budget.
+            file_size: args
+                .spill_file_size
+                .min(args.disk_bytes / 16)
+                .max(weft::spill::MIN_FILE_SIZE_BYTES),
         })
         .map_err(|e| anyhow::anyhow!("opening the spill directory: {e}"))?,
     );
@@ -576,13 +580,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if !catalog.is_loaded() {
-        tracing::warn!("store catalog not loaded yet (is the store reachable?); serving without it meanwhile");
+        tracing::warn!(
+            "store catalog not loaded yet (is the store reachable?); serving without it meanwhile"
+        );
     }
     state.set_ingester(ingester.clone());
 
     let policy = CheckpointPolicy {
         interval: args.wal_checkpoint_interval,
-        max_wal_growth_bytes: args.wal_checkpoint_bytes,
+        // The WAL shrinks only at checkpoints (a checkpoint holds chunks, about a tenth of
+        // the WAL's bytes for the same samples): checkpoint at least every quarter of the
+        // disk budget, so the WAL alone never fills it.
+        max_wal_growth_bytes: args.wal_checkpoint_bytes.min(args.disk_bytes / 4),
         // Often enough that a short interval or a small size threshold is honoured closely.
         poll: (args.wal_checkpoint_interval / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(10)),

@@ -1286,6 +1286,56 @@ fn with_load<T>(run: &Run, scenario: impl FnOnce(&Run) -> T) -> (Collected, T) {
 /// with the model: STREAMED_XOR_CHUNKS for all, SAMPLES for writer 0, and the series API.
 /// Every acked sample must be there bit-exact, nothing that was never sent, and no answer
 /// may be partial.
+/// For the first few missing samples: is the sample in some store object? (Tells a flush
+/// that lost data from a read that missed it.)
+fn explain_missing(bucket: &Bucket, tally: &Tally) {
+    let mut wanted: Vec<(String, String, i64)> = Vec::new();
+    for p in tally.problems.iter().take(8) {
+        let (Some(sp), Some(tpos)) = (p.find(' '), p.find(": acked sample t=")) else {
+            continue;
+        };
+        let tenant = p[..sp].to_string();
+        let labels = p[sp + 1..tpos].to_string();
+        let t: i64 = p[tpos + 17..]
+            .split(' ')
+            .next()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        wanted.push((tenant, labels, t));
+    }
+    let mut found = vec![Vec::new(); wanted.len()];
+    for o in bucket.list(STORE_PREFIX) {
+        let bytes = bucket.get(&o.key);
+        let Ok(index) = weft::store::object::decode_object(&bytes) else {
+            eprintln!("undecodable object {}", o.key);
+            continue;
+        };
+        for s in &index.series {
+            let l = s.labels.to_string();
+            for (i, (tenant, labels, t)) in wanted.iter().enumerate() {
+                if !o.key.contains(&format!("/{tenant}/")) || &l != labels {
+                    continue;
+                }
+                for c in &s.chunks {
+                    if c.min_t <= *t && *t <= c.max_t {
+                        let data = &bytes[c.range().start as usize..c.range().end as usize];
+                        let has = weft::chunk::XorIterator::new(data)
+                            .map(|it| it.flatten().any(|(ts, _)| ts == *t))
+                            .unwrap_or(false);
+                        found[i].push(format!("{} [{}..{}] has={has}", o.key, c.min_t, c.max_t));
+                    }
+                }
+            }
+        }
+    }
+    for (w, f) in wanted.iter().zip(found) {
+        eprintln!(
+            "missing {} {} t={}: store chunks covering it: {:?}",
+            w.0, w.1, w.2, f
+        );
+    }
+}
+
 fn verify_all(weft: &Weft, run: &Run, what: &str) -> Tally {
     let seed = run.model.seed;
     let all = 0..SERIES_PER_WRITER;
@@ -1708,6 +1758,9 @@ fn store_outage_keeps_every_acked_sample_and_every_query_answered() {
     let t_read = Instant::now();
     let tally = verify_all(&weft, &run, "after the recovery");
     let read_time = t_read.elapsed();
+    if tally.lost > 0 {
+        explain_missing(&bucket, &tally);
+    }
     tally.assert_clean("read-back after the recovery");
 
     // Scale-down: the contract's shutdown, then a fresh weft on the same store only.

@@ -5,6 +5,7 @@
 //! `weft_requests_rejected_total`. No handler picks a status code of its own.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -107,7 +108,20 @@ impl ApiError {
             ErrorClass::Internal => tracing::error!(class = ?self.class, "{}", self.message),
             // Unavailable is logged where it arises (WAL poisoning, replay); repeating it for
             // every readiness probe or refused push would only bury it.
-            ErrorClass::Overloaded => tracing::warn!(class = ?self.class, "{}", self.message),
+            // Overload comes in storms (every writer retries): one line a second at most.
+            ErrorClass::Overloaded => {
+                static LAST: AtomicU64 = AtomicU64::new(0);
+                static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                if LAST.swap(now, Ordering::Relaxed) != now {
+                    let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+                    tracing::warn!(class = ?self.class, suppressed, "{}", self.message);
+                } else {
+                    SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             _ => tracing::debug!(class = ?self.class, "{}", self.message),
         }
     }

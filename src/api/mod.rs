@@ -45,7 +45,8 @@ pub struct ApiLimits {
     pub max_concurrent_reads: usize,
     /// Bytes of push bodies in flight (by Content-Length); more get 503 + Retry-After.
     pub max_inflight_push_bytes: u64,
-    /// Most bytes one remote read may read from the object store.
+    /// Most bytes of chunks (copied from memory and spill, read from the store) one remote
+    /// read may gather.
     pub max_read_store_bytes: u64,
     /// Most samples one SAMPLES remote-read response may carry.
     pub max_read_samples: usize,

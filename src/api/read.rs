@@ -142,7 +142,8 @@ pub struct Prepared {
 
 /// Selects every query's series in every tier and reads what is needed from the store (all
 /// before the answer starts, so that a partial answer is known when the headers go out).
-/// Store data over `max_store_bytes` is refused with a 400 asking for a narrower query.
+/// Chunk data (local copies and store reads) over `max_store_bytes` is refused with a 400
+/// asking for a narrower query.
 pub async fn prepare(
     querier: &Querier,
     tenant: &TenantId,
@@ -161,17 +162,22 @@ pub async fn prepare(
             add_warning(&mut warnings, w);
         }
         let mut series = a.data;
-        for s in &mut series {
-            store_bytes += querier
-                .fetch_remote(s, q.start, q.end, deadline, &mut warnings)
-                .await;
-            if store_bytes > max_store_bytes {
-                return Err(ApiError::bad_data(format!(
-                    "remote read would read more than {max_store_bytes} bytes from the \
-                     object store; narrow the query"
-                )));
-            }
+        let (needed, bytes) = querier.remote_needed(&series, q.start, q.end);
+        let local: u64 = series
+            .iter()
+            .flat_map(|s| &s.head)
+            .map(|c| c.data.len() as u64)
+            .sum();
+        store_bytes += bytes + local;
+        if store_bytes > max_store_bytes {
+            return Err(ApiError::bad_data(format!(
+                "remote read would gather more than {max_store_bytes} bytes of chunks; \
+                 narrow the query"
+            )));
         }
+        querier
+            .fetch_remote(&mut series, needed, deadline, &mut warnings)
+            .await;
         out.push((q, series));
     }
     Ok(Prepared {

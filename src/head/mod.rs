@@ -641,11 +641,31 @@ impl TenantHead {
         cut
     }
 
+    /// The flusher's object ids of the chunks [`TenantHead::release_flushed`] would drop now.
+    pub fn releasable_objects(&self, retain: Duration, all: bool) -> Vec<u64> {
+        let mut out = Vec::new();
+        for s in self.all_series() {
+            s.releasable_objects(retain, all, &mut out);
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// Drops flushed chunks from memory (see [`Series::release_flushed`]).
-    pub fn release_flushed(&self, retain: Duration, all: bool) -> Released {
+    ///
+    /// Only chunks whose object `allowed` accepts are dropped: the caller first tells the
+    /// readers that those objects must be read from the store (see
+    /// [`TenantHead::releasable_objects`]), so no query finds a chunk in neither place.
+    pub fn release_flushed(
+        &self,
+        retain: Duration,
+        all: bool,
+        allowed: &dyn Fn(u64) -> bool,
+    ) -> Released {
         let mut out = Released::default();
         for s in self.all_series() {
-            s.release_flushed(retain, all, &mut out);
+            s.release_flushed(retain, all, allowed, &mut out);
         }
         self.closed_bytes.fetch_sub(out.bytes, Ordering::Relaxed);
         self.metrics.chunks.dec_by(out.chunks as i64);

@@ -303,6 +303,23 @@ impl Series {
         out
     }
 
+    /// The time ranges of the chunks that overlap `[mint, maxt]` (no bytes copied).
+    pub fn chunk_ranges(&self, mint: i64, maxt: i64) -> Vec<(i64, i64)> {
+        let d = self.data.lock();
+        let mut out: Vec<(i64, i64)> = d
+            .closed
+            .iter()
+            .filter(|c| c.min_t <= maxt && c.max_t >= mint)
+            .map(|c| (c.min_t, c.max_t))
+            .collect();
+        if let Some((last_t, _)) = d.last {
+            if d.open.num_samples() > 0 && d.open_min_t <= maxt && last_t >= mint {
+                out.push((d.open_min_t, last_t));
+            }
+        }
+        out
+    }
+
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
     pub fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in self.chunks(mint, maxt) {
@@ -395,14 +412,22 @@ impl Series {
         let mut closed_bytes = 0u64;
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_none() && c.spilled.is_none() {
-                // Decoding the chunk once rebuilds the appender and yields the newest sample.
-                let open = XorAppender::from_chunk(&c.data)?;
-                d.last = open.last();
-                if !c.flushed {
-                    d.open = open;
-                    d.open_min_t = c.min_t;
-                    break;
+            if it.peek().is_none() {
+                // The newest sample: appends must follow it. Decoding the chunk once rebuilds
+                // the appender too.
+                let bytes = match (&c.spilled, spill) {
+                    (Some(r), Some(sp)) => sp.read(r).ok(),
+                    (Some(_), None) => None,
+                    (None, _) => Some(c.data.clone()),
+                };
+                if let Some(bytes) = bytes {
+                    let open = XorAppender::from_chunk(&bytes)?;
+                    d.last = open.last();
+                    if !c.flushed && c.spilled.is_none() {
+                        d.open = open;
+                        d.open_min_t = c.min_t;
+                        break;
+                    }
                 }
             }
             let body = match c.spilled {
@@ -608,10 +633,18 @@ impl Series {
 
     /// Drops flushed chunks from memory: those flushed at least `retain` ago, or all flushed
     /// ones with `all`. Adds what was freed to `out`.
-    pub fn release_flushed(&self, retain: Duration, all: bool, out: &mut Released) {
+    pub fn release_flushed(
+        &self,
+        retain: Duration,
+        all: bool,
+        allowed: &dyn Fn(u64) -> bool,
+        out: &mut Released,
+    ) {
         let mut d = self.data.lock();
         d.closed.retain(|c| match c.flush {
-            FlushState::Flushed { at, object } if all || at.elapsed() >= retain => {
+            FlushState::Flushed { at, object }
+                if (all || at.elapsed() >= retain) && allowed(object) =>
+            {
                 out.chunks += 1;
                 out.bytes += c.body.mem_len() as u64;
                 if object != 0 && out.objects.last() != Some(&object) {
@@ -621,6 +654,18 @@ impl Series {
             }
             _ => true,
         });
+    }
+
+    /// The objects of the chunks [`Series::release_flushed`] would drop now, added to `out`.
+    pub fn releasable_objects(&self, retain: Duration, all: bool, out: &mut Vec<u64>) {
+        let d = self.data.lock();
+        for c in &d.closed {
+            if let FlushState::Flushed { at, object } = c.flush {
+                if object != 0 && (all || at.elapsed() >= retain) && out.last() != Some(&object) {
+                    out.push(object);
+                }
+            }
+        }
     }
 
     /// Closed chunks not in the store yet (pending or being uploaded).
@@ -703,10 +748,17 @@ impl Series {
 }
 
 impl SeriesData {
+    /// The span of the chunks held (not of samples released to the store).
     fn time_range(&self) -> Option<(i64, i64)> {
-        let (last_t, _) = self.last?;
-        let first = self.closed.first().map_or(self.open_min_t, |c| c.min_t);
-        Some((first, last_t))
+        let open = (self.open.num_samples() > 0).then(|| {
+            (
+                self.open_min_t,
+                self.last.map_or(self.open_min_t, |(t, _)| t),
+            )
+        });
+        let first = self.closed.first().map(|c| c.min_t).or(open.map(|o| o.0))?;
+        let last = open.map(|o| o.1).or(self.closed.last().map(|c| c.max_t))?;
+        Some((first, last))
     }
 
     /// Closes the open chunk and starts a fresh one. Returns the closed chunk's size.

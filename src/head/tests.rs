@@ -287,9 +287,9 @@ fn flush_life_cycle_pending_in_flight_flushed_released() {
     s.finish_flush(&min_ts, true, 7);
     assert_eq!(s.unflushed().0, 0);
     // Retained until the retain period passes; released with `all`.
-    let r = t.release_flushed(std::time::Duration::from_secs(3600), false);
+    let r = t.release_flushed(std::time::Duration::from_secs(3600), false, &|_| true);
     assert_eq!(r.chunks, 0);
-    let r = t.release_flushed(std::time::Duration::ZERO, true);
+    let r = t.release_flushed(std::time::Duration::ZERO, true, &|_| true);
     assert_eq!((r.chunks, r.objects.clone()), (3, vec![7]));
     assert_eq!(h.closed_bytes(), 0);
     // New samples still append after the released ones.

@@ -37,14 +37,17 @@ pub struct Answer<T> {
     pub warnings: Vec<String>,
 }
 
-/// One selected series: its labels, its head series if the head has it, and its chunks in
-/// the store.
+/// One selected series: its labels, copies of its head chunks, and its chunks in the store.
+///
+/// The head's chunks are copied when the series is selected, before the store is asked:
+/// the flusher tells the catalog an object must be read from the store before it drops
+/// that object's chunks from memory, so every chunk is in the copy or in the selection.
 #[derive(Debug, Clone)]
 pub struct Selected {
     /// The labels.
     pub labels: Labels,
-    /// The head's series, if any.
-    pub head: Option<Arc<Series>>,
+    /// Copies of the head's chunks in the range (memory and spill), ordered and disjoint.
+    pub head: Vec<ChunkCopy>,
     /// Chunks in the store overlapping the range.
     pub remote: Vec<RemoteChunk>,
     /// Store chunks read by [`Querier::fetch_remote`].
@@ -84,7 +87,7 @@ impl Querier {
     }
 
     /// Series matching all `matchers` with data in `[mint, maxt]` in any tier, sorted by
-    /// labels, one entry per label set.
+    /// labels, one entry per label set, with copies of their head chunks.
     pub async fn select(
         &self,
         tenant: &TenantId,
@@ -93,17 +96,42 @@ impl Querier {
         maxt: i64,
         deadline: Instant,
     ) -> Answer<Vec<Selected>> {
-        let local = match self.head.tenant(tenant) {
-            Some(t) => t.select(matchers, mint, maxt),
+        self.select_inner(tenant, matchers, mint, maxt, deadline, true)
+            .await
+    }
+
+    /// [`Querier::select`] without copying chunks: for label queries.
+    async fn select_inner(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        deadline: Instant,
+        copy_chunks: bool,
+    ) -> Answer<Vec<Selected>> {
+        let local: Vec<(Arc<Series>, Vec<ChunkCopy>)> = match self.head.tenant(tenant) {
+            Some(t) => t
+                .select(matchers, mint, maxt)
+                .into_iter()
+                .map(|s| {
+                    let c = if copy_chunks {
+                        s.chunks(mint, maxt)
+                    } else {
+                        Vec::new()
+                    };
+                    (s, c)
+                })
+                .collect(),
             None => Vec::new(),
         };
         let Some(catalog) = &self.catalog else {
             return Answer {
                 data: local
                     .into_iter()
-                    .map(|s| Selected {
+                    .map(|(s, c)| Selected {
                         labels: s.labels().clone(),
-                        head: Some(s),
+                        head: c,
                         remote: Vec::new(),
                         fetched: Vec::new(),
                     })
@@ -121,7 +149,7 @@ impl Querier {
                 (None, None) => break,
                 (Some(_), None) => Some(true),
                 (None, Some(_)) => Some(false),
-                (Some(a), Some(b)) => match a.labels().cmp(&b.labels) {
+                (Some(a), Some(b)) => match a.0.labels().cmp(&b.labels) {
                     std::cmp::Ordering::Less => Some(true),
                     std::cmp::Ordering::Greater => Some(false),
                     std::cmp::Ordering::Equal => None,
@@ -129,10 +157,10 @@ impl Querier {
             };
             out.push(match take_left {
                 Some(true) => {
-                    let s = l.next().expect("peeked");
+                    let (s, c) = l.next().expect("peeked");
                     Selected {
                         labels: s.labels().clone(),
-                        head: Some(s),
+                        head: c,
                         remote: Vec::new(),
                         fetched: Vec::new(),
                     }
@@ -141,17 +169,17 @@ impl Querier {
                     let s = r.next().expect("peeked");
                     Selected {
                         labels: s.labels,
-                        head: None,
+                        head: Vec::new(),
                         remote: s.chunks,
                         fetched: Vec::new(),
                     }
                 }
                 None => {
-                    let a = l.next().expect("peeked");
+                    let (_, c) = l.next().expect("peeked");
                     let b = r.next().expect("peeked");
                     Selected {
                         labels: b.labels,
-                        head: Some(a),
+                        head: c,
                         remote: b.chunks,
                         fetched: Vec::new(),
                     }
@@ -164,70 +192,77 @@ impl Querier {
         }
     }
 
-    /// Reads the store chunks of `s` that overlap `[mint, maxt]` and that the head does not
-    /// hold itself, into `s.fetched`. A chunk that cannot be read by `deadline` becomes a
-    /// warning. Returns the bytes read.
-    pub async fn fetch_remote(
+    /// The store chunks each of `series` needs for `[mint, maxt]`: those overlapping the
+    /// range that the head does not hold itself (a chunk retained after its flush is read
+    /// from memory). Returns (series index, chunk) pairs and their total bytes.
+    pub fn remote_needed(
         &self,
-        s: &mut Selected,
+        series: &[Selected],
         mint: i64,
         maxt: i64,
-        deadline: Instant,
-        warnings: &mut Vec<String>,
-    ) -> u64 {
-        let Some(catalog) = &self.catalog else {
-            return 0;
-        };
-        if s.remote.is_empty() {
-            return 0;
-        }
-        // Chunks the head still has (retained after their flush) need no store read.
-        let local: BTreeSet<(i64, i64)> = s
-            .head
-            .as_ref()
-            .map(|h| {
-                h.chunks(mint, maxt)
-                    .iter()
-                    .map(|c| (c.min_t, c.max_t))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut bytes = 0;
-        for rc in &s.remote {
-            let m = &rc.meta;
-            if m.min_t > maxt || m.max_t < mint || local.contains(&(m.min_t, m.max_t)) {
+    ) -> (Vec<(usize, RemoteChunk)>, u64) {
+        let mut out = Vec::new();
+        let mut bytes = 0u64;
+        for (i, s) in series.iter().enumerate() {
+            if s.remote.is_empty() {
                 continue;
             }
-            match catalog.read_chunk(rc, deadline).await {
-                Ok(b) => {
-                    bytes += b.len() as u64;
-                    s.fetched.push(ChunkCopy {
-                        min_t: m.min_t,
-                        max_t: m.max_t,
-                        data: b.to_vec(),
-                        flushed: true,
-                    });
+            let local: BTreeSet<(i64, i64)> = s.head.iter().map(|c| (c.min_t, c.max_t)).collect();
+            for rc in &s.remote {
+                let m = &rc.meta;
+                if m.min_t > maxt || m.max_t < mint || local.contains(&(m.min_t, m.max_t)) {
+                    continue;
                 }
+                bytes += m.len as u64;
+                out.push((i, rc.clone()));
+            }
+        }
+        (out, bytes)
+    }
+
+    /// Reads `needed` (from [`Querier::remote_needed`]) into the series' `fetched` lists,
+    /// coalescing reads per object. A chunk that cannot be read by `deadline` becomes a
+    /// warning.
+    pub async fn fetch_remote(
+        &self,
+        series: &mut [Selected],
+        needed: Vec<(usize, RemoteChunk)>,
+        deadline: Instant,
+        warnings: &mut Vec<String>,
+    ) {
+        let Some(catalog) = &self.catalog else {
+            return;
+        };
+        if needed.is_empty() {
+            return;
+        }
+        let chunks: Vec<RemoteChunk> = needed.iter().map(|(_, c)| c.clone()).collect();
+        let results = catalog.read_chunks(&chunks, deadline).await;
+        for ((i, rc), r) in needed.into_iter().zip(results) {
+            match r {
+                Ok(b) => series[i].fetched.push(ChunkCopy {
+                    min_t: rc.meta.min_t,
+                    max_t: rc.meta.max_t,
+                    data: b.to_vec(),
+                    flushed: true,
+                }),
                 Err(e) => add_warning(
                     warnings,
                     format!("store unavailable: chunk of {} not read: {e}", rc.path),
                 ),
             }
         }
-        bytes
     }
 
     /// Every chunk of a selected series overlapping `[mint, maxt]`: the head's and the
     /// fetched store chunks, ordered, without repeats.
     pub fn chunks(&self, s: &Selected, mint: i64, maxt: i64) -> Vec<ChunkCopy> {
-        let mut all = match &s.head {
-            Some(h) => h.chunks(mint, maxt),
-            None => Vec::new(),
-        };
+        let in_range = |c: &&ChunkCopy| c.min_t <= maxt && c.max_t >= mint;
+        let mut all: Vec<ChunkCopy> = s.head.iter().filter(in_range).cloned().collect();
         if s.fetched.is_empty() {
             return all; // already ordered and disjoint
         }
-        all.extend(s.fetched.iter().cloned());
+        all.extend(s.fetched.iter().filter(in_range).cloned());
         let (merged, bad) = merge::merge_chunks(all);
         if bad > 0 {
             tracing::error!(series = %s.labels, bad, "chunks that do not decode were left out");
@@ -267,7 +302,9 @@ impl Querier {
         let all = [Vec::new()];
         let sets = if sets.is_empty() { &all[..] } else { sets };
         for m in sets {
-            let a = self.select(tenant, m, mint, maxt, deadline).await;
+            let a = self
+                .select_inner(tenant, m, mint, maxt, deadline, false)
+                .await;
             for w in a.warnings {
                 add_warning(&mut warnings, w);
             }

@@ -48,6 +48,24 @@ use crate::model::{Labels, Matcher, TenantId};
 /// Object indexes one select fetches at once.
 pub const INDEX_FETCH_CONCURRENCY: usize = 8;
 
+/// Longest span one coalesced chunk read may fetch from an object.
+pub const COALESCE_MAX_BYTES: u64 = 16 << 20;
+
+/// A copy of a store error for every chunk one failed read was for.
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Timeout { op, path, after } => StoreError::Timeout {
+            op,
+            path: path.clone(),
+            after: *after,
+        },
+        StoreError::NotFound { path } => StoreError::NotFound { path: path.clone() },
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        // Backend errors carry a non-Clone source: keep the message, stay retryable.
+        other => StoreError::Repeated(other.to_string()),
+    }
+}
+
 /// Per-object warnings one select reports; past this, one line says how many more.
 /// An outage would otherwise put one line per object of the range into every answer.
 pub const MAX_OBJECT_WARNINGS: usize = 10;
@@ -208,7 +226,12 @@ impl Catalog {
     /// breaker (so while the store is down it waits for its turn to probe). Each failure is
     /// logged once at warn. Cancel by dropping the future (or aborting its task).
     pub async fn run_loader(self: Arc<Self>) {
-        let mut backoff = Backoff::from_entropy(BackoffConfig::default());
+        // Short ceiling: until the catalog loads, every query is marked partial, so it
+        // should load soon after the store comes back.
+        let mut backoff = Backoff::from_entropy(BackoffConfig {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(2),
+        });
         let mut attempt = 0u64;
         let this = &*self;
         loop {
@@ -371,6 +394,81 @@ impl Catalog {
             .await?;
         self.cache.put_chunk(&c.path, c.meta.offset, &bytes);
         Ok(bytes)
+    }
+
+    /// Many chunks' bytes, in the order given: cached ones from the cache; the rest read
+    /// per object, several objects at once, with one range GET covering all of an
+    /// object's wanted chunks when they lie close together (at most
+    /// [`COALESCE_MAX_BYTES`], and at most twice the bytes wanted), else one GET each.
+    /// Every chunk's CRC is checked; each read follows [`Self::read_chunk`]'s rules.
+    pub async fn read_chunks(
+        &self,
+        chunks: &[RemoteChunk],
+        deadline: Instant,
+    ) -> Vec<Result<Bytes, StoreError>> {
+        let mut out: Vec<Option<Result<Bytes, StoreError>>> = chunks
+            .iter()
+            .map(|c| {
+                self.cache
+                    .get_chunk(&c.path, c.meta.offset, c.meta.len)
+                    .map(Ok)
+            })
+            .collect();
+        let mut by_object: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
+        for (i, c) in chunks.iter().enumerate() {
+            if out[i].is_none() {
+                by_object.entry(&c.path).or_default().push(i);
+            }
+        }
+        type Read<'a> = std::pin::Pin<
+            Box<dyn Future<Output = Vec<(usize, Result<Bytes, StoreError>)>> + Send + 'a>,
+        >;
+        let mut futs: Vec<Read<'_>> = Vec::new();
+        for (path, mut idx) in by_object {
+            idx.sort_by_key(|&i| chunks[i].meta.offset);
+            futs.push(Box::pin(async move {
+                let wanted: u64 = idx.iter().map(|&i| chunks[i].meta.len as u64).sum();
+                let start = chunks[idx[0]].meta.offset;
+                let end = idx
+                    .iter()
+                    .map(|&i| chunks[i].meta.range().end)
+                    .max()
+                    .unwrap_or(start);
+                let span = end - start;
+                let mut results = Vec::with_capacity(idx.len());
+                if idx.len() > 1 && span <= COALESCE_MAX_BYTES && span <= wanted * 2 {
+                    let got = self
+                        .read("read_chunks", path, deadline, |s| async move {
+                            s.get_range(path, start..end).await
+                        })
+                        .await;
+                    for &i in &idx {
+                        let m = &chunks[i].meta;
+                        let r = got.as_ref().map_err(clone_err).and_then(|b| {
+                            let lo = (m.offset - start) as usize;
+                            let bytes = b.slice(lo..lo + m.len as usize);
+                            super::object::verify_chunk(m, &bytes)?;
+                            self.cache.put_chunk(path, m.offset, &bytes);
+                            Ok(bytes)
+                        });
+                        results.push((i, r));
+                    }
+                } else {
+                    for &i in &idx {
+                        results.push((i, self.read_chunk(&chunks[i], deadline).await));
+                    }
+                }
+                results
+            }));
+        }
+        let reads = futures::stream::iter(futs).buffer_unordered(INDEX_FETCH_CONCURRENCY);
+        let all: Vec<Vec<(usize, Result<Bytes, StoreError>)>> = reads.collect().await;
+        for (i, r) in all.into_iter().flatten() {
+            out[i] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.expect("every chunk was read or found"))
+            .collect()
     }
 
     /// An object's index: from the cache, or fetched, checked against its key, and cached.

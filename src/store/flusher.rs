@@ -431,19 +431,22 @@ impl Flusher {
     pub fn release(&self, all: bool) -> u64 {
         let mut freed = 0;
         for th in self.head.tenant_heads() {
-            let r = th.release_flushed(self.cfg.retain_period, all);
-            freed += r.bytes;
-            self.metrics.released_chunks.inc_by(r.chunks);
-            if r.objects.is_empty() {
-                continue;
-            }
+            // Readers learn first that these objects are to be read from the store; only
+            // then do their chunks leave memory. A query that selects from the head before
+            // the store therefore finds each chunk in at least one of them.
+            let ids = th.releasable_objects(self.cfg.retain_period, all);
             let keys: Vec<ObjectKey> = {
                 let mut local = self.local_objects.lock();
-                r.objects.iter().filter_map(|id| local.remove(id)).collect()
+                ids.iter().filter_map(|id| local.remove(id)).collect()
             };
             for k in &keys {
                 self.listener.released(k);
             }
+            let r = th.release_flushed(self.cfg.retain_period, all, &|id| {
+                id == 0 || ids.binary_search(&id).is_ok()
+            });
+            freed += r.bytes;
+            self.metrics.released_chunks.inc_by(r.chunks);
         }
         freed
     }

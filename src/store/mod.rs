@@ -123,6 +123,9 @@ pub enum StoreError {
         /// Why.
         reason: &'static str,
     },
+    /// The same retryable failure, reported again for another chunk of one failed read.
+    #[error("{0}")]
+    Repeated(String),
     /// The caller asked for something the format cannot hold.
     #[error("invalid object input: {0}")]
     InvalidInput(String),
@@ -135,7 +138,7 @@ impl StoreError {
     /// counts only retryable errors as failures of the store.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Timeout { .. } => true,
+            StoreError::Timeout { .. } | StoreError::Repeated(_) => true,
             StoreError::Backend { source, .. } => !matches!(
                 source,
                 object_store::Error::NotFound { .. }

@@ -450,7 +450,7 @@ mod tests {
         let series = sample_series(10);
         let d = MemDir::new();
         let st = write_checkpoint(&d, 7, series.iter().cloned()).unwrap();
-        assert_eq!((st.series, st.chunks), (10, 20));
+        assert_eq!((st.series, st.chunks), (10, 30));
         assert_eq!(d.list().unwrap(), vec![checkpoint_name(7)]);
         let mut back = Vec::new();
         let st2 = read_checkpoint(&d, &checkpoint_name(7), |s| {
