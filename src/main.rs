@@ -521,7 +521,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_chunk_idle: args.flush_max_chunk_idle,
             retain_period: args.flush_retain_period,
             concurrency: args.flush_concurrency,
-            max_object_bytes: args.flush_max_object_bytes,
+            // Objects are built in memory (chunk copies plus the encoded object): keep the
+            // uploads in flight within half the memory budget, so they are part of the
+            // bounded overhead rather than a multiple of the budget.
+            max_object_bytes: args
+                .flush_max_object_bytes
+                .min((args.memory_bytes / 4 / args.flush_concurrency.max(1) as u64).max(1 << 20)),
             ingester_id,
             ..FlushConfig::default()
         },
