@@ -253,6 +253,9 @@ pub struct Spill {
     /// Test seam: the next file allocation fails with ENOSPC.
     #[cfg(test)]
     inject_enospc: AtomicBool,
+    /// Test seam: the next msync fails with EIO.
+    #[cfg(test)]
+    inject_eio: AtomicBool,
 }
 
 struct Writer {
@@ -375,6 +378,8 @@ impl Spill {
             poisoned: AtomicBool::new(false),
             #[cfg(test)]
             inject_enospc: AtomicBool::new(false),
+            #[cfg(test)]
+            inject_eio: AtomicBool::new(false),
         })
     }
 
@@ -609,10 +614,18 @@ impl Spill {
     fn sync_active(&self, a: &mut ActiveFile) -> Result<(), SpillError> {
         if a.pos > a.synced {
             // memmap2 aligns the start down to a page boundary and calls msync(MS_SYNC).
-            if let Err(e) = a
+            let synced = a
                 .map
-                .flush_range(a.synced as usize, (a.pos - a.synced) as usize)
-            {
+                .flush_range(a.synced as usize, (a.pos - a.synced) as usize);
+            #[cfg(test)]
+            let synced = synced.and_then(|()| {
+                if self.inject_eio.swap(false, Ordering::AcqRel) {
+                    Err(io::Error::from_raw_os_error(libc::EIO))
+                } else {
+                    Ok(())
+                }
+            });
+            if let Err(e) = synced {
                 self.poisoned.store(true, Ordering::Release);
                 error!(
                     file = a.index,

@@ -467,6 +467,32 @@ fn enospc_at_allocation_is_disk_full_and_changes_nothing() {
     }
 }
 
+#[test]
+fn failed_msync_poisons_writes_and_syncs_but_reads_go_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spill = Spill::open(cfg(tmp.path(), MIN_FILE_SIZE_BYTES)).unwrap();
+    let a = spill.write(1, 0, 0, b"before").unwrap();
+    spill.inject_eio.store(true, Ordering::SeqCst);
+    let err = spill.sync().unwrap_err();
+    assert!(matches!(err, SpillError::Io { op: "msync", .. }), "{err}");
+    assert!(spill.is_poisoned());
+    // Never retried: a later sync could falsely succeed after the kernel dropped the pages.
+    assert!(matches!(spill.sync(), Err(SpillError::Poisoned)));
+    assert!(matches!(
+        spill.write(1, 0, 0, b"after"),
+        Err(SpillError::Poisoned)
+    ));
+    assert_eq!(spill.read(&a).unwrap(), b"before");
+    spill.release(&a);
+    assert_eq!(spill.live_bytes(), 0);
+    // A restart recovers.
+    drop(spill);
+    let spill = Spill::open(cfg(tmp.path(), MIN_FILE_SIZE_BYTES)).unwrap();
+    assert_eq!(spill.gc(), 1);
+    spill.write(1, 0, 0, b"after").unwrap();
+    spill.sync().unwrap();
+}
+
 /// A mounted tmpfs, unmounted on drop (as in `tests/disk_full.rs`).
 struct Tmpfs {
     dir: std::path::PathBuf,
