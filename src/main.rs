@@ -63,6 +63,11 @@ enum InspectCommand {
         /// The object file.
         file: PathBuf,
     },
+    /// Files and chunk records of a spill directory (`<data-dir>/spill`).
+    Spill {
+        /// The spill directory.
+        dir: PathBuf,
+    },
 }
 
 /// `--wal.sync`.
@@ -251,6 +256,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(Command::Inspect(InspectCommand::Spill { dir })) => match weft::spill::inspect(&dir) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("weft inspect spill: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some(Command::Inspect(InspectCommand::Wal { dir })) => match weft::wal::inspect(&dir) {
             Ok(text) => {
                 print!("{text}");

@@ -187,3 +187,24 @@ fn inspect_object_lists_series_and_chunks_and_refuses_a_corrupt_object() {
     assert!(!out.stderr.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn inspect_spill_lists_the_records_of_a_spill_directory() {
+    let dir = std::env::temp_dir().join(format!("weft-inspect-spill-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let spill = weft::spill::Spill::open(weft::spill::SpillConfig {
+        dir: dir.clone(),
+        file_size: weft::spill::MIN_FILE_SIZE_BYTES,
+    })
+    .unwrap();
+    let chunk = weft::chunk::encode([(1_000, 1.0), (2_000, 2.0)]);
+    spill.write(4242, 1_000, 2_000, &chunk).unwrap();
+    spill.write(4243, 3_000, 3_000, &chunk).unwrap();
+    spill.sync().unwrap();
+    drop(spill);
+    let out = String::from_utf8(run(&["inspect", "spill", dir.to_str().unwrap()], b"")).unwrap();
+    assert!(out.contains("spill-"), "{out}");
+    assert!(out.contains("header ok"), "{out}");
+    assert!(out.contains("4242") && out.contains("4243"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -303,23 +303,6 @@ impl Series {
         out
     }
 
-    /// The time ranges of the chunks that overlap `[mint, maxt]` (no bytes copied).
-    pub fn chunk_ranges(&self, mint: i64, maxt: i64) -> Vec<(i64, i64)> {
-        let d = self.data.lock();
-        let mut out: Vec<(i64, i64)> = d
-            .closed
-            .iter()
-            .filter(|c| c.min_t <= maxt && c.max_t >= mint)
-            .map(|c| (c.min_t, c.max_t))
-            .collect();
-        if let Some((last_t, _)) = d.last {
-            if d.open.num_samples() > 0 && d.open_min_t <= maxt && last_t >= mint {
-                out.push((d.open_min_t, last_t));
-            }
-        }
-        out
-    }
-
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
     pub fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in self.chunks(mint, maxt) {
