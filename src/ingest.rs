@@ -36,6 +36,9 @@ const SAMPLES_PER_RECORD: usize = 8192;
 pub struct Ingester {
     head: Arc<Head>,
     wal: Arc<Wal>,
+    /// One checkpoint at a time (the schedule and the disk-budget balancer both ask), and
+    /// when the last one finished.
+    checkpointing: parking_lot::Mutex<Instant>,
 }
 
 impl Ingester {
@@ -73,6 +76,7 @@ impl Ingester {
             Self {
                 head,
                 wal: Arc::new(wal),
+                checkpointing: parking_lot::Mutex::new(Instant::now()),
             },
             stats,
         ))
@@ -134,6 +138,29 @@ impl Ingester {
     /// Writes a checkpoint of the whole head at a fresh segment boundary, then lets the WAL
     /// drop the segments it no longer needs. Ingestion goes on meanwhile.
     pub fn checkpoint(&self) -> Result<CheckpointStats, WalError> {
+        let mut last = self.checkpointing.lock();
+        let r = self.checkpoint_locked();
+        *last = Instant::now();
+        r
+    }
+
+    /// A checkpoint, unless one finished less than `min_age` ago or one is being written.
+    /// For the disk-budget balancer: refused pushes do not grow the WAL, so the size
+    /// trigger of the schedule would not fire, yet a checkpoint is what frees WAL segments.
+    pub fn checkpoint_if_older(
+        &self,
+        min_age: Duration,
+    ) -> Option<Result<CheckpointStats, WalError>> {
+        let mut last = self.checkpointing.try_lock()?;
+        if last.elapsed() < min_age {
+            return None;
+        }
+        let r = self.checkpoint_locked();
+        *last = Instant::now();
+        Some(r)
+    }
+
+    fn checkpoint_locked(&self) -> Result<CheckpointStats, WalError> {
         let n = self.wal.cut()?;
         // Spilled chunks are referenced, not copied: their bytes must be durable first.
         // (The head only swaps a chunk for its spilled copy after a sync, so every reference
@@ -272,6 +299,7 @@ impl Replayer<'_> {
                 self.progress.checkpoint_samples += cs
                     .chunks
                     .iter()
+                    .filter(|c| !c.spilled)
                     .filter_map(|c| c.data.get(..2))
                     .map(|n| u64::from(u16::from_be_bytes([n[0], n[1]])))
                     .sum::<u64>();

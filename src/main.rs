@@ -566,6 +566,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let flusher = flusher.clone();
         let metrics = state.metrics().clone();
         let spill = spill.clone();
+        let ingester = ingester.clone();
         tokio::spawn(pressure.clone().run(move |p| {
             let budget = p.budgets().memory_bytes;
             if head.closed_bytes() > budget {
@@ -587,7 +588,17 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
             metrics.spill_bytes.set(spill.live_bytes() as i64);
-            p.observe(&head, spill.disk_bytes(), &metrics);
+            let disk = p.observe(&head, spill.disk_bytes(), &metrics);
+            if disk >= p.budgets().disk_bytes {
+                // Disk is what refuses pushes now. Spilled chunks the store has can go at
+                // once (their retain period is for memory, and they are not in memory), and
+                // a checkpoint lets the WAL drop segments: nothing else shrinks the disk.
+                flusher.release(true);
+                if let Some(Err(e)) = ingester.checkpoint_if_older(Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "checkpoint for the disk budget failed");
+                }
+                p.observe(&head, spill.disk_bytes(), &metrics);
+            }
         }));
     }
     state.set_pressure(pressure);

@@ -76,7 +76,7 @@ pub struct Metrics {
     pub store_uploads: Counter,
     /// Bytes of objects uploaded.
     pub store_upload_bytes: Counter,
-    /// Store calls that failed and were retried (uploads and catalog listings).
+    /// Uploads that failed and were retried.
     pub store_retries: Counter,
     /// Chunks uploaded to the store.
     pub flush_chunks: Counter,
@@ -100,9 +100,9 @@ pub struct Metrics {
     pub query_partial: Family<ReasonLabels, Counter>,
     /// Bytes in the object index and chunk cache.
     pub cache_bytes: Gauge,
-    /// Cache lookups that hit, by kind (`index`, `chunk`).
+    /// Cache lookups that hit, by what was looked up (`reason` = `index` or `chunk`).
     pub cache_hits: Family<ReasonLabels, Counter>,
-    /// Cache lookups that missed, by kind.
+    /// Cache lookups that missed, by what was looked up (`reason` = `index` or `chunk`).
     pub cache_misses: Family<ReasonLabels, Counter>,
     /// Objects in the catalog.
     pub catalog_objects: Gauge,
@@ -213,7 +213,7 @@ impl Metrics {
         let store_retries = Counter::default();
         registry.register(
             "store_retries",
-            "Store calls that failed and were retried",
+            "Uploads that failed and were retried",
             store_retries.clone(),
         );
         let flush_chunks = Counter::default();
