@@ -9,6 +9,8 @@
 //!
 //! - `cold`: a catalog with a zero-byte cache, so every index and chunk is read from the
 //!   store (footer + index range GETs per object, one range GET per chunk).
+//! - `cold_coalesced`: the same, reading chunks the way the server does (`read_chunks`: one
+//!   range GET per object covering its wanted chunks when they lie close together).
 //! - `warm`: the same query against a catalog whose cache already holds everything.
 //!
 //! Criterion's time per iteration is the time of one query; throughput is chunks.
@@ -107,6 +109,27 @@ async fn query(catalog: &Catalog, tenant: &TenantId, matchers: &[Matcher]) -> us
         .await
 }
 
+/// The same query as the server runs it: select, then `read_chunks`, which reads each
+/// object's wanted chunks with one coalesced range GET.
+async fn query_coalesced(catalog: &Catalog, tenant: &TenantId, matchers: &[Matcher]) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let sel = catalog
+        .select(tenant, matchers, i64::MIN, i64::MAX, deadline)
+        .await;
+    assert!(sel.warnings.is_empty(), "{:?}", sel.warnings);
+    let chunks: Vec<_> = sel
+        .series
+        .iter()
+        .flat_map(|s| s.chunks.iter().cloned())
+        .collect();
+    catalog
+        .read_chunks(&chunks, deadline)
+        .await
+        .into_iter()
+        .map(|b| b.unwrap().len())
+        .sum()
+}
+
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -144,6 +167,9 @@ fn bench(c: &mut Criterion) {
     g.measurement_time(Duration::from_secs(5));
     g.bench_function("query_100_series_20_objects_cold", |b| {
         b.iter(|| rt.block_on(query(&cold, &tenant, &matchers)))
+    });
+    g.bench_function("query_100_series_20_objects_cold_coalesced", |b| {
+        b.iter(|| rt.block_on(query_coalesced(&cold, &tenant, &matchers)))
     });
     g.bench_function("query_100_series_20_objects_warm", |b| {
         b.iter(|| rt.block_on(query(&warm, &tenant, &matchers)))

@@ -51,6 +51,12 @@ pub const INDEX_FETCH_CONCURRENCY: usize = 8;
 /// Longest span one coalesced chunk read may fetch from an object.
 pub const COALESCE_MAX_BYTES: u64 = 16 << 20;
 
+/// A span this small is always fetched in one request, however few chunks in it are wanted.
+pub const COALESCE_SMALL_BYTES: u64 = 1 << 20;
+
+/// Chunk reads of one object in flight at once when they are not coalesced.
+pub const CHUNK_READ_CONCURRENCY: usize = 8;
+
 /// A copy of a store error for every chunk one failed read was for.
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
@@ -399,7 +405,8 @@ impl Catalog {
     /// Many chunks' bytes, in the order given: cached ones from the cache; the rest read
     /// per object, several objects at once, with one range GET covering all of an
     /// object's wanted chunks when they lie close together (at most
-    /// [`COALESCE_MAX_BYTES`], and at most twice the bytes wanted), else one GET each.
+    /// [`COALESCE_MAX_BYTES`], and at most four times the bytes wanted or at most
+    /// [`COALESCE_SMALL_BYTES`]), else one GET each, several at once.
     /// Every chunk's CRC is checked; each read follows [`Self::read_chunk`]'s rules.
     pub async fn read_chunks(
         &self,
@@ -436,7 +443,10 @@ impl Catalog {
                     .unwrap_or(start);
                 let span = end - start;
                 let mut results = Vec::with_capacity(idx.len());
-                if idx.len() > 1 && span <= COALESCE_MAX_BYTES && span <= wanted * 2 {
+                // One request for the lot when the extra bytes are few or cheap next to
+                // the per-request latency of an object store.
+                let close = span <= wanted * 4 || span <= COALESCE_SMALL_BYTES;
+                if idx.len() > 1 && span <= COALESCE_MAX_BYTES && close {
                     let got = self
                         .read("read_chunks", path, deadline, |s| async move {
                             s.get_range(path, start..end).await
@@ -454,8 +464,13 @@ impl Catalog {
                         results.push((i, r));
                     }
                 } else {
-                    for &i in &idx {
-                        results.push((i, self.read_chunk(&chunks[i], deadline).await));
+                    for batch in idx.chunks(CHUNK_READ_CONCURRENCY) {
+                        let mut reads = Vec::with_capacity(batch.len());
+                        for &i in batch {
+                            reads.push(self.read_chunk(&chunks[i], deadline));
+                        }
+                        let got = futures::future::join_all(reads).await;
+                        results.extend(batch.iter().copied().zip(got));
                     }
                 }
                 results
