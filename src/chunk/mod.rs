@@ -558,6 +558,23 @@ pub fn decode_bits(chunk: &[u8]) -> Result<Vec<(i64, u64)>, ChunkError> {
         .collect()
 }
 
+/// Appends the samples of `chunk` within `[mint, maxt]` to `out` (seeking to `mint`).
+/// Returns false if the chunk does not decode; samples before the bad spot are kept.
+pub fn push_range(chunk: &[u8], mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) -> bool {
+    let Ok(mut it) = XorIterator::new(chunk) else {
+        return false;
+    };
+    let mut next = it.seek(mint);
+    loop {
+        match next {
+            Some(Ok((t, v))) if t <= maxt => out.push((t, v)),
+            Some(Err(_)) => return false,
+            _ => return true,
+        }
+        next = it.next();
+    }
+}
+
 /// Encodes samples with a fresh appender.
 pub fn encode(samples: impl IntoIterator<Item = (i64, f64)>) -> Vec<u8> {
     let mut app = XorAppender::new();

@@ -306,18 +306,8 @@ impl Series {
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
     pub fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in self.chunks(mint, maxt) {
-            let Ok(mut it) = XorIterator::new(&c.data) else {
-                debug_assert!(false, "head chunk does not decode");
-                continue;
-            };
-            let mut next = it.seek(mint);
-            while let Some(Ok((t, v))) = next {
-                if t > maxt {
-                    break;
-                }
-                out.push((t, v));
-                next = it.next();
-            }
+            let ok = crate::chunk::push_range(&c.data, mint, maxt, out);
+            debug_assert!(ok, "head chunk does not decode");
         }
     }
 }

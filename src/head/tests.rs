@@ -340,3 +340,73 @@ fn a_flush_mark_splits_a_straddling_chunk_into_the_uploaded_bytes_and_the_rest()
     assert_eq!(r.appended, 1);
     assert_eq!(s.unflushed().0, 0, "only the open chunk is unflushed");
 }
+
+#[test]
+fn spilled_chunks_read_back_survive_a_restore_and_free_their_file_when_released() {
+    use crate::spill::{Spill, SpillConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let open_spill = || {
+        Arc::new(
+            Spill::open(SpillConfig {
+                dir: dir.path().to_path_buf(),
+                file_size: crate::spill::MIN_FILE_SIZE_BYTES,
+            })
+            .unwrap(),
+        )
+    };
+    let (h, t) = head_with(100);
+    h.set_spill(open_spill());
+    let samples: Vec<(i64, f64)> = (0..360).map(|i| (i * 1000, (i * i) as f64)).collect();
+    for name in ["a", "b", "c"] {
+        t.append(&batch(&[(&[("__name__", name)], &samples)]), None);
+    }
+    let before = all_samples(&t, &[]);
+    let in_memory = h.closed_bytes();
+    assert!(in_memory > 0);
+    // Move every closed chunk to the spill: memory drops to 0, reads are unchanged.
+    let (chunks, bytes) = h.spill_oldest(u64::MAX).unwrap();
+    assert_eq!((chunks, bytes), (6, in_memory));
+    assert_eq!(h.closed_bytes(), 0);
+    assert_eq!(all_samples(&t, &[]), before);
+    assert!(h.spill().unwrap().live_bytes() > 0);
+
+    // A checkpoint refers to the spilled chunks; a new head restores them from a reopened
+    // spill (as after a restart) and reads the same samples.
+    let snaps: Vec<(Labels, Vec<SnapshotChunk>)> = t
+        .all_series()
+        .iter()
+        .map(|s| (s.labels().clone(), s.snapshot()))
+        .collect();
+    assert!(snaps
+        .iter()
+        .all(|(_, c)| c.iter().filter(|c| c.spilled.is_some()).count() == 2));
+    let (h2, t2) = head_with(100);
+    h2.set_spill(open_spill());
+    for (i, (labels, chunks)) in snaps.into_iter().enumerate() {
+        let pairs: Vec<(&str, &str)> = labels.iter().map(|l| (&*l.name, &*l.value)).collect();
+        let s = h2
+            .restore_series(&TenantId::parse("t1").unwrap(), 1000 + i as u64, &pairs)
+            .unwrap();
+        t2.restore_chunks(&s, chunks).unwrap();
+    }
+    assert_eq!(all_samples(&t2, &[]), before);
+    // Appends continue after the restored open chunk.
+    let r = t2.append(&batch(&[(&[("__name__", "a")], &[(360_000, 1.0)])]), None);
+    assert_eq!(r.appended, 1);
+
+    // Once flushed and released, the spilled chunks let go of their file.
+    let spill2 = h2.spill().unwrap().clone();
+    let live = spill2.live_bytes();
+    for s in t2.all_series() {
+        let mut p = Vec::new();
+        s.pending(&mut p);
+        let min_ts: Vec<i64> = p.iter().map(|c| c.min_t).collect();
+        s.take_for_flush(&min_ts);
+        s.finish_flush(&min_ts, true, 1);
+    }
+    t2.release_flushed(std::time::Duration::ZERO, true, &|_| true);
+    assert!(
+        spill2.live_bytes() < live,
+        "released chunks still count as live spill data"
+    );
+}

@@ -273,16 +273,8 @@ impl Querier {
     /// The samples of a selected series in `[mint, maxt]`, appended to `out`.
     pub fn samples(&self, s: &Selected, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in self.chunks(s, mint, maxt) {
-            let Ok(mut it) = crate::chunk::XorIterator::new(&c.data) else {
-                continue;
-            };
-            let mut next = it.seek(mint);
-            while let Some(Ok((t, v))) = next {
-                if t > maxt {
-                    break;
-                }
-                out.push((t, v));
-                next = it.next();
+            if !crate::chunk::push_range(&c.data, mint, maxt, out) {
+                tracing::error!(series = %s.labels, "a chunk does not decode; its samples from the bad spot on are left out");
             }
         }
     }

@@ -554,57 +554,7 @@ impl Weft {
             accepted_response_types: vec![ResponseType::Samples as i32],
         };
         let r = self.read_raw(tenant, &req);
-        assert_eq!(r.status, 200, "remote read (samples) failed: {}", r.text());
-        let ct = r.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/x-protobuf"),
-            "SAMPLES response has Content-Type {ct:?}"
-        );
-        let raw =
-            unsnappy(&r.body).unwrap_or_else(|e| panic!("SAMPLES response is not snappy: {e}"));
-        let resp = ReadResponse::decode(raw.as_slice())
-            .unwrap_or_else(|e| panic!("SAMPLES response is not a ReadResponse: {e}"));
-        assert_eq!(
-            resp.results.len(),
-            queries.len(),
-            "one QueryResult per query"
-        );
-        let mut out = Vec::with_capacity(queries.len());
-        for (qi, (result, q)) in resp.results.into_iter().zip(queries).enumerate() {
-            let mut set: SeriesSet = Vec::with_capacity(result.timeseries.len());
-            for ts in result.timeseries {
-                let labels = to_labels(&ts.labels);
-                check_labels_sorted(&labels);
-                if let Some((prev, _)) = set.last() {
-                    assert!(
-                        prev < &labels,
-                        "query {qi}: series not strictly sorted: {} then {}",
-                        fmt_labels(prev),
-                        fmt_labels(&labels)
-                    );
-                }
-                let samples: Samples = ts
-                    .samples
-                    .iter()
-                    .map(|s| (s.timestamp, s.value.to_bits()))
-                    .collect();
-                check_samples(&labels, &samples);
-                if let Some(&(t, _)) = samples
-                    .iter()
-                    .find(|(t, _)| *t < q.start_timestamp_ms || *t > q.end_timestamp_ms)
-                {
-                    panic!(
-                        "query {qi}: {} has a sample at {t}, outside [{}, {}]",
-                        fmt_labels(&labels),
-                        q.start_timestamp_ms,
-                        q.end_timestamp_ms
-                    );
-                }
-                set.push((labels, samples));
-            }
-            out.push(set);
-        }
-        out
+        decode_samples(&r, queries)
     }
 
     /// Remote read in STREAMED_XOR_CHUNKS mode. Reads and CRC-checks every frame, checks frame
@@ -628,89 +578,7 @@ impl Weft {
             ],
         };
         let r = self.read_raw(tenant, &req);
-        assert_eq!(r.status, 200, "remote read (chunks) failed: {}", r.text());
-        let ct = r.header("content-type").unwrap_or_default();
-        assert!(
-            ct.starts_with("application/x-streamed-protobuf")
-                && ct.contains("proto=prometheus.ChunkedReadResponse"),
-            "STREAMED_XOR_CHUNKS response has Content-Type {ct:?}"
-        );
-        let mut out: Vec<Vec<(Labels, Vec<ChunkInfo>)>> = vec![Vec::new(); queries.len()];
-        let mut last_query: i64 = -1;
-        let frames = read_frames(&r.body);
-        let frame_count = frames.len();
-        for msg in frames {
-            let frame = ChunkedReadResponse::decode(msg)
-                .unwrap_or_else(|e| panic!("frame is not a ChunkedReadResponse: {e}"));
-            let qi = frame.query_index;
-            assert!(
-                qi >= 0 && (qi as usize) < queries.len(),
-                "frame for query_index {qi}, but only {} queries were sent",
-                queries.len()
-            );
-            assert!(
-                qi >= last_query,
-                "frames go back from query {last_query} to {qi}"
-            );
-            last_query = qi;
-            let set = &mut out[qi as usize];
-            for cs in frame.chunked_series {
-                let labels = to_labels(&cs.labels);
-                check_labels_sorted(&labels);
-                let chunks: Vec<ChunkInfo> = cs
-                    .chunks
-                    .iter()
-                    .map(|c| {
-                        assert_eq!(
-                            c.r#type,
-                            ChunkEncoding::Xor as i32,
-                            "{}: chunk of encoding {}",
-                            fmt_labels(&labels),
-                            c.r#type
-                        );
-                        let samples = weft::chunk::decode_bits(&c.data).unwrap_or_else(|e| {
-                            panic!("{}: chunk does not decode: {e}", fmt_labels(&labels))
-                        });
-                        assert!(!samples.is_empty(), "{}: empty chunk", fmt_labels(&labels));
-                        assert_eq!(
-                            (c.min_time_ms, c.max_time_ms),
-                            (samples[0].0, samples[samples.len() - 1].0),
-                            "{}: chunk min/max time disagree with its samples",
-                            fmt_labels(&labels)
-                        );
-                        ChunkInfo { samples }
-                    })
-                    .collect();
-                match set.last_mut() {
-                    // A series split across frames repeats its labels: merge.
-                    Some((prev, prev_chunks)) if *prev == labels => prev_chunks.extend(chunks),
-                    Some((prev, _)) if *prev > labels => panic!(
-                        "query {qi}: series not sorted: {} then {}",
-                        fmt_labels(prev),
-                        fmt_labels(&labels)
-                    ),
-                    _ => set.push((labels, chunks)),
-                }
-            }
-        }
-        let sets = out
-            .into_iter()
-            .zip(queries)
-            .map(|(set, q)| {
-                set.into_iter()
-                    .map(|(labels, chunks)| {
-                        let all: Samples = chunks.into_iter().flat_map(|c| c.samples).collect();
-                        check_samples(&labels, &all);
-                        let kept = all
-                            .into_iter()
-                            .filter(|(t, _)| *t >= q.start_timestamp_ms && *t <= q.end_timestamp_ms)
-                            .collect();
-                        (labels, kept)
-                    })
-                    .collect()
-            })
-            .collect();
-        (sets, frame_count)
+        decode_chunks(&r, queries)
     }
 
     /// Like [`Weft::read_chunks`] but returns the number of samples in each chunk per series
