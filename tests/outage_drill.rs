@@ -75,11 +75,11 @@ const MEMORY_BUDGET_BYTES: u64 = 8 << 20;
 /// WAL plus spill on disk; past it pushes get 503. It must be reached during the 50 s
 /// outage and not before. Measured at this load (plain weft, `load_model_…`): ~55 000
 /// samples/s and 10.4 WAL bytes a sample, ~0.55 MiB/s; chunks of this data take about as
-/// much. Healthy, the WAL holds at most two 8 MiB segments between checkpoints (every 10 s).
-/// During the outage the unflushed chunks (memory, spill, checkpoints) grow by ~0.5–1 MiB/s
-/// on top of that, so 48 MiB is reached 20–40 s in. TODO(lead): check the healthy and
-/// outage peaks of `weft_disk_bytes` in the summary against this once the accounting is in.
-const DISK_BUDGET_BYTES: u64 = 48 << 20;
+/// much. Healthy, the WAL holds at most two 8 MiB segments between checkpoints (every 10 s);
+/// measured healthy peak 19.2 MiB. During the outage the unflushed chunks (memory, spill,
+/// checkpoints) grow on top of that; 40 MiB was reached 15–35 s into the outage in the runs
+/// recorded in docs/benchmarks.md, which leaves margin for a slower machine.
+const DISK_BUDGET_BYTES: u64 = 40 << 20;
 const SEGMENT_SIZE_BYTES: u64 = 8 << 20;
 /// How long flushed chunks stay in memory. Short, so that the healthy phase's data is only
 /// in the store when the outage begins (the queries then have to be partial).
