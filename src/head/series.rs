@@ -550,6 +550,14 @@ impl Series {
                 i += 1;
                 continue;
             }
+            // A spilled chunk is never split: a checkpoint may still refer to its spill
+            // record, which splitting would release. (Spilled chunks come from checkpoints
+            // with their original boundaries, so they do not straddle a mark anyway; if
+            // one did, it would only be uploaded again, which readers dedupe.)
+            if matches!(c.body, Body::Spilled(_)) {
+                i += 1;
+                continue;
+            }
             let Some((head, tail)) = c.body.to_vec().ok().and_then(|b| split_chunk(&b, max_t))
             else {
                 i += 1;
