@@ -199,4 +199,48 @@ mod tests {
         p.observe(&head, 0, &m);
         assert_eq!(p.check_push(&head), Ok(()));
     }
+
+    #[test]
+    fn memory_past_twice_the_budget_refuses_until_it_drops() {
+        use crate::proto::{WriteBatch, WriteSeries};
+        let dir = tempfile::tempdir().unwrap();
+        let head = Head::new(Default::default(), Arc::new(Metrics::new()));
+        let m = Metrics::new();
+        let p = Pressure::new(
+            Budgets {
+                memory_bytes: 100,
+                disk_bytes: u64::MAX,
+            },
+            dir.path(),
+        );
+        let t = head.tenant_or_create(&crate::model::TenantId::parse("t").unwrap());
+        let mut b = WriteBatch::default();
+        b.labels.push((b"__name__".as_slice(), b"m".as_slice()));
+        b.samples
+            .extend((0..1000i64).map(|i| (i * 1000, (i * 37) as f64)));
+        b.series.push(WriteSeries {
+            labels_start: 0,
+            labels_end: 1,
+            samples_start: 0,
+            samples_end: 1000,
+            ..WriteSeries::default()
+        });
+        t.append(&b, None);
+        assert!(head.closed_bytes() > 200);
+        p.observe(&head, 0, &m);
+        let e = p.check_push(&head).unwrap_err();
+        assert!(matches!(e, Refusal::Memory { .. }), "{e}");
+        assert_eq!(m.memory_chunk_bytes.get(), head.closed_bytes() as i64);
+        // Flushed and released chunks no longer count.
+        for s in t.all_series() {
+            let mut pending = Vec::new();
+            s.pending(&mut pending);
+            let min_ts: Vec<i64> = pending.iter().map(|c| c.min_t).collect();
+            s.take_for_flush(&min_ts);
+            s.finish_flush(&min_ts, true, 1);
+        }
+        t.release_flushed(Duration::ZERO, true, &|_| true);
+        p.observe(&head, 0, &m);
+        assert_eq!(p.check_push(&head), Ok(()));
+    }
 }
