@@ -185,10 +185,6 @@ impl Ingester {
     }
 }
 
-fn spill_ref_error(_: &crate::spill::SpillError) -> &'static str {
-    "bad spill reference in checkpoint chunk"
-}
-
 fn series_record<'a>(tenant: &'a str, s: &'a Series) -> Record<'a> {
     Record::Series {
         series_ref: s.series_ref(),
@@ -316,9 +312,9 @@ impl Replayer<'_> {
                     .into_iter()
                     .map(|c| {
                         let spilled = if c.spilled {
-                            Some(SpillRef::decode(&c.data).map_err(|e| {
+                            Some(SpillRef::decode(&c.data).map_err(|_| {
                                 ApplyError::from(crate::wal::RecordError::Malformed(
-                                    spill_ref_error(&e),
+                                    "bad spill reference in checkpoint chunk",
                                 ))
                             })?)
                         } else {

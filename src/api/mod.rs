@@ -161,6 +161,18 @@ impl AppState {
         self.catalog = Some(catalog);
     }
 
+    /// Counts and logs an answer of `endpoint` made partial by `warnings`; returns the first
+    /// warning, or `None` if the answer is complete.
+    fn note_partial<'w>(&self, endpoint: &str, warnings: &'w [String]) -> Option<&'w String> {
+        let first = warnings.first()?;
+        self.metrics
+            .query_partial
+            .get_or_create(&ReasonLabels { reason: "store" })
+            .inc();
+        tracing::warn!(warnings = warnings.len(), first = %first, "{endpoint} answered partially");
+        Some(first)
+    }
+
     /// Enables the memory and disk budgets' refusals of pushes.
     pub fn set_pressure(&self, pressure: Arc<Pressure>) {
         let _ = self.pressure.set(pressure);

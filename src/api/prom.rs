@@ -98,13 +98,7 @@ struct Success<T: Serialize> {
 }
 
 fn success<T: Serialize>(st: &AppState, a: Answer<T>) -> Response {
-    if let Some(first) = a.warnings.first() {
-        st.metrics
-            .query_partial
-            .get_or_create(&crate::metrics::ReasonLabels { reason: "store" })
-            .inc();
-        tracing::warn!(warnings = a.warnings.len(), first = %first, "series API answered partially");
-    }
+    st.note_partial("series API", &a.warnings);
     axum::Json(Success {
         status: "success",
         data: a.data,

@@ -7,7 +7,6 @@ use axum::response::{IntoResponse, Response};
 use prost::Message;
 
 use super::{check_media, read_body, rejected, tenant, ApiError, AppState};
-use crate::metrics::ReasonLabels;
 use crate::model::{Labels, MatchOp, Matcher, TenantId};
 use crate::proto::prompb::{
     self, ChunkEncoding, ChunkedReadResponse, ChunkedSeries, MatcherType, ReadRequest, ResponseType,
@@ -111,12 +110,7 @@ pub const PARTIAL_HEADER: &str = "x-weft-partial";
 /// Counts and logs a partial answer, and makes its header value (the first warning, as
 /// visible ASCII, shortened).
 fn partial_header(st: &AppState, warnings: &[String]) -> Option<HeaderValue> {
-    let first = warnings.first()?;
-    st.metrics
-        .query_partial
-        .get_or_create(&ReasonLabels { reason: "store" })
-        .inc();
-    tracing::warn!(warnings = warnings.len(), first = %first, "remote read answered partially");
+    let first = st.note_partial("remote read", warnings)?;
     let clean: String = first
         .chars()
         .map(|c| {

@@ -248,7 +248,6 @@ impl Series {
             }
             d.open.append(t, v);
             d.last = Some((t, bits));
-            d.last_append = Instant::now();
             out.appended += 1;
             if let Some(l) = log.as_deref_mut() {
                 l.push(RefSample {
@@ -257,6 +256,10 @@ impl Series {
                     v: bits,
                 });
             }
+        }
+        // Once per push, not per sample: reading the clock is the costliest thing here.
+        if out.appended > 0 {
+            d.last_append = Instant::now();
         }
         out
     }
@@ -719,12 +722,6 @@ impl Series {
             }
             _ => 0, // dropping `spilled` releases the copy
         }
-    }
-
-    /// The open chunk's first sample time and when it was last appended to, if it has samples.
-    pub fn open_chunk_age(&self) -> Option<(i64, Instant)> {
-        let d = self.data.lock();
-        (d.open.num_samples() > 0).then_some((d.open_min_t, d.last_append))
     }
 }
 

@@ -168,11 +168,6 @@ impl Flusher {
         }
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &FlushConfig {
-        &self.cfg
-    }
-
     /// Runs a cycle every period, forever.
     pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.cfg.period);
