@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
+use weft::flush::{FlushConfig, Flusher, ObjectListener};
 use weft::head::{Head, HeadConfig};
 use weft::ingest::Ingester;
 use weft::metrics::Metrics;
 use weft::model::TenantId;
 use weft::proto::{decode_write_request, WriteBatch};
-use weft::store::flusher::{FlushConfig, Flusher, ObjectListener};
 use weft::store::object::ObjectKey;
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
 use weft::store::{Store, StoreOptions};

@@ -8,6 +8,7 @@
 //!   zero-copy remote-write decoder used on the hot path.
 //! - [`head`]: the in-memory series of each tenant, their chunks, the postings index, limits.
 //! - [`query`]: selecting series and chunks for a time range.
+//! - [`flush`]: moving closed chunks from the head into the store.
 //! - [`store`]: the object format, object-store backends, deadlines, retry and the circuit
 //!   breaker.
 //! - [`api`]: HTTP (axum): remote write, remote read, the Prometheus series API, metrics.
@@ -33,6 +34,7 @@
 
 pub mod api;
 pub mod chunk;
+pub mod flush;
 pub mod head;
 pub mod ingest;
 pub mod metrics;

@@ -13,6 +13,7 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use weft::api::{self, ApiLimits, AppState};
+use weft::flush::{FlushConfig, Flusher};
 use weft::head::{Head, HeadConfig};
 use weft::ingest::Ingester;
 use weft::metrics::Metrics;
@@ -21,7 +22,6 @@ use weft::pressure::{Budgets, Pressure};
 use weft::query::Querier;
 use weft::spill::{Spill, SpillConfig};
 use weft::store::catalog::{Catalog, CatalogConfig};
-use weft::store::flusher::{FlushConfig, Flusher};
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
 use weft::store::{Store, StoreOptions};
 use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, WalError};

@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{rejected, ApiError, AppState, ErrorClass};
-use crate::store::flusher::{FlushError, Flusher};
+use crate::flush::{FlushError, Flusher};
 
 /// Set once the flusher runs (after WAL replay).
 #[derive(Debug)]

@@ -23,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::{ApiError, ErrorClass};
 
+use crate::flush::Flusher;
 use crate::head::Head;
 use crate::ingest::Ingester;
 use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
@@ -30,7 +31,6 @@ use crate::model::TenantId;
 use crate::pressure::Pressure;
 use crate::query::Querier;
 use crate::store::catalog::Catalog;
-use crate::store::flusher::Flusher;
 
 /// Request limits of the API.
 #[derive(Debug, Clone)]

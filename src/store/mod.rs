@@ -42,7 +42,6 @@ pub mod backend;
 pub mod cache;
 pub mod catalog;
 pub mod faulty;
-pub mod flusher;
 pub mod object;
 pub mod retry;
 

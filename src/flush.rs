@@ -26,13 +26,13 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::object::{ChunkData, ObjectBuilder, ObjectKey};
-use super::retry::{Backoff, BackoffConfig, CircuitBreaker};
-use super::{Store, StoreError};
 use crate::head::{Head, PendingChunk, Series, TenantHead};
 use crate::ingest::Ingester;
 use crate::metrics::Metrics;
 use crate::model::TenantId;
+use crate::store::object::{ChunkData, ObjectBuilder, ObjectKey};
+use crate::store::retry::{Backoff, BackoffConfig, CircuitBreaker};
+use crate::store::{Store, StoreError};
 
 /// What the flusher does and how fast.
 #[derive(Debug, Clone)]
@@ -398,7 +398,7 @@ impl Flusher {
     ) -> Result<(), StoreError> {
         let mut backoff = Backoff::from_entropy(self.cfg.backoff);
         let mut attempts = 0u64;
-        super::retry::retry(&self.breaker, &mut backoff, || {
+        crate::store::retry::retry(&self.breaker, &mut backoff, || {
             attempts += 1;
             if attempts > 1 {
                 self.metrics.store_retries.inc();
@@ -490,7 +490,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-impl ObjectListener for super::catalog::Catalog {
+impl ObjectListener for crate::store::catalog::Catalog {
     fn uploaded(&self, key: &ObjectKey, size: u64) {
         self.add(key.clone(), size, true);
     }
