@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::head::{Head, PendingChunk, Series, TenantHead};
 use crate::ingest::Ingester;
+use crate::local::LocalTier;
 use crate::metrics::Metrics;
 use crate::model::TenantId;
 use crate::store::object::{ChunkData, ObjectBuilder, ObjectKey};
@@ -135,6 +136,9 @@ pub struct Flusher {
     next_object_id: AtomicU64,
     /// The last store error, for reports.
     last_error: Mutex<Option<String>>,
+    /// Where uploaded objects are also kept, so flushed data that leaves memory is still
+    /// answered without the store.
+    local: Option<Arc<LocalTier>>,
 }
 
 impl Flusher {
@@ -165,7 +169,16 @@ impl Flusher {
             local_objects: Mutex::new(HashMap::new()),
             next_object_id: AtomicU64::new(1),
             last_error: Mutex::new(None),
+            local: None,
         }
+    }
+
+    /// Keeps a copy of every uploaded object in `local` (before its chunks count as
+    /// flushed, so they can leave memory only once the copy is on disk), and expires old
+    /// copies each cycle.
+    pub fn with_local_tier(mut self, local: Arc<LocalTier>) -> Self {
+        self.local = Some(local);
+        self
     }
 
     /// Runs a cycle every period, forever.
@@ -202,6 +215,17 @@ impl Flusher {
         }
         self.release(false);
         self.update_backlog(now_ms);
+        if let Some(local) = self.local.clone() {
+            tokio::task::spawn_blocking(move || {
+                let freed = local.expire(now_ms);
+                if freed > 0 {
+                    tracing::debug!(
+                        freed,
+                        "local copies past --local.retention demoted to their indexes"
+                    );
+                }
+            });
+        }
     }
 
     /// Cuts every open chunk and uploads everything pending, waiting at most `timeout`.
@@ -301,6 +325,19 @@ impl Flusher {
                 batch.finish(false, 0);
                 tracing::error!(tenant = %th.id(), object = %path, error = %e, "store refused an object; its chunks stay pending");
                 return Err(e.into());
+            }
+            if let Some(local) = self.local.clone() {
+                // Before the chunks count as flushed: from then on they may leave memory,
+                // and the copy is what answers for them while the store is away. A copy
+                // that cannot be written only means reads of it go to the store.
+                let (k, b) = (key.clone(), bytes.clone());
+                match tokio::task::spawn_blocking(move || local.put_object(&k, &b)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(object = %path, error = %e, "could not keep a local copy of an object")
+                    }
+                    Err(e) => tracing::error!(error = %e, "writing a local copy panicked"),
+                }
             }
             let id = self.next_object_id.fetch_add(1, Ordering::Relaxed);
             self.local_objects.lock().insert(id, key.clone());

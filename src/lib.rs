@@ -37,6 +37,7 @@ pub mod chunk;
 pub mod flush;
 pub mod head;
 pub mod ingest;
+pub mod local;
 pub mod metrics;
 pub mod model;
 pub mod pressure;

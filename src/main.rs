@@ -16,6 +16,7 @@ use weft::api::{self, ApiLimits, AppState};
 use weft::flush::{FlushConfig, Flusher};
 use weft::head::{Head, HeadConfig};
 use weft::ingest::Ingester;
+use weft::local::{LocalConfig, LocalTier};
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
 use weft::pressure::{Budgets, Pressure};
@@ -223,6 +224,10 @@ struct ServeArgs {
     /// How long `POST /ingester/shutdown` tries to flush before checkpointing the rest.
     #[arg(long = "shutdown.flush-timeout", env = "WEFT_SHUTDOWN_FLUSH_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     shutdown_flush_timeout: Duration,
+    /// How long (sample time, after its newest sample) a flushed object stays on local disk,
+    /// so that queries over it never need the store. The disk budget may cut it short.
+    #[arg(long = "local.retention", env = "WEFT_LOCAL_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    local_retention: Duration,
     /// Size of each preallocated spill file, in bytes.
     #[arg(long = "spill.file-size", env = "WEFT_SPILL_FILE_SIZE", default_value_t = 64 << 20)]
     spill_file_size: u64,
@@ -445,14 +450,24 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         failure_threshold: args.store_circuit_failures.max(1),
         probe_interval: args.store_circuit_probe_interval,
     }));
-    let catalog = Arc::new(Catalog::new(
-        store.clone(),
-        breaker.clone(),
-        CatalogConfig {
-            cache_bytes: args.cache_bytes,
-            degraded_timeout: args.store_degraded_timeout,
-        },
-    ));
+    let local = Arc::new(
+        LocalTier::open(LocalConfig {
+            dir: args.data_dir.join("local"),
+            retention: args.local_retention,
+        })
+        .map_err(|e| anyhow::anyhow!("opening the local tier: {e}"))?,
+    );
+    let catalog = Arc::new(
+        Catalog::new(
+            store.clone(),
+            breaker.clone(),
+            CatalogConfig {
+                cache_bytes: args.cache_bytes,
+                degraded_timeout: args.store_degraded_timeout,
+            },
+        )
+        .with_local_tier(local.clone()),
+    );
     let mut state = AppState::new(head.clone(), metrics, limits);
     state.set_querier(Querier::with_store(
         head.clone(),
@@ -529,29 +544,32 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
 
     let ingester_id = args.ingester_id.clone().unwrap_or_else(default_ingester_id);
-    let flusher = Arc::new(Flusher::new(
-        FlushConfig {
-            period: args.flush_period,
-            max_chunk_age: args.flush_max_chunk_age,
-            max_chunk_idle: args.flush_max_chunk_idle,
-            retain_period: args.flush_retain_period,
-            concurrency: args.flush_concurrency,
-            // Objects are built in memory (chunk copies plus the encoded object): keep the
-            // uploads in flight within half the memory budget, so they are part of the
-            // bounded overhead rather than a multiple of the budget.
-            max_object_bytes: args
-                .flush_max_object_bytes
-                .min((args.memory_bytes / 4 / args.flush_concurrency.max(1) as u64).max(1 << 20)),
-            ingester_id,
-            ..FlushConfig::default()
-        },
-        head.clone(),
-        ingester.clone(),
-        store.clone(),
-        breaker.clone(),
-        catalog.clone(),
-        state.metrics().clone(),
-    ));
+    let flusher = Arc::new(
+        Flusher::new(
+            FlushConfig {
+                period: args.flush_period,
+                max_chunk_age: args.flush_max_chunk_age,
+                max_chunk_idle: args.flush_max_chunk_idle,
+                retain_period: args.flush_retain_period,
+                concurrency: args.flush_concurrency,
+                // Objects are built in memory (chunk copies plus the encoded object): keep the
+                // uploads in flight within half the memory budget, so they are part of the
+                // bounded overhead rather than a multiple of the budget.
+                max_object_bytes: args.flush_max_object_bytes.min(
+                    (args.memory_bytes / 4 / args.flush_concurrency.max(1) as u64).max(1 << 20),
+                ),
+                ingester_id,
+                ..FlushConfig::default()
+            },
+            head.clone(),
+            ingester.clone(),
+            store.clone(),
+            breaker.clone(),
+            catalog.clone(),
+            state.metrics().clone(),
+        )
+        .with_local_tier(local.clone()),
+    );
     tokio::spawn(flusher.clone().run());
 
     let pressure = Arc::new(Pressure::new(
@@ -567,6 +585,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let metrics = state.metrics().clone();
         let spill = spill.clone();
         let ingester = ingester.clone();
+        let local = local.clone();
         tokio::spawn(pressure.clone().run(move |p| {
             let budget = p.budgets().memory_bytes;
             if head.closed_bytes() > budget {
@@ -588,7 +607,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 }
             }
             metrics.spill_bytes.set(spill.live_bytes() as i64);
-            let disk = p.observe(&head, spill.disk_bytes(), &metrics);
+            let mut disk = p.observe(&head, spill.disk_bytes() + local.disk_bytes(), &metrics);
+            // The local tier holds only copies of what the store has: it gives its room
+            // back first, oldest first, well before pushes would be refused.
+            let high = p.budgets().disk_bytes / 8 * 7;
+            if disk > high {
+                let freed = local.evict_oldest(disk - high);
+                if freed > 0 {
+                    tracing::debug!(freed, "local copies evicted for the disk budget");
+                    disk = p.observe(&head, spill.disk_bytes() + local.disk_bytes(), &metrics);
+                }
+            }
+            metrics.observe_local(local.disk_bytes(), local.whole_objects().0, local.evicted());
             if disk >= p.budgets().disk_bytes {
                 // Disk is what refuses pushes now. Spilled chunks the store has can go at
                 // once (their retain period is for memory, and they are not in memory), and
@@ -597,7 +627,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 if let Some(Err(e)) = ingester.checkpoint_if_older(Duration::from_secs(10)) {
                     tracing::warn!(error = %e, "checkpoint for the disk budget failed");
                 }
-                p.observe(&head, spill.disk_bytes(), &metrics);
+                p.observe(&head, spill.disk_bytes() + local.disk_bytes(), &metrics);
             }
         }));
     }

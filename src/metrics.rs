@@ -108,6 +108,12 @@ pub struct Metrics {
     pub catalog_objects: Gauge,
     /// Push body bytes in flight (reserved by Content-Length, in KiB steps).
     pub inflight_push_bytes: Gauge,
+    /// Bytes of the local tier (object and index copies) on disk.
+    pub local_bytes: Gauge,
+    /// Objects held whole in the local tier.
+    pub local_objects: Gauge,
+    /// Local copies demoted to their index (retention or disk budget) or index copies removed.
+    pub local_evictions: Counter,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -306,8 +312,29 @@ impl Metrics {
             "Push body bytes in flight (capped by --limits.max-inflight-push-bytes)",
             inflight_push_bytes.clone(),
         );
+        let local_bytes = Gauge::default();
+        registry.register(
+            "local_bytes",
+            "Bytes of local copies of store objects and indexes on disk",
+            local_bytes.clone(),
+        );
+        let local_objects = Gauge::default();
+        registry.register(
+            "local_objects",
+            "Store objects held whole on local disk (queries over them never need the store)",
+            local_objects.clone(),
+        );
+        let local_evictions = Counter::default();
+        registry.register(
+            "local_evictions",
+            "Local object copies demoted to their index (retention or disk budget)",
+            local_evictions.clone(),
+        );
         Self {
             registry,
+            local_bytes,
+            local_objects,
+            local_evictions,
             samples_ingested,
             samples_rejected,
             requests_rejected,
@@ -378,6 +405,15 @@ impl Metrics {
         );
         self.cache_bytes.set(stats.bytes as i64);
         self.catalog_objects.set(objects as i64);
+    }
+
+    /// Sets the local tier's gauges and brings its eviction counter up to `evicted`.
+    pub fn observe_local(&self, bytes: u64, whole_objects: usize, evicted: u64) {
+        let _one_at_a_time = self.observe_lock.lock();
+        self.local_bytes.set(bytes as i64);
+        self.local_objects.set(whole_objects as i64);
+        self.local_evictions
+            .inc_by(evicted.saturating_sub(self.local_evictions.get()));
     }
 
     /// The text exposition of every metric.

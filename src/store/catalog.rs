@@ -40,9 +40,10 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::cache::{CacheStats, ObjectCache};
-use super::object::{ChunkMeta, ObjectIndex, ObjectKey};
+use super::object::{decode_footer, decode_index, ChunkMeta, ObjectIndex, ObjectKey, FOOTER_LEN};
 use super::retry::{retry, Backoff, BackoffConfig, CircuitBreaker, CircuitState};
 use super::{Store, StoreError};
+use crate::local::{Held, LocalTier};
 use crate::model::{Labels, Matcher, TenantId};
 
 /// Object indexes one select fetches at once.
@@ -134,7 +135,9 @@ pub struct StoreSelection {
 #[derive(Debug, Clone, Copy)]
 struct ObjectInfo {
     size: u64,
-    local: bool,
+    /// Every chunk of the object is still in the head's memory (or spill): queries take
+    /// them from there and skip the object.
+    in_memory: bool,
 }
 
 #[derive(Debug, Default)]
@@ -151,6 +154,8 @@ pub struct Catalog {
     cfg: CatalogConfig,
     cache: ObjectCache,
     state: Mutex<State>,
+    /// Copies of objects and indexes on local disk, and the saved listing.
+    local: Option<Arc<LocalTier>>,
 }
 
 impl fmt::Debug for Catalog {
@@ -173,7 +178,47 @@ impl Catalog {
             breaker,
             cfg,
             state: Mutex::new(State::default()),
+            local: None,
         }
+    }
+
+    /// Reads through the local tier first, and starts from what it knows: the objects it
+    /// holds (whole or their index) and the last saved listing of the store. With a saved
+    /// listing the catalog counts as loaded at once, so a restart during an outage answers
+    /// from what the store held when it was last listed plus what this node uploaded since
+    /// (every upload is in the local tier, whole or as its index).
+    pub fn with_local_tier(mut self, local: Arc<LocalTier>) -> Self {
+        {
+            let st = self.state.get_mut();
+            if let Some(listing) = local.load_listing() {
+                for (key, size) in listing {
+                    st.tenants.entry(key.tenant.clone()).or_default().insert(
+                        key,
+                        ObjectInfo {
+                            size,
+                            in_memory: false,
+                        },
+                    );
+                }
+                st.loaded = true;
+            }
+            for (key, size, _) in local.objects() {
+                st.tenants.entry(key.tenant.clone()).or_default().insert(
+                    key,
+                    ObjectInfo {
+                        size,
+                        in_memory: false,
+                    },
+                );
+            }
+        }
+        self.local = Some(local);
+        self
+    }
+
+    /// The local tier, if there is one.
+    pub fn local_tier(&self) -> Option<&Arc<LocalTier>> {
+        self.local.as_ref()
     }
 
     /// Lists every object under the store prefix and records each `<tenant>/chunks/<name>`
@@ -216,15 +261,32 @@ impl Catalog {
             );
         }
         let n = found.len();
-        let mut st = self.state.lock();
-        for (key, size) in found {
+        let all: Vec<(ObjectKey, u64)> = {
+            let mut st = self.state.lock();
+            for (key, size) in found {
+                st.tenants
+                    .entry(key.tenant.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_insert(ObjectInfo {
+                        size,
+                        in_memory: false,
+                    });
+            }
+            st.loaded = true;
             st.tenants
-                .entry(key.tenant.clone())
-                .or_default()
-                .entry(key)
-                .or_insert(ObjectInfo { size, local: false });
+                .values()
+                .flatten()
+                .map(|(k, i)| (k.clone(), i.size))
+                .collect()
+        };
+        if let Some(local) = self.local.clone() {
+            // Kept so that a restart while the store is down still knows what it holds.
+            let saved = tokio::task::spawn_blocking(move || local.save_listing(&all)).await;
+            if let Ok(Err(e)) = saved {
+                tracing::warn!(error = %e, "could not save the store listing locally");
+            }
         }
-        st.loaded = true;
         Ok(n)
     }
 
@@ -270,14 +332,14 @@ impl Catalog {
         self.state.lock().loaded
     }
 
-    /// Records an object this process just wrote. `local`: every chunk in it is still held
-    /// by this process (memory or local spill), so queries need not read it from the store.
-    pub fn add(&self, key: ObjectKey, size: u64, local: bool) {
+    /// Records an object this process just wrote. `in_memory`: every chunk in it is still
+    /// held by the head (memory or spill), so queries need not read the object at all.
+    pub fn add(&self, key: ObjectKey, size: u64, in_memory: bool) {
         let mut st = self.state.lock();
         st.tenants
             .entry(key.tenant.clone())
             .or_default()
-            .insert(key, ObjectInfo { size, local });
+            .insert(key, ObjectInfo { size, in_memory });
     }
 
     /// Some chunk of this object has left local storage: queries read it from the store
@@ -291,9 +353,9 @@ impl Catalog {
             .entry(key.clone())
             .or_insert(ObjectInfo {
                 size: 0,
-                local: true,
+                in_memory: true,
             })
-            .local = false;
+            .in_memory = false;
     }
 
     /// Objects in the catalog, over all tenants.
@@ -301,14 +363,14 @@ impl Catalog {
         self.state.lock().tenants.values().map(|m| m.len()).sum()
     }
 
-    /// A tenant's objects in key order: key, size, local.
+    /// A tenant's objects in key order: key, size, whether the head still holds them.
     pub fn objects(&self, tenant: &TenantId) -> Vec<(ObjectKey, u64, bool)> {
         let st = self.state.lock();
         st.tenants
             .get(tenant)
             .map(|objs| {
                 objs.iter()
-                    .map(|(k, i)| (k.clone(), i.size, i.local))
+                    .map(|(k, i)| (k.clone(), i.size, i.in_memory))
                     .collect()
             })
             .unwrap_or_default()
@@ -341,7 +403,7 @@ impl Catalog {
                 .get(tenant)
                 .into_iter()
                 .flatten()
-                .filter(|(k, i)| !i.local && k.min_t <= maxt && k.max_t >= mint)
+                .filter(|(k, i)| !i.in_memory && k.min_t <= maxt && k.max_t >= mint)
                 .map(|(k, _)| k.clone())
                 .collect()
         };
@@ -421,6 +483,7 @@ impl Catalog {
                     .map(Ok)
             })
             .collect();
+        self.read_local_chunks(chunks, &mut out).await;
         let mut by_object: BTreeMap<&Path, Vec<usize>> = BTreeMap::new();
         for (i, c) in chunks.iter().enumerate() {
             if out[i].is_none() {
@@ -486,6 +549,67 @@ impl Catalog {
             .collect()
     }
 
+    /// Fills in `out` the chunks whose objects the local tier holds whole, read on a
+    /// blocking thread (one read of the span per object) and CRC-checked. Chunks it cannot
+    /// read are left for the store.
+    async fn read_local_chunks(
+        &self,
+        chunks: &[RemoteChunk],
+        out: &mut [Option<Result<Bytes, StoreError>>],
+    ) {
+        let Some(local) = &self.local else { return };
+        let mut by_object: BTreeMap<ObjectKey, Vec<(usize, ChunkMeta)>> = BTreeMap::new();
+        for (i, c) in chunks.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            let Ok(key) = ObjectKey::parse(self.store.prefix(), &c.path) else {
+                continue;
+            };
+            if local.held(&key) == Some(Held::Object) {
+                by_object.entry(key).or_default().push((i, c.meta));
+            }
+        }
+        if by_object.is_empty() {
+            return;
+        }
+        let local = local.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut got = Vec::new();
+            for (key, wanted) in by_object {
+                let start = wanted.iter().map(|(_, m)| m.offset).min().unwrap_or(0);
+                let end = wanted.iter().map(|(_, m)| m.range().end).max().unwrap_or(0);
+                let span = match local.read_range(&key, start..end) {
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "local copy not readable; asking the store");
+                        continue;
+                    }
+                };
+                for (i, m) in wanted {
+                    let lo = (m.offset - start) as usize;
+                    let bytes = span.slice(lo..lo + m.len as usize);
+                    match super::object::verify_chunk(&m, &bytes) {
+                        Ok(()) => got.push((i, bytes)),
+                        Err(e) => {
+                            tracing::error!(object = %key.file_name(), error = %e, "a chunk of a local copy fails its check; asking the store");
+                        }
+                    }
+                }
+            }
+            got
+        })
+        .await;
+        match read {
+            Ok(got) => {
+                for (i, b) in got {
+                    out[i] = Some(Ok(b));
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "local chunk read panicked"),
+        }
+    }
+
     /// An object's index: from the cache, or fetched, checked against its key, and cached.
     async fn index(
         &self,
@@ -496,11 +620,43 @@ impl Catalog {
         if let Some(ix) = self.cache.get_index(path) {
             return Ok(ix);
         }
-        let ix = self
+        if let Some(local) = &self.local {
+            let (local, k) = (local.clone(), key.clone());
+            match tokio::task::spawn_blocking(move || local.read_index(&k)).await {
+                Ok(Ok(Some(ix))) => {
+                    let ix = Arc::new(ix);
+                    self.cache.put_index(path, Arc::clone(&ix));
+                    return Ok(ix);
+                }
+                Ok(Ok(None)) => {}
+                // The copy was bad or went away (it is forgotten): the store has the object.
+                Ok(Err(e)) => tracing::debug!(error = %e, "local index copy not usable"),
+                Err(e) => tracing::error!(error = %e, "local index read panicked"),
+            }
+        }
+        let (ix, raw) = self
             .read("read_index", path, deadline, |s| async move {
-                s.read_index(path).await
+                // Footer by a suffix GET, then the index by a range GET; both kept raw so
+                // that the local tier can keep a copy of them.
+                let (footer, len) = s.get_suffix(path, FOOTER_LEN).await?;
+                let parsed = decode_footer(&footer, len)?;
+                let index = s.get_range(path, parsed.index_range()).await?;
+                let ix = decode_index(&index, &parsed)?;
+                Ok((ix, (len, footer, index)))
             })
             .await?;
+        if let Some(local) = self.local.clone() {
+            // An index the store gave stays readable while the store is down: which series
+            // and chunks it holds is what a query needs to know to answer or to say what is
+            // missing.
+            let k = key.clone();
+            let (len, footer, index) = raw;
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = local.put_index(&k, len, &footer, &index) {
+                    tracing::warn!(error = %e, "could not keep a local copy of an index");
+                }
+            });
+        }
         // Assert the data right after reading it: the key's range is what select trusted
         // to pick this object, so chunks outside it would be missed by other queries.
         if ix.min_t < key.min_t || ix.max_t > key.max_t {
