@@ -455,6 +455,12 @@ impl Catalog {
         if let Some(b) = self.cache.get_chunk(&c.path, c.meta.offset, c.meta.len) {
             return Ok(b);
         }
+        let mut local = [None];
+        self.read_local_chunks(std::slice::from_ref(c), &mut local)
+            .await;
+        if let [Some(r)] = local {
+            return r;
+        }
         let bytes = self
             .read("read_chunk", &c.path, deadline, |s| async move {
                 s.read_chunk(&c.path, &c.meta).await
@@ -1109,6 +1115,111 @@ mod tests {
         assert_eq!(names(sel), [early, new, old]);
         let flags: Vec<bool> = f.catalog.objects(&a).into_iter().map(|o| o.2).collect();
         assert_eq!(flags, [false, false, false]);
+    }
+
+    /// The local tier answers for what it holds while the store hangs: whole copies give
+    /// exact chunks, index copies give the series (and say exactly what only the store
+    /// has), and a catalog rebuilt over the same directory counts as loaded at once.
+    #[tokio::test]
+    async fn local_copies_answer_while_the_store_hangs_and_after_a_restart() {
+        let seed = seed();
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let open_local = || {
+            Arc::new(
+                LocalTier::open(crate::local::LocalConfig {
+                    dir: dir.path().join("local"),
+                    retention: Duration::from_secs(3600 * 24 * 365 * 100),
+                })
+                .unwrap(),
+            )
+        };
+        let local = open_local();
+        let f = fixture(0);
+        let catalog = Arc::new(
+            Catalog::new(
+                f.store.clone(),
+                f.breaker.clone(),
+                CatalogConfig {
+                    cache_bytes: 0,
+                    degraded_timeout: DEGRADED,
+                },
+            )
+            .with_local_tier(local.clone()),
+        );
+        let a = tenant("a");
+        let mut model = Model::new();
+        let mut keys = Vec::new();
+        for k in 0..6 {
+            let series = random_object(&mut rng, k);
+            add_to_model(&mut model, &series);
+            let (key, _) = put_object(&f.store, &a, k as u64, &series).await;
+            // What the flusher does: the copy, then the catalog (chunks in memory), and
+            // later the release.
+            let bytes = f.store.get(&key.to_path(f.store.prefix())).await.unwrap();
+            local.put_object(&key, &bytes).unwrap();
+            catalog.add(key.clone(), bytes.len() as u64, true);
+            catalog.set_remote(&key);
+            keys.push(key);
+        }
+        catalog.load().await.unwrap();
+        f.faulty.set(
+            &[Op::GetRange, Op::Get, Op::Head, Op::List],
+            Some(Fault::Hang),
+        );
+        let calls = f.faulty.calls(Op::GetRange) + f.faulty.calls(Op::Get);
+        let all = [m(MatchOp::Re, "__name__", ".+")];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let (got, warnings) = read_all(&catalog, &a, &all, i64::MIN, i64::MAX).await;
+        assert!(warnings.is_empty(), "seed {seed}: {warnings:?}");
+        assert_eq!(
+            got,
+            expected(&model, &all, i64::MIN, i64::MAX),
+            "seed {seed}"
+        );
+        assert_eq!(
+            f.faulty.calls(Op::GetRange) + f.faulty.calls(Op::Get),
+            calls,
+            "the store was asked"
+        );
+        assert!(Instant::now() < deadline);
+
+        // The two oldest copies give their room back: their series are still known, and a
+        // query that needs their chunks says so; one that does not is complete.
+        local.evict_oldest(1);
+        local.evict_oldest(1);
+        assert_eq!(local.held(&keys[0]), Some(Held::Index));
+        assert_eq!(local.held(&keys[1]), Some(Held::Index));
+        let sel = catalog
+            .select(&a, &all, i64::MIN, i64::MAX, Instant::now() + DEGRADED)
+            .await;
+        assert!(sel.warnings.is_empty(), "{:?}", sel.warnings);
+        let names: Vec<&Labels> = sel.series.iter().map(|s| &s.labels).collect();
+        let want: Vec<&Labels> = model.keys().collect();
+        assert_eq!(names, want, "seed {seed}: the series API stays complete");
+        let recent = 20_000;
+        let (got, warnings) = read_all(&catalog, &a, &all, recent, i64::MAX).await;
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(got, expected(&model, &all, recent, i64::MAX), "seed {seed}");
+
+        // A new catalog over the same directory (a restart while the store hangs).
+        let local = open_local();
+        let again = Arc::new(
+            Catalog::new(
+                f.store.clone(),
+                f.breaker.clone(),
+                CatalogConfig {
+                    cache_bytes: 0,
+                    degraded_timeout: DEGRADED,
+                },
+            )
+            .with_local_tier(local),
+        );
+        assert!(again.is_loaded());
+        assert_eq!(again.objects(&a).len(), 6);
+        let (got, warnings) = read_all(&again, &a, &all, recent, i64::MAX).await;
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(got, expected(&model, &all, recent, i64::MAX), "seed {seed}");
     }
 
     #[tokio::test]
