@@ -329,6 +329,10 @@ pub enum ProxyMode {
     /// The listening socket is closed (connects get ECONNREFUSED) and every open connection
     /// is reset (RST).
     Refuse = 2,
+    /// Reads work, writes fail: requests are forwarded, except that a request starting
+    /// with `PUT`, `POST` or `DELETE` is answered `503 SlowDown` (as S3 answers when it
+    /// sheds writes) and its connection closed. GETs came back before PUTs on 28 Feb 2017.
+    ReadOnly = 3,
 }
 
 impl ProxyMode {
@@ -336,6 +340,7 @@ impl ProxyMode {
         match v {
             0 => ProxyMode::Forward,
             1 => ProxyMode::Hang,
+            3 => ProxyMode::ReadOnly,
             _ => ProxyMode::Refuse,
         }
     }
@@ -421,7 +426,7 @@ impl FaultProxy {
         self.shared.mode.store(mode as u8, Ordering::SeqCst);
         match mode {
             ProxyMode::Refuse => *listener = None,
-            ProxyMode::Forward | ProxyMode::Hang => {
+            ProxyMode::Forward | ProxyMode::Hang | ProxyMode::ReadOnly => {
                 if listener.is_none() {
                     *listener = Some(rebind(self.port));
                 }
@@ -522,6 +527,21 @@ struct Conn {
     hung: AtomicBool,
     /// Set when either direction has ended for good.
     closed: AtomicBool,
+    /// Set once the client has sent a request that has not been answered yet: the next
+    /// bytes from the client are then a body, not a new request line.
+    in_request: AtomicBool,
+}
+
+/// The answer to a write in [`ProxyMode::ReadOnly`].
+const READ_ONLY_ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
+Content-Type: application/xml\r\nContent-Length: 91\r\nConnection: close\r\n\r\n\
+<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>writes refused</Message></Error>\n";
+
+/// Whether a client's bytes, at the start of a request, are a write.
+fn is_write_request(b: &[u8]) -> bool {
+    [&b"PUT "[..], b"POST ", b"DELETE "]
+        .iter()
+        .any(|m| b.starts_with(m))
 }
 
 fn serve_connection(client: TcpStream, shared: &Arc<ProxyShared>) {
@@ -530,7 +550,7 @@ fn serve_connection(client: TcpStream, shared: &Arc<ProxyShared>) {
     let _ = client.set_nodelay(true);
     let conn = Arc::new(Conn::default());
     let upstream = match shared.mode() {
-        ProxyMode::Forward => {
+        ProxyMode::Forward | ProxyMode::ReadOnly => {
             match TcpStream::connect_timeout(&shared.upstream, UPSTREAM_CONNECT_TIMEOUT) {
                 Ok(u) => Some(u),
                 // The client sees its connection closed without an answer.
@@ -563,13 +583,24 @@ fn serve_connection(client: TcpStream, shared: &Arc<ProxyShared>) {
         .name("fault-proxy-up".into())
         .spawn(move || {
             if let Some(c_reset) = c_reset {
-                pump(&c_read, Some(&u_write), &c_reset, &s, &cn);
+                pump_up(&c_read, &u_write, &c_reset, &s, &cn);
             }
         });
     pump(&upstream, Some(&client), &client, shared, &conn);
     if let Ok(h) = up {
         let _ = h.join();
     }
+}
+
+/// [`pump`] from the client to the upstream, which can refuse writes.
+fn pump_up(
+    from: &TcpStream,
+    to: &TcpStream,
+    client: &TcpStream,
+    shared: &ProxyShared,
+    conn: &Conn,
+) {
+    pump_dir(from, Some(to), client, shared, conn, Some(to));
 }
 
 /// Copies `from` → `to` until EOF, an error, a reset or the proxy's end. While the
@@ -581,6 +612,18 @@ fn pump(
     client: &TcpStream,
     shared: &ProxyShared,
     conn: &Conn,
+) {
+    pump_dir(from, to, client, shared, conn, None);
+}
+
+/// The pump; `up` is the upstream socket when this is the client-to-upstream direction.
+fn pump_dir(
+    from: &TcpStream,
+    to: Option<&TcpStream>,
+    client: &TcpStream,
+    shared: &ProxyShared,
+    conn: &Conn,
+    up: Option<&TcpStream>,
 ) {
     let _ = from.set_read_timeout(Some(PROXY_POLL));
     let mut buf = vec![0u8; 64 << 10];
@@ -597,7 +640,7 @@ fn pump(
                 break;
             }
             ProxyMode::Hang => conn.hung.store(true, Ordering::SeqCst),
-            ProxyMode::Forward => {}
+            ProxyMode::Forward | ProxyMode::ReadOnly => {}
         }
         if conn.hung.load(Ordering::SeqCst) && conn.closed.load(Ordering::SeqCst) {
             // The other direction is gone, and a hung connection never answers anyway.
@@ -611,13 +654,27 @@ fn pump(
                 }
                 // Checked again right before forwarding, so that nothing read after the
                 // switch to Hang or Refuse gets through.
-                if shared.mode() != ProxyMode::Forward {
+                if !matches!(shared.mode(), ProxyMode::Forward | ProxyMode::ReadOnly) {
                     if shared.mode() == ProxyMode::Hang {
                         conn.hung.store(true, Ordering::SeqCst);
                     }
                     continue;
                 }
                 let Some(mut to) = to else { continue };
+                if let Some(up) = up {
+                    let starts = !conn.in_request.swap(true, Ordering::SeqCst);
+                    if starts && shared.mode() == ProxyMode::ReadOnly && is_write_request(&buf[..n])
+                    {
+                        let mut c = client;
+                        let _ = c.write_all(READ_ONLY_ANSWER);
+                        let _ = client.shutdown(Shutdown::Both);
+                        let _ = up.shutdown(Shutdown::Both);
+                        break;
+                    }
+                } else {
+                    // The server answers: the client's next bytes start a new request.
+                    conn.in_request.store(false, Ordering::SeqCst);
+                }
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
@@ -741,5 +798,21 @@ pub fn fault_proxy_self_check() {
     std::thread::sleep(PROXY_POLL * 3);
     let r = echo_once(&mut again, b"stuck");
     assert!(r.is_err(), "open connection kept forwarding in Hang: {r:?}");
+
+    // Read-only: a GET goes through, a PUT is answered 503 and its connection closed.
+    proxy.set_mode(ProxyMode::ReadOnly);
+    let mut reader = connect().expect("connect while read-only");
+    assert_eq!(
+        echo_once(&mut reader, b"GET /x HTTP/1.1\r\n\r\n")
+            .expect("a GET through a read-only proxy"),
+        b"GET /x HTTP/1.1\r\n\r\n"
+    );
+    let mut writer = connect().expect("connect while read-only");
+    let answer = echo_once(&mut writer, b"PUT /x HTTP/1.1\r\n\r\n").expect("an answer to a PUT");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 503"),
+        "a PUT through a read-only proxy: {:?}",
+        String::from_utf8_lossy(&answer)
+    );
     proxy.set_mode(ProxyMode::Forward);
 }
