@@ -395,19 +395,7 @@ impl LocalTier {
             }
             Err(e) => return Err(io_err("reading", &path)(e)),
         };
-        let (object_len, footer, index) =
-            split_index_copy(&bytes).map_err(|reason| LocalError::Corrupt {
-                path: path.clone(),
-                reason,
-            })?;
-        let footer = decode_footer(footer, object_len).map_err(|e| LocalError::Corrupt {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        decode_index(index, &footer).map_err(|e| LocalError::Corrupt {
-            path,
-            reason: e.to_string(),
-        })
+        decode_index_copy(&bytes).map_err(|reason| LocalError::Corrupt { path, reason })
     }
 
     /// Bytes `range` of a whole local copy. The caller checks each chunk's CRC.
@@ -535,13 +523,7 @@ impl LocalTier {
 
     /// Saves the store's listing (every object key with its size), replacing the last one.
     pub fn save_listing(&self, objects: &[(ObjectKey, u64)]) -> Result<(), LocalError> {
-        let mut text = String::with_capacity(objects.len() * 96 + 64);
-        text.push_str(LISTING_HEADER);
-        text.push('\n');
-        for (k, size) in objects {
-            text.push_str(&format!("{size} {}/{}\n", k.tenant.as_str(), k.file_name()));
-        }
-        text.push_str("end\n");
+        let text = format_listing(objects);
         write_file(&self.cfg.dir.join("listing"), &[text.as_bytes()])
     }
 
@@ -550,6 +532,26 @@ impl LocalTier {
         let text = fs::read_to_string(self.cfg.dir.join("listing")).ok()?;
         parse_listing(&text)
     }
+}
+
+/// A listing file's text (see `docs/formats.md`, "Local tier").
+pub fn format_listing(objects: &[(ObjectKey, u64)]) -> String {
+    let mut text = String::with_capacity(objects.len() * 96 + 64);
+    text.push_str(LISTING_HEADER);
+    text.push('\n');
+    for (k, size) in objects {
+        text.push_str(&format!("{size} {}/{}\n", k.tenant.as_str(), k.file_name()));
+    }
+    text.push_str("end\n");
+    text
+}
+
+/// Decodes an index copy's bytes into the object's index, checking them as a store read
+/// would (footer against the object length, index CRC and structure).
+pub fn decode_index_copy(b: &[u8]) -> Result<ObjectIndex, String> {
+    let (object_len, footer, index) = split_index_copy(b)?;
+    let footer = decode_footer(footer, object_len).map_err(|e| e.to_string())?;
+    decode_index(index, &footer).map_err(|e| e.to_string())
 }
 
 /// Parses a listing file; `None` unless it has its header and its `end` line.

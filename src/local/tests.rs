@@ -204,3 +204,52 @@ fn leftover_tmp_files_are_removed_at_open() {
     assert!(!tmp.exists());
     assert_eq!(t.objects().len(), 1);
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any bytes as an index copy: an error or an index, never a panic; and any single
+        /// byte changed in a real index copy is caught (footer, length or CRC).
+        #[test]
+        fn index_copies_decode_or_fail_cleanly(
+            junk in proptest::collection::vec(any::<u8>(), 0..512),
+            series in 1usize..20,
+            flip in any::<prop::sample::Index>(),
+            bit in 0u8..8,
+        ) {
+            let _ = decode_index_copy(&junk);
+            let (_, bytes) = object(1_000, 2_000, 1, series);
+            let len = bytes.len() as u64;
+            let footer = &bytes[(len - FOOTER_LEN) as usize..];
+            let f = decode_footer(footer, len).unwrap();
+            let index = &bytes[f.index_range().start as usize..f.index_range().end as usize];
+            let mut copy = index_header(len).to_vec();
+            copy.extend_from_slice(footer);
+            copy.extend_from_slice(index);
+            prop_assert_eq!(decode_index_copy(&copy).unwrap(), decode_object(&bytes).unwrap());
+            let i = flip.index(copy.len());
+            copy[i] ^= 1 << bit;
+            prop_assert!(decode_index_copy(&copy).is_err(), "flipped bit {} of byte {}", bit, i);
+        }
+
+        /// A listing of any keys formats and parses back to itself.
+        #[test]
+        fn listings_round_trip(
+            entries in proptest::collection::vec(
+                (any::<i64>(), 0i64..1_000_000, any::<u64>(), any::<u64>(), "[a-z0-9_-]{1,12}"),
+                0..40,
+            ),
+        ) {
+            let objects: Vec<(ObjectKey, u64)> = entries
+                .into_iter()
+                .map(|(min_t, span, seq, size, ingester)| {
+                    let max_t = min_t.saturating_add(span);
+                    (ObjectKey::new(tenant(), min_t, max_t, &ingester, seq).unwrap(), size)
+                })
+                .collect();
+            prop_assert_eq!(parse_listing(&format_listing(&objects)), Some(objects));
+        }
+    }
+}
