@@ -6,7 +6,9 @@
 //! 2. for each tenant (at most `--flush.concurrency` at once, and never two uploads of one
 //!    tenant at the same time), the pending closed chunks are sorted oldest first and packed
 //!    into objects of at most `--flush.max-object-bytes`; each object is uploaded with
-//!    backoff and jitter that never gives up, behind the shared circuit breaker;
+//!    backoff and jitter that never gives up, behind the store's write circuit breaker
+//!    (`store::health`: reads have their own); an upload outstanding past `--store.timeout`
+//!    is cut by that deadline and counts as a failure at that moment;
 //! 3. once the store acknowledges an object its chunks are marked flushed, a WAL flush mark
 //!    per series records it (so a restart does not upload them again), and the catalog
 //!    learns the object;
@@ -138,7 +140,8 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher over `head`, logging flush marks through `ingester`.
+    /// A flusher over `head`, logging flush marks through `ingester`. `breaker` is the
+    /// store's write breaker ([`crate::store::health::StoreHealth::write`]).
     pub fn new(
         cfg: FlushConfig,
         head: Arc<Head>,
@@ -406,7 +409,7 @@ impl Flusher {
             let bytes = bytes.clone();
             async move {
                 let r = self.store.put(path, bytes).await;
-                self.metrics.store_up.set(self.breaker.up());
+                self.metrics.set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
                 if let Err(e) = &r {
                     *self.last_error.lock() = Some(e.to_string());
                     if attempts == 1 || attempts.is_power_of_two() {
@@ -417,7 +420,7 @@ impl Flusher {
             }
         })
         .await?;
-        self.metrics.store_up.set(self.breaker.up());
+        self.metrics.set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
         Ok(())
     }
 
@@ -462,7 +465,7 @@ impl Flusher {
         self.metrics.flush_backlog_bytes.set(bytes as i64);
         let age = oldest.map_or(0, |t| (now_ms.saturating_sub(t) / 1000).max(0));
         self.metrics.flush_oldest_unflushed_seconds.set(age);
-        self.metrics.store_up.set(self.breaker.up());
+        self.metrics.set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
         self.metrics
             .memory_chunk_bytes
             .set(self.head.closed_bytes() as i64);

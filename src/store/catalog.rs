@@ -13,12 +13,20 @@
 //! [`ObjectCache`], so a repeated query does not touch the store.
 //!
 //! Degraded reads (see `shared/DESIGN.md`): a select never fails. An object that cannot be
-//! read becomes a warning naming it and the reason, and the answer is partial. Every store
-//! call ends by the query's deadline, and while the circuit breaker is not closed by
-//! [`CatalogConfig::degraded_timeout`], so a query during an outage costs at most that per
-//! wave of reads instead of the full store timeout. Reads do not wait for the breaker's
-//! probe slot (that is for the flusher, which can wait); they report what they saw to the
-//! breaker, so reads alone also notice an outage, and its end.
+//! read becomes a warning naming it and the reason, and the answer is partial. The catalog
+//! holds the store's *read* breaker (`store::health`; uploads have their own), and before
+//! each store call it asks it:
+//! - closed: the call goes, ending by the query's deadline and the store timeout, with the
+//!   store's first-byte deadline on each request. It also stops the moment another read
+//!   finds reads down, so a query in flight does not keep waiting on a sick store;
+//! - open (reads down): no call at all, an immediate [`StoreError::ReadsDown`], so a query
+//!   answers from local tiers and caches at once. [`super::health::run_read_probe`] finds
+//!   the recovery;
+//! - half-open (a probe in flight): the call goes, cut to
+//!   [`CatalogConfig::degraded_timeout`].
+//!
+//! Each read reports what it saw: no first byte in time marks reads down at once; other
+//! retryable errors count toward the breaker's threshold; any answer closes it.
 //!
 //! **Invariant:** a tenant's select only ever looks at objects under that tenant's prefix
 //! (the catalog is keyed by tenant, and keys are parsed from `<prefix>/<tenant>/chunks/`).
@@ -88,7 +96,8 @@ const MAX_JUNK_KEY_WARNINGS: usize = 10;
 pub struct CatalogConfig {
     /// Bound of the index and chunk cache ([`ObjectCache`]); 0 caches nothing.
     pub cache_bytes: u64,
-    /// Longest a store read may take while the circuit breaker is open or half-open.
+    /// Longest a store read may take while the read breaker is half-open (while it is open,
+    /// reads are not made at all).
     pub degraded_timeout: Duration,
 }
 
@@ -165,7 +174,9 @@ impl fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// An empty, not yet loaded catalog over `store`, sharing `breaker` with the flusher.
+    /// An empty, not yet loaded catalog over `store`. `breaker` is the store's read breaker
+    /// ([`StoreHealth::read`](super::health::StoreHealth::read)): index and chunk reads and
+    /// the listing report to it and obey it.
     pub fn new(store: Store, breaker: Arc<CircuitBreaker>, cfg: CatalogConfig) -> Self {
         Self {
             cache: ObjectCache::new(cfg.cache_bytes),
@@ -228,9 +239,10 @@ impl Catalog {
         Ok(n)
     }
 
-    /// Calls [`load`](Self::load) until it succeeds, with backoff and through the circuit
-    /// breaker (so while the store is down it waits for its turn to probe). Each failure is
-    /// logged once at warn. Cancel by dropping the future (or aborting its task).
+    /// Calls [`load`](Self::load) until it succeeds, with backoff and through the read
+    /// breaker (a listing is a read; while reads are down it waits for its turn to probe,
+    /// and its listing is then the probe). Each failure is logged once at warn. Cancel by
+    /// dropping the future (or aborting its task).
     pub async fn run_loader(self: Arc<Self>) {
         // Short ceiling: until the catalog loads, every query is marked partial, so it
         // should load soon after the store comes back.
@@ -514,9 +526,10 @@ impl Catalog {
         Ok(ix)
     }
 
-    /// Runs one store read (`f`, given the store with the right deadline) so that it ends by
-    /// `deadline`, within the store timeout, and within the degraded timeout while the
-    /// circuit is not closed; then tells the breaker how it went.
+    /// Runs one store read (`f`, given the store with the right deadline) if reads are not
+    /// down, so that it ends by `deadline`, within the store timeout, within the degraded
+    /// timeout while half-open, and as soon as reads go down; then tells the breaker how it
+    /// went. While reads are down it returns [`StoreError::ReadsDown`] at once.
     async fn read<T, F, Fut>(
         &self,
         op: &'static str,
@@ -537,24 +550,44 @@ impl Catalog {
                 after: Duration::ZERO,
             });
         }
-        let cap = if self.breaker.state() == CircuitState::Closed {
-            self.store.timeout()
-        } else {
-            self.store.timeout().min(self.cfg.degraded_timeout)
+        // Asked before each call, not once per query: a query's later reads (the next wave
+        // of indexes, its chunks) must not wait on a store that its first reads found down.
+        let state = self.breaker.state();
+        let cap = match state {
+            CircuitState::Closed => self.store.timeout(),
+            CircuitState::HalfOpen => self.store.timeout().min(self.cfg.degraded_timeout),
+            CircuitState::Open => return Err(StoreError::ReadsDown),
         };
         let timeout = remaining.min(cap);
         // The store applies the timeout to each call; the outer one bounds the whole read
         // (an index read is two calls).
-        let result = match tokio::time::timeout(timeout, f(self.store.with_timeout(timeout))).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout {
-                op,
-                path: path.to_string(),
-                after: timeout,
-            }),
+        let call = async {
+            match tokio::time::timeout(timeout, f(self.store.with_timeout(timeout))).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout {
+                    op,
+                    path: path.to_string(),
+                    after: timeout,
+                }),
+            }
+        };
+        let result = if state == CircuitState::Closed {
+            tokio::select! {
+                // A call that ends at the same moment keeps its own answer.
+                biased;
+                r = call => r,
+                // Another read found reads down: stop waiting. Not evidence of anything new,
+                // so the breaker is not told.
+                () = self.breaker.until_down() => return Err(StoreError::ReadsDown),
+            }
+        } else {
+            call.await
         };
         match &result {
+            // No first byte in time: strong evidence on its own, reads are down now. (The
+            // store applies that deadline only when it is shorter than the call's, so it
+            // is never the query's own deadline speaking.)
+            Err(StoreError::FirstByteTimeout { .. }) => self.breaker.trip(),
             Err(e) if e.is_retryable() => {
                 // A timeout the query's own deadline cut shorter than even the degraded
                 // timeout says more about the query than the store: do not count it.
