@@ -690,10 +690,20 @@ mod tests {
         catalog: Arc<Catalog>,
     }
 
+    /// The first-byte deadline of the fixtures (the flag's default).
+    const FIRST_BYTE: Duration = Duration::from_secs(1);
+
     fn fixture(cache_bytes: u64) -> Fixture {
+        fixture_with(cache_bytes, FIRST_BYTE)
+    }
+
+    /// A fixture whose store has the first-byte deadline `first_byte` (`STORE_TIMEOUT`
+    /// turns it off, to test the other deadlines alone).
+    fn fixture_with(cache_bytes: u64, first_byte: Duration) -> Fixture {
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
         let opts = StoreOptions {
             timeout: STORE_TIMEOUT,
+            read_first_byte_timeout: first_byte,
             max_list_entries: 3, // several pages
             ..StoreOptions::default()
         };
@@ -1027,7 +1037,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_store_costs_a_select_no_more_than_its_deadline() {
-        let f = fixture(0);
+        // The first-byte deadline off: this is about the query's and the store's deadlines.
+        let f = fixture_with(0, STORE_TIMEOUT);
         let a = tenant("a");
         for k in 0..20 {
             let l = labels(&[("__name__", "x"), ("k", &k.to_string())]);
@@ -1081,15 +1092,17 @@ mod tests {
         // Those timeouts were failures of the store (2 s is past the degraded timeout).
         assert_eq!(f.breaker.state(), CircuitState::Open);
 
-        // A chunk read now gets the degraded timeout, well inside its own deadline.
+        // Reads are down: a chunk read does not call the store at all.
+        let calls = f.faulty.calls(Op::GetRange);
         let start = Instant::now();
         let err = f
             .catalog
             .read_chunk(&chunk, start + Duration::from_secs(3))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
-        assert_eq!(start.elapsed(), DEGRADED);
+        assert!(matches!(err, StoreError::ReadsDown), "{err}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(f.faulty.calls(Op::GetRange), calls);
         // A deadline already past costs nothing and tells the breaker nothing.
         let failures = f.breaker.consecutive_failures();
         let err = f
@@ -1111,63 +1124,129 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn reads_open_the_circuit_and_then_use_the_degraded_timeout() {
+    async fn a_read_with_no_first_byte_marks_reads_down_and_later_queries_skip_the_store() {
         let f = fixture(0);
         let a = tenant("a");
         let l = labels(&[("__name__", "x")]);
         put_object(&f.store, &a, 1, &[(l.clone(), vec![(0, 10, vec![7; 8])])]).await;
         f.catalog.load().await.unwrap();
+        // The chunk to read later, found while the store works (cache off: re-read).
+        let deadline = Instant::now() + STORE_TIMEOUT;
+        let chunk = f.catalog.select(&a, &[], 0, 10, deadline).await.series[0].chunks[0].clone();
+        let reads_before = f.faulty.calls(Op::GetRange);
 
         f.faulty.set(&Op::READS, Some(Fault::Hang));
-        // Reads alone notice the outage: three timed-out reads open the circuit.
+        // One hanging read costs the first-byte deadline, not the store timeout, and that
+        // one read is enough: reads are down at once.
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+            .await;
+        assert_eq!(start.elapsed(), FIRST_BYTE);
+        assert_eq!(sel.warnings.len(), 1);
+        assert!(
+            sel.warnings[0].contains("no first byte within 1s"),
+            "{:?}",
+            sel.warnings
+        );
+        assert_eq!(f.breaker.state(), CircuitState::Open);
+        assert_eq!(f.faulty.calls(Op::GetRange), reads_before + 1);
+
+        // Down: the next queries do not call the store at all and answer at once.
         for _ in 0..3 {
             let start = Instant::now();
             let sel = f
                 .catalog
                 .select(&a, &[], 0, 10, start + Duration::from_secs(60))
                 .await;
-            assert_eq!(start.elapsed(), STORE_TIMEOUT);
-            assert_eq!(sel.warnings.len(), 1);
+            assert!(start.elapsed() <= Duration::from_millis(5));
+            assert!(
+                sel.warnings[0].contains("store reads are down"),
+                "{:?}",
+                sel.warnings
+            );
+            let err = f
+                .catalog
+                .read_chunk(&chunk, start + Duration::from_secs(60))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::ReadsDown), "{err}");
         }
-        assert_eq!(f.breaker.state(), CircuitState::Open);
+        assert_eq!(
+            f.faulty.calls(Op::GetRange),
+            reads_before + 1,
+            "no store call while down"
+        );
+        assert_eq!(f.breaker.state(), CircuitState::Open, "refusals are not failures");
 
-        // Open: at most the degraded timeout, with no wait for the probe slot.
+        // Half-open (a probe in flight): reads go, cut to the degraded timeout.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = f.breaker.try_call().unwrap();
+        assert_eq!(f.breaker.state(), CircuitState::HalfOpen);
         let start = Instant::now();
         let sel = f
             .catalog
             .select(&a, &[], 0, 10, start + Duration::from_secs(60))
             .await;
-        assert!(
-            start.elapsed() <= DEGRADED + Duration::from_millis(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(start.elapsed(), DEGRADED);
         assert!(
             sel.warnings[0].contains("within 500ms"),
             "{:?}",
             sel.warnings
         );
-
-        // Half-open (the flusher's probe in flight) is degraded too.
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = f.breaker.try_call().unwrap();
-        assert_eq!(f.breaker.state(), CircuitState::HalfOpen);
-        let start = Instant::now();
-        f.catalog
-            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
-            .await;
-        assert!(start.elapsed() <= DEGRADED + Duration::from_millis(5));
+        assert_eq!(f.breaker.state(), CircuitState::Open, "a failed read reopens");
         drop(probe);
 
-        // The store answers again: the first read succeeds and closes the circuit.
+        // The store answers again; the read probe finds it, and reads go through.
         f.faulty.set(&Op::READS, None);
+        let prober = tokio::spawn(crate::store::health::run_read_probe(
+            f.store.clone(),
+            f.breaker.clone(),
+        ));
+        // The next probe time is one interval after the failed read.
+        tokio::time::sleep(Duration::from_secs(5) + Duration::from_millis(1)).await;
+        assert_eq!(f.breaker.state(), CircuitState::Closed);
         let sel = f
             .catalog
             .select(&a, &[], 0, 10, Instant::now() + Duration::from_secs(60))
             .await;
         assert!(sel.warnings.is_empty(), "{:?}", sel.warnings);
         assert_eq!(sel.series.len(), 1);
-        assert_eq!(f.breaker.state(), CircuitState::Closed);
+        prober.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_in_flight_stops_waiting_when_another_finds_reads_down() {
+        let f = fixture(0);
+        let a = tenant("a");
+        for k in 0..2 {
+            let l = labels(&[("__name__", "x"), ("k", &k.to_string())]);
+            put_object(&f.store, &a, k, &[(l, vec![(0, 10, vec![1; 8])])]).await;
+        }
+        f.catalog.load().await.unwrap();
+        // Object 0's footer never comes; object 1's does, in time, and then its index
+        // read is slow (it would end at 1.8 s).
+        let slow = Fault::Delay(Duration::from_millis(900));
+        f.faulty
+            .script(Op::GetRange, [Fault::Hang, slow.clone(), slow]);
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+            .await;
+        // Object 0's first-byte timeout at 1 s marks reads down; object 1's read stops
+        // waiting then, without counting as a failure of its own.
+        assert_eq!(start.elapsed(), FIRST_BYTE);
+        assert_eq!(f.faulty.calls(Op::GetRange), 3);
+        assert_eq!(sel.warnings.len(), 2, "{:?}", sel.warnings);
+        assert!(sel.warnings[0].contains("no first byte"), "{:?}", sel.warnings);
+        assert!(
+            sel.warnings[1].contains("store reads are down"),
+            "{:?}",
+            sel.warnings
+        );
+        assert_eq!(f.breaker.consecutive_failures(), 1);
     }
 
     #[tokio::test(start_paused = true)]
