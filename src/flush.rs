@@ -510,7 +510,7 @@ mod tests {
     use crate::proto::{WriteBatch, WriteSeries};
     use crate::store::faulty::{Fault, FaultyStore, Op};
     use crate::store::object::decode_object;
-    use crate::store::retry::CircuitConfig;
+    use crate::store::retry::{CircuitConfig, CircuitState};
     use crate::store::StoreOptions;
     use crate::wal::{SyncMode, WalConfig};
     use futures::TryStreamExt;
@@ -547,6 +547,89 @@ mod tests {
             });
         }
         t.append(&b, None);
+    }
+
+    /// An upload outstanding past `--store.timeout` is a failure the moment the deadline
+    /// passes: the write breaker hears it then (not when the hung call would have ended)
+    /// and `weft_store_up{op="write"}` drops at that instant; reads are not touched.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_past_its_deadline_is_a_failure_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
+        fill(&head, 2, 241);
+        let (ing, _) = Ingester::open(
+            head.clone(),
+            dir.path(),
+            WalConfig {
+                sync: SyncMode::Never,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+        let timeout = Duration::from_secs(2);
+        let opts = StoreOptions {
+            timeout,
+            ..StoreOptions::default()
+        };
+        let store = Store::new(faulty.clone(), object_store::path::Path::default(), &opts);
+        let health = {
+            let metrics = metrics.clone();
+            crate::store::health::StoreHealth::with_observer(
+                CircuitConfig {
+                    failure_threshold: 1,
+                    probe_interval: Duration::from_secs(5),
+                },
+                move |op, up| metrics.set_store_up(op, up),
+            )
+        };
+        let flusher = Arc::new(Flusher::new(
+            FlushConfig {
+                period: Duration::from_secs(60),
+                ..FlushConfig::default()
+            },
+            head.clone(),
+            Arc::new(ing),
+            store,
+            health.write.clone(),
+            Arc::new(Seen::default()),
+            metrics.clone(),
+        ));
+        let up = |op: &'static str| {
+            metrics
+                .store_up
+                .get_or_create(&crate::metrics::OpLabels { op })
+                .get()
+        };
+
+        faulty.set(&[Op::Put], Some(Fault::Hang));
+        let started = Instant::now();
+        let task = tokio::spawn(flusher.clone().run());
+        // The first cycle starts at once and its upload hangs.
+        tokio::time::sleep(timeout - Duration::from_millis(1)).await;
+        assert_eq!(faulty.calls(Op::Put), 1);
+        assert_eq!(health.write.consecutive_failures(), 0, "not yet past the deadline");
+        assert_eq!(up("write"), 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The upload's timer fires at this same instant; let its task run (yielding does
+        // not move the paused clock).
+        for _ in 0..10 {
+            if health.write.consecutive_failures() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(started.elapsed(), timeout);
+        assert_eq!(
+            health.write.consecutive_failures(),
+            1,
+            "a failure at the deadline"
+        );
+        assert_eq!(health.write.state(), CircuitState::Open);
+        assert_eq!((up("write"), up("read")), (0, 1));
+        assert!(health.read_up());
+        task.abort();
     }
 
     /// The store hangs, then fails, then recovers: the flusher keeps the chunks pending

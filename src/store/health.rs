@@ -187,6 +187,97 @@ mod tests {
         probe.abort();
     }
 
+    /// `weft_store_up{op="read"}` and `{op="write"}` as exposed.
+    fn exposed(metrics: &crate::metrics::Metrics) -> (String, String) {
+        let text = metrics.encode();
+        let value = |op: &str| {
+            let prefix = format!("weft_store_up{{op=\"{op}\"}} ");
+            text.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+                .to_owned()
+        };
+        (value(READ), value(WRITE))
+    }
+
+    /// Reads and writes fail apart, and `weft_store_up` says which: reads down while
+    /// uploads work, then GETs back while PUTs still fail (as on 28 Feb 2017).
+    #[tokio::test(start_paused = true)]
+    async fn reads_and_writes_are_up_and_down_apart() {
+        use crate::model::{Labels, TenantId};
+        use crate::store::catalog::{Catalog, CatalogConfig};
+        use crate::store::object::{ChunkData, ObjectBuilder, ObjectKey};
+        use crate::store::retry::{retry, Backoff, BackoffConfig};
+        use bytes::Bytes;
+
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        assert_eq!(exposed(&metrics), ("1".into(), "1".into()));
+        let health = {
+            let metrics = metrics.clone();
+            StoreHealth::with_observer(cfg(), move |op, up| metrics.set_store_up(op, up))
+        };
+        let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+        let store = Store::new(faulty.clone(), Path::from("weft"), &StoreOptions::default());
+        let catalog = Catalog::new(
+            store.clone(),
+            health.read.clone(),
+            CatalogConfig {
+                cache_bytes: 0,
+                ..CatalogConfig::default()
+            },
+        );
+        let tenant = TenantId::parse("a").unwrap();
+        let object = |seq: u64| {
+            let mut b = ObjectBuilder::new();
+            let labels = Labels::from_strs([("__name__", "x")]).unwrap();
+            b.add_series(&labels, &[ChunkData { min_t: 0, max_t: 10, data: &[1, 2, 3] }])
+                .unwrap();
+            let o = b.finish().unwrap();
+            let key = ObjectKey::new(tenant.clone(), o.min_t, o.max_t, "ing-1", seq).unwrap();
+            (key.to_path(store.prefix()), o.bytes)
+        };
+        let upload = |path: Path, bytes: Bytes| {
+            let (store, write) = (store.clone(), health.write.clone());
+            async move {
+                let mut backoff = Backoff::new(BackoffConfig::default(), 1);
+                retry(&write, &mut backoff, || store.put(&path, bytes.clone())).await
+            }
+        };
+        let (path, bytes) = object(1);
+        upload(path, bytes).await.unwrap();
+        catalog.load().await.unwrap();
+        let select = || catalog.select(&tenant, &[], 0, 10, Instant::now() + Duration::from_secs(30));
+
+        // Reads hang, writes work.
+        faulty.set(&Op::READS, Some(Fault::Hang));
+        assert_eq!(select().await.warnings.len(), 1);
+        let (path, bytes) = object(2);
+        upload(path, bytes).await.unwrap();
+        assert!(!health.read_up() && health.write_up());
+        assert_eq!(exposed(&metrics), ("0".into(), "1".into()));
+
+        // GETs come back (the probe finds it), PUTs fail.
+        let prober = tokio::spawn(run_read_probe(store.clone(), health.read.clone()));
+        faulty.set(&Op::ALL, Some(Fault::Fail));
+        faulty.set(&Op::READS, None);
+        let (path, bytes) = object(3);
+        let stuck = tokio::spawn(upload(path, bytes));
+        tokio::time::sleep(INTERVAL * 2).await;
+        assert!(health.read_up() && !health.write_up());
+        assert_eq!(exposed(&metrics), ("1".into(), "0".into()));
+        let sel = select().await;
+        assert!(sel.warnings.is_empty(), "{:?}", sel.warnings);
+        assert_eq!(sel.series.len(), 1);
+        assert!(!stuck.is_finished(), "the upload keeps retrying");
+
+        // PUTs come back: the stuck upload is the write probe, and goes through.
+        faulty.set(&[Op::Put], None);
+        stuck.await.unwrap().unwrap();
+        assert!(health.read_up() && health.write_up());
+        assert_eq!(exposed(&metrics), ("1".into(), "1".into()));
+        prober.abort();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_failing_probe_keeps_reads_down_and_an_empty_store_counts_as_an_answer() {
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));

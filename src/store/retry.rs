@@ -505,6 +505,39 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn trip_opens_at_once_and_wakes_calls_waiting_on_until_down() {
+        let cb = Arc::new(CircuitBreaker::new(CircuitConfig {
+            failure_threshold: 5,
+            probe_interval: Duration::from_secs(10),
+        }));
+        let waiter = {
+            let cb = cb.clone();
+            tokio::spawn(async move {
+                cb.until_down().await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!waiter.is_finished(), "closed: until_down waits");
+        let tripped_at = Instant::now();
+        cb.trip();
+        assert_eq!((cb.state(), cb.up()), (CircuitState::Open, 0));
+        assert_eq!(waiter.await.unwrap(), tripped_at, "woken at the trip");
+        // Open already: until_down returns at once; a second trip keeps the probe time.
+        cb.until_down().await;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        cb.trip();
+        assert_eq!(cb.try_call().unwrap_err(), Duration::from_secs(6));
+        // Half-open: a trip reopens with a fresh interval, like a failed probe.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let probe = cb.try_call().unwrap();
+        cb.trip();
+        assert_eq!(cb.state(), CircuitState::Open);
+        drop(probe);
+        assert_eq!(cb.try_call().unwrap_err(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_dropped_probe_lets_the_next_probe_go_at_once() {
         let cb = CircuitBreaker::new(CircuitConfig {
             failure_threshold: 1,
