@@ -420,7 +420,8 @@ impl Flusher {
             }
         })
         .await?;
-        self.metrics.set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
+        self.metrics
+            .set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
         Ok(())
     }
 
@@ -465,7 +466,8 @@ impl Flusher {
         self.metrics.flush_backlog_bytes.set(bytes as i64);
         let age = oldest.map_or(0, |t| (now_ms.saturating_sub(t) / 1000).max(0));
         self.metrics.flush_oldest_unflushed_seconds.set(age);
-        self.metrics.set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
+        self.metrics
+            .set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
         self.metrics
             .memory_chunk_bytes
             .set(self.head.closed_bytes() as i64);
@@ -609,7 +611,11 @@ mod tests {
         // The first cycle starts at once and its upload hangs.
         tokio::time::sleep(timeout - Duration::from_millis(1)).await;
         assert_eq!(faulty.calls(Op::Put), 1);
-        assert_eq!(health.write.consecutive_failures(), 0, "not yet past the deadline");
+        assert_eq!(
+            health.write.consecutive_failures(),
+            0,
+            "not yet past the deadline"
+        );
         assert_eq!(up("write"), 1);
         tokio::time::sleep(Duration::from_millis(1)).await;
         // The upload's timer fires at this same instant; let its task run (yielding does

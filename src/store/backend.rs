@@ -398,7 +398,11 @@ impl Store {
     pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
         self.call("get", path, async {
             let r = self
-                .first_byte("get", path, self.inner.get_opts(path, GetOptions::default()))
+                .first_byte(
+                    "get",
+                    path,
+                    self.inner.get_opts(path, GetOptions::default()),
+                )
                 .await?;
             self.check_size("object", r.meta.size)?;
             let expect = r.meta.size;
@@ -426,10 +430,7 @@ impl Store {
             let r = self
                 .first_byte("get_range", path, self.inner.get_opts(path, opts))
                 .await?;
-            let bytes = r
-                .bytes()
-                .await
-                .map_err(|e| map_err("get_range", path, e))?;
+            let bytes = r.bytes().await.map_err(|e| map_err("get_range", path, e))?;
             check_len(path, bytes.len() as u64, expect)?;
             Ok(bytes)
         })
@@ -460,8 +461,12 @@ impl Store {
     /// An object's metadata.
     pub async fn head(&self, path: &Path) -> Result<ObjectMeta, StoreError> {
         // A HEAD is all response start: the first-byte deadline covers all of it.
-        self.call("head", path, self.first_byte("head", path, self.inner.head(path)))
-            .await
+        self.call(
+            "head",
+            path,
+            self.first_byte("head", path, self.inner.head(path)),
+        )
+        .await
     }
 
     /// A cheap read that tells whether the store answers reads: the first entry of a

@@ -1178,7 +1178,11 @@ mod tests {
             reads_before + 1,
             "no store call while down"
         );
-        assert_eq!(f.breaker.state(), CircuitState::Open, "refusals are not failures");
+        assert_eq!(
+            f.breaker.state(),
+            CircuitState::Open,
+            "refusals are not failures"
+        );
 
         // Half-open (a probe in flight): reads go, cut to the degraded timeout.
         tokio::time::advance(Duration::from_secs(5)).await;
@@ -1195,7 +1199,11 @@ mod tests {
             "{:?}",
             sel.warnings
         );
-        assert_eq!(f.breaker.state(), CircuitState::Open, "a failed read reopens");
+        assert_eq!(
+            f.breaker.state(),
+            CircuitState::Open,
+            "a failed read reopens"
+        );
         drop(probe);
 
         // The store answers again; the read probe finds it, and reads go through.
@@ -1240,7 +1248,11 @@ mod tests {
         assert_eq!(start.elapsed(), FIRST_BYTE);
         assert_eq!(f.faulty.calls(Op::GetRange), 3);
         assert_eq!(sel.warnings.len(), 2, "{:?}", sel.warnings);
-        assert!(sel.warnings[0].contains("no first byte"), "{:?}", sel.warnings);
+        assert!(
+            sel.warnings[0].contains("no first byte"),
+            "{:?}",
+            sel.warnings
+        );
         assert!(
             sel.warnings[1].contains("store reads are down"),
             "{:?}",

@@ -356,11 +356,15 @@ mod tests {
         let path = Path::from("p/a");
         // Writes have no first-byte deadline: a slow put within the call deadline works.
         faulty.script(Op::Put, [Fault::Delay(Duration::from_secs(3))]);
-        store.put(&path, Bytes::from_static(b"abcdef")).await.unwrap();
+        store
+            .put(&path, Bytes::from_static(b"abcdef"))
+            .await
+            .unwrap();
 
         // Each kind of read: a response that starts just in time is read; one that does
         // not start by the first-byte deadline fails then, not at the call deadline.
-        type Read = fn(&Store, &Path) -> futures::future::BoxFuture<'static, Result<(), StoreError>>;
+        type Read =
+            fn(&Store, &Path) -> futures::future::BoxFuture<'static, Result<(), StoreError>>;
         let reads: [(Op, &str, Read); 4] = [
             (Op::Get, "get", |s, p| {
                 let (s, p) = (s.clone(), p.clone());

@@ -230,8 +230,15 @@ mod tests {
         let object = |seq: u64| {
             let mut b = ObjectBuilder::new();
             let labels = Labels::from_strs([("__name__", "x")]).unwrap();
-            b.add_series(&labels, &[ChunkData { min_t: 0, max_t: 10, data: &[1, 2, 3] }])
-                .unwrap();
+            b.add_series(
+                &labels,
+                &[ChunkData {
+                    min_t: 0,
+                    max_t: 10,
+                    data: &[1, 2, 3],
+                }],
+            )
+            .unwrap();
             let o = b.finish().unwrap();
             let key = ObjectKey::new(tenant.clone(), o.min_t, o.max_t, "ing-1", seq).unwrap();
             (key.to_path(store.prefix()), o.bytes)
@@ -246,7 +253,15 @@ mod tests {
         let (path, bytes) = object(1);
         upload(path, bytes).await.unwrap();
         catalog.load().await.unwrap();
-        let select = || catalog.select(&tenant, &[], 0, 10, Instant::now() + Duration::from_secs(30));
+        let select = || {
+            catalog.select(
+                &tenant,
+                &[],
+                0,
+                10,
+                Instant::now() + Duration::from_secs(30),
+            )
+        };
 
         // Reads hang, writes work.
         faulty.set(&Op::READS, Some(Fault::Hang));
