@@ -6,7 +6,9 @@
 //! 2. for each tenant (at most `--flush.concurrency` at once, and never two uploads of one
 //!    tenant at the same time), the pending closed chunks are sorted oldest first and packed
 //!    into objects of at most `--flush.max-object-bytes`; each object is uploaded with
-//!    backoff and jitter that never gives up, behind the shared circuit breaker;
+//!    backoff and jitter that never gives up, behind the store's write circuit breaker
+//!    (`store::health`: reads have their own); an upload outstanding past `--store.timeout`
+//!    is cut by that deadline and counts as a failure at that moment;
 //! 3. once the store acknowledges an object its chunks are marked flushed, a WAL flush mark
 //!    per series records it (so a restart does not upload them again), and the catalog
 //!    learns the object;
@@ -142,7 +144,8 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher over `head`, logging flush marks through `ingester`.
+    /// A flusher over `head`, logging flush marks through `ingester`. `breaker` is the
+    /// store's write breaker ([`crate::store::health::StoreHealth::write`]).
     pub fn new(
         cfg: FlushConfig,
         head: Arc<Head>,
@@ -443,7 +446,7 @@ impl Flusher {
             let bytes = bytes.clone();
             async move {
                 let r = self.store.put(path, bytes).await;
-                self.metrics.store_up.set(self.breaker.up());
+                self.metrics.set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
                 if let Err(e) = &r {
                     *self.last_error.lock() = Some(e.to_string());
                     if attempts == 1 || attempts.is_power_of_two() {
@@ -454,7 +457,8 @@ impl Flusher {
             }
         })
         .await?;
-        self.metrics.store_up.set(self.breaker.up());
+        self.metrics
+            .set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
         Ok(())
     }
 
@@ -499,7 +503,8 @@ impl Flusher {
         self.metrics.flush_backlog_bytes.set(bytes as i64);
         let age = oldest.map_or(0, |t| (now_ms.saturating_sub(t) / 1000).max(0));
         self.metrics.flush_oldest_unflushed_seconds.set(age);
-        self.metrics.store_up.set(self.breaker.up());
+        self.metrics
+            .set_store_up(crate::store::health::WRITE, self.breaker.up() == 1);
         self.metrics
             .memory_chunk_bytes
             .set(self.head.closed_bytes() as i64);
@@ -544,7 +549,7 @@ mod tests {
     use crate::proto::{WriteBatch, WriteSeries};
     use crate::store::faulty::{Fault, FaultyStore, Op};
     use crate::store::object::decode_object;
-    use crate::store::retry::CircuitConfig;
+    use crate::store::retry::{CircuitConfig, CircuitState};
     use crate::store::StoreOptions;
     use crate::wal::{SyncMode, WalConfig};
     use futures::TryStreamExt;
@@ -581,6 +586,93 @@ mod tests {
             });
         }
         t.append(&b, None);
+    }
+
+    /// An upload outstanding past `--store.timeout` is a failure the moment the deadline
+    /// passes: the write breaker hears it then (not when the hung call would have ended)
+    /// and `weft_store_up{op="write"}` drops at that instant; reads are not touched.
+    #[tokio::test(start_paused = true)]
+    async fn an_upload_past_its_deadline_is_a_failure_at_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
+        fill(&head, 2, 241);
+        let (ing, _) = Ingester::open(
+            head.clone(),
+            dir.path(),
+            WalConfig {
+                sync: SyncMode::Never,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+        let timeout = Duration::from_secs(2);
+        let opts = StoreOptions {
+            timeout,
+            ..StoreOptions::default()
+        };
+        let store = Store::new(faulty.clone(), object_store::path::Path::default(), &opts);
+        let health = {
+            let metrics = metrics.clone();
+            crate::store::health::StoreHealth::with_observer(
+                CircuitConfig {
+                    failure_threshold: 1,
+                    probe_interval: Duration::from_secs(5),
+                },
+                move |op, up| metrics.set_store_up(op, up),
+            )
+        };
+        let flusher = Arc::new(Flusher::new(
+            FlushConfig {
+                period: Duration::from_secs(60),
+                ..FlushConfig::default()
+            },
+            head.clone(),
+            Arc::new(ing),
+            store,
+            health.write.clone(),
+            Arc::new(Seen::default()),
+            metrics.clone(),
+        ));
+        let up = |op: &'static str| {
+            metrics
+                .store_up
+                .get_or_create(&crate::metrics::OpLabels { op })
+                .get()
+        };
+
+        faulty.set(&[Op::Put], Some(Fault::Hang));
+        let started = Instant::now();
+        let task = tokio::spawn(flusher.clone().run());
+        // The first cycle starts at once and its upload hangs.
+        tokio::time::sleep(timeout - Duration::from_millis(1)).await;
+        assert_eq!(faulty.calls(Op::Put), 1);
+        assert_eq!(
+            health.write.consecutive_failures(),
+            0,
+            "not yet past the deadline"
+        );
+        assert_eq!(up("write"), 1);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        // The upload's timer fires at this same instant; let its task run (yielding does
+        // not move the paused clock).
+        for _ in 0..10 {
+            if health.write.consecutive_failures() > 0 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(started.elapsed(), timeout);
+        assert_eq!(
+            health.write.consecutive_failures(),
+            1,
+            "a failure at the deadline"
+        );
+        assert_eq!(health.write.state(), CircuitState::Open);
+        assert_eq!((up("write"), up("read")), (0, 1));
+        assert!(health.read_up());
+        task.abort();
     }
 
     /// The store hangs, then fails, then recovers: the flusher keeps the chunks pending

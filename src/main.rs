@@ -23,7 +23,8 @@ use weft::pressure::{Budgets, Pressure};
 use weft::query::Querier;
 use weft::spill::{Spill, SpillConfig};
 use weft::store::catalog::{Catalog, CatalogConfig};
-use weft::store::retry::{CircuitBreaker, CircuitConfig};
+use weft::store::health::{run_read_probe, StoreHealth};
+use weft::store::retry::CircuitConfig;
 use weft::store::{Store, StoreOptions};
 use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, WalError};
 
@@ -202,10 +203,15 @@ struct ServeArgs {
     /// Deadline of every store call.
     #[arg(long = "store.timeout", env = "WEFT_STORE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     store_timeout: Duration,
-    /// Deadline of a store read while the store counts as down (circuit open).
+    /// Deadline for a store read's response to start (first byte), apart from reading its
+    /// body. A read past it marks store reads down at once.
+    #[arg(long = "store.read-first-byte-timeout", env = "WEFT_STORE_READ_FIRST_BYTE_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    store_read_first_byte_timeout: Duration,
+    /// Deadline of a store read while a probe of the down store is in flight (half-open).
+    /// While reads are down and no probe is in flight, queries do not read the store at all.
     #[arg(long = "store.degraded-timeout", env = "WEFT_STORE_DEGRADED_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
     store_degraded_timeout: Duration,
-    /// Consecutive store failures that mark it down.
+    /// Consecutive store failures that mark it down (reads and writes counted apart).
     #[arg(
         long = "store.circuit-failures",
         env = "WEFT_STORE_CIRCUIT_FAILURES",
@@ -442,14 +448,21 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store_opts = StoreOptions {
         timeout: args.store_timeout,
         request_timeout: args.store_timeout,
+        read_first_byte_timeout: args.store_read_first_byte_timeout,
         ..StoreOptions::default()
     };
     let store = Store::open(&store_url, &store_opts)
         .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
-    let breaker = Arc::new(CircuitBreaker::new(CircuitConfig {
-        failure_threshold: args.store_circuit_failures.max(1),
-        probe_interval: args.store_circuit_probe_interval,
-    }));
+    let health = {
+        let metrics = metrics.clone();
+        StoreHealth::with_observer(
+            CircuitConfig {
+                failure_threshold: args.store_circuit_failures.max(1),
+                probe_interval: args.store_circuit_probe_interval,
+            },
+            move |op, up| metrics.set_store_up(op, up),
+        )
+    };
     let local = Arc::new(
         LocalTier::open(LocalConfig {
             dir: args.data_dir.join("local"),
@@ -460,7 +473,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let catalog = Arc::new(
         Catalog::new(
             store.clone(),
-            breaker.clone(),
+            health.read.clone(),
             CatalogConfig {
                 cache_bytes: args.cache_bytes,
                 degraded_timeout: args.store_degraded_timeout,
@@ -476,6 +489,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     ));
     state.set_catalog(catalog.clone());
     tokio::spawn(catalog.clone().run_loader());
+    tokio::spawn(run_read_probe(store.clone(), health.read.clone()));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
@@ -564,7 +578,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             head.clone(),
             ingester.clone(),
             store.clone(),
-            breaker.clone(),
+            health.write.clone(),
             catalog.clone(),
             state.metrics().clone(),
         )

@@ -33,6 +33,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// Labels: `op` (`read` or `write`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    /// Which kind of store call.
+    pub op: &'static str,
+}
+
 /// Labels: `endpoint`, `code`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -70,8 +77,10 @@ pub struct Metrics {
     pub wal_segments: Counter,
     /// 1 once a failed sync has poisoned the WAL (writes refused until restart).
     pub wal_poisoned: Gauge,
-    /// 1 while the store's circuit is closed (the store works), 0 while it is open.
-    pub store_up: Gauge,
+    /// Per kind of call (`op="read"`, `op="write"`): 1 while its circuit is closed (the
+    /// store answers those calls), 0 while it counts as down. Set with
+    /// [`set_store_up`](Self::set_store_up).
+    pub store_up: Family<OpLabels, Gauge>,
     /// Objects uploaded to the store.
     pub store_uploads: Counter,
     /// Bytes of objects uploaded.
@@ -198,10 +207,14 @@ impl Metrics {
             "1 once a failed sync has poisoned the WAL; writes are refused until restart",
             wal_poisoned.clone(),
         );
-        let store_up = Gauge::default();
+        let store_up = Family::<OpLabels, Gauge>::default();
+        // Both series exist from the start: an alert on `== 0` needs a sample to compare.
+        for op in ["read", "write"] {
+            store_up.get_or_create(&OpLabels { op }).set(1);
+        }
         registry.register(
             "store_up",
-            "1 while the object store's circuit is closed, 0 while the store counts as down",
+            "Per op (read, write): 1 while the object store answers those calls, 0 while they count as down",
             store_up.clone(),
         );
         let store_uploads = Counter::default();
@@ -414,6 +427,13 @@ impl Metrics {
         self.local_objects.set(whole_objects as i64);
         self.local_evictions
             .inc_by(evicted.saturating_sub(self.local_evictions.get()));
+    }
+
+    /// Sets `weft_store_up{op}`; `op` is `"read"` or `"write"`.
+    pub fn set_store_up(&self, op: &'static str, up: bool) {
+        self.store_up
+            .get_or_create(&OpLabels { op })
+            .set(i64::from(up));
     }
 
     /// The text exposition of every metric.

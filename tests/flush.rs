@@ -109,7 +109,11 @@ fn flush_uploads_exactly_what_was_pushed_and_a_restart_does_not_upload_again() {
         .unwrap()
         .text()
         .unwrap();
-    assert!(metrics.contains("weft_store_up 1"), "{metrics}");
+    assert!(
+        metrics.contains("weft_store_up{op=\"write\"} 1")
+            && metrics.contains("weft_store_up{op=\"read\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("weft_flush_backlog_bytes 0"), "{metrics}");
 
     // Restart twice: once through the shutdown checkpoint, once through WAL replay alone

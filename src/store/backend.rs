@@ -11,6 +11,13 @@
 //! top of that, every call runs under weft's own deadline (`--store.timeout`), which also
 //! covers what the client's timeouts do not: a server that accepts the connection and then
 //! never answers, a local file system that hangs, a slow listing of many pages.
+//!
+//! Reads (`get`, `get_range`, `get_suffix`, `head`) have a second, shorter deadline for the
+//! time until the response starts (`--store.read-first-byte-timeout`, 1s): object_store's
+//! `get_opts` returns when the response headers arrive, and the body is then read under what
+//! is left of the call's deadline. A healthy store starts answering in milliseconds even
+//! when the body is large, so a read with no first byte by then says the store is sick, and
+//! the caller learns it in one second rather than ten ([`StoreError::FirstByteTimeout`]).
 
 use std::collections::BinaryHeap;
 use std::fmt;
@@ -57,6 +64,9 @@ pub struct StoreOptions {
     pub client_max_retries: usize,
     /// object_store's bound on the time spent in its own retries.
     pub client_retry_timeout: Duration,
+    /// Deadline for a read's response to start (`--store.read-first-byte-timeout`), apart
+    /// from the time to read its body. Not applied when it is not shorter than `timeout`.
+    pub read_first_byte_timeout: Duration,
     /// Most store calls in flight at once; more wait (within their deadline).
     pub max_in_flight: usize,
     /// Largest object `get`, `put` or a range accepts.
@@ -78,6 +88,7 @@ impl Default for StoreOptions {
             pool_idle_timeout: Duration::from_secs(15),
             client_max_retries: 1,
             client_retry_timeout: Duration::from_secs(3),
+            read_first_byte_timeout: Duration::from_secs(1),
             max_in_flight: 16,
             max_object_bytes: object::MAX_OBJECT_BYTES,
             max_list_entries: 10_000,
@@ -228,6 +239,7 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     prefix: Path,
     timeout: Duration,
+    first_byte_timeout: Duration,
     in_flight: Arc<Semaphore>,
     max_object_bytes: u64,
     max_list_entries: usize,
@@ -243,6 +255,7 @@ impl fmt::Debug for Store {
             .field("inner", &format_args!("{}", self.inner))
             .field("prefix", &self.prefix.as_ref())
             .field("timeout", &self.timeout)
+            .field("first_byte_timeout", &self.first_byte_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +285,7 @@ impl Store {
             inner,
             prefix,
             timeout: opts.timeout,
+            first_byte_timeout: opts.read_first_byte_timeout,
             in_flight: Arc::new(Semaphore::new(opts.max_in_flight.max(1))),
             max_object_bytes: opts.max_object_bytes,
             max_list_entries: opts.max_list_entries.max(1),
@@ -280,7 +294,8 @@ impl Store {
     }
 
     /// The same store with another deadline, sharing the in-flight bound. Queries use a
-    /// short one while the circuit is open.
+    /// short one while the circuit is half-open. The first-byte deadline stays; it applies
+    /// only while shorter than the new deadline.
     pub fn with_timeout(&self, timeout: Duration) -> Store {
         Store {
             timeout,
@@ -296,6 +311,11 @@ impl Store {
     /// The deadline of each call.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The first-byte deadline of each read.
+    pub fn read_first_byte_timeout(&self) -> Duration {
+        self.first_byte_timeout
     }
 
     /// The wrapped object store.
@@ -323,6 +343,28 @@ impl Store {
                 op,
                 path: path.to_string(),
                 after: self.timeout,
+            }),
+        }
+    }
+
+    /// Awaits the start of a read's response under the first-byte deadline. Called inside
+    /// [`call`](Self::call), so the clock starts once the call has its in-flight slot: a
+    /// queue behind busy slots is weft's own, not the store's, and must not mark the store
+    /// down. A deadline not shorter than the call's is left to the call (a `Timeout`), so a
+    /// call cut short by a query's deadline is never taken for a sick store.
+    async fn first_byte<T, F>(&self, op: &'static str, path: &Path, fut: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, object_store::Error>>,
+    {
+        if self.first_byte_timeout >= self.timeout {
+            return fut.await.map_err(|e| map_err(op, path, e));
+        }
+        match tokio::time::timeout(self.first_byte_timeout, fut).await {
+            Ok(r) => r.map_err(|e| map_err(op, path, e)),
+            Err(_) => Err(StoreError::FirstByteTimeout {
+                op,
+                path: path.to_string(),
+                after: self.first_byte_timeout,
             }),
         }
     }
@@ -356,10 +398,12 @@ impl Store {
     pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
         self.call("get", path, async {
             let r = self
-                .inner
-                .get_opts(path, GetOptions::default())
-                .await
-                .map_err(|e| map_err("get", path, e))?;
+                .first_byte(
+                    "get",
+                    path,
+                    self.inner.get_opts(path, GetOptions::default()),
+                )
+                .await?;
             self.check_size("object", r.meta.size)?;
             let expect = r.meta.size;
             let bytes = r.bytes().await.map_err(|e| map_err("get", path, e))?;
@@ -378,11 +422,15 @@ impl Store {
         self.check_size("range", range.end - range.start)?;
         self.call("get_range", path, async {
             let expect = range.end - range.start;
-            let bytes = self
-                .inner
-                .get_range(path, range)
-                .await
-                .map_err(|e| map_err("get_range", path, e))?;
+            let opts = GetOptions {
+                range: Some(GetRange::Bounded(range)),
+                ..Default::default()
+            };
+            // Headers first (under the first-byte deadline), then the body.
+            let r = self
+                .first_byte("get_range", path, self.inner.get_opts(path, opts))
+                .await?;
+            let bytes = r.bytes().await.map_err(|e| map_err("get_range", path, e))?;
             check_len(path, bytes.len() as u64, expect)?;
             Ok(bytes)
         })
@@ -399,10 +447,8 @@ impl Store {
                 ..Default::default()
             };
             let r = self
-                .inner
-                .get_opts(path, opts)
-                .await
-                .map_err(|e| map_err("get_range", path, e))?;
+                .first_byte("get_range", path, self.inner.get_opts(path, opts))
+                .await?;
             let size = r.meta.size;
             let expect = r.range.end.saturating_sub(r.range.start);
             let bytes = r.bytes().await.map_err(|e| map_err("get_range", path, e))?;
@@ -414,11 +460,28 @@ impl Store {
 
     /// An object's metadata.
     pub async fn head(&self, path: &Path) -> Result<ObjectMeta, StoreError> {
-        self.call("head", path, async {
-            self.inner
-                .head(path)
-                .await
-                .map_err(|e| map_err("head", path, e))
+        // A HEAD is all response start: the first-byte deadline covers all of it.
+        self.call(
+            "head",
+            path,
+            self.first_byte("head", path, self.inner.head(path)),
+        )
+        .await
+    }
+
+    /// A cheap read that tells whether the store answers reads: the first entry of a
+    /// listing of the prefix (one request on S3, GCS and Azure, whose pages are fetched
+    /// lazily), under the first-byte deadline. Any answer, an empty listing included, is a
+    /// success. For the read probe (`store::health`), which knows no object to HEAD.
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        let prefix = &self.prefix;
+        self.call("probe", prefix, async {
+            let mut stream = self.inner.list(Some(prefix));
+            let first = self
+                .first_byte("probe", prefix, async { stream.next().await.transpose() })
+                .await?;
+            drop(first);
+            Ok(())
         })
         .await
     }

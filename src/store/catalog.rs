@@ -13,12 +13,20 @@
 //! [`ObjectCache`], so a repeated query does not touch the store.
 //!
 //! Degraded reads (see `shared/DESIGN.md`): a select never fails. An object that cannot be
-//! read becomes a warning naming it and the reason, and the answer is partial. Every store
-//! call ends by the query's deadline, and while the circuit breaker is not closed by
-//! [`CatalogConfig::degraded_timeout`], so a query during an outage costs at most that per
-//! wave of reads instead of the full store timeout. Reads do not wait for the breaker's
-//! probe slot (that is for the flusher, which can wait); they report what they saw to the
-//! breaker, so reads alone also notice an outage, and its end.
+//! read becomes a warning naming it and the reason, and the answer is partial. The catalog
+//! holds the store's *read* breaker (`store::health`; uploads have their own), and before
+//! each store call it asks it:
+//! - closed: the call goes, ending by the query's deadline and the store timeout, with the
+//!   store's first-byte deadline on each request. It also stops the moment another read
+//!   finds reads down, so a query in flight does not keep waiting on a sick store;
+//! - open (reads down): no call at all, an immediate [`StoreError::ReadsDown`], so a query
+//!   answers from local tiers and caches at once. [`super::health::run_read_probe`] finds
+//!   the recovery;
+//! - half-open (a probe in flight): the call goes, cut to
+//!   [`CatalogConfig::degraded_timeout`].
+//!
+//! Each read reports what it saw: no first byte in time marks reads down at once; other
+//! retryable errors count toward the breaker's threshold; any answer closes it.
 //!
 //! **Invariant:** a tenant's select only ever looks at objects under that tenant's prefix
 //! (the catalog is keyed by tenant, and keys are parsed from `<prefix>/<tenant>/chunks/`).
@@ -89,7 +97,8 @@ const MAX_JUNK_KEY_WARNINGS: usize = 10;
 pub struct CatalogConfig {
     /// Bound of the index and chunk cache ([`ObjectCache`]); 0 caches nothing.
     pub cache_bytes: u64,
-    /// Longest a store read may take while the circuit breaker is open or half-open.
+    /// Longest a store read may take while the read breaker is half-open (while it is open,
+    /// reads are not made at all).
     pub degraded_timeout: Duration,
 }
 
@@ -170,7 +179,9 @@ impl fmt::Debug for Catalog {
 }
 
 impl Catalog {
-    /// An empty, not yet loaded catalog over `store`, sharing `breaker` with the flusher.
+    /// An empty, not yet loaded catalog over `store`. `breaker` is the store's read breaker
+    /// ([`StoreHealth::read`](super::health::StoreHealth::read)): index and chunk reads and
+    /// the listing report to it and obey it.
     pub fn new(store: Store, breaker: Arc<CircuitBreaker>, cfg: CatalogConfig) -> Self {
         Self {
             cache: ObjectCache::new(cfg.cache_bytes),
@@ -290,9 +301,10 @@ impl Catalog {
         Ok(n)
     }
 
-    /// Calls [`load`](Self::load) until it succeeds, with backoff and through the circuit
-    /// breaker (so while the store is down it waits for its turn to probe). Each failure is
-    /// logged once at warn. Cancel by dropping the future (or aborting its task).
+    /// Calls [`load`](Self::load) until it succeeds, with backoff and through the read
+    /// breaker (a listing is a read; while reads are down it waits for its turn to probe,
+    /// and its listing is then the probe). Each failure is logged once at warn. Cancel by
+    /// dropping the future (or aborting its task).
     pub async fn run_loader(self: Arc<Self>) {
         // Short ceiling: until the catalog loads, every query is marked partial, so it
         // should load soon after the store comes back.
@@ -676,9 +688,10 @@ impl Catalog {
         Ok(ix)
     }
 
-    /// Runs one store read (`f`, given the store with the right deadline) so that it ends by
-    /// `deadline`, within the store timeout, and within the degraded timeout while the
-    /// circuit is not closed; then tells the breaker how it went.
+    /// Runs one store read (`f`, given the store with the right deadline) if reads are not
+    /// down, so that it ends by `deadline`, within the store timeout, within the degraded
+    /// timeout while half-open, and as soon as reads go down; then tells the breaker how it
+    /// went. While reads are down it returns [`StoreError::ReadsDown`] at once.
     async fn read<T, F, Fut>(
         &self,
         op: &'static str,
@@ -699,24 +712,44 @@ impl Catalog {
                 after: Duration::ZERO,
             });
         }
-        let cap = if self.breaker.state() == CircuitState::Closed {
-            self.store.timeout()
-        } else {
-            self.store.timeout().min(self.cfg.degraded_timeout)
+        // Asked before each call, not once per query: a query's later reads (the next wave
+        // of indexes, its chunks) must not wait on a store that its first reads found down.
+        let state = self.breaker.state();
+        let cap = match state {
+            CircuitState::Closed => self.store.timeout(),
+            CircuitState::HalfOpen => self.store.timeout().min(self.cfg.degraded_timeout),
+            CircuitState::Open => return Err(StoreError::ReadsDown),
         };
         let timeout = remaining.min(cap);
         // The store applies the timeout to each call; the outer one bounds the whole read
         // (an index read is two calls).
-        let result = match tokio::time::timeout(timeout, f(self.store.with_timeout(timeout))).await
-        {
-            Ok(r) => r,
-            Err(_) => Err(StoreError::Timeout {
-                op,
-                path: path.to_string(),
-                after: timeout,
-            }),
+        let call = async {
+            match tokio::time::timeout(timeout, f(self.store.with_timeout(timeout))).await {
+                Ok(r) => r,
+                Err(_) => Err(StoreError::Timeout {
+                    op,
+                    path: path.to_string(),
+                    after: timeout,
+                }),
+            }
+        };
+        let result = if state == CircuitState::Closed {
+            tokio::select! {
+                // A call that ends at the same moment keeps its own answer.
+                biased;
+                r = call => r,
+                // Another read found reads down: stop waiting. Not evidence of anything new,
+                // so the breaker is not told.
+                () = self.breaker.until_down() => return Err(StoreError::ReadsDown),
+            }
+        } else {
+            call.await
         };
         match &result {
+            // No first byte in time: strong evidence on its own, reads are down now. (The
+            // store applies that deadline only when it is shorter than the call's, so it
+            // is never the query's own deadline speaking.)
+            Err(StoreError::FirstByteTimeout { .. }) => self.breaker.trip(),
             Err(e) if e.is_retryable() => {
                 // A timeout the query's own deadline cut shorter than even the degraded
                 // timeout says more about the query than the store: do not count it.
@@ -819,10 +852,20 @@ mod tests {
         catalog: Arc<Catalog>,
     }
 
+    /// The first-byte deadline of the fixtures (the flag's default).
+    const FIRST_BYTE: Duration = Duration::from_secs(1);
+
     fn fixture(cache_bytes: u64) -> Fixture {
+        fixture_with(cache_bytes, FIRST_BYTE)
+    }
+
+    /// A fixture whose store has the first-byte deadline `first_byte` (`STORE_TIMEOUT`
+    /// turns it off, to test the other deadlines alone).
+    fn fixture_with(cache_bytes: u64, first_byte: Duration) -> Fixture {
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
         let opts = StoreOptions {
             timeout: STORE_TIMEOUT,
+            read_first_byte_timeout: first_byte,
             max_list_entries: 3, // several pages
             ..StoreOptions::default()
         };
@@ -1261,7 +1304,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_hanging_store_costs_a_select_no_more_than_its_deadline() {
-        let f = fixture(0);
+        // The first-byte deadline off: this is about the query's and the store's deadlines.
+        let f = fixture_with(0, STORE_TIMEOUT);
         let a = tenant("a");
         for k in 0..20 {
             let l = labels(&[("__name__", "x"), ("k", &k.to_string())]);
@@ -1315,15 +1359,17 @@ mod tests {
         // Those timeouts were failures of the store (2 s is past the degraded timeout).
         assert_eq!(f.breaker.state(), CircuitState::Open);
 
-        // A chunk read now gets the degraded timeout, well inside its own deadline.
+        // Reads are down: a chunk read does not call the store at all.
+        let calls = f.faulty.calls(Op::GetRange);
         let start = Instant::now();
         let err = f
             .catalog
             .read_chunk(&chunk, start + Duration::from_secs(3))
             .await
             .unwrap_err();
-        assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
-        assert_eq!(start.elapsed(), DEGRADED);
+        assert!(matches!(err, StoreError::ReadsDown), "{err}");
+        assert_eq!(start.elapsed(), Duration::ZERO);
+        assert_eq!(f.faulty.calls(Op::GetRange), calls);
         // A deadline already past costs nothing and tells the breaker nothing.
         let failures = f.breaker.consecutive_failures();
         let err = f
@@ -1345,63 +1391,141 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn reads_open_the_circuit_and_then_use_the_degraded_timeout() {
+    async fn a_read_with_no_first_byte_marks_reads_down_and_later_queries_skip_the_store() {
         let f = fixture(0);
         let a = tenant("a");
         let l = labels(&[("__name__", "x")]);
         put_object(&f.store, &a, 1, &[(l.clone(), vec![(0, 10, vec![7; 8])])]).await;
         f.catalog.load().await.unwrap();
+        // The chunk to read later, found while the store works (cache off: re-read).
+        let deadline = Instant::now() + STORE_TIMEOUT;
+        let chunk = f.catalog.select(&a, &[], 0, 10, deadline).await.series[0].chunks[0].clone();
+        let reads_before = f.faulty.calls(Op::GetRange);
 
         f.faulty.set(&Op::READS, Some(Fault::Hang));
-        // Reads alone notice the outage: three timed-out reads open the circuit.
+        // One hanging read costs the first-byte deadline, not the store timeout, and that
+        // one read is enough: reads are down at once.
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+            .await;
+        assert_eq!(start.elapsed(), FIRST_BYTE);
+        assert_eq!(sel.warnings.len(), 1);
+        assert!(
+            sel.warnings[0].contains("no first byte within 1s"),
+            "{:?}",
+            sel.warnings
+        );
+        assert_eq!(f.breaker.state(), CircuitState::Open);
+        assert_eq!(f.faulty.calls(Op::GetRange), reads_before + 1);
+
+        // Down: the next queries do not call the store at all and answer at once.
         for _ in 0..3 {
             let start = Instant::now();
             let sel = f
                 .catalog
                 .select(&a, &[], 0, 10, start + Duration::from_secs(60))
                 .await;
-            assert_eq!(start.elapsed(), STORE_TIMEOUT);
-            assert_eq!(sel.warnings.len(), 1);
+            assert!(start.elapsed() <= Duration::from_millis(5));
+            assert!(
+                sel.warnings[0].contains("store reads are down"),
+                "{:?}",
+                sel.warnings
+            );
+            let err = f
+                .catalog
+                .read_chunk(&chunk, start + Duration::from_secs(60))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, StoreError::ReadsDown), "{err}");
         }
-        assert_eq!(f.breaker.state(), CircuitState::Open);
+        assert_eq!(
+            f.faulty.calls(Op::GetRange),
+            reads_before + 1,
+            "no store call while down"
+        );
+        assert_eq!(
+            f.breaker.state(),
+            CircuitState::Open,
+            "refusals are not failures"
+        );
 
-        // Open: at most the degraded timeout, with no wait for the probe slot.
+        // Half-open (a probe in flight): reads go, cut to the degraded timeout.
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let probe = f.breaker.try_call().unwrap();
+        assert_eq!(f.breaker.state(), CircuitState::HalfOpen);
         let start = Instant::now();
         let sel = f
             .catalog
             .select(&a, &[], 0, 10, start + Duration::from_secs(60))
             .await;
-        assert!(
-            start.elapsed() <= DEGRADED + Duration::from_millis(5),
-            "{:?}",
-            start.elapsed()
-        );
+        assert_eq!(start.elapsed(), DEGRADED);
         assert!(
             sel.warnings[0].contains("within 500ms"),
             "{:?}",
             sel.warnings
         );
-
-        // Half-open (the flusher's probe in flight) is degraded too.
-        tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = f.breaker.try_call().unwrap();
-        assert_eq!(f.breaker.state(), CircuitState::HalfOpen);
-        let start = Instant::now();
-        f.catalog
-            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
-            .await;
-        assert!(start.elapsed() <= DEGRADED + Duration::from_millis(5));
+        assert_eq!(
+            f.breaker.state(),
+            CircuitState::Open,
+            "a failed read reopens"
+        );
         drop(probe);
 
-        // The store answers again: the first read succeeds and closes the circuit.
+        // The store answers again; the read probe finds it, and reads go through.
         f.faulty.set(&Op::READS, None);
+        let prober = tokio::spawn(crate::store::health::run_read_probe(
+            f.store.clone(),
+            f.breaker.clone(),
+        ));
+        // The next probe time is one interval after the failed read.
+        tokio::time::sleep(Duration::from_secs(5) + Duration::from_millis(1)).await;
+        assert_eq!(f.breaker.state(), CircuitState::Closed);
         let sel = f
             .catalog
             .select(&a, &[], 0, 10, Instant::now() + Duration::from_secs(60))
             .await;
         assert!(sel.warnings.is_empty(), "{:?}", sel.warnings);
         assert_eq!(sel.series.len(), 1);
-        assert_eq!(f.breaker.state(), CircuitState::Closed);
+        prober.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_in_flight_stops_waiting_when_another_finds_reads_down() {
+        let f = fixture(0);
+        let a = tenant("a");
+        for k in 0..2 {
+            let l = labels(&[("__name__", "x"), ("k", &k.to_string())]);
+            put_object(&f.store, &a, k, &[(l, vec![(0, 10, vec![1; 8])])]).await;
+        }
+        f.catalog.load().await.unwrap();
+        // Object 0's footer never comes; object 1's does, in time, and then its index
+        // read is slow (it would end at 1.8 s).
+        let slow = Fault::Delay(Duration::from_millis(900));
+        f.faulty
+            .script(Op::GetRange, [Fault::Hang, slow.clone(), slow]);
+        let start = Instant::now();
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 10, start + Duration::from_secs(60))
+            .await;
+        // Object 0's first-byte timeout at 1 s marks reads down; object 1's read stops
+        // waiting then, without counting as a failure of its own.
+        assert_eq!(start.elapsed(), FIRST_BYTE);
+        assert_eq!(f.faulty.calls(Op::GetRange), 3);
+        assert_eq!(sel.warnings.len(), 2, "{:?}", sel.warnings);
+        assert!(
+            sel.warnings[0].contains("no first byte"),
+            "{:?}",
+            sel.warnings
+        );
+        assert!(
+            sel.warnings[1].contains("store reads are down"),
+            "{:?}",
+            sel.warnings
+        );
+        assert_eq!(f.breaker.consecutive_failures(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -291,10 +291,13 @@ mod tests {
     use super::*;
     use crate::store::{Store, StoreError, StoreOptions};
 
+    /// A store whose only deadline is `timeout` (the first-byte deadline is as long, so it
+    /// does not apply; `a_read_has_a_first_byte_deadline_apart` tests that one).
     fn setup(timeout: Duration) -> (Arc<FaultyStore>, Store) {
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
         let opts = StoreOptions {
             timeout,
+            read_first_byte_timeout: timeout,
             ..StoreOptions::default()
         };
         let store = Store::new(faulty.clone(), Path::from("p"), &opts);
@@ -338,6 +341,83 @@ mod tests {
             matches!(err, StoreError::Timeout { op: "list", .. }),
             "{err}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_read_has_a_first_byte_deadline_apart() {
+        let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
+        let opts = StoreOptions {
+            timeout: Duration::from_secs(10),
+            read_first_byte_timeout: Duration::from_secs(1),
+            max_in_flight: 1,
+            ..StoreOptions::default()
+        };
+        let store = Store::new(faulty.clone(), Path::from("p"), &opts);
+        let path = Path::from("p/a");
+        // Writes have no first-byte deadline: a slow put within the call deadline works.
+        faulty.script(Op::Put, [Fault::Delay(Duration::from_secs(3))]);
+        store
+            .put(&path, Bytes::from_static(b"abcdef"))
+            .await
+            .unwrap();
+
+        // Each kind of read: a response that starts just in time is read; one that does
+        // not start by the first-byte deadline fails then, not at the call deadline.
+        type Read =
+            fn(&Store, &Path) -> futures::future::BoxFuture<'static, Result<(), StoreError>>;
+        let reads: [(Op, &str, Read); 4] = [
+            (Op::Get, "get", |s, p| {
+                let (s, p) = (s.clone(), p.clone());
+                Box::pin(async move { s.get(&p).await.map(drop) })
+            }),
+            (Op::GetRange, "get_range", |s, p| {
+                let (s, p) = (s.clone(), p.clone());
+                Box::pin(async move { s.get_range(&p, 1..4).await.map(drop) })
+            }),
+            (Op::GetRange, "get_range", |s, p| {
+                let (s, p) = (s.clone(), p.clone());
+                Box::pin(async move { s.get_suffix(&p, 2).await.map(drop) })
+            }),
+            (Op::Head, "head", |s, p| {
+                let (s, p) = (s.clone(), p.clone());
+                Box::pin(async move { s.head(&p).await.map(drop) })
+            }),
+        ];
+        for (op, name, read) in reads {
+            faulty.script(op, [Fault::Delay(Duration::from_millis(990))]);
+            let start = Instant::now();
+            read(&store, &path).await.unwrap();
+            assert_eq!(start.elapsed(), Duration::from_millis(990), "{name}");
+
+            faulty.script(op, [Fault::Hang]);
+            let start = Instant::now();
+            let err = read(&store, &path).await.unwrap_err();
+            assert!(
+                matches!(&err, StoreError::FirstByteTimeout { op, after, .. } if *op == name && *after == Duration::from_secs(1)),
+                "{name}: {err}"
+            );
+            assert!(err.is_retryable());
+            assert_eq!(start.elapsed(), Duration::from_secs(1), "{name}");
+        }
+
+        // The clock starts with the call's in-flight slot: a read queued behind a slow
+        // put waits for the slot within the call deadline, then gets its full second.
+        faulty.script(Op::Put, [Fault::Delay(Duration::from_secs(3))]);
+        faulty.script(Op::GetRange, [Fault::Delay(Duration::from_millis(900))]);
+        let start = Instant::now();
+        let (put, read) = tokio::join!(store.put(&path, Bytes::from_static(b"abcdef")), async {
+            tokio::task::yield_now().await;
+            store.get_range(&path, 0..2).await
+        });
+        put.unwrap();
+        assert_eq!(read.unwrap(), Bytes::from_static(b"ab"));
+        assert_eq!(start.elapsed(), Duration::from_millis(3_900));
+
+        // A first-byte deadline not shorter than the call's leaves the call's to speak.
+        let same = store.with_timeout(Duration::from_millis(500));
+        faulty.script(Op::GetRange, [Fault::Hang]);
+        let err = same.get_range(&path, 0..2).await.unwrap_err();
+        assert!(matches!(err, StoreError::Timeout { .. }), "{err}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -400,6 +480,7 @@ mod tests {
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
         let opts = StoreOptions {
             timeout: Duration::from_secs(5),
+            read_first_byte_timeout: Duration::from_secs(5),
             max_in_flight: 1,
             ..StoreOptions::default()
         };

@@ -7,8 +7,9 @@
 //!   with its client timeouts and retries set explicitly, and [`Store`], the one door every
 //!   call goes through: weft's own deadline, bounded in-flight calls, bounded reads and
 //!   listings.
-//! - [`retry`]: backoff with full jitter that never gives up, and the circuit breaker behind
-//!   `weft_store_up`.
+//! - [`retry`]: backoff with full jitter that never gives up, and the circuit breaker.
+//! - [`health`]: read and write health apart ([`StoreHealth`](health::StoreHealth), behind
+//!   `weft_store_up{op="read"|"write"}`), and the probe that finds the end of a read outage.
 //! - [`faulty`]: an `ObjectStore` wrapper that injects scripted failures, latency and hangs,
 //!   for tests.
 //!
@@ -42,6 +43,7 @@ pub mod backend;
 pub mod cache;
 pub mod catalog;
 pub mod faulty;
+pub mod health;
 pub mod object;
 pub mod retry;
 
@@ -90,6 +92,21 @@ pub enum StoreError {
         /// The deadline.
         after: Duration,
     },
+    /// A read got no response (no first byte) within `--store.read-first-byte-timeout`.
+    /// Strong evidence of a sick store on its own: it marks reads down at once.
+    #[error("store {op} of {path} got no first byte within {after:?}")]
+    FirstByteTimeout {
+        /// Which operation.
+        op: &'static str,
+        /// The path or prefix it was about.
+        path: String,
+        /// The first-byte deadline.
+        after: Duration,
+    },
+    /// Store reads count as down: the call was not made (or was abandoned), so a query
+    /// answers from local tiers at once. A probe finds the recovery.
+    #[error("store reads are down; not waiting on the store until a probe succeeds")]
+    ReadsDown,
     /// The backend failed (network, server error, permission...).
     #[error("store {op} of {path} failed: {source}")]
     Backend {
@@ -131,13 +148,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether retrying the same call later may succeed: timeouts and backend failures.
+    /// Whether retrying the same call later may succeed: timeouts, backend failures, and
+    /// reads refused while reads are down.
     ///
     /// NotFound, corruption and bad input are answers, not outages; the circuit breaker
     /// counts only retryable errors as failures of the store.
     pub fn is_retryable(&self) -> bool {
         match self {
-            StoreError::Timeout { .. } | StoreError::Repeated(_) => true,
+            StoreError::Timeout { .. }
+            | StoreError::FirstByteTimeout { .. }
+            | StoreError::ReadsDown
+            | StoreError::Repeated(_) => true,
             StoreError::Backend { source, .. } => !matches!(
                 source,
                 object_store::Error::NotFound { .. }

@@ -7,16 +7,21 @@
 //! - [`CircuitBreaker`]: after `failure_threshold` consecutive failures the circuit opens and
 //!   the store counts as down (`weft_store_up` = 0). While open, one probe call at a time is
 //!   let through every `probe_interval` (half-open); a probe that succeeds closes it.
+//!   [`trip`](CircuitBreaker::trip) opens it at once, for a failure that is strong evidence
+//!   on its own (a read with no first byte by its deadline). weft keeps one breaker for
+//!   reads and one for writes ([`super::health::StoreHealth`]).
 //! - [`retry`]: the loop that combines them.
 //!
 //! Time is tokio's, so all of it is tested under `#[tokio::test(start_paused = true)]`.
 
+use std::fmt;
 use std::future::Future;
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::StoreError;
@@ -128,11 +133,26 @@ struct Inner {
     next_probe_at: Instant,
 }
 
-/// A circuit breaker over one store. Shared by every caller of that store.
-#[derive(Debug)]
+/// Told `true` when the circuit closes and `false` when it opens (not on every call).
+type Observer = Box<dyn Fn(bool) + Send + Sync>;
+
+/// A circuit breaker over one kind of call to one store. Shared by every caller of it.
 pub struct CircuitBreaker {
     cfg: CircuitConfig,
     inner: Mutex<Inner>,
+    /// Woken when the circuit leaves the closed state, so calls already in flight can stop
+    /// waiting ([`until_down`](Self::until_down)).
+    down: Notify,
+    observer: Option<Observer>,
+}
+
+impl fmt::Debug for CircuitBreaker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CircuitBreaker")
+            .field("cfg", &self.cfg)
+            .field("inner", &*self.inner.lock())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Permission to make one call, from [`CircuitBreaker::try_call`]. Report how it went with
@@ -189,6 +209,48 @@ impl CircuitBreaker {
                 consecutive_failures: 0,
                 next_probe_at: Instant::now(),
             }),
+            down: Notify::new(),
+            observer: None,
+        }
+    }
+
+    /// The same breaker, telling `f` each time the store goes up (`true`, the circuit
+    /// closes) or down (`false`, it opens). For the `weft_store_up` gauge, so it moves the
+    /// moment the breaker decides, whoever made the call.
+    pub fn with_observer(mut self, f: impl Fn(bool) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(f));
+        self
+    }
+
+    /// The settings, the threshold clamped to at least 1.
+    pub fn config(&self) -> CircuitConfig {
+        self.cfg
+    }
+
+    /// Returns once the circuit is not closed: at once if it is open or half-open now,
+    /// else when it opens. A call in flight races against this to stop waiting on a store
+    /// that another call has just found down.
+    pub async fn until_down(&self) {
+        loop {
+            let notified = self.down.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so an opening between the two is not missed.
+            notified.as_mut().enable();
+            if self.state() != CircuitState::Closed {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Tells the observer and the waiters of [`until_down`](Self::until_down) about a
+    /// change; called with the lock released.
+    fn changed(&self, up: bool) {
+        if !up {
+            self.down.notify_waiters();
+        }
+        if let Some(f) = &self.observer {
+            f(up);
         }
     }
 
@@ -236,10 +298,33 @@ impl CircuitBreaker {
     pub fn record_success(&self) {
         let mut st = self.inner.lock();
         st.consecutive_failures = 0;
-        if st.state != CircuitState::Closed {
-            tracing::info!("object store reachable again; circuit closed");
-        }
+        let was_down = st.state != CircuitState::Closed;
         st.state = CircuitState::Closed;
+        drop(st);
+        if was_down {
+            tracing::info!("object store reachable again; circuit closed");
+            self.changed(true);
+        }
+    }
+
+    /// A failure that is evidence enough on its own: the circuit opens now, whatever the
+    /// count. Already open: nothing changes (no new probe time), as for a late failure.
+    pub fn trip(&self) {
+        let mut st = self.inner.lock();
+        st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+        let was_closed = st.state == CircuitState::Closed;
+        if st.state != CircuitState::Open {
+            st.state = CircuitState::Open;
+            st.next_probe_at = Instant::now() + self.cfg.probe_interval;
+        }
+        drop(st);
+        if was_closed {
+            tracing::warn!(
+                "object store not answering; circuit open at once, probing every {:?}",
+                self.cfg.probe_interval
+            );
+            self.changed(false);
+        }
     }
 
     /// A call failed. The threshold-th failure in a row opens the circuit; a failed probe
@@ -254,15 +339,19 @@ impl CircuitBreaker {
             CircuitState::Open => false,
         };
         if reopen {
-            if st.state == CircuitState::Closed {
+            let was_closed = st.state == CircuitState::Closed;
+            st.state = CircuitState::Open;
+            st.next_probe_at = Instant::now() + self.cfg.probe_interval;
+            let failures = st.consecutive_failures;
+            drop(st);
+            if was_closed {
                 tracing::warn!(
-                    failures = st.consecutive_failures,
+                    failures,
                     "object store failing; circuit open, probing every {:?}",
                     self.cfg.probe_interval
                 );
+                self.changed(false);
             }
-            st.state = CircuitState::Open;
-            st.next_probe_at = Instant::now() + self.cfg.probe_interval;
         }
     }
 }
@@ -413,6 +502,39 @@ mod tests {
             (cb.state(), cb.up(), cb.consecutive_failures()),
             (CircuitState::Closed, 1, 0)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn trip_opens_at_once_and_wakes_calls_waiting_on_until_down() {
+        let cb = Arc::new(CircuitBreaker::new(CircuitConfig {
+            failure_threshold: 5,
+            probe_interval: Duration::from_secs(10),
+        }));
+        let waiter = {
+            let cb = cb.clone();
+            tokio::spawn(async move {
+                cb.until_down().await;
+                Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(!waiter.is_finished(), "closed: until_down waits");
+        let tripped_at = Instant::now();
+        cb.trip();
+        assert_eq!((cb.state(), cb.up()), (CircuitState::Open, 0));
+        assert_eq!(waiter.await.unwrap(), tripped_at, "woken at the trip");
+        // Open already: until_down returns at once; a second trip keeps the probe time.
+        cb.until_down().await;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        cb.trip();
+        assert_eq!(cb.try_call().unwrap_err(), Duration::from_secs(6));
+        // Half-open: a trip reopens with a fresh interval, like a failed probe.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        let probe = cb.try_call().unwrap();
+        cb.trip();
+        assert_eq!(cb.state(), CircuitState::Open);
+        drop(probe);
+        assert_eq!(cb.try_call().unwrap_err(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]
