@@ -368,6 +368,14 @@ impl Memory {
         self.update_gauge(consumer);
     }
 
+    /// Records what the head holds now: closed chunks and the series index (two atomic
+    /// loads). The balancer does it every tick and push admission before each push, so
+    /// that a burst of pushes cannot run far past the limit between two ticks.
+    pub fn measure_head(&self, head: &Head) {
+        self.set_measured(Consumer::HeadChunks, head.closed_bytes());
+        self.set_measured(Consumer::HeadSeries, head.index_bytes());
+    }
+
     /// Gives the cache what the rest leaves, less `headroom_bytes`, and at most its cap.
     /// Lowering the bound evicts at once. Returns the new bound.
     pub fn fit_cache(&self, headroom_bytes: u64) -> u64 {
@@ -587,8 +595,8 @@ impl Pressure {
     }
 
     /// Whether a push may be taken now: the disk budget is not used up, and memory without
-    /// the cache is within the limit.
-    pub fn check_push(&self) -> Result<(), Refusal> {
+    /// the cache (the head measured now) is within the limit.
+    pub fn check_push(&self, head: &Head) -> Result<(), Refusal> {
         let used = self.disk_used.load(Ordering::Relaxed);
         if used >= self.disk_budget_bytes {
             return Err(Refusal::Disk {
@@ -596,6 +604,7 @@ impl Pressure {
                 budget: self.disk_budget_bytes,
             });
         }
+        self.memory.measure_head(head);
         self.memory.check(Consumer::PushBodies)?;
         Ok(())
     }
@@ -718,11 +727,10 @@ impl Balancer {
 
     /// Records what the head holds.
     fn measure_memory(&self) {
-        let closed = self.head.closed_bytes();
-        let memory = &self.pressure.memory;
-        memory.set_measured(Consumer::HeadChunks, closed);
-        memory.set_measured(Consumer::HeadSeries, self.head.index_bytes());
-        self.metrics.memory_chunk_bytes.set(closed as i64);
+        self.pressure.memory.measure_head(&self.head);
+        self.metrics
+            .memory_chunk_bytes
+            .set(self.head.closed_bytes() as i64);
     }
 
     /// Measures the disk; when the budget is used up, frees what can be freed. Returns the

@@ -230,7 +230,7 @@ impl AppState {
     /// is dropped. Runs before the body is read.
     fn admit_push(&self, headers: &HeaderMap) -> Result<Admission, ApiError> {
         if let Some(p) = self.pressure.get() {
-            p.check_push()
+            p.check_push(&self.head)
                 .map_err(|e| ApiError::new(ErrorClass::Overloaded, e.to_string()))?;
         }
         let len = headers

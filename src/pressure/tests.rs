@@ -112,19 +112,20 @@ fn measured_consumers_past_the_limit_refuse_pushes_until_they_drop() {
     let dir = tempfile::tempdir().unwrap();
     let (mem, metrics) = memory(10_000);
     let p = Pressure::new(mem.clone(), u64::MAX, dir.path());
-    assert_eq!(p.check_push(), Ok(()));
-    mem.set_measured(Consumer::HeadSeries, 4_000);
-    mem.set_measured(Consumer::HeadChunks, 7_000);
+    // Other consumers measured (what the head reports is measured at each admission).
+    mem.set_measured(Consumer::Queries, 4_000);
+    mem.set_measured(Consumer::FlushObjects, 7_000);
     assert_eq!(mem.used_bytes(), 11_000);
-    let e = p.check_push().unwrap_err();
+    let head = Head::new(Default::default(), metrics.clone());
+    let e = p.check_push(&head).unwrap_err();
     assert!(matches!(e, Refusal::Memory(_)), "{e}");
     assert!(e.to_string().contains("memory limit"), "{e}");
     assert_eq!(refusals(&metrics, Consumer::PushBodies), 1);
-    assert_eq!(gauge(&metrics, Consumer::HeadChunks), 7_000);
+    assert_eq!(gauge(&metrics, Consumer::FlushObjects), 7_000);
     // A measurement replaces the previous one.
-    mem.set_measured(Consumer::HeadChunks, 1_000);
+    mem.set_measured(Consumer::FlushObjects, 1_000);
     assert_eq!(mem.used_bytes(), 5_000);
-    assert_eq!(p.check_push(), Ok(()));
+    assert_eq!(p.check_push(&head), Ok(()));
 }
 
 #[test]
@@ -310,17 +311,18 @@ fn disk_over_budget_refuses_and_under_budget_accepts() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("seg"), vec![1u8; 64 << 10]).unwrap();
     let (mem, m) = memory(1 << 20);
+    let head = Head::new(Default::default(), m.clone());
     let p = Pressure::new(mem, 100 << 10, dir.path());
     let used = p.observe_disk(0, &m);
     assert!(used >= 64 << 10, "{used}");
-    assert_eq!(p.check_push(), Ok(()));
+    assert_eq!(p.check_push(&head), Ok(()));
     p.observe_disk(64 << 10, &m);
-    let e = p.check_push().unwrap_err();
+    let e = p.check_push(&head).unwrap_err();
     assert!(matches!(e, Refusal::Disk { .. }), "{e}");
     assert!(e.to_string().contains("disk budget"));
     std::fs::remove_file(dir.path().join("seg")).unwrap();
     p.observe_disk(0, &m);
-    assert_eq!(p.check_push(), Ok(()));
+    assert_eq!(p.check_push(&head), Ok(()));
 }
 
 #[derive(Debug, Default)]
@@ -454,7 +456,7 @@ fn a_tick_within_budget_releases_and_spills_nothing() {
         r.head.index_bytes()
     );
     assert_eq!(r.metrics.memory_chunk_bytes.get(), before as i64);
-    assert_eq!(r.balancer.pressure.check_push(), Ok(()));
+    assert_eq!(r.balancer.pressure.check_push(&r.head), Ok(()));
 }
 
 #[test]
@@ -489,7 +491,7 @@ fn a_tick_over_budget_spills_the_oldest_unflushed_chunks_below_the_budget() {
     );
     assert!(r.spill.live_bytes() > 0);
     assert_eq!(r.metrics.spilled_chunks.get(), report.spilled_chunks);
-    assert_eq!(r.balancer.pressure.check_push(), Ok(()));
+    assert_eq!(r.balancer.pressure.check_push(&r.head), Ok(()));
     // The next tick has nothing to do.
     let again = r.balancer.tick();
     assert_eq!((again.released_bytes, again.spilled_chunks), (0, 0));
@@ -502,11 +504,33 @@ fn memory_past_the_limit_that_cannot_be_spilled_refuses_pushes_until_it_is_relea
     let r = rig(10, 1000, 0.0, false);
     let report = r.balancer.tick();
     assert_eq!(report.spilled_chunks, 0);
-    let e = r.balancer.pressure.check_push().unwrap_err();
+    let e = r.balancer.pressure.check_push(&r.head).unwrap_err();
     assert!(matches!(e, Refusal::Memory(_)), "{e}");
     // Once the store has them, the next tick releases them and pushes are taken again.
     mark_all_flushed(&r.head);
     let report = r.balancer.tick();
     assert!(report.released_bytes > 0);
-    assert_eq!(r.balancer.pressure.check_push(), Ok(()));
+    assert_eq!(r.balancer.pressure.check_push(&r.head), Ok(()));
+}
+
+#[test]
+fn admission_measures_the_head_so_growth_between_ticks_is_refused_at_once() {
+    let r = rig(10, 1000, 0.0, false);
+    // No tick has run: the accounting has not seen the head yet, admission measures it.
+    assert_eq!(
+        r.balancer
+            .pressure
+            .memory()
+            .consumer_bytes(Consumer::HeadChunks),
+        0
+    );
+    let e = r.balancer.pressure.check_push(&r.head).unwrap_err();
+    assert!(matches!(e, Refusal::Memory(_)), "{e}");
+    assert_eq!(
+        r.balancer
+            .pressure
+            .memory()
+            .consumer_bytes(Consumer::HeadSeries),
+        r.head.index_bytes()
+    );
 }
