@@ -318,6 +318,10 @@ impl Memory {
     }
 
     fn reserve(&self, consumer: Consumer, bytes: u64) -> Result<(), MemoryRefusal> {
+        if bytes == 0 {
+            // Nothing to hold: not refused even past the limit (use `check` to ask that).
+            return Ok(());
+        }
         let _grow = self.grow_lock.lock();
         let cur = self.rest.load(Ordering::Acquire);
         let Some(new) = cur.checked_add(bytes).filter(|&n| n <= self.limit_bytes) else {

@@ -233,9 +233,10 @@ impl AppState {
             p.check_push(&self.head)
                 .map_err(|e| ApiError::new(ErrorClass::Overloaded, e.to_string()))?;
         }
-        let len = headers
+        let declared = headers
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let len = declared
             .unwrap_or(self.limits.max_request_bytes as u64)
             .min(self.limits.max_request_bytes as u64);
         // A body larger than the whole bound still goes through, alone.
@@ -255,7 +256,17 @@ impl AppState {
                 )
             })?;
         let memory = match self.memory() {
-            Some(m) => Some(m.try_reserve(Consumer::PushBodies, len)?),
+            Some(m) => {
+                // A body of unknown length (no Content-Length; Prometheus always sends one) is
+                // reserved at a quarter of the limit at most, so that it is not refused for
+                // ever under a small limit; the write path grows the reservation to the body
+                // it read.
+                let bytes = match declared {
+                    Some(_) => len,
+                    None => len.min(m.limit_bytes() / 4),
+                };
+                Some(m.try_reserve(Consumer::PushBodies, bytes)?)
+            }
             None => None,
         };
         Ok(Admission {

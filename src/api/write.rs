@@ -35,6 +35,7 @@ async fn push_inner(
     let mut admission = st.admit_push(headers)?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
     if let Some(reserved) = &mut admission.memory {
+        reserved.try_grow((body.len() as u64).saturating_sub(reserved.bytes()))?;
         // The decompressed body and the batch decoded from it (label and sample slices over
         // it) each take about the decompressed length: reserve both before decompressing.
         // An over-limit or bad header is reported by decompress_into below.

@@ -101,6 +101,8 @@ fn a_reservation_past_the_limit_is_refused_counted_and_changes_nothing() {
     assert_eq!(r.try_grow(1), Err(mem.refusal(Consumer::Queries, 1, 1000)));
     assert_eq!((r.bytes(), mem.used_bytes()), (100, 1000));
     assert_eq!(refusals(&metrics, Consumer::Queries), 2);
+    // Nothing asked, nothing refused.
+    assert_eq!(mem.try_reserve(Consumer::Queries, 0).unwrap().bytes(), 0);
     // A huge request cannot overflow the sum.
     assert!(mem.try_reserve(Consumer::Queries, u64::MAX).is_err());
     drop(r);
