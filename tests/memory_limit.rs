@@ -51,6 +51,17 @@ fn hold_push_body(weft: &Weft, len: u64) -> TcpStream {
     s
 }
 
+/// `RssAnon` of a process, from `/proc/PID/status`.
+fn rss_anon_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("RssAnon in /proc status");
+    kb * 1024
+}
+
 fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -135,6 +146,14 @@ fn pushes_past_the_memory_limit_get_503_while_ready_and_are_taken_again_once_mem
     assert!(
         metric_value(&text, "weft_memory_refusals_total", &[]).unwrap_or(0.0) >= 1.0,
         "refusals not counted:\n{text}"
+    );
+    // The process itself stays within the limit plus the fixed overhead (anonymous
+    // memory: the WAL's mapped segment pages are file-backed and reclaimable).
+    let anon = rss_anon_bytes(weft.pid());
+    eprintln!("RssAnon at the refusal: {anon} bytes (limit {LIMIT_BYTES})");
+    assert!(
+        anon <= LIMIT_BYTES + (64 << 20),
+        "RssAnon {anon} past the limit plus 64 MiB"
     );
     // Still refused a moment later: the balancer cannot spill series or push bodies.
     std::thread::sleep(Duration::from_millis(500));

@@ -350,6 +350,16 @@ struct Rig {
 /// limit leaves the closed chunks `chunk_share` of their bytes (after the series index and
 /// the headroom). `with_spill`: whether the head can spill.
 fn rig(series: usize, samples: i64, chunk_share: f64, with_spill: bool) -> Rig {
+    rig_with_cache(series, samples, chunk_share, with_spill, None)
+}
+
+fn rig_with_cache(
+    series: usize,
+    samples: i64,
+    chunk_share: f64,
+    with_spill: bool,
+    cache: Option<Arc<ObjectCache>>,
+) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let metrics = Arc::new(Metrics::new());
     let head = Arc::new(Head::new(Default::default(), metrics.clone()));
@@ -402,7 +412,11 @@ fn rig(series: usize, samples: i64, chunk_share: f64, with_spill: bool) -> Rig {
         object_store::path::Path::default(),
         &StoreOptions::default(),
     );
-    let memory = Arc::new(Memory::new(limit, &metrics));
+    let mut memory = Memory::new(limit, &metrics);
+    if let Some(cache) = cache {
+        memory = memory.with_cache(cache, u64::MAX);
+    }
+    let memory = Arc::new(memory);
     let flusher = Arc::new(crate::flush::Flusher::new(
         FlushConfig::default(),
         head.clone(),
@@ -534,5 +548,41 @@ fn admission_measures_the_head_so_growth_between_ticks_is_refused_at_once() {
             .memory()
             .consumer_bytes(Consumer::HeadSeries),
         r.head.index_bytes()
+    );
+}
+
+#[test]
+fn a_tick_takes_room_from_the_cache_before_releasing_flushed_chunks() {
+    let cache = Arc::new(ObjectCache::new(u64::MAX));
+    // The chunks fit their budget; the cache may fill what is left.
+    let r = rig_with_cache(10, 1000, 1.0, true, Some(cache.clone()));
+    mark_all_flushed(&r.head);
+    let memory = r.balancer.pressure.memory().clone();
+    let limit = memory.limit_bytes();
+    // Before any tick, the cache got everything (nothing was measured yet): fill it.
+    assert_eq!(cache.max_bytes(), limit);
+    let chunk = Bytes::from(vec![1u8; 512]);
+    for i in 0..(limit / 512) as u32 {
+        cache.put_chunk(&object_store::path::Path::from(format!("c/{i}")), 0, &chunk);
+    }
+    assert!(cache.stats().bytes > limit / 2);
+    let before = r.head.closed_bytes();
+    let report = r.balancer.tick();
+    // The cache gave back; the flushed chunks, within their budget, stayed.
+    assert_eq!(
+        (report.released_bytes, report.spilled_chunks),
+        (0, 0),
+        "{report:?}"
+    );
+    assert_eq!(r.head.closed_bytes(), before);
+    assert_eq!(
+        report.cache_max_bytes,
+        limit - memory.rest_bytes() - r.balancer.headroom_bytes()
+    );
+    assert!(cache.stats().bytes <= report.cache_max_bytes);
+    assert!(memory.used_bytes() <= limit);
+    assert_eq!(
+        gauge(&r.metrics, Consumer::Cache),
+        cache.stats().bytes as i64
     );
 }
