@@ -172,13 +172,14 @@ impl ReclaimableCache for Catalog {
 const CONSUMERS: usize = Consumer::ALL.len();
 
 /// The memory accounting: the limit, what each consumer holds, and reservations against it.
-/// Shared as `Arc<Memory>`; every method is a few atomic operations (the cache's are one
-/// short lock).
+/// Shared as `Arc<Memory>`; every method is a few atomic operations, and those that grow
+/// the total or move the cache's bound take one short lock (plus the cache's own).
 ///
 /// **Invariant:** the non-cache consumers plus the cache's bound stay within the limit
 /// whenever a reservation or a measurement changes them (the cache's bound is lowered
-/// first); only the head's growth between two balancer ticks can pass it, and pushes are
-/// refused until the balancer has brought it back.
+/// first). Only the head's own growth between two measurements (each push's admission and
+/// each balancer tick) can take the total past the limit; pushes are then refused until
+/// the balancer has brought it back.
 pub struct Memory {
     limit_bytes: u64,
     /// Sum of `reserved` and `measured` over every consumer: what must fit in the limit

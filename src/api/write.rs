@@ -61,6 +61,9 @@ async fn push_inner(
     bufs.batch = batch.recycle();
     bufs.log.clear();
     st.decode_buffers.put(pooled, st.memory());
+    // The body and the decoded batch are gone (or back in the pool, which reserves its
+    // own): waiting for durability holds no more memory.
+    admission.memory = None;
     let (report, pos) = appended?;
     if let Some(pos) = pos {
         // The acknowledgement waits for the sync that covers this push (group commit).
