@@ -15,6 +15,7 @@ use weft::head::{Head, HeadConfig};
 use weft::ingest::Ingester;
 use weft::metrics::Metrics;
 use weft::model::TenantId;
+use weft::pressure::Memory;
 use weft::proto::{decode_write_request, WriteBatch};
 use weft::store::object::ObjectKey;
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
@@ -84,7 +85,8 @@ fn flush(c: &mut Criterion) {
                     store,
                     Arc::new(CircuitBreaker::new(CircuitConfig::default())),
                     Arc::new(Nobody),
-                    metrics,
+                    metrics.clone(),
+                    Arc::new(Memory::new(u64::MAX, &metrics)),
                 );
                 let start = Instant::now();
                 let s = rt

@@ -14,6 +14,12 @@
 //!    learns the object;
 //! 4. flushed chunks older than `--flush.retain-period` leave memory.
 //!
+//! Objects are built in memory: the chunks are copied out of the head and encoded. Before
+//! copying, the flusher reserves twice the planned bytes as `flush_objects` against the
+//! memory limit, and plans objects no larger than half of what the limit leaves; if even
+//! that cannot be reserved, the tenant is skipped until the next cycle (the balancer frees
+//! memory meanwhile) rather than waiting.
+//!
 //! A tenant whose upload is stuck (the store is down) keeps its chunks; the next cycles skip
 //! it until the upload goes through. Nothing is ever dropped: a chunk leaves memory only
 //! once it is in the store.
@@ -33,6 +39,7 @@ use crate::ingest::Ingester;
 use crate::local::LocalTier;
 use crate::metrics::Metrics;
 use crate::model::TenantId;
+use crate::pressure::{Consumer, Memory};
 use crate::store::object::{ChunkData, ObjectBuilder, ObjectKey};
 use crate::store::retry::{Backoff, BackoffConfig, CircuitBreaker};
 use crate::store::{Store, StoreError};
@@ -125,6 +132,8 @@ pub struct Flusher {
     breaker: Arc<CircuitBreaker>,
     listener: Arc<dyn ObjectListener>,
     metrics: Arc<Metrics>,
+    /// Objects being built and uploaded are reserved here (`flush_objects`).
+    memory: Arc<Memory>,
     /// One upload at a time per tenant.
     tenant_locks: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
     /// Tenants uploading at once.
@@ -144,8 +153,10 @@ pub struct Flusher {
 }
 
 impl Flusher {
-    /// A flusher over `head`, logging flush marks through `ingester`. `breaker` is the
-    /// store's write breaker ([`crate::store::health::StoreHealth::write`]).
+    /// A flusher over `head`, logging flush marks through `ingester`, reserving the objects
+    /// it builds in `memory`. `breaker` is the store's write breaker
+    /// ([`crate::store::health::StoreHealth::write`]).
+    #[allow(clippy::too_many_arguments)] // one boot-time call; a builder would only hide them
     pub fn new(
         cfg: FlushConfig,
         head: Arc<Head>,
@@ -154,6 +165,7 @@ impl Flusher {
         breaker: Arc<CircuitBreaker>,
         listener: Arc<dyn ObjectListener>,
         metrics: Arc<Metrics>,
+        memory: Arc<Memory>,
     ) -> Self {
         let seq = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -167,6 +179,7 @@ impl Flusher {
             breaker,
             listener,
             metrics,
+            memory,
             tenant_locks: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(seq),
             local_objects: Mutex::new(HashMap::new()),
@@ -296,7 +309,25 @@ impl Flusher {
     ) -> Result<FlushSummary, FlushError> {
         let mut summary = FlushSummary::default();
         loop {
-            let Some(batch) = self.choose(th) else {
+            // The chunk copies and the encoded object take about twice the chunk bytes.
+            let room = self.memory.available_bytes() / 2;
+            let Some(plan) = self.plan(th, room) else {
+                return Ok(summary);
+            };
+            let _reserved = match self
+                .memory
+                .try_reserve(Consumer::FlushObjects, plan.reserve_bytes)
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    // Waiting here would hold the tenant's lock while nothing frees memory
+                    // any faster; the next cycle tries again.
+                    tracing::info!(tenant = %th.id(), error = %e, "flush skipped until the next cycle");
+                    *self.last_error.lock() = Some(e.to_string());
+                    return Ok(summary);
+                }
+            };
+            let Some(batch) = self.take(plan) else {
                 return Ok(summary);
             };
             let started = Instant::now();
@@ -367,8 +398,9 @@ impl Flusher {
         }
     }
 
-    /// The oldest pending chunks of the tenant, up to one object's worth, marked in flight.
-    fn choose(&self, th: &TenantHead) -> Option<Batch> {
+    /// The oldest pending chunks of the tenant, up to one object's worth and at most
+    /// `room_bytes` of chunks, and what building them into an object will reserve.
+    fn plan(&self, th: &TenantHead, room_bytes: u64) -> Option<Plan> {
         let series = th.all_series();
         let mut all: Vec<(PendingChunk, u32)> = Vec::new();
         let mut buf = Vec::new();
@@ -382,21 +414,43 @@ impl Flusher {
         }
         all.sort_unstable_by_key(|(c, i)| (c.min_t, *i));
         // Room for the index: about 64 bytes a chunk plus the labels; keep a quarter spare.
-        let budget = self.cfg.max_object_bytes.saturating_mul(3) / 4;
+        let budget = (self.cfg.max_object_bytes.saturating_mul(3) / 4).min(room_bytes);
         let mut used = 0u64;
         let mut chosen: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
         for (c, i) in all {
             let cost = c.len as u64 + 64;
+            // At least one chunk, so that a tight budget still makes progress (the
+            // reservation then decides).
             if used > 0 && used + cost > budget {
                 break;
             }
             used += cost;
             chosen.entry(i).or_default().push(c.min_t);
         }
+        let label_bytes: u64 = chosen
+            .keys()
+            .map(|&i| {
+                series[i as usize]
+                    .labels()
+                    .iter()
+                    .map(|l| (l.name.len() + l.value.len()) as u64)
+                    .sum::<u64>()
+            })
+            .sum();
+        Some(Plan {
+            series,
+            chosen,
+            // The copies, then the encoded object (chunks, index and labels) beside them.
+            reserve_bytes: 2 * used + label_bytes,
+        })
+    }
+
+    /// Copies the planned chunks out of the head, marked in flight.
+    fn take(&self, plan: Plan) -> Option<Batch> {
         let mut batch = Batch::default();
-        for (i, mut min_ts) in chosen {
+        for (i, mut min_ts) in plan.chosen {
             min_ts.sort_unstable();
-            let s = &series[i as usize];
+            let s = &plan.series[i as usize];
             let chunks = s.take_for_flush(&min_ts);
             if !chunks.is_empty() {
                 batch.series.push((s.clone(), chunks));
@@ -509,6 +563,15 @@ impl Flusher {
             .memory_chunk_bytes
             .set(self.head.closed_bytes() as i64);
     }
+}
+
+/// Chunks chosen for one object, not yet copied.
+struct Plan {
+    series: Vec<Arc<Series>>,
+    /// Index into `series` → the chosen chunks' first timestamps.
+    chosen: BTreeMap<u32, Vec<i64>>,
+    /// What building and uploading the object will hold in memory.
+    reserve_bytes: u64,
 }
 
 /// Chunks chosen for one object, already marked in flight.
@@ -634,6 +697,7 @@ mod tests {
             health.write.clone(),
             Arc::new(Seen::default()),
             metrics.clone(),
+            Arc::new(Memory::new(1 << 30, &metrics)),
         ));
         let up = |op: &'static str| {
             metrics
@@ -673,6 +737,69 @@ mod tests {
         assert_eq!((up("write"), up("read")), (0, 1));
         assert!(health.read_up());
         task.abort();
+    }
+
+    /// Without memory for an object, a flush is skipped rather than waited for: the chunks
+    /// stay pending, the refusal is counted, and the flush goes through once there is room.
+    #[tokio::test]
+    async fn a_flush_that_cannot_reserve_memory_is_skipped_and_goes_through_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
+        fill(&head, 5, 241);
+        let (ing, _) = Ingester::open(
+            head.clone(),
+            dir.path(),
+            WalConfig {
+                sync: SyncMode::Never,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        let mem = Arc::new(InMemory::new());
+        let store = Store::new(
+            mem.clone(),
+            object_store::path::Path::default(),
+            &StoreOptions::default(),
+        );
+        let memory = Arc::new(Memory::new(64 << 10, &metrics));
+        let flusher = Flusher::new(
+            FlushConfig::default(),
+            head.clone(),
+            Arc::new(ing),
+            store,
+            Arc::new(CircuitBreaker::new(CircuitConfig::default())),
+            Arc::new(Seen::default()),
+            metrics.clone(),
+            memory.clone(),
+        );
+        // Something else holds all but a few bytes.
+        let held = memory
+            .try_reserve(Consumer::Queries, (64 << 10) - 16)
+            .unwrap();
+        let r = flusher.flush_all(Duration::from_secs(5)).await;
+        match r {
+            Err(FlushError::Deadline { reason, .. }) => {
+                assert!(reason.contains("memory limit"), "{reason}")
+            }
+            other => panic!("want a deadline error naming memory, got {other:?}"),
+        }
+        assert_eq!(metrics.store_uploads.get(), 0, "nothing was uploaded");
+        assert!(head.unflushed().0 > 0);
+        let refused = metrics
+            .memory_refusals
+            .get_or_create(&crate::metrics::ConsumerLabels {
+                consumer: "flush_objects",
+            })
+            .get();
+        assert!(refused >= 1);
+        assert_eq!(memory.consumer_bytes(Consumer::FlushObjects), 0);
+        // Room again: everything goes out, and the reservations are given back.
+        drop(held);
+        let s = flusher.flush_all(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(s.chunks, 15);
+        assert_eq!(head.unflushed().0, 0);
+        assert_eq!(memory.used_bytes(), 0);
     }
 
     /// The store hangs, then fails, then recovers: the flusher keeps the chunks pending
@@ -721,6 +848,7 @@ mod tests {
             breaker.clone(),
             seen.clone(),
             metrics.clone(),
+            Arc::new(Memory::new(u64::MAX, &metrics)),
         ));
         let (closed, _) = head.unflushed();
         assert!(closed > 0);

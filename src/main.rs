@@ -19,7 +19,7 @@ use weft::ingest::Ingester;
 use weft::local::{LocalConfig, LocalTier};
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
-use weft::pressure::{Budgets, Pressure};
+use weft::pressure::{Balancer, LimitSource, Memory, Pressure};
 use weft::query::Querier;
 use weft::spill::{Spill, SpillConfig};
 use weft::store::catalog::{Catalog, CatalogConfig};
@@ -163,10 +163,13 @@ struct ServeArgs {
     /// Most samples in one SAMPLES remote-read response.
     #[arg(long = "limits.max-read-samples", env = "WEFT_LIMITS_MAX_READ_SAMPLES", default_value_t = ApiLimits::default().max_read_samples)]
     max_read_samples: usize,
-    /// Bytes of closed chunks held in memory; past it, flushed chunks are dropped early and
-    /// unflushed ones spill to local files.
-    #[arg(long = "limits.memory-bytes", env = "WEFT_LIMITS_MEMORY_BYTES", default_value_t = 1 << 30)]
-    memory_bytes: u64,
+    /// Bytes of memory for everything weft holds (chunks, series, cache, request and upload
+    /// buffers); the process needs up to 64 MiB more. Past it the cache shrinks, flushed
+    /// chunks leave memory, unflushed ones spill to local files, and then work is refused
+    /// with 503 + Retry-After. Default: 3/4 of the cgroup memory limit less 64 MiB, or 1 GiB
+    /// without one.
+    #[arg(long = "limits.memory-bytes", env = "WEFT_LIMITS_MEMORY_BYTES")]
+    memory_bytes: Option<u64>,
     /// Bytes of local disk for the WAL and spill files; past it, pushes get 503 + Retry-After.
     #[arg(long = "limits.disk-bytes", env = "WEFT_LIMITS_DISK_BYTES", default_value_t = 10 << 30)]
     disk_bytes: u64,
@@ -221,7 +224,8 @@ struct ServeArgs {
     /// While the store is down, how often a probe call is let through.
     #[arg(long = "store.circuit-probe-interval", env = "WEFT_STORE_CIRCUIT_PROBE_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     store_circuit_probe_interval: Duration,
-    /// Bytes of object indexes and chunks cached in memory.
+    /// Most bytes of object indexes and chunks cached in memory; the cache gets at most what
+    /// the rest of `--limits.memory-bytes` leaves.
     #[arg(long = "cache.bytes", env = "WEFT_CACHE_BYTES", default_value_t = 256 << 20)]
     cache_bytes: u64,
     /// Deadline of a query; store data not read by then makes the answer partial.
@@ -425,6 +429,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("file://{}/store", args.data_dir.display()));
     let metrics = Arc::new(Metrics::new());
+    let memory_limit_bytes = memory_limit(args.memory_bytes);
     let head = Arc::new(Head::new(
         HeadConfig {
             label_limits: LabelLimits {
@@ -481,6 +486,9 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         )
         .with_local_tier(local.clone()),
     );
+    let memory = Arc::new(
+        Memory::new(memory_limit_bytes, &metrics).with_cache(catalog.clone(), args.cache_bytes),
+    );
     let mut state = AppState::new(head.clone(), metrics, limits);
     state.set_querier(Querier::with_store(
         head.clone(),
@@ -531,11 +539,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let spill = Arc::new(
         Spill::open(SpillConfig {
             dir: args.data_dir.join("spill"),
-            // Files are preallocated: keep one well inside the disk budget.
-            file_size: args
-                .spill_file_size
-                .min(args.disk_bytes / 16)
-                .max(weft::spill::MIN_FILE_SIZE_BYTES),
+            file_size: weft::pressure::spill_file_bytes(args.spill_file_size, args.disk_bytes),
         })
         .map_err(|e| anyhow::anyhow!("opening the spill directory: {e}"))?,
     );
@@ -566,11 +570,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
                 max_chunk_idle: args.flush_max_chunk_idle,
                 retain_period: args.flush_retain_period,
                 concurrency: args.flush_concurrency,
-                // Objects are built in memory (chunk copies plus the encoded object): keep the
-                // uploads in flight within half the memory budget, so they are part of the
-                // bounded overhead rather than a multiple of the budget.
-                max_object_bytes: args.flush_max_object_bytes.min(
-                    (args.memory_bytes / 4 / args.flush_concurrency.max(1) as u64).max(1 << 20),
+                max_object_bytes: weft::pressure::flush_object_bytes(
+                    args.flush_max_object_bytes,
+                    memory_limit_bytes,
+                    args.flush_concurrency,
                 ),
                 ingester_id,
                 ..FlushConfig::default()
@@ -581,70 +584,27 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             health.write.clone(),
             catalog.clone(),
             state.metrics().clone(),
+            memory.clone(),
         )
         .with_local_tier(local.clone()),
     );
     tokio::spawn(flusher.clone().run());
 
     let pressure = Arc::new(Pressure::new(
-        Budgets {
-            memory_bytes: args.memory_bytes,
-            disk_bytes: args.disk_bytes,
-        },
+        memory.clone(),
+        args.disk_bytes,
         &wal_dir_for_budget,
     ));
-    {
-        let head = head.clone();
-        let flusher = flusher.clone();
-        let metrics = state.metrics().clone();
-        let spill = spill.clone();
-        let ingester = ingester.clone();
-        let local = local.clone();
-        tokio::spawn(pressure.clone().run(move |p| {
-            let budget = p.budgets().memory_bytes;
-            if head.closed_bytes() > budget {
-                // Chunks the store already has go first, retained or not.
-                flusher.release(true);
-            }
-            let used = head.closed_bytes();
-            if used > budget {
-                // Then the oldest unflushed closed chunks, down to 90 % of the budget.
-                let target = used - budget + budget / 10;
-                match head.spill_oldest(target) {
-                    Ok((chunks, bytes)) => {
-                        metrics.spilled_chunks.inc_by(chunks);
-                        tracing::debug!(chunks, bytes, "spilled chunks over the memory budget");
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "spilling failed; memory stays over budget")
-                    }
-                }
-            }
-            metrics.spill_bytes.set(spill.live_bytes() as i64);
-            let mut disk = p.observe(&head, spill.disk_bytes() + local.disk_bytes(), &metrics);
-            // The local tier holds only copies of what the store has: it gives its room
-            // back first, oldest first, well before pushes would be refused.
-            let high = p.budgets().disk_bytes / 8 * 7;
-            if disk > high {
-                let freed = local.evict_oldest(disk - high);
-                if freed > 0 {
-                    tracing::debug!(freed, "local copies evicted for the disk budget");
-                    disk = p.observe(&head, spill.disk_bytes() + local.disk_bytes(), &metrics);
-                }
-            }
-            metrics.observe_local(local.disk_bytes(), local.whole_objects().0, local.evicted());
-            if disk >= p.budgets().disk_bytes {
-                // Disk is what refuses pushes now. Spilled chunks the store has can go at
-                // once (their retain period is for memory, and they are not in memory), and
-                // a checkpoint lets the WAL drop segments: nothing else shrinks the disk.
-                flusher.release(true);
-                if let Some(Err(e)) = ingester.checkpoint_if_older(Duration::from_secs(10)) {
-                    tracing::warn!(error = %e, "checkpoint for the disk budget failed");
-                }
-                p.observe(&head, spill.disk_bytes() + local.disk_bytes(), &metrics);
-            }
-        }));
-    }
+    let balancer = Arc::new(Balancer {
+        pressure: pressure.clone(),
+        head: head.clone(),
+        flusher: flusher.clone(),
+        spill: spill.clone(),
+        ingester: ingester.clone(),
+        metrics: state.metrics().clone(),
+        local: Some(local.clone()),
+    });
+    tokio::spawn(balancer.run());
     state.set_pressure(pressure);
     state.set_flusher(flusher.clone(), args.shutdown_flush_timeout);
     // Give the catalog (listed since start, alongside replay) up to one store deadline, so
@@ -663,10 +623,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
 
     let policy = CheckpointPolicy {
         interval: args.wal_checkpoint_interval,
-        // The WAL shrinks only at checkpoints (a checkpoint holds chunks, about a tenth of
-        // the WAL's bytes for the same samples): checkpoint at least every quarter of the
-        // disk budget, so the WAL alone never fills it.
-        max_wal_growth_bytes: args.wal_checkpoint_bytes.min(args.disk_bytes / 4),
+        max_wal_growth_bytes: weft::pressure::checkpoint_bytes(
+            args.wal_checkpoint_bytes,
+            args.disk_bytes,
+        ),
         // Often enough that a short interval or a small size threshold is honoured closely.
         poll: (args.wal_checkpoint_interval / 4)
             .clamp(Duration::from_millis(100), Duration::from_secs(10)),
@@ -709,6 +669,47 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     tracing::info!("weft stopped");
     Ok(())
+}
+
+/// The memory limit: the flag's, else the default from the cgroup. Logs which, and warns
+/// when the flag leaves no room for the fixed overhead inside the container.
+fn memory_limit(flag: Option<u64>) -> u64 {
+    let (default, source) = weft::pressure::read_default_memory_limit();
+    let overhead_bytes = weft::pressure::FIXED_OVERHEAD_BYTES;
+    let cgroup_bytes = match source {
+        LimitSource::CgroupV2 { cgroup_bytes } | LimitSource::CgroupV1 { cgroup_bytes } => {
+            Some(cgroup_bytes)
+        }
+        LimitSource::Flag | LimitSource::Fixed => None,
+    };
+    if let Some(limit_bytes) = flag {
+        tracing::info!(limit_bytes, "memory limit from --limits.memory-bytes");
+        if let Some(cgroup_bytes) = cgroup_bytes {
+            if limit_bytes.saturating_add(overhead_bytes) > cgroup_bytes {
+                tracing::warn!(
+                    limit_bytes,
+                    cgroup_bytes,
+                    overhead_bytes,
+                    "--limits.memory-bytes plus the fixed overhead is more than the container's \
+                     memory: the kernel may kill weft before the limit refuses work"
+                );
+            }
+        }
+        return limit_bytes;
+    }
+    match cgroup_bytes {
+        Some(cgroup_bytes) => tracing::info!(
+            limit_bytes = default,
+            cgroup_bytes,
+            overhead_bytes,
+            "memory limit: 3/4 of the cgroup's memory limit, less the fixed overhead"
+        ),
+        None => tracing::info!(
+            limit_bytes = default,
+            "memory limit: no cgroup memory limit found, so the default"
+        ),
+    }
+    default
 }
 
 /// The host name, reduced to the characters an object key allows; `weft` if there is none.

@@ -40,6 +40,14 @@ pub struct OpLabels {
     pub op: &'static str,
 }
 
+/// Labels: `consumer` (one of [`crate::pressure::Consumer`]'s names).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    /// What holds the memory: `head_chunks`, `head_series`, `cache`, `queries`,
+    /// `push_bodies`, `flush_objects`.
+    pub consumer: &'static str,
+}
+
 /// Labels: `endpoint`, `code`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -97,6 +105,12 @@ pub struct Metrics {
     pub flush_oldest_unflushed_seconds: Gauge,
     /// Bytes of closed chunk data held in memory (what `--limits.memory-bytes` caps).
     pub memory_chunk_bytes: Gauge,
+    /// Bytes of memory by consumer, as `pressure::Memory` accounts them.
+    pub memory_bytes: Family<ConsumerLabels, Gauge>,
+    /// The memory limit (`--limits.memory-bytes`, or the default chosen from the cgroup).
+    pub memory_limit_bytes: Gauge,
+    /// Reservations refused because they would have passed the memory limit, by consumer.
+    pub memory_refusals: Family<ConsumerLabels, Counter>,
     /// Bytes of live chunk data in local spill files.
     pub spill_bytes: Gauge,
     /// Bytes weft uses on local disk (WAL and spill), what `--limits.disk-bytes` caps.
@@ -265,6 +279,24 @@ impl Metrics {
             "Bytes of closed chunks held in memory (capped by --limits.memory-bytes)",
             memory_chunk_bytes.clone(),
         );
+        let memory_bytes = Family::<ConsumerLabels, Gauge>::default();
+        registry.register(
+            "memory_bytes",
+            "Bytes of memory held, by consumer (all of them count against --limits.memory-bytes)",
+            memory_bytes.clone(),
+        );
+        let memory_limit_bytes = Gauge::default();
+        registry.register(
+            "memory_limit_bytes",
+            "The memory limit; the process stays within it plus a fixed overhead of 64 MiB",
+            memory_limit_bytes.clone(),
+        );
+        let memory_refusals = Family::<ConsumerLabels, Counter>::default();
+        registry.register(
+            "memory_refusals",
+            "Memory reservations refused at the limit, by consumer",
+            memory_refusals.clone(),
+        );
         let spill_bytes = Gauge::default();
         registry.register(
             "spill_bytes",
@@ -369,6 +401,9 @@ impl Metrics {
             flush_backlog_bytes,
             flush_oldest_unflushed_seconds,
             memory_chunk_bytes,
+            memory_bytes,
+            memory_limit_bytes,
+            memory_refusals,
             spill_bytes,
             disk_bytes,
             spilled_chunks,

@@ -11,6 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::model::{MatcherError, SelectorError, TenantError};
+use crate::pressure::MemoryRefusal;
 use crate::proto::{ProtoError, SnappyError};
 use crate::wal::WalError;
 
@@ -213,5 +214,13 @@ impl From<MatcherError> for ApiError {
 impl From<SelectorError> for ApiError {
     fn from(e: SelectorError) -> Self {
         ApiError::bad_data(e.to_string())
+    }
+}
+
+impl From<MemoryRefusal> for ApiError {
+    /// Past the memory limit weft refuses work rather than grow: 503 + Retry-After, for a
+    /// push or a read alike (the message names the limit).
+    fn from(e: MemoryRefusal) -> Self {
+        ApiError::new(ErrorClass::Overloaded, e.to_string())
     }
 }

@@ -28,7 +28,7 @@ use crate::head::Head;
 use crate::ingest::Ingester;
 use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
 use crate::model::TenantId;
-use crate::pressure::Pressure;
+use crate::pressure::{Consumer, Memory, Pressure, Reservation};
 use crate::query::Querier;
 use crate::store::catalog::Catalog;
 
@@ -80,31 +80,72 @@ struct DecodeBuffers {
     log: crate::head::WalLog,
 }
 
+/// Pooled [`DecodeBuffers`] with the memory they hold reserved as `push_bodies` (so that
+/// kept buffers count against the memory limit while idle and while in use).
+#[derive(Debug, Default)]
+struct PooledBuffers {
+    bufs: DecodeBuffers,
+    reserved: Option<Reservation>,
+}
+
 /// A bounded pool of [`DecodeBuffers`]. Buffers that grew past `MAX_KEPT_BYTES` are dropped
-/// rather than kept, so one huge request does not pin its memory forever.
+/// rather than kept, so one huge request does not pin its memory forever, and so are
+/// buffers whose memory cannot be reserved.
 #[derive(Debug, Default)]
 struct BufferPool {
-    free: parking_lot::Mutex<Vec<DecodeBuffers>>,
+    free: parking_lot::Mutex<Vec<PooledBuffers>>,
 }
 
 impl BufferPool {
     const MAX_KEPT: usize = 16;
     const MAX_KEPT_BYTES: usize = 8 << 20;
 
-    fn take(&self) -> DecodeBuffers {
+    fn take(&self) -> PooledBuffers {
         self.free.lock().pop().unwrap_or_default()
     }
 
-    fn put(&self, b: DecodeBuffers) {
+    fn put(&self, mut p: PooledBuffers, memory: Option<&Arc<Memory>>) {
+        let b = &p.bufs;
         let bytes = b.raw.capacity()
             + b.batch.labels.capacity() * std::mem::size_of::<(&[u8], &[u8])>()
             + b.batch.samples.capacity() * 16
             + b.log.samples.capacity() * std::mem::size_of::<crate::wal::RefSample>();
+        if bytes > Self::MAX_KEPT_BYTES {
+            return;
+        }
+        if let Some(memory) = memory {
+            let want = bytes as u64;
+            let kept = match &mut p.reserved {
+                Some(r) if r.bytes() >= want => {
+                    r.shrink_to(want);
+                    true
+                }
+                Some(r) => r.try_grow(want - r.bytes()).is_ok(),
+                None => match memory.try_reserve(Consumer::PushBodies, want) {
+                    Ok(r) => {
+                        p.reserved = Some(r);
+                        true
+                    }
+                    Err(_) => false,
+                },
+            };
+            if !kept {
+                return;
+            }
+        }
         let mut free = self.free.lock();
-        if bytes <= Self::MAX_KEPT_BYTES && free.len() < Self::MAX_KEPT {
-            free.push(b);
+        if free.len() < Self::MAX_KEPT {
+            free.push(p);
         }
     }
+}
+
+/// What an admitted push holds until it is answered: its in-flight slot of body bytes and
+/// its memory reservation.
+#[derive(Debug)]
+struct Admission {
+    _permit: OwnedSemaphorePermit,
+    memory: Option<Reservation>,
 }
 
 /// What every handler shares.
@@ -178,23 +219,31 @@ impl AppState {
         let _ = self.pressure.set(pressure);
     }
 
+    /// The memory accounting, once the budgets are set.
+    fn memory(&self) -> Option<&Arc<Memory>> {
+        self.pressure.get().map(|p| p.memory())
+    }
+
     /// Refuses a push while a budget is exhausted; otherwise reserves the push's body bytes
     /// (its Content-Length, or the largest body allowed) against
-    /// `--limits.max-inflight-push-bytes` until the returned permit is dropped.
-    fn admit_push(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, ApiError> {
+    /// `--limits.max-inflight-push-bytes` and the memory limit until the returned admission
+    /// is dropped. Runs before the body is read.
+    fn admit_push(&self, headers: &HeaderMap) -> Result<Admission, ApiError> {
         if let Some(p) = self.pressure.get() {
             p.check_push(&self.head)
                 .map_err(|e| ApiError::new(ErrorClass::Overloaded, e.to_string()))?;
         }
-        let len = headers
+        let declared = headers
             .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let len = declared
             .unwrap_or(self.limits.max_request_bytes as u64)
             .min(self.limits.max_request_bytes as u64);
         // A body larger than the whole bound still goes through, alone.
         let total = (self.limits.max_inflight_push_bytes / 1024).max(1);
         let kib = len.div_ceil(1024).clamp(1, total).min(u32::MAX as u64) as u32;
-        self.push_kib
+        let permit = self
+            .push_kib
             .clone()
             .try_acquire_many_owned(kib)
             .map_err(|_| {
@@ -205,7 +254,25 @@ impl AppState {
                         self.limits.max_inflight_push_bytes
                     ),
                 )
-            })
+            })?;
+        let memory = match self.memory() {
+            Some(m) => {
+                // A body of unknown length (no Content-Length; Prometheus always sends one) is
+                // reserved at a quarter of the limit at most, so that it is not refused for
+                // ever under a small limit; the write path grows the reservation to the body
+                // it read.
+                let bytes = match declared {
+                    Some(_) => len,
+                    None => len.min(m.limit_bytes() / 4),
+                };
+                Some(m.try_reserve(Consumer::PushBodies, bytes)?)
+            }
+            None => None,
+        };
+        Ok(Admission {
+            _permit: permit,
+            memory,
+        })
     }
 
     /// The metrics.
@@ -316,6 +383,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
     }
     if let Some(c) = &st.catalog {
         st.metrics.observe_cache(&c.cache_stats(), c.object_count());
+    }
+    if let Some(m) = st.memory() {
+        // The cache changes without telling the accounting; show its bytes as of now.
+        m.update_gauges();
     }
     let total_kib = (st.limits.max_inflight_push_bytes / 1024).max(1) as i64;
     st.metrics

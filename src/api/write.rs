@@ -32,10 +32,21 @@ async fn push_inner(
     check_media(headers, "application/x-protobuf")?;
     let ingester = st.ingester()?.clone();
     let _slot = st.slot("write")?;
-    let _bytes = st.admit_push(headers)?;
+    let mut admission = st.admit_push(headers)?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
+    if let Some(reserved) = &mut admission.memory {
+        reserved.try_grow((body.len() as u64).saturating_sub(reserved.bytes()))?;
+        // The decompressed body and the batch decoded from it (label and sample slices over
+        // it) each take about the decompressed length: reserve both before decompressing.
+        // An over-limit or bad header is reported by decompress_into below.
+        if let Ok(n) = snap::raw::decompress_len(&body) {
+            let n = n.min(st.limits.max_decompressed_bytes) as u64;
+            reserved.try_grow(2 * n)?;
+        }
+    }
     // Decode buffers are reused across requests: a warm push allocates almost nothing.
-    let mut bufs = st.decode_buffers.take();
+    let mut pooled = st.decode_buffers.take();
+    let bufs = &mut pooled.bufs;
     decompress_into(&body, st.limits.max_decompressed_bytes, &mut bufs.raw)?;
     drop(body);
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
@@ -49,7 +60,10 @@ async fn push_inner(
     };
     bufs.batch = batch.recycle();
     bufs.log.clear();
-    st.decode_buffers.put(bufs);
+    st.decode_buffers.put(pooled, st.memory());
+    // The body and the decoded batch are gone (or back in the pool, which reserves its
+    // own): waiting for durability holds no more memory.
+    admission.memory = None;
     let (report, pos) = appended?;
     if let Some(pos) = pos {
         // The acknowledgement waits for the sync that covers this push (group commit).

@@ -182,6 +182,8 @@ pub struct Head {
     next_ref: Arc<AtomicU64>,
     /// Bytes of closed chunks held in memory, over all tenants.
     closed_bytes: Arc<AtomicU64>,
+    /// Estimated bytes of the series themselves (see [`Head::index_bytes`]).
+    index_bytes: Arc<AtomicU64>,
     /// Where closed chunks go when memory is over budget.
     spill: Arc<OnceLock<Arc<Spill>>>,
 }
@@ -195,6 +197,7 @@ impl Head {
             tenants: RwLock::new(HashMap::new()),
             next_ref: Arc::new(AtomicU64::new(1)),
             closed_bytes: Arc::new(AtomicU64::new(0)),
+            index_bytes: Arc::new(AtomicU64::new(0)),
             spill: Arc::new(OnceLock::new()),
         }
     }
@@ -275,6 +278,18 @@ impl Head {
         self.closed_bytes.load(Ordering::Relaxed)
     }
 
+    /// Estimated bytes of everything the head holds per series, over all tenants: the
+    /// series entry, its labels, its postings and its open chunk. Each series counts
+    /// [`SERIES_OVERHEAD_BYTES`] plus the bytes of its label names and values.
+    ///
+    /// An estimate rather than a measurement, so that reading it costs one atomic load:
+    /// interned label strings shared by many series are counted once per series (so shared
+    /// names cost a little more than they should), and an open chunk counts the same
+    /// whether it holds one sample or 119.
+    pub fn index_bytes(&self) -> u64 {
+        self.index_bytes.load(Ordering::Relaxed)
+    }
+
     /// The tenant's head, if it has any data.
     pub fn tenant(&self, id: &TenantId) -> Option<Arc<TenantHead>> {
         self.tenants.read().get(id).cloned()
@@ -295,6 +310,7 @@ impl Head {
                     &self.metrics,
                     self.next_ref.clone(),
                     self.closed_bytes.clone(),
+                    self.index_bytes.clone(),
                     self.spill.clone(),
                 ))
             })
@@ -373,7 +389,23 @@ pub struct TenantHead {
     metrics: TenantMetrics,
     next_ref: Arc<AtomicU64>,
     closed_bytes: Arc<AtomicU64>,
+    index_bytes: Arc<AtomicU64>,
     spill: Arc<OnceLock<Arc<Spill>>>,
+}
+
+/// What one series costs in the head beyond its label bytes: the `Series` with its lock
+/// and chunk list, the label pairs (two `Arc<str>` each), the hash map and postings
+/// entries, and an open chunk buffer.
+///
+/// Measured with `examples/mem_per_series` (docs/benchmarks.md): 940 bytes of `RssAnon`
+/// per node_exporter-like series, whose ten labels hold 134 bytes of names and values
+/// on average; 940 − 134 = 806, rounded up to 808.
+pub const SERIES_OVERHEAD_BYTES: u64 = 808;
+
+/// What [`Head::index_bytes`] counts for a series with these labels.
+fn series_bytes(labels: &Labels) -> u64 {
+    let label_bytes: usize = labels.iter().map(|l| l.name.len() + l.value.len()).sum();
+    SERIES_OVERHEAD_BYTES + label_bytes as u64
 }
 
 /// The tenant's series map and postings. Series refs are indexes into `series`, assigned in
@@ -546,6 +578,7 @@ impl TenantHead {
         metrics: &Arc<Metrics>,
         next_ref: Arc<AtomicU64>,
         closed_bytes: Arc<AtomicU64>,
+        index_bytes: Arc<AtomicU64>,
         spill: Arc<OnceLock<Arc<Spill>>>,
     ) -> Self {
         let l = TenantLabels {
@@ -566,6 +599,7 @@ impl TenantHead {
             metrics: tm,
             next_ref,
             closed_bytes,
+            index_bytes,
             spill,
         }
     }
@@ -591,6 +625,8 @@ impl TenantHead {
             max_label_value_length: usize::MAX,
         };
         let labels = Labels::from_raw_pairs(&mut pairs, &unlimited, &mut index.interner)?;
+        self.index_bytes
+            .fetch_add(series_bytes(&labels), Ordering::Relaxed);
         let r = index.insert(hash, labels, series_ref);
         self.metrics.series.inc();
         let s = index.series[r as usize].clone();
@@ -778,6 +814,8 @@ impl TenantHead {
                     report.series_created += 1;
                     self.metrics.series.inc();
                     let series_ref = self.next_ref.fetch_add(1, Ordering::AcqRel);
+                    self.index_bytes
+                        .fetch_add(series_bytes(&labels), Ordering::Relaxed);
                     idx.insert(hash, labels, series_ref)
                 }
             };

@@ -410,3 +410,30 @@ fn spilled_chunks_read_back_survive_a_restore_and_free_their_file_when_released(
         "released chunks still count as live spill data"
     );
 }
+
+#[test]
+fn index_bytes_counts_each_new_series_once_with_its_label_bytes() {
+    let (head, t) = head_with(10);
+    assert_eq!(head.index_bytes(), 0);
+    let a: &[(&str, &str)] = &[("__name__", "up"), ("job", "node")];
+    let b: &[(&str, &str)] = &[("__name__", "up"), ("job", "other")];
+    t.append(&batch(&[(a, &[(1, 1.0)])]), None);
+    let one = SERIES_OVERHEAD_BYTES + (8 + 2 + 3 + 4);
+    assert_eq!(head.index_bytes(), one);
+    // More samples of the same series cost nothing more here (chunks count elsewhere).
+    t.append(&batch(&[(a, &[(2, 1.0), (3, 1.0)])]), None);
+    assert_eq!(head.index_bytes(), one);
+    t.append(&batch(&[(b, &[(1, 1.0)])]), None);
+    assert_eq!(head.index_bytes(), 2 * one + 1);
+    // A series refused by the series limit is not counted.
+    let (head, t) = head_with(1);
+    t.append(&batch(&[(a, &[(1, 1.0)]), (b, &[(1, 1.0)])]), None);
+    assert_eq!(head.index_bytes(), one);
+    // Restored series count too.
+    let head2 = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
+    head2
+        .restore_series(&TenantId::parse("t1").unwrap(), 7, a)
+        .unwrap();
+    assert_eq!(head2.index_bytes(), one);
+    drop(head);
+}

@@ -14,7 +14,11 @@
 //! bound. An entry larger than the whole bound is not cached at all (it would evict
 //! everything and then itself). With a bound of 0 nothing is cached.
 //!
-//! **Invariant:** `stats().bytes <= max_bytes` after every call.
+//! The bound can change while the cache is in use ([`ObjectCache::set_max_bytes`]): the
+//! memory accounting (`pressure::Memory`) gives the cache what the rest of the process
+//! leaves, and lowers the bound at once, evicting down to it, when the rest grows.
+//!
+//! **Invariant:** `stats().bytes <= max_bytes()` after every call.
 
 use std::fmt;
 use std::sync::Arc;
@@ -126,7 +130,8 @@ struct Inner {
 /// A byte-bounded LRU of object indexes and chunk bytes. Share it as part of the catalog;
 /// every method takes one short lock and never does I/O.
 pub struct ObjectCache {
-    max_bytes: u64,
+    /// The bound lives in `inner.stats.max_bytes`, under the same lock as the entries, so
+    /// that an insert and a lowering of the bound cannot interleave.
     inner: Mutex<Inner>,
 }
 
@@ -142,7 +147,6 @@ impl ObjectCache {
     /// An empty cache that holds at most `max_bytes` (charged as the module docs say).
     pub fn new(max_bytes: u64) -> Self {
         Self {
-            max_bytes,
             inner: Mutex::new(Inner {
                 lru: LruCache::unbounded(),
                 stats: CacheStats {
@@ -155,7 +159,27 @@ impl ObjectCache {
 
     /// The bound.
     pub fn max_bytes(&self) -> u64 {
-        self.max_bytes
+        self.inner.lock().stats.max_bytes
+    }
+
+    /// Changes the bound. A lower bound evicts least-recent entries at once, before this
+    /// returns, so the memory is given back now rather than at the next insert.
+    pub fn set_max_bytes(&self, max_bytes: u64) {
+        let mut inner = self.inner.lock();
+        inner.stats.max_bytes = max_bytes;
+        Self::evict_to_bound(&mut inner);
+    }
+
+    /// Evicts least-recent entries until the total is within the bound.
+    fn evict_to_bound(inner: &mut Inner) {
+        while inner.stats.bytes > inner.stats.max_bytes {
+            let Some((_, evicted)) = inner.lru.pop_lru() else {
+                break;
+            };
+            inner.stats.bytes -= evicted.charge;
+            inner.stats.entries -= 1;
+            inner.stats.evictions += 1;
+        }
     }
 
     /// A snapshot of the counters.
@@ -227,7 +251,7 @@ impl ObjectCache {
             len,
         };
         let charge = u64::from(len);
-        if Self::total_charge(&key, charge) > self.max_bytes {
+        if Self::total_charge(&key, charge) > self.max_bytes() {
             // Refuse before copying.
             self.inner.lock().stats.oversize_refused += 1;
             return false;
@@ -244,7 +268,7 @@ impl ObjectCache {
     fn insert(&self, key: Key, value: Value, value_bytes: u64) -> bool {
         let charge = Self::total_charge(&key, value_bytes);
         let mut inner = self.inner.lock();
-        if charge > self.max_bytes {
+        if charge > inner.stats.max_bytes {
             inner.stats.oversize_refused += 1;
             return false;
         }
@@ -256,15 +280,8 @@ impl ObjectCache {
         inner.stats.bytes += charge;
         inner.stats.entries += 1;
         // The new entry is the most recent and fits on its own, so this stops before it.
-        while inner.stats.bytes > self.max_bytes {
-            let Some((_, evicted)) = inner.lru.pop_lru() else {
-                break;
-            };
-            inner.stats.bytes -= evicted.charge;
-            inner.stats.entries -= 1;
-            inner.stats.evictions += 1;
-        }
-        debug_assert!(inner.stats.bytes <= self.max_bytes);
+        Self::evict_to_bound(&mut inner);
+        debug_assert!(inner.stats.bytes <= inner.stats.max_bytes);
         debug_assert_eq!(inner.stats.entries, inner.lru.len() as u64);
         true
     }
@@ -438,6 +455,37 @@ mod tests {
             Bytes::from_static(b"0123456789")
         );
         assert!(cache.get_chunk(&path(0), 17, 10).is_none());
+    }
+
+    #[test]
+    fn lowering_the_bound_evicts_least_recent_entries_at_once_and_raising_it_keeps_them() {
+        let cache = ObjectCache::new(4 * chunk_charge(100));
+        let b = Bytes::from(vec![1u8; 100]);
+        for i in 0..4 {
+            assert!(cache.put_chunk(&path(i), 0, &b));
+        }
+        // Touch 0: 1 and 2 are now the least recent.
+        assert!(cache.get_chunk(&path(0), 0, 100).is_some());
+        cache.set_max_bytes(2 * chunk_charge(100));
+        let s = cache.stats();
+        assert_eq!(
+            (s.bytes, s.entries, s.evictions, s.max_bytes),
+            (2 * chunk_charge(100), 2, 2, 2 * chunk_charge(100))
+        );
+        assert!(cache.get_chunk(&path(1), 0, 100).is_none());
+        assert!(cache.get_chunk(&path(2), 0, 100).is_none());
+        assert!(cache.get_chunk(&path(0), 0, 100).is_some());
+        assert!(cache.get_chunk(&path(3), 0, 100).is_some());
+        // Inserts respect the lower bound.
+        assert!(cache.put_chunk(&path(4), 0, &b));
+        assert!(cache.stats().bytes <= 2 * chunk_charge(100));
+        // A zero bound empties the cache; raising it again evicts nothing more.
+        cache.set_max_bytes(0);
+        assert_eq!(cache.stats().bytes, 0);
+        assert!(!cache.put_chunk(&path(5), 0, &b));
+        cache.set_max_bytes(1 << 20);
+        assert!(cache.put_chunk(&path(5), 0, &b));
+        assert_eq!(cache.stats().entries, 1);
     }
 
     #[test]

@@ -393,6 +393,11 @@ impl Catalog {
         self.cache.stats()
     }
 
+    /// The cache itself, so that the memory accounting can size it.
+    pub fn cache(&self) -> &ObjectCache {
+        &self.cache
+    }
+
     /// Series of `tenant` that match every matcher (an absent label matches as "") and have
     /// a chunk overlapping `[mint, maxt]`, from every catalog object overlapping the range
     /// that is not local. Never fails: what could not be read is a warning, and the answer
