@@ -183,8 +183,7 @@ impl AppState {
     /// `--limits.max-inflight-push-bytes` until the returned permit is dropped.
     fn admit_push(&self, headers: &HeaderMap) -> Result<OwnedSemaphorePermit, ApiError> {
         if let Some(p) = self.pressure.get() {
-            p.check_push(&self.head)
-                .map_err(|e| ApiError::new(ErrorClass::Overloaded, e.to_string()))?;
+            p.check_push(&self.head)?;
         }
         let len = headers
             .get(header::CONTENT_LENGTH)
