@@ -122,6 +122,9 @@ impl Pressure {
         let used = self.wal_bytes() + spill_bytes;
         self.disk_used.store(used, Ordering::Relaxed);
         metrics.disk_bytes.set(used as i64);
+        metrics
+            .disk_limit_bytes
+            .set(self.budgets.disk_bytes.min(i64::MAX as u64) as i64);
         let mem = head.closed_bytes();
         metrics.memory_chunk_bytes.set(mem as i64);
         self.refuse_memory.store(
@@ -190,6 +193,9 @@ mod tests {
         );
         let used = p.observe(&head, 0, &m);
         assert!(used >= 64 << 10, "{used}");
+        // Both sides of the disk alert's ratio are exported.
+        assert_eq!(m.disk_bytes.get(), used as i64);
+        assert_eq!(m.disk_limit_bytes.get(), 100 << 10);
         assert_eq!(p.check_push(&head), Ok(()));
         p.observe(&head, 64 << 10, &m);
         let e = p.check_push(&head).unwrap_err();

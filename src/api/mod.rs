@@ -26,7 +26,7 @@ pub use error::{ApiError, ErrorClass};
 use crate::flush::Flusher;
 use crate::head::Head;
 use crate::ingest::Ingester;
-use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
+use crate::metrics::{CacheCounters, Metrics, ReasonLabels, RequestLabels, WalCounters};
 use crate::model::TenantId;
 use crate::pressure::Pressure;
 use crate::query::Querier;
@@ -310,11 +310,25 @@ async fn ready(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(ing) = st.ingester.get() {
-        st.metrics
-            .observe_wal(&ing.wal().stats(), ing.wal().is_poisoned());
+        let w = ing.wal().stats();
+        st.metrics.observe_wal(WalCounters {
+            appends: w.appends,
+            appended_bytes: w.appended_bytes,
+            syncs: w.syncs,
+            segments_created: w.segments_created,
+            poisoned: ing.wal().is_poisoned(),
+        });
     }
     if let Some(c) = &st.catalog {
-        st.metrics.observe_cache(&c.cache_stats(), c.object_count());
+        let cs = c.cache_stats();
+        st.metrics.observe_cache(CacheCounters {
+            bytes: cs.bytes,
+            index_hits: cs.index_hits,
+            index_misses: cs.index_misses,
+            chunk_hits: cs.chunk_hits,
+            chunk_misses: cs.chunk_misses,
+            catalog_objects: c.object_count() as u64,
+        });
     }
     let total_kib = (st.limits.max_inflight_push_bytes / 1024).max(1) as i64;
     st.metrics
