@@ -99,4 +99,3 @@ fn parse_timeout(s: &str) -> Result<Duration, ApiError> {
     let n: u64 = num.parse().map_err(|_| bad())?;
     Ok(Duration::from_millis(n.checked_mul(mul).ok_or_else(bad)?))
 }
-

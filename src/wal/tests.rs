@@ -515,7 +515,11 @@ fn failed_directory_fsync_after_checkpoint_rename_poisons_and_is_never_retried()
     assert!(err.is_poisoning());
     // The rename happened (a directory sync can only fail after it); its durability is
     // what is unknown.
-    assert!(names(&dir).contains(&checkpoint_name(n)), "{:?}", names(&dir));
+    assert!(
+        names(&dir).contains(&checkpoint_name(n)),
+        "{:?}",
+        names(&dir)
+    );
     assert!(wal.is_poisoned());
     assert_eq!(dir.dir_sync_calls(), calls + 1);
 

@@ -50,7 +50,14 @@ impl Workload {
     /// stale marker, NaNs with other payloads and signs, ±Inf, -0.0) and arbitrary bit
     /// patterns. The tenant changes the counter-like values, so a read that crosses tenants
     /// shows as wrong values.
-    pub fn value_bits(&self, seed: u64, writer: usize, tenant: usize, series: usize, t: i64) -> u64 {
+    pub fn value_bits(
+        &self,
+        seed: u64,
+        writer: usize,
+        tenant: usize,
+        series: usize,
+        t: i64,
+    ) -> u64 {
         let place = ((writer as u64) << 48) ^ ((tenant as u64) << 40) ^ series as u64;
         let h = mix(mix(seed ^ mix(place)) ^ mix(t as u64));
         let payload = (h >> 13) & 0x0007_ffff_ffff_ffff;
