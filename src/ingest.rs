@@ -43,17 +43,6 @@ pub enum IngestError {
     SpillSync(#[source] SpillError),
 }
 
-impl IngestError {
-    /// Whether the error leaves the write path refusing until a restart (a failed sync
-    /// poisons the WAL, or the spill).
-    pub fn is_poisoning(&self) -> bool {
-        match self {
-            IngestError::Wal(e) => e.is_poisoning(),
-            IngestError::SpillSync(e) => matches!(e, SpillError::Poisoned),
-        }
-    }
-}
-
 /// Samples per WAL `Samples` record: keeps every record far below a segment's size.
 const SAMPLES_PER_RECORD: usize = 8192;
 
@@ -400,5 +389,62 @@ impl Replayer<'_> {
                 None => self.unknown_refs += self.run.len() as u64,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::head::HeadConfig;
+    use crate::metrics::Metrics;
+    use crate::spill::{Spill, SpillConfig, MIN_FILE_SIZE_BYTES};
+    use crate::wal::SyncMode;
+
+    /// Before, a failed spill sync before a checkpoint came back as a `WalError::Io` holding
+    /// the spill error as a string, so nothing could tell it from a WAL failure.
+    #[test]
+    fn failed_spill_sync_before_a_checkpoint_is_its_own_error_and_leaves_the_wal_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = Arc::new(Head::new(HeadConfig::default(), Arc::new(Metrics::new())));
+        let spill = Arc::new(
+            Spill::open(SpillConfig {
+                dir: dir.path().join("spill"),
+                file_size: MIN_FILE_SIZE_BYTES,
+            })
+            .unwrap(),
+        );
+        head.set_spill(spill.clone());
+        let wal_dir = dir.path().join("wal");
+        let (ing, _) = Ingester::open(
+            head,
+            &wal_dir,
+            WalConfig {
+                sync: SyncMode::Always,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        // Something unsynced in the spill, so that the checkpoint's sync has work to fail.
+        spill.write(1, 0, 0, b"chunk").unwrap();
+        spill.inject_eio.store(true, Ordering::SeqCst);
+        let err = ing.checkpoint().unwrap_err();
+        assert!(matches!(err, IngestError::SpillSync(_)), "{err}");
+        assert!(!ing.wal().is_poisoned(), "the WAL itself did not fail");
+        let checkpoints = std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint."))
+            .count();
+        assert_eq!(
+            checkpoints, 0,
+            "no checkpoint may refer to unsynced spill data"
+        );
+        // The spill stays poisoned (a failed msync is never retried): so do checkpoints.
+        assert!(matches!(
+            ing.checkpoint(),
+            Err(IngestError::SpillSync(SpillError::Poisoned))
+        ));
     }
 }
