@@ -43,6 +43,33 @@ else
     pip install 'moto[server]' || pip install --break-system-packages 'moto[server]'
 fi
 
+section "alerting rules (promtool)"
+# deploy/prometheus/weft-alerts.yml: its syntax, the unit tests of every alert, and that every
+# runbook_url points at a heading of docs/operations.md. promtool comes with the Debian
+# package `prometheus` installed above; with CI=true a missing promtool is a failure.
+if command -v promtool >/dev/null 2>&1; then
+    promtool check rules deploy/prometheus/weft-alerts.yml
+    promtool test rules deploy/prometheus/weft-alerts.test.yml
+    # GitHub's anchors: the heading lower-cased, punctuation dropped, spaces as dashes.
+    anchors=$(sed -n 's/^#\{1,6\} //p' docs/operations.md \
+        | tr '[:upper:]' '[:lower:]' | sed 's/[^a-z0-9 _-]//g; s/ /-/g')
+    missing=0
+    for a in $(sed -n 's/.*runbook_url: *"\{0,1\}docs\/operations\.md#\([^"]*\)"\{0,1\}.*/\1/p' \
+        deploy/prometheus/weft-alerts.yml); do
+        if ! grep -qx -- "$a" <<<"$anchors"; then
+            echo "runbook_url anchor #$a is not a heading of docs/operations.md" >&2
+            missing=1
+        fi
+    done
+    [ "$missing" -eq 0 ] || exit 1
+    echo "every runbook_url points at a heading of docs/operations.md"
+elif [ "${CI:-}" = "true" ]; then
+    echo "promtool not found (Debian package prometheus); needed for the alerting rules" >&2
+    exit 1
+else
+    echo "promtool not found; skipping the alerting rules (with CI=true this fails)"
+fi
+
 section "cargo test --all-targets"
 cargo test --all-targets
 

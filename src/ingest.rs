@@ -22,11 +22,26 @@ use rustc_hash::FxHashMap;
 use crate::head::{AppendReport, Head, Series, SnapshotChunk, TenantHead, WalLog};
 use crate::model::TenantId;
 use crate::proto::WriteBatch;
-use crate::spill::SpillRef;
+use crate::spill::{SpillError, SpillRef};
 use crate::wal::{
     ApplyError, CheckpointChunk, CheckpointSeries, CheckpointStats, Record, RefSample, ReplayItem,
     ReplayStats, Wal, WalConfig, WalError, WalPos,
 };
+
+/// Everything that can go wrong on the durable write path. The API classifies it in one
+/// place (`api::error`, `impl From<IngestError> for ApiError`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IngestError {
+    /// The WAL refused or failed: disk full, poisoned by a failed sync, closed, a record too
+    /// large, or (at open) a replay that found corruption.
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    /// The spill files could not be synced before a checkpoint that refers to them, so the
+    /// checkpoint was not written (the WAL segments still hold everything).
+    #[error("syncing the spill files before a checkpoint: {0}")]
+    SpillSync(#[source] SpillError),
+}
 
 /// Samples per WAL `Samples` record: keeps every record far below a segment's size.
 const SAMPLES_PER_RECORD: usize = 8192;
@@ -47,7 +62,7 @@ impl Ingester {
         head: Arc<Head>,
         dir: &Path,
         cfg: WalConfig,
-    ) -> Result<(Self, ReplayStats), WalError> {
+    ) -> Result<(Self, ReplayStats), IngestError> {
         let mut replayer = Replayer {
             head: &head,
             by_ref: FxHashMap::default(),
@@ -94,7 +109,7 @@ impl Ingester {
         tenant: &TenantHead,
         batch: &WriteBatch<'_>,
         log: &mut WalLog,
-    ) -> Result<(AppendReport, Option<WalPos>), WalError> {
+    ) -> Result<(AppendReport, Option<WalPos>), IngestError> {
         log.clear();
         let report = tenant.append(batch, Some(log));
         if log.series.is_empty() && log.samples.is_empty() {
@@ -116,14 +131,14 @@ impl Ingester {
     }
 
     /// Returns once everything up to `pos` is on disk.
-    pub async fn wait_durable(&self, pos: WalPos) -> Result<(), WalError> {
-        self.wal.wait_durable(pos).await
+    pub async fn wait_durable(&self, pos: WalPos) -> Result<(), IngestError> {
+        Ok(self.wal.wait_durable(pos).await?)
     }
 
     /// Records in the WAL that the chunks of each `(series_ref, max_t)` up to `max_t` are in
     /// the store, so a restart does not upload them again. Not waited on: a mark lost in a
     /// crash only means an upload is repeated, which is harmless.
-    pub fn log_flushed(&self, marks: &[(u64, i64)]) -> Result<(), WalError> {
+    pub fn log_flushed(&self, marks: &[(u64, i64)]) -> Result<(), IngestError> {
         const PER_APPEND: usize = 4096;
         for part in marks.chunks(PER_APPEND) {
             let records: Vec<Record<'_>> = part
@@ -137,7 +152,7 @@ impl Ingester {
 
     /// Writes a checkpoint of the whole head at a fresh segment boundary, then lets the WAL
     /// drop the segments it no longer needs. Ingestion goes on meanwhile.
-    pub fn checkpoint(&self) -> Result<CheckpointStats, WalError> {
+    pub fn checkpoint(&self) -> Result<CheckpointStats, IngestError> {
         let mut last = self.checkpointing.lock();
         let r = self.checkpoint_locked();
         *last = Instant::now();
@@ -150,7 +165,7 @@ impl Ingester {
     pub fn checkpoint_if_older(
         &self,
         min_age: Duration,
-    ) -> Option<Result<CheckpointStats, WalError>> {
+    ) -> Option<Result<CheckpointStats, IngestError>> {
         let mut last = self.checkpointing.try_lock()?;
         if last.elapsed() < min_age {
             return None;
@@ -160,17 +175,13 @@ impl Ingester {
         Some(r)
     }
 
-    fn checkpoint_locked(&self) -> Result<CheckpointStats, WalError> {
+    fn checkpoint_locked(&self) -> Result<CheckpointStats, IngestError> {
         let n = self.wal.cut()?;
         // Spilled chunks are referenced, not copied: their bytes must be durable first.
         // (The head only swaps a chunk for its spilled copy after a sync, so every reference
         // the snapshot sees is covered.)
         if let Some(spill) = self.head.spill() {
-            spill.sync().map_err(|e| WalError::Io {
-                op: "syncing the spill files before a checkpoint",
-                name: spill.dir().display().to_string(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
+            spill.sync().map_err(IngestError::SpillSync)?;
         }
         // Everything appended before the cut is in the head already (the head is written
         // first), so this snapshot covers at least the segments before `n`.
@@ -181,7 +192,7 @@ impl Ingester {
                 .into_iter()
                 .map(move |s| checkpoint_series(&tenant, &s))
         });
-        self.wal.checkpoint(n, series)
+        Ok(self.wal.checkpoint(n, series)?)
     }
 }
 
@@ -378,5 +389,62 @@ impl Replayer<'_> {
                 None => self.unknown_refs += self.run.len() as u64,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::head::HeadConfig;
+    use crate::metrics::Metrics;
+    use crate::spill::{Spill, SpillConfig, MIN_FILE_SIZE_BYTES};
+    use crate::wal::SyncMode;
+
+    /// Before, a failed spill sync before a checkpoint came back as a `WalError::Io` holding
+    /// the spill error as a string, so nothing could tell it from a WAL failure.
+    #[test]
+    fn failed_spill_sync_before_a_checkpoint_is_its_own_error_and_leaves_the_wal_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = Arc::new(Head::new(HeadConfig::default(), Arc::new(Metrics::new())));
+        let spill = Arc::new(
+            Spill::open(SpillConfig {
+                dir: dir.path().join("spill"),
+                file_size: MIN_FILE_SIZE_BYTES,
+            })
+            .unwrap(),
+        );
+        head.set_spill(spill.clone());
+        let wal_dir = dir.path().join("wal");
+        let (ing, _) = Ingester::open(
+            head,
+            &wal_dir,
+            WalConfig {
+                sync: SyncMode::Always,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        // Something unsynced in the spill, so that the checkpoint's sync has work to fail.
+        spill.write(1, 0, 0, b"chunk").unwrap();
+        spill.inject_eio.store(true, Ordering::SeqCst);
+        let err = ing.checkpoint().unwrap_err();
+        assert!(matches!(err, IngestError::SpillSync(_)), "{err}");
+        assert!(!ing.wal().is_poisoned(), "the WAL itself did not fail");
+        let checkpoints = std::fs::read_dir(&wal_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("checkpoint."))
+            .count();
+        assert_eq!(
+            checkpoints, 0,
+            "no checkpoint may refer to unsynced spill data"
+        );
+        // The spill stays poisoned (a failed msync is never retried): so do checkpoints.
+        assert!(matches!(
+            ing.checkpoint(),
+            Err(IngestError::SpillSync(SpillError::Poisoned))
+        ));
     }
 }

@@ -642,7 +642,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             async move {
                 tokio::task::spawn_blocking(move || ing.checkpoint().map(|_| ()))
                     .await
-                    .unwrap_or(Err(WalError::Closed))
+                    .unwrap_or(Err(WalError::Closed.into()))
             }
         },
         async move {

@@ -2,6 +2,10 @@
 //!
 //! One [`Metrics`] value is created at start and shared; every module that counts something
 //! takes it by reference, so the set of metrics is visible in one place.
+//!
+//! **Invariant:** `metrics` depends on nothing else in the crate. Modules that keep their own
+//! counters (the WAL, the cache) are observed through plain-number structs defined here
+//! ([`WalCounters`], [`CacheCounters`]), filled in by the caller.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -55,6 +59,39 @@ pub struct RequestLabels {
     pub endpoint: String,
     /// The HTTP status code.
     pub code: u16,
+}
+
+/// The WAL writer's cumulative counters, as plain numbers, for [`Metrics::observe_wal`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WalCounters {
+    /// Successful appends so far.
+    pub appends: u64,
+    /// Bytes of records appended so far.
+    pub appended_bytes: u64,
+    /// Completed sync rounds so far.
+    pub syncs: u64,
+    /// Segments created so far.
+    pub segments_created: u64,
+    /// Whether a failed sync has poisoned the WAL.
+    pub poisoned: bool,
+}
+
+/// The object cache's state and cumulative counters, as plain numbers, for
+/// [`Metrics::observe_cache`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheCounters {
+    /// Bytes held now.
+    pub bytes: u64,
+    /// Index lookups that hit, so far.
+    pub index_hits: u64,
+    /// Index lookups that missed, so far.
+    pub index_misses: u64,
+    /// Chunk lookups that hit, so far.
+    pub chunk_hits: u64,
+    /// Chunk lookups that missed, so far.
+    pub chunk_misses: u64,
+    /// Objects in the catalog now.
+    pub catalog_objects: u64,
 }
 
 /// Every metric weft exports.
@@ -115,6 +152,8 @@ pub struct Metrics {
     pub spill_bytes: Gauge,
     /// Bytes weft uses on local disk (WAL and spill), what `--limits.disk-bytes` caps.
     pub disk_bytes: Gauge,
+    /// The disk budget, `--limits.disk-bytes` (for alerts on `disk_bytes / disk_limit_bytes`).
+    pub disk_limit_bytes: Gauge,
     /// Chunks moved from memory to spill files.
     pub spilled_chunks: Counter,
     /// Flushed chunks dropped from memory.
@@ -309,6 +348,12 @@ impl Metrics {
             "Bytes on local disk: WAL and spill files (capped by --limits.disk-bytes)",
             disk_bytes.clone(),
         );
+        let disk_limit_bytes = Gauge::default();
+        registry.register(
+            "disk_limit_bytes",
+            "The local disk budget, --limits.disk-bytes (weft_disk_bytes is capped by it)",
+            disk_limit_bytes.clone(),
+        );
         let spilled_chunks = Counter::default();
         registry.register(
             "spilled_chunks",
@@ -406,6 +451,7 @@ impl Metrics {
             memory_refusals,
             spill_bytes,
             disk_bytes,
+            disk_limit_bytes,
             spilled_chunks,
             released_chunks,
             query_partial,
@@ -420,18 +466,18 @@ impl Metrics {
 
     /// Brings the WAL counters up to `stats` (the WAL keeps its own atomic counters; this
     /// copies their growth since the last call).
-    pub fn observe_wal(&self, stats: &crate::wal::WalStats, poisoned: bool) {
+    pub fn observe_wal(&self, stats: WalCounters) {
         let _one_at_a_time = self.observe_lock.lock();
         let bump = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
         bump(&self.wal_appends, stats.appends);
         bump(&self.wal_bytes, stats.appended_bytes);
         bump(&self.wal_syncs, stats.syncs);
         bump(&self.wal_segments, stats.segments_created);
-        self.wal_poisoned.set(i64::from(poisoned));
+        self.wal_poisoned.set(i64::from(stats.poisoned));
     }
 
-    /// Brings the cache metrics up to `stats` and sets the catalog's object count.
-    pub fn observe_cache(&self, stats: &crate::store::cache::CacheStats, objects: usize) {
+    /// Brings the cache metrics up to `stats`, the catalog's object count included.
+    pub fn observe_cache(&self, stats: CacheCounters) {
         let _one_at_a_time = self.observe_lock.lock();
         let bump = |c: &Counter, now: u64| c.inc_by(now.saturating_sub(c.get()));
         let kind = |reason| ReasonLabels { reason };
@@ -452,7 +498,7 @@ impl Metrics {
             stats.chunk_misses,
         );
         self.cache_bytes.set(stats.bytes as i64);
-        self.catalog_objects.set(objects as i64);
+        self.catalog_objects.set(stats.catalog_objects as i64);
     }
 
     /// Sets the local tier's gauges and brings its eviction counter up to `evicted`.

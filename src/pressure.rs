@@ -625,6 +625,10 @@ impl Pressure {
         let used = self.wal_bytes() + spill_bytes;
         self.disk_used.store(used, Ordering::Relaxed);
         metrics.disk_bytes.set(used as i64);
+        // Both sides of the disk alert's ratio are exported.
+        metrics
+            .disk_limit_bytes
+            .set(self.disk_budget_bytes.min(i64::MAX as u64) as i64);
         used
     }
 }

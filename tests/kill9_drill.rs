@@ -13,6 +13,7 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::workload::{mix, Workload};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -23,14 +24,19 @@ const WRITERS: usize = 4;
 /// Every writer writes `SERIES_PER_WRITER` series in each of these tenants.
 const TENANTS: [&str; 2] = ["drill-a", "drill-b"];
 const SERIES_PER_WRITER: usize = 50;
+/// The drill's series and values (shared code in `tests/common/workload.rs`).
+const WORKLOAD: Workload = Workload {
+    metric: "drill_samples",
+    job: "kill9-drill",
+    series_per_writer: SERIES_PER_WRITER,
+    arbitrary_percent: 20,
+};
 /// Samples per series in one push are drawn from this range.
 const MAX_SAMPLES_PER_SERIES_PER_PUSH: usize = 8;
 /// The first timestamp. Fixed, so that a seed reproduces the same data.
 const T0_MS: i64 = 1_700_000_000_000;
 /// The usual scrape interval; some deltas are irregular on purpose (see `next_timestamp`).
 const STEP_MS: i64 = 15_000;
-/// The Prometheus stale marker: a signalling NaN with payload 2.
-const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// Small segments and an early size trigger, so that rotation and checkpoints happen during
 /// the drill rather than only at 64 MiB and 1 GiB.
@@ -58,7 +64,7 @@ const GRACEFUL_EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 const PUSH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One push as the writer sent it: all `SERIES_PER_WRITER` series of (`writer`, `tenant`) at
-/// the same timestamps `ts`, values from [`value_bits`].
+/// the same timestamps `ts`, values from [`Workload::value_bits`].
 #[derive(Debug, Clone)]
 struct Push {
     cycle: usize,
@@ -75,45 +81,6 @@ enum Stop {
     Term,
 }
 
-/// SplitMix64: a stateless mix, so that a sample's value is a function of where it is.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// The value of series (`writer`, `tenant`, `series`) at `t`, as IEEE bits. Mostly counter-like
-/// values, so that chunks compress as in real life, plus every special value the encoding has
-/// to carry bit-exact: the stale marker, NaNs with other payloads and signs, ±Inf, -0.0, and
-/// arbitrary bit patterns.
-fn value_bits(seed: u64, writer: usize, tenant: usize, series: usize, t: i64) -> u64 {
-    let h = mix(seed ^ mix(((writer as u64) << 48) ^ ((tenant as u64) << 40) ^ series as u64))
-        ^ mix(t as u64);
-    let h = mix(h);
-    let payload = (h >> 13) & 0x0007_ffff_ffff_ffff;
-    match h % 100 {
-        0..=3 => STALE_NAN_BITS,
-        4 | 5 => 0x7ff8_0000_0000_0000 | payload,
-        6 => 0x7ff0_0000_0000_0000 | payload.max(1),
-        7 => 0xfff8_0000_0000_0000 | payload,
-        8 => f64::INFINITY.to_bits(),
-        9 => f64::NEG_INFINITY.to_bits(),
-        10 => (-0.0f64).to_bits(),
-        11..=30 => mix(h ^ 0x5555),
-        _ => (((t - T0_MS) / 1000) as f64 * (series + 1) as f64).to_bits(),
-    }
-}
-
-fn series_labels(writer: usize, series: usize) -> Labels {
-    labels(&[
-        ("__name__", "drill_samples"),
-        ("job", "kill9-drill"),
-        ("writer", &format!("w{writer}")),
-        ("series", &format!("{series:03}")),
-    ])
-}
-
 /// The next timestamp after `prev`: mostly one regular step, sometimes an irregular gap.
 fn next_timestamp(rng: &mut StdRng, prev: i64) -> i64 {
     if rng.random_ratio(7, 10) {
@@ -121,31 +88,6 @@ fn next_timestamp(rng: &mut StdRng, prev: i64) -> i64 {
     } else {
         prev + rng.random_range(1..=4 * STEP_MS)
     }
-}
-
-/// Encoded by hand rather than with prost: proto3 encoders skip a value equal to 0.0, and
-/// -0.0 == 0.0, so prost would send -0.0 as "no value", which decodes as +0.0.
-fn encode_push(seed: u64, writer: usize, tenant: usize, ts: &[i64]) -> Vec<u8> {
-    let owned: Vec<(Labels, Samples)> = (0..SERIES_PER_WRITER)
-        .map(|s| {
-            let samples = ts
-                .iter()
-                .map(|&t| (t, value_bits(seed, writer, tenant, s, t)))
-                .collect();
-            (series_labels(writer, s), samples)
-        })
-        .collect();
-    let series: Vec<(RawLabels<'_>, Samples)> = owned
-        .iter()
-        .map(|(labels, samples)| {
-            let raw = labels
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                .collect();
-            (raw, samples.clone())
-        })
-        .collect();
-    snappy(&encode_write_request_by_hand(&series))
 }
 
 /// What a writer thread did in one cycle.
@@ -189,7 +131,7 @@ fn run_writer(
         // Later pushes continue after this one whether or not it is acknowledged: nothing is
         // retried, exactly as the contract allows.
         next[tenant] = t;
-        let body = encode_push(seed, writer, tenant, &ts);
+        let body = WORKLOAD.encode_push(seed, writer, tenant, &ts);
         let outcome = weft.try_push_body(&client, TENANTS[tenant], body);
         let acked = matches!(outcome, Ok((204, _)));
         report.pushes.push(Push {
@@ -248,7 +190,7 @@ fn verify(weft: &Weft, seed: u64, pushes: &[Push], from_ms: i64, chunks: bool) -
                 .filter(|p| p.writer == w && p.tenant == ti && p.ts[0] >= from_ms)
                 .collect();
             for s in 0..SERIES_PER_WRITER {
-                let labels = series_labels(w, s);
+                let labels = WORKLOAD.series_labels(w, s);
                 let got = by_labels.remove(&labels).unwrap_or_default();
                 check_series(seed, tenant, &labels, &mine, s, &got, chunks, &mut tally);
             }
@@ -283,7 +225,7 @@ fn check_series(
     let mut cursor = got.iter().peekable();
     for p in pushes {
         for &t in &p.ts {
-            let want = value_bits(seed, p.writer, p.tenant, series, t);
+            let want = WORKLOAD.value_bits(seed, p.writer, p.tenant, series, t);
             if p.acked {
                 tally.acked += 1;
             } else {

@@ -7,8 +7,9 @@
 //! - a query of the recent range is complete and exact, within 2 s (local tier);
 //! - a query of the old range is partial (`X-Weft-Partial`) and still answers within 2 s,
 //!   the first one during the hang included: it never waits on the sick store;
-//! - the series API over the old range is complete (the kept index says which series exist);
-//! then the store comes back, and the old range reads back exact and not partial.
+//! - the series API over the old range is complete (the kept index says which series exist).
+//!
+//! Then the store comes back, and the old range reads back exact and not partial.
 //!
 //! Needs `moto_server`: skipped without it, except under `CI=true`.
 

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::s3::{s3_env, Bucket, Moto};
+use common::workload::{encode_push_of, mix, Workload};
 use common::*;
 use weft::proto::prompb::{MatcherType, Query};
 
@@ -30,33 +31,14 @@ const SAMPLES_PER_SERIES: usize = 600;
 /// Samples per series in one push (Prometheus batches look like this after a backlog).
 const SAMPLES_PER_PUSH: usize = 60;
 const STEP_MS: i64 = 15_000;
-const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
-
-/// SplitMix64.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-/// A value for (tenant, series, t) as IEEE bits: gauges and counters mostly, and every value
-/// that has to survive bit-exact: stale markers, NaNs with other payloads and signs, ±Inf,
-/// -0.0 and arbitrary bit patterns.
-fn value_bits(seed: u64, tenant: usize, series: usize, t: i64) -> u64 {
-    let h = mix(seed ^ mix(((tenant as u64) << 32) ^ series as u64) ^ mix(t as u64));
-    let payload = (h >> 13) & 0x0007_ffff_ffff_ffff;
-    match h % 100 {
-        0..=2 => STALE_NAN_BITS,
-        3 => 0x7ff8_0000_0000_0000 | payload,
-        4 => 0xfff8_0000_0000_0000 | payload,
-        5 => f64::INFINITY.to_bits(),
-        6 => f64::NEG_INFINITY.to_bits(),
-        7 => (-0.0f64).to_bits(),
-        8..=19 => mix(h ^ 0xabcd),
-        _ => ((t / 1000) as f64 * (series + 1) as f64 + tenant as f64 * 0.5).to_bits(),
-    }
-}
+/// The series and values (shared code in `tests/common/workload.rs`). One writer a tenant;
+/// both tenants have the same series, with different values.
+const WORKLOAD: Workload = Workload {
+    metric: "ni_samples",
+    job: "new-ingester",
+    series_per_writer: SERIES_PER_TENANT,
+    arbitrary_percent: 12,
+};
 
 /// The data set: per tenant, every series with its samples (sorted by labels).
 type DataSet = Vec<BTreeMap<Labels, Samples>>;
@@ -70,11 +52,7 @@ fn data_set(seed: u64, t0: i64) -> DataSet {
             let extra = usize::from(ti == 1);
             for s in 0..SERIES_PER_TENANT + extra {
                 let labels = if s < SERIES_PER_TENANT {
-                    labels(&[
-                        ("__name__", "ni_samples"),
-                        ("job", "new-ingester"),
-                        ("instance", &format!("host-{s:03}")),
-                    ])
+                    WORKLOAD.series_labels(0, s)
                 } else {
                     labels(&[("__name__", "ni_only_in_b"), ("job", "new-ingester")])
                 };
@@ -88,7 +66,7 @@ fn data_set(seed: u64, t0: i64) -> DataSet {
                         } else {
                             1 + (h >> 8) as i64 % (4 * STEP_MS)
                         };
-                        (t, value_bits(seed, ti, s, t))
+                        (t, WORKLOAD.value_bits(seed, 0, ti, s, t))
                     })
                     .collect();
                 set.insert(labels, samples);
@@ -99,22 +77,13 @@ fn data_set(seed: u64, t0: i64) -> DataSet {
 }
 
 /// The pushes of one tenant: every series, `SAMPLES_PER_PUSH` samples each, in time order.
-/// Encoded by hand so that -0.0 is sent (prost leaves out a value equal to 0.0).
 fn pushes(set: &BTreeMap<Labels, Samples>) -> Vec<Vec<u8>> {
     (0..SAMPLES_PER_SERIES / SAMPLES_PER_PUSH)
         .map(|b| {
-            let series: Vec<(RawLabels<'_>, Samples)> = set
-                .iter()
-                .map(|(labels, samples)| {
-                    let raw = labels
-                        .iter()
-                        .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                        .collect();
-                    let part = samples[b * SAMPLES_PER_PUSH..(b + 1) * SAMPLES_PER_PUSH].to_vec();
-                    (raw, part)
-                })
-                .collect();
-            snappy(&encode_write_request_by_hand(&series))
+            encode_push_of(set.iter().map(|(labels, samples)| {
+                let part = samples[b * SAMPLES_PER_PUSH..(b + 1) * SAMPLES_PER_PUSH].to_vec();
+                (labels, part)
+            }))
         })
         .collect()
 }

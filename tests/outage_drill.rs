@@ -1935,9 +1935,9 @@ fn store_outage_keeps_every_acked_sample_and_every_query_answered() {
     );
     let read_up_get_only = m
         .iter()
+        .rev()
         .filter(|s| s.phase == Phase::GetOnly)
-        .filter_map(|s| s.get("store_up_read"))
-        .last();
+        .find_map(|s| s.get("store_up_read"));
     let phase_table: Vec<String> = q
         .by_phase
         .iter()

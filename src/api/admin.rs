@@ -10,7 +10,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::{rejected, ApiError, AppState, ErrorClass};
-use crate::flush::{FlushError, Flusher};
+use crate::flush::Flusher;
 
 /// Set once the flusher runs (after WAL replay).
 #[derive(Debug)]
@@ -50,7 +50,7 @@ pub(super) async fn flush(State(st): State<AppState>, Query(p): Query<FlushParam
     }
     match admin.flusher.flush_all(timeout).await {
         Ok(summary) => (StatusCode::OK, Json(summary)).into_response(),
-        Err(e) => rejected(&st, flush_error(e)).into_response(),
+        Err(e) => rejected(&st, ApiError::from(e)).into_response(),
     }
 }
 
@@ -98,8 +98,4 @@ fn parse_timeout(s: &str) -> Result<Duration, ApiError> {
     };
     let n: u64 = num.parse().map_err(|_| bad())?;
     Ok(Duration::from_millis(n.checked_mul(mul).ok_or_else(bad)?))
-}
-
-fn flush_error(e: FlushError) -> ApiError {
-    ApiError::new(ErrorClass::Unavailable, format!("flush incomplete: {e}"))
 }

@@ -2,17 +2,25 @@
 //!
 //! Every error the API can return becomes an [`ApiError`] of one [`ErrorClass`]; the class
 //! alone picks the status code, the log level and the `reason` label of
-//! `weft_requests_rejected_total`. No handler picks a status code of its own.
+//! `weft_requests_rejected_total`. No handler picks a status code of its own: each module's
+//! error enum has one `impl From<…> for ApiError` below, and the matches in them are
+//! exhaustive, so a new variant must be classified here before it compiles.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::flush::FlushError;
+use crate::head::AppendReport;
+use crate::ingest::IngestError;
 use crate::model::{MatcherError, SelectorError, TenantError};
 use crate::pressure::MemoryRefusal;
+use crate::pressure::Refusal;
 use crate::proto::{ProtoError, SnappyError};
+use crate::spill::SpillError;
 use crate::wal::WalError;
 
 /// What kind of failure, from the client's point of view.
@@ -173,14 +181,101 @@ impl IntoResponse for ApiError {
 
 impl From<WalError> for ApiError {
     fn from(e: WalError) -> Self {
-        let class = match e {
+        let class = match &e {
             // Space may return; the WAL retries the allocation on the next push.
             WalError::DiskFull { .. } => ErrorClass::Overloaded,
             WalError::RecordTooLarge { .. } => ErrorClass::TooLarge,
-            _ => ErrorClass::Unavailable,
+            // A failed sync poisons the WAL until a restart; an operator must act
+            // (`weft_wal_poisoned`), but the client can only retry elsewhere or later.
+            WalError::Sync { .. } | WalError::Poisoned | WalError::Closed => {
+                ErrorClass::Unavailable
+            }
+            // Only opening the WAL (replay, configuration) returns these; they are never a
+            // request's fault.
+            WalError::Io { .. }
+            | WalError::Corrupt { .. }
+            | WalError::MissingSegment { .. }
+            | WalError::CorruptCheckpoint { .. }
+            | WalError::Apply(_)
+            | WalError::Config(_) => ErrorClass::Unavailable,
         };
         ApiError::new(class, format!("samples not stored durably: {e}"))
     }
+}
+
+impl From<SpillError> for ApiError {
+    fn from(e: SpillError) -> Self {
+        let class = match &e {
+            SpillError::DiskFull { .. } => ErrorClass::Overloaded,
+            SpillError::Io { .. } | SpillError::Poisoned => ErrorClass::Unavailable,
+            SpillError::Corrupt(_)
+            | SpillError::UnknownFile(_)
+            | SpillError::TooLarge { .. }
+            | SpillError::Invalid(_) => ErrorClass::Internal,
+        };
+        ApiError::new(class, format!("spill: {e}"))
+    }
+}
+
+impl From<IngestError> for ApiError {
+    fn from(e: IngestError) -> Self {
+        match e {
+            IngestError::Wal(e) => e.into(),
+            IngestError::SpillSync(e) => e.into(),
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    /// A budget refusing pushes is overload: 503 + Retry-After, never 429 (see
+    /// [`ErrorClass::Overloaded`]).
+    fn from(e: Refusal) -> Self {
+        let class = match e {
+            Refusal::Disk { .. } | Refusal::Memory(_) => ErrorClass::Overloaded,
+        };
+        ApiError::new(class, e.to_string())
+    }
+}
+
+impl From<FlushError> for ApiError {
+    /// `POST /ingester/flush` that did not finish: the chunks stay pending, and the store is
+    /// what is missing, so 503 + Retry-After.
+    fn from(e: FlushError) -> Self {
+        let class = match e {
+            FlushError::Deadline { .. } | FlushError::Refused(_) => ErrorClass::Unavailable,
+        };
+        ApiError::new(class, format!("flush incomplete: {e}"))
+    }
+}
+
+/// The error for a push in which some series were refused (naming the first few), or `None`
+/// when every series was taken. The rest of the request is stored either way.
+pub(crate) fn append_refusals(r: &AppendReport) -> Option<ApiError> {
+    if r.error_count == 0 {
+        return None;
+    }
+    // Prometheus drops a batch answered with a 4xx, which is right: resending cannot fix a
+    // bad sample, and a tenant limit is a 429 the operator opts into retrying.
+    let class = if r.any_bad_data {
+        ErrorClass::BadData
+    } else {
+        ErrorClass::TenantLimit
+    };
+    let mut msg = format!(
+        "{} series refused ({} samples); {} samples stored",
+        r.error_count, r.rejected, r.appended
+    );
+    for e in &r.errors {
+        let _ = write!(msg, "\n{}: series {}", e.error, e.series);
+    }
+    if r.error_count > r.errors.len() as u64 {
+        let _ = write!(
+            msg,
+            "\n… and {} more",
+            r.error_count - r.errors.len() as u64
+        );
+    }
+    Some(ApiError::new(class, msg))
 }
 
 impl From<SnappyError> for ApiError {
@@ -222,5 +317,72 @@ impl From<MemoryRefusal> for ApiError {
     /// push or a read alike (the message names the limit).
     fn from(e: MemoryRefusal) -> Self {
         ApiError::new(ErrorClass::Overloaded, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(e: impl Into<ApiError>, status: u16, retry_after: bool) {
+        let e: ApiError = e.into();
+        let msg = e.message.clone();
+        let resp = e.into_response();
+        assert_eq!(resp.status().as_u16(), status, "{msg}");
+        assert_eq!(
+            resp.headers().contains_key(header::RETRY_AFTER),
+            retry_after,
+            "{msg}"
+        );
+    }
+
+    fn eio() -> std::io::Error {
+        std::io::Error::from_raw_os_error(libc::EIO)
+    }
+
+    #[test]
+    fn module_errors_map_to_one_class_each() {
+        let sync = WalError::Sync {
+            what: crate::wal::SyncTarget::Dir,
+            name: "checkpoint.00000003".into(),
+            source: eio(),
+        };
+        check(IngestError::Wal(sync), 503, true);
+        check(IngestError::Wal(WalError::Poisoned), 503, true);
+        check(
+            IngestError::Wal(WalError::DiskFull {
+                segment: "00000001".into(),
+            }),
+            503,
+            true,
+        );
+        check(
+            IngestError::Wal(WalError::RecordTooLarge {
+                bytes: 10,
+                limit: 1,
+            }),
+            413,
+            false,
+        );
+        check(IngestError::SpillSync(SpillError::Poisoned), 503, true);
+        // Overload is never 429: Prometheus drops data on 429.
+        check(Refusal::Disk { used: 2, budget: 1 }, 503, true);
+        let memory = crate::pressure::MemoryRefusal {
+            consumer: crate::pressure::Consumer::PushBodies,
+            requested_bytes: 2,
+            used_bytes: 2,
+            limit_bytes: 1,
+        };
+        check(Refusal::Memory(memory.clone()), 503, true);
+        check(memory, 503, true);
+        check(
+            FlushError::Deadline {
+                after: std::time::Duration::from_secs(1),
+                remaining: 3,
+                reason: "store down".into(),
+            },
+            503,
+            true,
+        );
     }
 }

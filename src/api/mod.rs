@@ -26,7 +26,7 @@ pub use error::{ApiError, ErrorClass};
 use crate::flush::Flusher;
 use crate::head::Head;
 use crate::ingest::Ingester;
-use crate::metrics::{Metrics, ReasonLabels, RequestLabels};
+use crate::metrics::{CacheCounters, Metrics, ReasonLabels, RequestLabels, WalCounters};
 use crate::model::TenantId;
 use crate::pressure::{Consumer, Memory, Pressure, Reservation};
 use crate::query::Querier;
@@ -230,8 +230,7 @@ impl AppState {
     /// is dropped. Runs before the body is read.
     fn admit_push(&self, headers: &HeaderMap) -> Result<Admission, ApiError> {
         if let Some(p) = self.pressure.get() {
-            p.check_push(&self.head)
-                .map_err(|e| ApiError::new(ErrorClass::Overloaded, e.to_string()))?;
+            p.check_push(&self.head)?;
         }
         let declared = headers
             .get(header::CONTENT_LENGTH)
@@ -378,11 +377,25 @@ async fn ready(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     if let Some(ing) = st.ingester.get() {
-        st.metrics
-            .observe_wal(&ing.wal().stats(), ing.wal().is_poisoned());
+        let w = ing.wal().stats();
+        st.metrics.observe_wal(WalCounters {
+            appends: w.appends,
+            appended_bytes: w.appended_bytes,
+            syncs: w.syncs,
+            segments_created: w.segments_created,
+            poisoned: ing.wal().is_poisoned(),
+        });
     }
     if let Some(c) = &st.catalog {
-        st.metrics.observe_cache(&c.cache_stats(), c.object_count());
+        let cs = c.cache_stats();
+        st.metrics.observe_cache(CacheCounters {
+            bytes: cs.bytes,
+            index_hits: cs.index_hits,
+            index_misses: cs.index_misses,
+            chunk_hits: cs.chunk_hits,
+            chunk_misses: cs.chunk_misses,
+            catalog_objects: c.object_count() as u64,
+        });
     }
     if let Some(m) = st.memory() {
         // The cache changes without telling the accounting; show its bytes as of now.

@@ -1,19 +1,18 @@
 //! Remote write 1.0: `POST /api/v1/push` (and `/api/v1/write`).
 
-use std::fmt::Write as _;
-
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{check_media, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
+use super::error::append_refusals;
+use super::{check_media, read_body, rejected, tenant, ApiError, AppState};
 use crate::head::AppendReport;
 use crate::proto::{decode_write_request, decompress_into};
 
 pub(super) async fn push(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
     match push_inner(&st, &headers, body).await {
-        Ok(report) => match refusals(&report) {
+        Ok(report) => match append_refusals(&report) {
             None => StatusCode::NO_CONTENT.into_response(),
             // Some series were refused; the rest of the request is stored. Prometheus drops
             // a batch answered with a 4xx, which is right: resending cannot fix these.
@@ -70,31 +69,4 @@ async fn push_inner(
         ingester.wait_durable(pos).await?;
     }
     Ok(report)
-}
-
-/// The error for a push in which some series were refused, naming the first few.
-fn refusals(r: &AppendReport) -> Option<ApiError> {
-    if r.error_count == 0 {
-        return None;
-    }
-    let class = if r.any_bad_data {
-        ErrorClass::BadData
-    } else {
-        ErrorClass::TenantLimit
-    };
-    let mut msg = format!(
-        "{} series refused ({} samples); {} samples stored",
-        r.error_count, r.rejected, r.appended
-    );
-    for e in &r.errors {
-        let _ = write!(msg, "\n{}: series {}", e.error, e.series);
-    }
-    if r.error_count > r.errors.len() as u64 {
-        let _ = write!(
-            msg,
-            "\n… and {} more",
-            r.error_count - r.errors.len() as u64
-        );
-    }
-    Some(ApiError::new(class, msg))
 }

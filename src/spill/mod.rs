@@ -253,9 +253,9 @@ pub struct Spill {
     /// Test seam: the next file allocation fails with ENOSPC.
     #[cfg(test)]
     inject_enospc: AtomicBool,
-    /// Test seam: the next msync fails with EIO.
+    /// Test seam: the next msync fails with EIO (crate-wide: the ingester's tests use it).
     #[cfg(test)]
-    inject_eio: AtomicBool,
+    pub(crate) inject_eio: AtomicBool,
 }
 
 struct Writer {

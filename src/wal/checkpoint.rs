@@ -96,6 +96,17 @@ fn corrupt(name: &str, offset: u64, reason: impl Into<String>) -> WalError {
     }
 }
 
+fn sync_err<'a>(
+    what: super::SyncTarget,
+    name: &'a str,
+) -> impl FnOnce(std::io::Error) -> WalError + 'a {
+    move |source| WalError::Sync {
+        what,
+        name: name.to_owned(),
+        source,
+    }
+}
+
 fn io_err<'a>(op: &'static str, name: &'a str) -> impl FnOnce(std::io::Error) -> WalError + 'a {
     move |source| WalError::Io {
         op,
@@ -123,7 +134,10 @@ pub fn write_checkpoint(
         }
     };
     dir.rename(&tmp, &name).map_err(io_err("rename", &tmp))?;
-    dir.sync_dir().map_err(io_err("fsync dir", &name))?;
+    // A failure here is typed (`WalError::Sync`) so that the WAL poisons itself: the rename
+    // may or may not be durable, and a retried directory fsync could succeed without it.
+    dir.sync_dir()
+        .map_err(sync_err(super::SyncTarget::Dir, &name))?;
     Ok(stats)
 }
 
@@ -174,7 +188,7 @@ fn write_tmp(
     finish_entry(&mut buf, ENTRY_FOOTER);
     w.write_all(&buf).map_err(io_err("write", tmp))?;
     stats.bytes += buf.len() as u64;
-    w.sync().map_err(io_err("fsync", tmp))?;
+    w.sync().map_err(sync_err(super::SyncTarget::File, tmp))?;
     Ok(stats)
 }
 

@@ -63,7 +63,7 @@ pub use checkpoint::{write_checkpoint, CheckpointChunk, CheckpointSeries, Checkp
 pub use record::{Record, RecordError, RefSample};
 pub use replay::{replay, ApplyError, ReplayItem, ReplayStats, TornTail};
 pub use schedule::{run_checkpoint_schedule, CheckpointPolicy};
-pub use segment::{FsDir, MemDir, SegmentFile, WalDir};
+pub use segment::{FsDir, MemDir, SegmentFile, SyncFailed, WalDir};
 
 use segment::segment_name;
 
@@ -124,7 +124,24 @@ pub enum WalError {
         /// The segment that could not be allocated.
         segment: String,
     },
-    /// An I/O error other than the above.
+    /// A sync failed: an `msync` of a segment, an `fsync` of a file (checkpoint, evidence of
+    /// a torn tail, a new segment) or an `fsync` of the directory (after a create, a rename
+    /// or a removal). It always poisons the WAL: after a failed sync the kernel may have
+    /// dropped the dirty pages or directory entries and marked them clean, so a retry could
+    /// succeed without making anything durable (the 2018 "fsyncgate" lesson). Later calls
+    /// get [`WalError::Poisoned`].
+    #[error("WAL {what} failed ({name}): {source}; the WAL is poisoned until restart")]
+    Sync {
+        /// What was being synced.
+        what: SyncTarget,
+        /// The file synced, or for [`SyncTarget::Dir`] the entry whose creation, rename or
+        /// removal was being made durable.
+        name: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An I/O error other than a failed sync (a failed sync is [`WalError::Sync`]).
     #[error("WAL I/O error: {op} {name}: {source}")]
     Io {
         /// What was being done.
@@ -185,6 +202,35 @@ pub enum WalError {
     /// A bad setting.
     #[error("bad WAL configuration: {0}")]
     Config(&'static str),
+}
+
+impl WalError {
+    /// Whether this error leaves the WAL poisoned: a failed sync, or the poison itself.
+    pub fn is_poisoning(&self) -> bool {
+        matches!(self, WalError::Sync { .. } | WalError::Poisoned)
+    }
+}
+
+/// What a failed sync was syncing (see [`WalError::Sync`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncTarget {
+    /// `msync` of a range of a mapped segment (the group commit).
+    Segment,
+    /// `fsync` of a whole file (a checkpoint's `.tmp`, a torn tail's evidence, a new segment).
+    File,
+    /// `fsync` of the WAL directory, which makes creations, renames and removals durable.
+    Dir,
+}
+
+impl std::fmt::Display for SyncTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SyncTarget::Segment => "msync of segment",
+            SyncTarget::File => "fsync of file",
+            SyncTarget::Dir => "fsync of the directory",
+        })
+    }
 }
 
 /// A position in the WAL: just past the last byte of an append.
@@ -386,7 +432,7 @@ impl Wal {
         let mut i = 0usize;
         while i < ends.len() {
             if st.current.is_none() {
-                self.start_segment(&mut st)?;
+                self.fail_closed(self.start_segment(&mut st))?;
             }
             let cur = st.current.as_mut().expect("segment just started");
             let room = cur.file.len() - cur.offset;
@@ -502,18 +548,19 @@ impl Wal {
         if self.is_poisoned() {
             return Err(WalError::Poisoned);
         }
+        // Every failed sync in here (the checkpoint's fsync, the directory fsync after its
+        // rename or after the cleanup) poisons: the next call fails closed instead of
+        // retrying a sync whose earlier failure may have dropped the dirty state.
+        self.fail_closed(self.checkpoint_inner(n, series))
+    }
+
+    fn checkpoint_inner(
+        &self,
+        n: u64,
+        series: impl Iterator<Item = CheckpointSeries>,
+    ) -> Result<CheckpointStats, WalError> {
         let dir = self.shared.dir.as_ref();
-        let stats = match write_checkpoint(dir, n, series) {
-            Ok(s) => s,
-            Err(e) => {
-                if matches!(&e, WalError::Io { op: "fsync", .. }) {
-                    // A failed fsync is not retried (the page state is unknown); the WAL
-                    // itself is fine, but fail closed like every other failed sync.
-                    self.poison(&e.to_string());
-                }
-                return Err(e);
-            }
-        };
+        let stats = write_checkpoint(dir, n, series)?;
         let l = replay::list(dir)?;
         let bad = self.shared.bad_checkpoints.lock().clone();
         let prev = l
@@ -537,9 +584,9 @@ impl Wal {
                     source,
                 })?;
             }
-            dir.sync_dir().map_err(|source| WalError::Io {
-                op: "fsync dir",
-                name: dir.location(),
+            dir.sync_dir().map_err(|source| WalError::Sync {
+                what: SyncTarget::Dir,
+                name: format!("removal of {} files", removed.len()),
                 source,
             })?;
             if !removed.is_empty() {
@@ -597,11 +644,18 @@ impl Wal {
                 warn!(segment = %name, "disk full: cannot allocate WAL segment; will retry on the next append");
                 Err(WalError::DiskFull { segment: name })
             }
-            Err(source) => Err(WalError::Io {
-                op: "create segment",
-                name,
-                source,
-            }),
+            Err(e) => match segment::SyncFailed::take(e) {
+                Ok(f) => Err(WalError::Sync {
+                    what: f.what,
+                    name,
+                    source: f.source,
+                }),
+                Err(source) => Err(WalError::Io {
+                    op: "create segment",
+                    name,
+                    source,
+                }),
+            },
         }
     }
 
@@ -621,6 +675,15 @@ impl Wal {
 
     fn poison(&self, why: &str) {
         poison(&self.shared, why);
+    }
+
+    /// Poisons the WAL if `r` is a failed sync, and passes `r` on. The one place that turns a
+    /// [`WalError::Sync`] from a call into the poison.
+    fn fail_closed<T>(&self, r: Result<T, WalError>) -> Result<T, WalError> {
+        if let Err(e @ WalError::Sync { .. }) = &r {
+            self.poison(&e.to_string());
+        }
+        r
     }
 }
 
@@ -692,16 +755,13 @@ fn sync_loop(s: &Shared) {
             (batch, st.written)
         };
         for p in &batch {
-            if let Err(e) = p.file.sync_range(p.from, p.to - p.from) {
-                poison(
-                    s,
-                    &format!(
-                        "msync of segment {} [{}, {}) failed: {e}",
-                        segment_name(p.seq),
-                        p.from,
-                        p.to
-                    ),
-                );
+            if let Err(source) = p.file.sync_range(p.from, p.to - p.from) {
+                let e = WalError::Sync {
+                    what: SyncTarget::Segment,
+                    name: format!("{} [{}, {})", segment_name(p.seq), p.from, p.to),
+                    source,
+                };
+                poison(s, &e.to_string());
                 return;
             }
         }

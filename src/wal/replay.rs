@@ -28,7 +28,7 @@ use super::checkpoint::{
 };
 use super::record::{decode_payload, read_frame, Record, RecordError, MAX_PAYLOAD_BYTES};
 use super::segment::{parse_segment_name, segment_name, WalDir};
-use super::WalError;
+use super::{SyncTarget, WalError};
 
 /// The error type a replay callback may return; it is passed through as [`WalError::Apply`].
 pub type ApplyError = Box<dyn std::error::Error + Send + Sync>;
@@ -350,8 +350,16 @@ fn cut_torn_tail(
     let mut w = dir.create(&evidence).map_err(io("create", &evidence))?;
     w.write_all(&buf[off..end])
         .map_err(io("write", &evidence))?;
-    w.sync().map_err(io("fsync", &evidence))?;
-    dir.sync_dir().map_err(io("fsync dir", &evidence))?;
+    let sync = |what, n: &str| {
+        let n = n.to_owned();
+        move |source| WalError::Sync {
+            what,
+            name: n,
+            source,
+        }
+    };
+    w.sync().map_err(sync(SyncTarget::File, &evidence))?;
+    dir.sync_dir().map_err(sync(SyncTarget::Dir, &evidence))?;
     dir.zero_range(name, offset, (end - off) as u64)
         .map_err(io("zero", name))?;
     let torn = TornTail {

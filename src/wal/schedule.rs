@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::{Wal, WalError};
+use super::Wal;
 
 /// When checkpoints are taken. Every field is set explicitly by the caller.
 #[derive(Debug, Clone)]
@@ -29,7 +29,9 @@ pub struct CheckpointPolicy {
 
 /// Runs `checkpoint` whenever `policy` says one is due, until `shutdown` completes.
 /// Returns the number of successful checkpoints.
-pub async fn run_checkpoint_schedule<F, Fut>(
+/// The checkpoint function's error only needs to be printable: the caller's own error type
+/// (the ingester's, which wraps [`super::WalError`]) passes through.
+pub async fn run_checkpoint_schedule<F, Fut, E>(
     wal: Arc<Wal>,
     policy: CheckpointPolicy,
     mut checkpoint: F,
@@ -37,7 +39,8 @@ pub async fn run_checkpoint_schedule<F, Fut>(
 ) -> u64
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), WalError>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     tokio::pin!(shutdown);
     let mut last = Instant::now();
@@ -80,6 +83,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::WalError;
     use crate::wal::{MemDir, Record, SyncMode, WalConfig};
     use std::borrow::Cow;
     use std::sync::atomic::{AtomicU64, Ordering};

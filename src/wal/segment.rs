@@ -21,6 +21,38 @@ use std::sync::Arc;
 use memmap2::{MmapOptions, MmapRaw};
 use parking_lot::Mutex;
 
+use super::SyncTarget;
+
+/// The inner error of an `io::Error` from [`WalDir::create_segment`] when one of the syncs
+/// that make the new segment durable failed (rather than the allocation). The WAL turns it
+/// into [`super::WalError::Sync`] and poisons itself; an `ENOSPC` from the allocation instead
+/// is retried on the next append.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source}")]
+pub struct SyncFailed {
+    /// What was being synced.
+    pub what: SyncTarget,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+impl SyncFailed {
+    /// Wraps `source` as an `io::Error` (same kind) that [`SyncFailed::take`] recognises.
+    pub fn wrap(what: SyncTarget, source: io::Error) -> io::Error {
+        io::Error::new(source.kind(), SyncFailed { what, source })
+    }
+
+    /// The `SyncFailed` inside `e`, or `e` back unchanged.
+    pub fn take(e: io::Error) -> Result<SyncFailed, io::Error> {
+        if !e.get_ref().is_some_and(|r| r.is::<SyncFailed>()) {
+            return Err(e);
+        }
+        let inner = e.into_inner().expect("checked above");
+        Ok(*inner.downcast::<SyncFailed>().expect("checked above"))
+    }
+}
+
 /// One preallocated, fixed-size segment open for writing.
 ///
 /// Contract: `write_at` of disjoint ranges may be called from one thread while `sync_range`
@@ -54,7 +86,8 @@ pub trait WalDir: Send + Sync + fmt::Debug {
     fn list(&self) -> io::Result<Vec<String>>;
     /// Creates `name` (which must not exist) with `size` bytes allocated on disk, makes the
     /// allocation and the directory entry durable, and maps it. A full disk is an error here
-    /// (`ENOSPC`), never a `SIGBUS` later.
+    /// (`ENOSPC`), never a `SIGBUS` later. A failed sync is reported as an error whose inner
+    /// error is a [`SyncFailed`] (see [`SyncFailed::wrap`]).
     fn create_segment(&self, name: &str, size: u64) -> io::Result<Arc<dyn SegmentFile>>;
     /// Opens `name` for plain sequential reads.
     fn open_read(&self, name: &str) -> io::Result<Box<dyn Read + Send>>;
@@ -151,7 +184,12 @@ impl WalDir for FsDir {
         let prepared = if rc != 0 {
             Err(io::Error::from_raw_os_error(rc))
         } else {
-            file.sync_all().and_then(|()| self.sync_dir())
+            file.sync_all()
+                .map_err(|e| SyncFailed::wrap(SyncTarget::File, e))
+                .and_then(|()| {
+                    self.sync_dir()
+                        .map_err(|e| SyncFailed::wrap(SyncTarget::Dir, e))
+                })
         };
         if let Err(e) = prepared {
             drop(file);
@@ -297,8 +335,8 @@ impl SegmentFile for MmapSegment {
 /// plus optionally a prefix (in write order) of the bytes written but not yet synced, the last
 /// write possibly cut in the middle (a torn write).
 ///
-/// Fault injection: a space limit (creating a segment past it fails with `ENOSPC`) and failing
-/// syncs (`EIO`).
+/// Fault injection: a space limit (creating a segment past it fails with `ENOSPC`), failing
+/// syncs (`EIO`), and failing directory syncs alone (`EIO`).
 #[derive(Debug, Clone, Default)]
 pub struct MemDir {
     inner: Arc<Mutex<MemState>>,
@@ -312,6 +350,10 @@ struct MemState {
     log: Vec<(usize, u64, Vec<u8>)>,
     space_limit_bytes: Option<u64>,
     fail_syncs: bool,
+    /// Fail only directory syncs (`sync_dir`, and the one a new segment implies).
+    fail_dir_syncs: bool,
+    /// `sync_dir` calls so far, failed ones included.
+    dir_sync_calls: u64,
     syncs: u64,
     sync_delay: Option<std::time::Duration>,
 }
@@ -380,6 +422,18 @@ impl MemDir {
     /// Makes every later sync fail with `EIO` (or succeed again).
     pub fn set_fail_syncs(&self, fail: bool) {
         self.inner.lock().fail_syncs = fail;
+    }
+
+    /// Makes every later directory sync fail with `EIO` (or succeed again), file and segment
+    /// syncs unaffected: the fault after a checkpoint's rename. Creating a segment then fails
+    /// too, as [`FsDir`]'s would (it syncs the directory for the new entry).
+    pub fn set_fail_dir_syncs(&self, fail: bool) {
+        self.inner.lock().fail_dir_syncs = fail;
+    }
+
+    /// Number of directory syncs attempted so far (failed ones included).
+    pub fn dir_sync_calls(&self) -> u64 {
+        self.inner.lock().dir_sync_calls
     }
 
     /// Makes every segment sync take `delay` (outside the lock), like a real disk's flush.
@@ -468,6 +522,13 @@ impl WalDir for MemDir {
                 return Err(io::Error::from_raw_os_error(libc::ENOSPC));
             }
         }
+        if s.fail_dir_syncs {
+            s.dir_sync_calls += 1;
+            return Err(SyncFailed::wrap(
+                SyncTarget::Dir,
+                io::Error::from_raw_os_error(libc::EIO),
+            ));
+        }
         let id = s.files.len();
         s.files.push(MemFile {
             written: vec![0; size as usize],
@@ -528,6 +589,11 @@ impl WalDir for MemDir {
     }
 
     fn sync_dir(&self) -> io::Result<()> {
+        let mut s = self.inner.lock();
+        s.dir_sync_calls += 1;
+        if s.fail_dir_syncs {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
         Ok(())
     }
 }

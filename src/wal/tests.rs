@@ -489,6 +489,116 @@ fn failed_msync_poisons_the_wal_and_is_never_retried() {
     assert!(matches!(wal.close(), Err(WalError::Poisoned)));
 }
 
+/// Before, the WAL poisoned itself only when an error's `op` string was `"fsync"`, so a
+/// failed directory fsync after a checkpoint's rename was retried by the next checkpoint.
+#[test]
+fn failed_directory_fsync_after_checkpoint_rename_poisons_and_is_never_retried() {
+    let dir = MemDir::new();
+    let (wal, _, _) = open(&dir).unwrap();
+    write_acked(&wal, 4, 10, 0);
+    let mut head = Head::default();
+    replay(&dir.crash(usize::MAX), |i| head.apply(i)).unwrap();
+    let n = wal.cut().unwrap();
+    dir.set_fail_dir_syncs(true);
+    let calls = dir.dir_sync_calls();
+    let err = wal.checkpoint(n, head.checkpoint()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::Sync {
+                what: SyncTarget::Dir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.is_poisoning());
+    // The rename happened (a directory sync can only fail after it); its durability is
+    // what is unknown.
+    assert!(
+        names(&dir).contains(&checkpoint_name(n)),
+        "{:?}",
+        names(&dir)
+    );
+    assert!(wal.is_poisoned());
+    assert_eq!(dir.dir_sync_calls(), calls + 1);
+
+    // The disk "recovers": nothing is retried, everything fails closed.
+    dir.set_fail_dir_syncs(false);
+    assert!(matches!(
+        wal.append(&[series_rec(7)]),
+        Err(WalError::Poisoned)
+    ));
+    assert!(matches!(wal.cut(), Err(WalError::Poisoned)));
+    assert!(matches!(
+        wal.checkpoint(n, head.checkpoint()),
+        Err(WalError::Poisoned)
+    ));
+    assert_eq!(
+        dir.dir_sync_calls(),
+        calls + 1,
+        "a failed directory fsync is never retried"
+    );
+    assert!(matches!(wal.close(), Err(WalError::Poisoned)));
+
+    // A restart replays and recovers what was acknowledged.
+    drop(wal);
+    let (_w, h2, _) = open(&dir.crash(0)).unwrap();
+    assert_eq!(h2, head);
+}
+
+#[test]
+fn failed_directory_fsync_of_a_new_segment_poisons_instead_of_retrying() {
+    let dir = MemDir::new();
+    let (wal, _, _) = open(&dir).unwrap();
+    write_acked(&wal, 1, 2, 0);
+    wal.cut().unwrap();
+    dir.set_fail_dir_syncs(true);
+    let err = wal.append(&[series_rec(3)]).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::Sync {
+                what: SyncTarget::Dir,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(wal.is_poisoned());
+    let calls = dir.dir_sync_calls();
+    dir.set_fail_dir_syncs(false);
+    assert!(matches!(
+        wal.append(&[series_rec(3)]),
+        Err(WalError::Poisoned)
+    ));
+    assert_eq!(dir.dir_sync_calls(), calls, "no new segment was tried");
+}
+
+#[test]
+fn failed_checkpoint_file_fsync_poisons() {
+    let dir = MemDir::new();
+    let (wal, _, _) = open(&dir).unwrap();
+    write_acked(&wal, 2, 10, 0);
+    let mut head = Head::default();
+    replay(&dir.crash(usize::MAX), |i| head.apply(i)).unwrap();
+    let n = wal.cut().unwrap();
+    dir.set_fail_syncs(true);
+    let err = wal.checkpoint(n, head.checkpoint()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WalError::Sync {
+                what: SyncTarget::File,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(wal.is_poisoned());
+    assert!(!names(&dir).contains(&checkpoint_name(n)));
+}
+
 #[test]
 fn disk_full_on_segment_allocation_is_reported_and_recovers_when_space_returns() {
     let dir = MemDir::new();

@@ -27,6 +27,9 @@ use weft::proto::prompb::{
 /// bucket.
 pub mod s3;
 
+/// Seeded workloads (values, labels, pushes) shared by the drills.
+pub mod workload;
+
 /// A series' labels as sorted `(name, value)` pairs. `Vec`'s ordering is exactly Prometheus's
 /// `labels.Compare` (pairwise by name, then value; a prefix sorts first), so sorting by this
 /// type gives the order the server must answer in.
@@ -354,7 +357,7 @@ impl Weft {
     /// Starts `weft serve --listen 127.0.0.1:0 --data-dir <temp>` plus `args`, and waits until
     /// it is listening and `/ready` answers 200.
     pub fn start(args: &[&str]) -> Weft {
-        Weft::spawn(DataDir::Owned(TempDir::new("weft-it")), args, None)
+        Weft::spawn(DataDir::Owned(TempDir::new("weft-it")), args, &[], None)
     }
 
     /// Starts `weft serve` on an existing data directory (which is kept when the server stops,
@@ -362,10 +365,15 @@ impl Weft {
     /// listening and `/ready` answers 200, that is, until WAL replay is done. Every stderr line
     /// also goes to `log_file` if given. The port changes on every start.
     pub fn start_on(data_dir: &Path, args: &[&str], log_file: Option<PathBuf>) -> Weft {
-        Weft::spawn(DataDir::Kept(data_dir.to_path_buf()), args, log_file)
+        Weft::spawn(DataDir::Kept(data_dir.to_path_buf()), args, &[], log_file)
     }
 
-    fn spawn(data_dir: DataDir, args: &[&str], log_file: Option<PathBuf>) -> Weft {
+    fn spawn(
+        data_dir: DataDir,
+        args: &[&str],
+        env: &[(String, String)],
+        log_file: Option<PathBuf>,
+    ) -> Weft {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
         cmd.arg("serve")
             .arg("--listen")
@@ -375,7 +383,8 @@ impl Weft {
             .args(args)
             // The listen line must not be filtered away or colored by the caller's settings.
             .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1");
+            .env("NO_COLOR", "1")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let (tx, rx) = mpsc::channel::<u16>();
         let tx = Mutex::new(Some(tx));
         let mut process = ProcessGuard::spawn("weft", cmd, log_file, move |line| {
@@ -391,12 +400,18 @@ impl Weft {
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(port) => break port,
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("weft closed stderr without printing `listening on http://…`")
-                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "weft closed stderr without printing `listening on http://…`\n{}",
+                    process.log_tail()
+                ),
             }
             if let Some(status) = process.exited() {
-                panic!("weft exited ({status}) before listening; args {args:?}");
+                // The drain thread may still be copying the last lines.
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "weft exited ({status}) before listening; args {args:?}\n{}",
+                    process.log_tail()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -1050,58 +1065,7 @@ impl Weft {
             Some(p) => DataDir::Kept(p.to_path_buf()),
             None => DataDir::Owned(TempDir::new("weft-it")),
         };
-        // The same steps as `Weft::spawn`, plus the environment.
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .args(args)
-            .env_remove("RUST_LOG")
-            .env("NO_COLOR", "1")
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-        let (tx, rx) = mpsc::channel::<u16>();
-        let tx = Mutex::new(Some(tx));
-        let mut process = ProcessGuard::spawn("weft", cmd, log_file, move |line| {
-            if let Some(port) = parse_listen_port(line) {
-                if let Some(tx) = tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
-                    let _ = tx.send(port);
-                }
-            }
-        });
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
-        let port = loop {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(port) => break port,
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
-                    "weft closed stderr without printing `listening on http://…`\n{}",
-                    process.log_tail()
-                ),
-            }
-            if let Some(status) = process.exited() {
-                // The drain thread may still be copying the last lines.
-                std::thread::sleep(Duration::from_millis(100));
-                panic!(
-                    "weft exited ({status}) before listening; args {args:?}\n{}",
-                    process.log_tail()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weft did not print `listening on http://…` within {STARTUP_TIMEOUT:?}"
-            );
-        };
-        let weft = Weft {
-            port,
-            base: format!("http://127.0.0.1:{port}"),
-            client: http_client(),
-            process,
-            data_dir,
-        };
-        weft.wait_ready(deadline);
-        weft
+        Weft::spawn(data_dir, args, env, log_file)
     }
 
     /// POST with an empty body; an `Err` when no answer came (e.g. the server exited first).
