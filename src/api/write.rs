@@ -1,4 +1,5 @@
-//! Remote write 1.0: `POST /api/v1/push` (and `/api/v1/write`).
+//! Remote write 1.0: `POST /api/v1/push` (and `/api/v1/write`). A 2.0 body (by its
+//! `Content-Type` `proto` parameter) is refused with 415 until 2.0 is built.
 
 use std::fmt::Write as _;
 
@@ -7,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{check_media, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
+use super::{check_media, check_write_proto, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
 use crate::head::AppendReport;
 use crate::proto::{decode_write_request, decompress_into};
 
@@ -30,6 +31,7 @@ async fn push_inner(
 ) -> Result<AppendReport, ApiError> {
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
+    check_write_proto(headers)?;
     let ingester = st.ingester()?.clone();
     let _slot = st.slot("write")?;
     let _bytes = st.admit_push(headers)?;
