@@ -45,9 +45,12 @@ pub struct ApiLimits {
     pub max_concurrent_reads: usize,
     /// Bytes of push bodies in flight (by Content-Length); more get 503 + Retry-After.
     pub max_inflight_push_bytes: u64,
-    /// Most bytes of chunks (copied from memory and spill, read from the store) one remote
-    /// read may gather.
-    pub max_read_store_bytes: u64,
+    /// Most bytes one remote read may hold in memory: its plan (selected series, copies of
+    /// open chunks, store chunks read) and, for SAMPLES, the encoded answer. Over it the read
+    /// gets a 400 asking for a narrower query.
+    pub max_read_bytes: u64,
+    /// Most series one remote read may select, summed over its queries.
+    pub max_read_series: usize,
     /// Most samples one SAMPLES remote-read response may carry.
     pub max_read_samples: usize,
     /// Most queries in one remote-read request.
@@ -64,7 +67,8 @@ impl Default for ApiLimits {
             max_inflight_writes: 256,
             max_concurrent_reads: 16,
             max_inflight_push_bytes: 256 << 20,
-            max_read_store_bytes: 1 << 30,
+            max_read_bytes: 128 << 20,
+            max_read_series: 1_000_000,
             max_read_samples: 50_000_000,
             max_read_queries: 64,
             max_frame_bytes: 1 << 20,
