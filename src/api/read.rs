@@ -20,7 +20,18 @@ use crate::query::{Cancel, Prepared, QueryError, ReadBudget};
 const FRAME_QUEUE: usize = 4;
 
 pub(super) async fn read(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match read_inner(&st, &headers, body).await {
+    // When the client goes away, the server drops this future: the guard then sets the
+    // flag that the blocking work checks, and counts the read as cancelled. Once the answer
+    // is made (or refused), it is disarmed.
+    let cancel = Cancel::default();
+    let cancelled = st.metrics.read_cancelled.clone();
+    let guard = cancel.on_drop().with_hook(move || {
+        cancelled.inc();
+        tracing::info!("remote read stopped: the client went away before its answer");
+    });
+    let r = read_inner(&st, &headers, body, &cancel).await;
+    guard.disarm();
+    match r {
         Ok(r) => r,
         // Nobody is listening; not a refusal to count.
         Err(Refusal::Cancelled(e)) => e.into_response(),
@@ -48,11 +59,8 @@ fn query_refusal(st: &AppState, e: QueryError) -> Refusal {
         QueryError::TooManyBytes { .. } => "bytes",
         QueryError::TooManySeries { .. } => "series",
         QueryError::TooManySamples { .. } => "samples",
-        QueryError::Cancelled => {
-            st.metrics.read_cancelled.inc();
-            tracing::info!("remote read stopped: the client went away");
-            return Refusal::Cancelled(ApiError::bad_data(e.to_string()));
-        }
+        // Counted by the cancel guard's hook.
+        QueryError::Cancelled => return Refusal::Cancelled(ApiError::bad_data(e.to_string())),
         QueryError::Internal(_) => {
             return Refusal::Api(ApiError::new(ErrorClass::Internal, e.to_string()))
         }
@@ -64,13 +72,15 @@ fn query_refusal(st: &AppState, e: QueryError) -> Refusal {
     Refusal::Api(ApiError::bad_data(e.to_string()))
 }
 
-async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, Refusal> {
+async fn read_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    cancel: &Cancel,
+) -> Result<Response, Refusal> {
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
     let slot = st.slot("read")?;
-    // Set when this future is dropped (the client went away): the blocking work checks it.
-    let cancel = Cancel::default();
-    let _cancel_on_drop = cancel.on_drop();
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
     let raw = decompress(&body, st.limits.max_decompressed_bytes).map_err(ApiError::from)?;
     let req = ReadRequest::decode(raw.as_slice())
@@ -96,7 +106,7 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
     };
     let prepared = st
         .querier
-        .prepare(&tenant, queries, budget, &cancel)
+        .prepare(&tenant, queries, budget, cancel)
         .await
         .map_err(|e| query_refusal(st, e))?;
     let partial = partial_header(st, &prepared.warnings);

@@ -87,7 +87,7 @@ pub enum QueryError {
 /// A cancellation flag shared by a request's handler and the blocking work it started.
 /// The handler holds a [`CancelOnDrop`]; when the client goes away, the server drops the
 /// handler's future, the guard sets the flag, and the work stops at its next check (once
-/// per series).
+/// per series) with [`QueryError::Cancelled`].
 #[derive(Debug, Clone, Default)]
 pub struct Cancel(Arc<AtomicBool>);
 
@@ -102,19 +102,53 @@ impl Cancel {
         self.0.store(true, Ordering::Relaxed);
     }
 
-    /// A guard that cancels when dropped.
+    /// A guard that cancels when dropped, unless disarmed first.
     pub fn on_drop(&self) -> CancelOnDrop {
-        CancelOnDrop(self.clone())
+        CancelOnDrop {
+            cancel: self.clone(),
+            armed: true,
+            hook: None,
+        }
     }
 }
 
-/// Cancels its [`Cancel`] when dropped (see there).
-#[derive(Debug)]
-pub struct CancelOnDrop(Cancel);
+/// Cancels its [`Cancel`] when dropped while armed, and runs its hook then (see there).
+pub struct CancelOnDrop {
+    cancel: Cancel,
+    armed: bool,
+    hook: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for CancelOnDrop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelOnDrop")
+            .field("cancel", &self.cancel)
+            .field("armed", &self.armed)
+            .finish()
+    }
+}
+
+impl CancelOnDrop {
+    /// Runs `hook` if the guard cancels (e.g. to count reads abandoned by their client).
+    pub fn with_hook(mut self, hook: impl FnOnce() + Send + 'static) -> Self {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// The work finished: dropping the guard no longer cancels.
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        self.0.cancel();
+        if self.armed {
+            self.cancel.cancel();
+            if let Some(h) = self.hook.take() {
+                h();
+            }
+        }
     }
 }
 
@@ -347,11 +381,19 @@ mod tests {
     #[tokio::test]
     async fn a_cancelled_plan_stops() {
         let (q, t) = querier_with(10, 1);
+        let hooks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hooks.clone();
         let cancel = Cancel::default();
-        drop(cancel.on_drop());
+        // A disarmed guard neither cancels nor runs its hook.
+        cancel.on_drop().with_hook(|| panic!("hook of a disarmed guard")).disarm();
+        assert!(!cancel.is_cancelled());
+        drop(cancel.on_drop().with_hook(move || {
+            counted.fetch_add(1, Ordering::Relaxed);
+        }));
         let r = q
             .prepare(&t, vec![all()], ReadBudget::UNLIMITED, &cancel)
             .await;
         assert!(matches!(r, Err(QueryError::Cancelled)), "{r:?}");
+        assert_eq!(hooks.load(Ordering::Relaxed), 1, "the hook runs once");
     }
 }
