@@ -890,3 +890,50 @@ fn split_chunk(chunk: &[u8], t: i64) -> Option<(Part, Part)> {
         },
     ))
 }
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+    use crate::spill::SpillConfig;
+
+    /// A spilled chunk picked by a query is read after the series lock is released; if the
+    /// series lets the chunk go meanwhile (flushed and released), the handle's own spill
+    /// reference must keep the bytes readable, and dropping the handle must let them go.
+    #[test]
+    fn a_spilled_chunk_handle_reads_after_the_series_released_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Arc::new(
+            Spill::open(SpillConfig {
+                dir: dir.path().to_path_buf(),
+                file_size: crate::spill::MIN_FILE_SIZE_BYTES,
+            })
+            .unwrap(),
+        );
+        let s = Series::new(Labels::from_strs([("__name__", "h")]).unwrap(), 1);
+        let samples: Vec<(i64, f64)> = (0..130).map(|i| (i * 1000, i as f64 * 0.5)).collect();
+        assert_eq!(s.append(&samples, None).appended, 130);
+        let want = s.chunks(0, i64::MAX);
+        assert_eq!(want.len(), 2, "one closed chunk and the open one");
+        let r = s.spill_write(0, &spill).unwrap().expect("spillable");
+        spill.sync().unwrap();
+        assert!(s.spill_commit(0, r, &spill) > 0);
+
+        let handles = s.chunk_handles(0, i64::MAX);
+        assert_eq!(handles.len(), 2);
+        assert_eq!(handles[0].held_bytes(), 0, "a spilled chunk is not held");
+        assert!(handles[1].held_bytes() > 0, "the open chunk is copied");
+        let live = spill.live_bytes();
+        // The series flushes and releases the spilled chunk.
+        s.take_for_flush(&[0]);
+        s.finish_flush(&[0], true, 7);
+        let mut released = Released::default();
+        s.release_flushed(Duration::ZERO, true, &|_| true, &mut released);
+        assert_eq!(released.chunks, 1);
+        // Live bytes count references: the handle's is left.
+        assert_eq!(spill.live_bytes(), live / 2, "the handle still refers to the chunk");
+        let got: Vec<ChunkCopy> = handles.into_iter().map(|h| h.load().unwrap()).collect();
+        assert_eq!(got[0].data, want[0].data);
+        assert_eq!(got[1], want[1]);
+        assert_eq!(spill.live_bytes(), 0, "the handle let the chunk go");
+    }
+}
