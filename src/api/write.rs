@@ -8,7 +8,9 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::{check_media, check_write_proto, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
+use super::{
+    check_media, check_write_proto, read_body, rejected, tenant, ApiError, AppState, ErrorClass,
+};
 use crate::head::AppendReport;
 use crate::proto::{decode_write_request, decompress_into};
 

@@ -930,7 +930,11 @@ mod handle_tests {
         s.release_flushed(Duration::ZERO, true, &|_| true, &mut released);
         assert_eq!(released.chunks, 1);
         // Live bytes count references: the handle's is left.
-        assert_eq!(spill.live_bytes(), live / 2, "the handle still refers to the chunk");
+        assert_eq!(
+            spill.live_bytes(),
+            live / 2,
+            "the handle still refers to the chunk"
+        );
         let got: Vec<ChunkCopy> = handles.into_iter().map(|h| h.load().unwrap()).collect();
         assert_eq!(got[0].data, want[0].data);
         assert_eq!(got[1], want[1]);

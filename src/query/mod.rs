@@ -9,7 +9,7 @@
 //!    [`Selected::into_chunks`] (sync, blocking: it may read spill files) merges every tier
 //!    into one ordered list without repeats (see [`merge`]).
 //!
-//! A remote read is planned as a whole by [`Querier::prepare`] (see [`plan`]): every query
+//! A remote read is planned as a whole by [`Querier::prepare`] (see `plan.rs`): every query
 //! selected and fetched within one [`ReadBudget`], before the answer starts.
 //!
 //! Nothing from the store can fail a query: a store read that fails or misses the deadline
@@ -151,7 +151,16 @@ impl Querier {
     ) -> Answer<Vec<Selected>> {
         let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
         match self
-            .select_inner(tenant, matchers, mint, maxt, deadline, true, meter, &Cancel::default())
+            .select_inner(
+                tenant,
+                matchers,
+                mint,
+                maxt,
+                deadline,
+                true,
+                meter,
+                &Cancel::default(),
+            )
             .await
         {
             Ok((a, _)) => a,
@@ -349,7 +358,16 @@ impl Querier {
         for m in sets {
             let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
             let a = match self
-                .select_inner(tenant, m, mint, maxt, deadline, false, meter, &Cancel::default())
+                .select_inner(
+                    tenant,
+                    m,
+                    mint,
+                    maxt,
+                    deadline,
+                    false,
+                    meter,
+                    &Cancel::default(),
+                )
                 .await
             {
                 Ok((a, _)) => a,

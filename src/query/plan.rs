@@ -385,7 +385,10 @@ mod tests {
         let counted = hooks.clone();
         let cancel = Cancel::default();
         // A disarmed guard neither cancels nor runs its hook.
-        cancel.on_drop().with_hook(|| panic!("hook of a disarmed guard")).disarm();
+        cancel
+            .on_drop()
+            .with_hook(|| panic!("hook of a disarmed guard"))
+            .disarm();
         assert!(!cancel.is_cancelled());
         drop(cancel.on_drop().with_hook(move || {
             counted.fetch_add(1, Ordering::Relaxed);
