@@ -360,6 +360,33 @@ fn a_client_that_goes_away_mid_read_stops_the_work_and_frees_the_slot() {
     eprintln!("slot free {:?} after the client left", gone.elapsed());
     let cancelled = weft.metric("weft_read_cancelled_total", &[]).unwrap_or(0.0);
     assert_eq!(cancelled, 1.0, "weft_read_cancelled_total = {cancelled}");
+
+    // Streamed: the producer stops when the body is dropped, and gives the slot back.
+    let mut streamed = big_read(QUERIES);
+    streamed.accepted_response_types = vec![ResponseType::StreamedXorChunks as i32];
+    let mut sock = send_read_by_hand(&weft, &streamed);
+    let mut first = [0u8; 1024];
+    let n = std::io::Read::read(&mut sock, &mut first).expect("the answer starts");
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&first[..n])
+    );
+    drop(sock);
+    let gone = Instant::now();
+    loop {
+        let r = weft.read_raw(Some(TENANT), &small);
+        if r.status == 200 {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(10),
+            "the streamed read kept the slot after its client left"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cancelled = weft.metric("weft_read_cancelled_total", &[]).unwrap_or(0.0);
+    assert_eq!(cancelled, 2.0, "weft_read_cancelled_total = {cancelled}");
 }
 
 #[test]
