@@ -290,9 +290,7 @@ pub fn encode_samples(
                 + (out.len() + result.len()) as u64
                 + (buf.capacity() * std::mem::size_of::<(i64, f64)>()) as u64;
             if held > limit_bytes {
-                return Err(QueryError::TooManyBytes {
-                    limit_bytes: max_bytes,
-                });
+                return Err(QueryError::TooManyBytes { limit_bytes });
             }
         }
         encode_key(1, WireType::LengthDelimited, &mut out);
