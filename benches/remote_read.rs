@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use prost::Message;
-use weft::api::read::{encode_chunk_frames, encode_samples, prepare, ReadQuery};
+use weft::api::read::{encode_chunk_frames, encode_samples, ReadQuery};
 use weft::head::{Head, HeadConfig};
 use weft::metrics::Metrics;
 use weft::model::{MatchOp, Matcher, TenantId};
 use weft::proto::{decode_write_request, WriteBatch};
-use weft::query::Querier;
+use weft::query::{Cancel, Querier, ReadBudget};
 
 const SERIES: usize = 1000;
 const SAMPLES: usize = 480;
@@ -43,8 +43,13 @@ fn remote_read(c: &mut Criterion) {
         .unwrap();
     // Selecting the series is part of every read.
     let prepare = || {
-        rt.block_on(prepare(&querier, &tenant_id, queries.clone(), u64::MAX))
-            .unwrap()
+        rt.block_on(querier.prepare(
+            &tenant_id,
+            queries.clone(),
+            ReadBudget::UNLIMITED,
+            &Cancel::default(),
+        ))
+        .unwrap()
     };
 
     let mut g = c.benchmark_group("remote_read");
@@ -52,14 +57,14 @@ fn remote_read(c: &mut Criterion) {
     g.throughput(Throughput::Elements((SERIES * SAMPLES) as u64));
     g.bench_function("samples", |b| {
         b.iter(|| {
-            let body = encode_samples(&querier, &prepare(), usize::MAX).unwrap();
+            let body = encode_samples(prepare(), usize::MAX, u64::MAX, &Cancel::default()).unwrap();
             assert!(!body.is_empty());
         })
     });
     g.bench_function("streamed_xor_chunks", |b| {
         b.iter(|| {
             let mut bytes = 0;
-            encode_chunk_frames(&querier, &prepare(), 1 << 20, |f| {
+            encode_chunk_frames(prepare(), 1 << 20, |f| {
                 bytes += f.len();
                 true
             });

@@ -7,8 +7,9 @@
 //! - `store`: only the store has them (`file://`, the cache off), so every query reads the
 //!   footer, the index and the chunks through object_store.
 //!
-//! The same querier code serves all three (`Querier::select`, `remote_needed`,
-//! `fetch_remote`, `samples`); only where the chunks are differs. Throughput is samples.
+//! The same querier code serves all three (`Querier::prepare`, then `Selected::into_samples`,
+//! as remote read in SAMPLES mode does short of the protobuf); only where the chunks are
+//! differs. Throughput is samples.
 
 mod common;
 
@@ -22,7 +23,7 @@ use weft::local::{LocalConfig, LocalTier};
 use weft::metrics::Metrics;
 use weft::model::{MatchOp, Matcher, TenantId};
 use weft::proto::{decode_write_request, WriteBatch};
-use weft::query::Querier;
+use weft::query::{Cancel, Querier, ReadBudget, ReadQuery};
 use weft::store::catalog::{Catalog, CatalogConfig};
 use weft::store::object::{ChunkData, ObjectBuilder, ObjectKey};
 use weft::store::retry::{CircuitBreaker, CircuitConfig};
@@ -32,26 +33,28 @@ const SERIES: usize = 100;
 const SAMPLES: usize = 480;
 const STEP_MS: i64 = 15_000;
 
-/// One query through `querier`: select, read what the head lacks, decode every sample.
+/// One query through `querier`, as a remote read runs it: the plan (select, read what the
+/// head lacks), then every sample decoded.
 async fn query(querier: &Querier, tenant: &TenantId, matchers: &[Matcher]) -> usize {
-    let (mint, maxt) = (0, SAMPLES as i64 * STEP_MS);
-    let deadline = querier.deadline();
-    let a = querier.select(tenant, matchers, mint, maxt, deadline).await;
-    assert!(a.warnings.is_empty(), "{:?}", a.warnings);
-    let mut series = a.data;
-    assert_eq!(series.len(), SERIES);
-    let (needed, _) = querier.remote_needed(&series, mint, maxt);
-    let mut warnings = Vec::new();
-    querier
-        .fetch_remote(&mut series, needed, deadline, &mut warnings)
-        .await;
-    assert!(warnings.is_empty(), "{warnings:?}");
+    let q = ReadQuery {
+        start: 0,
+        end: SAMPLES as i64 * STEP_MS,
+        matchers: matchers.to_vec(),
+    };
+    let prepared = querier
+        .prepare(tenant, vec![q], ReadBudget::UNLIMITED, &Cancel::default())
+        .await
+        .unwrap();
+    assert!(prepared.warnings.is_empty(), "{:?}", prepared.warnings);
     let mut out = Vec::with_capacity(SAMPLES);
     let mut n = 0;
-    for s in &series {
-        out.clear();
-        querier.samples(s, mint, maxt, &mut out);
-        n += out.len();
+    for (q, series) in prepared.queries {
+        assert_eq!(series.len(), SERIES);
+        for s in series {
+            out.clear();
+            s.into_samples(q.start, q.end, &mut out);
+            n += out.len();
+        }
     }
     n
 }

@@ -163,6 +163,13 @@ struct ServeArgs {
     /// Most samples in one SAMPLES remote-read response.
     #[arg(long = "limits.max-read-samples", env = "WEFT_LIMITS_MAX_READ_SAMPLES", default_value_t = ApiLimits::default().max_read_samples)]
     max_read_samples: usize,
+    /// Most bytes one remote read may hold in memory (its plan and, for SAMPLES, the encoded
+    /// answer); over it the read gets a 400 asking for a narrower query.
+    #[arg(long = "limits.max-read-bytes", env = "WEFT_LIMITS_MAX_READ_BYTES", default_value_t = ApiLimits::default().max_read_bytes)]
+    max_read_bytes: u64,
+    /// Most series one remote read may select, summed over its queries.
+    #[arg(long = "limits.max-read-series", env = "WEFT_LIMITS_MAX_READ_SERIES", default_value_t = ApiLimits::default().max_read_series)]
+    max_read_series: usize,
     /// Bytes of memory for everything weft holds (chunks, series, cache, request and upload
     /// buffers); the process needs up to 64 MiB more. Past it the cache shrinks, flushed
     /// chunks leave memory, unflushed ones spill to local files, and then work is refused
@@ -447,6 +454,8 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         max_inflight_writes: args.max_inflight_requests,
         max_concurrent_reads: args.max_concurrent_reads,
         max_read_samples: args.max_read_samples,
+        max_read_bytes: args.max_read_bytes,
+        max_read_series: args.max_read_series,
         max_inflight_push_bytes: args.max_inflight_push_bytes,
         ..ApiLimits::default()
     };

@@ -160,6 +160,10 @@ pub struct Metrics {
     pub released_chunks: Counter,
     /// Query answers marked partial, by reason.
     pub query_partial: Family<ReasonLabels, Counter>,
+    /// Remote reads refused for their size, by bound (`reason` = `bytes` or `series`).
+    pub read_refused: Family<ReasonLabels, Counter>,
+    /// Remote reads whose work stopped because the client went away.
+    pub read_cancelled: Counter,
     /// Bytes in the object index and chunk cache.
     pub cache_bytes: Gauge,
     /// Cache lookups that hit, by what was looked up (`reason` = `index` or `chunk`).
@@ -372,6 +376,18 @@ impl Metrics {
             "Query answers marked partial, by reason",
             query_partial.clone(),
         );
+        let read_refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "read_refused",
+            "Remote reads refused for their size (--limits.max-read-bytes, --limits.max-read-series), by bound",
+            read_refused.clone(),
+        );
+        let read_cancelled = Counter::default();
+        registry.register(
+            "read_cancelled",
+            "Remote reads whose work stopped because the client went away",
+            read_cancelled.clone(),
+        );
         let cache_bytes = Gauge::default();
         registry.register(
             "cache_bytes",
@@ -455,6 +471,8 @@ impl Metrics {
             spilled_chunks,
             released_chunks,
             query_partial,
+            read_refused,
+            read_cancelled,
             cache_bytes,
             cache_hits,
             cache_misses,

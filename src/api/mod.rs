@@ -45,9 +45,12 @@ pub struct ApiLimits {
     pub max_concurrent_reads: usize,
     /// Bytes of push bodies in flight (by Content-Length); more get 503 + Retry-After.
     pub max_inflight_push_bytes: u64,
-    /// Most bytes of chunks (copied from memory and spill, read from the store) one remote
-    /// read may gather.
-    pub max_read_store_bytes: u64,
+    /// Most bytes one remote read may hold in memory: its plan (selected series, copies of
+    /// open chunks, store chunks read) and, for SAMPLES, the encoded answer. Over it the read
+    /// gets a 400 asking for a narrower query.
+    pub max_read_bytes: u64,
+    /// Most series one remote read may select, summed over its queries.
+    pub max_read_series: usize,
     /// Most samples one SAMPLES remote-read response may carry.
     pub max_read_samples: usize,
     /// Most queries in one remote-read request.
@@ -64,7 +67,8 @@ impl Default for ApiLimits {
             max_inflight_writes: 256,
             max_concurrent_reads: 16,
             max_inflight_push_bytes: 256 << 20,
-            max_read_store_bytes: 1 << 30,
+            max_read_bytes: 128 << 20,
+            max_read_series: 1_000_000,
             max_read_samples: 50_000_000,
             max_read_queries: 64,
             max_frame_bytes: 1 << 20,
@@ -534,6 +538,43 @@ fn check_media(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
             return Err(ApiError::new(
                 ErrorClass::UnsupportedMedia,
                 format!("unsupported Content-Encoding {ce:?}: want snappy"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The `proto` parameter of a remote-write 1.0 `Content-Type`.
+const WRITE_V1_PROTO: &str = "prometheus.WriteRequest";
+
+/// Refuses a push whose `Content-Type` names a message other than remote write 1.0's.
+///
+/// Why: the 1.0 decoder skips unknown fields, so a 2.0 body (`proto=io.prometheus.write.v2.Request`)
+/// decodes as an empty request and would be answered 204 and lost. The remote-write 2.0
+/// spec asks a receiver to answer 415 to a `proto` it does not support, so the sender can
+/// fall back to 1.0. No `proto` at all means 1.0. The parameter name is matched without
+/// regard to case, and spaces and quotes around the value are tolerated (RFC 9110 §8.3.1).
+fn check_write_proto(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("");
+    for param in ct.split(';').skip(1) {
+        let Some((name, value)) = param.split_once('=') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("proto") {
+            continue;
+        }
+        let value = value.trim().trim_matches('"').trim();
+        if !value.eq_ignore_ascii_case(WRITE_V1_PROTO) {
+            return Err(ApiError::new(
+                ErrorClass::UnsupportedMedia,
+                format!(
+                    "unsupported remote-write message proto={value:?}: weft takes remote write \
+                     1.0 only (Content-Type: application/x-protobuf;proto={WRITE_V1_PROTO}); \
+                     remote write 2.0 is not supported yet, send 1.0"
+                ),
             ));
         }
     }

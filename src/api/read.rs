@@ -6,41 +6,83 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::{check_media, read_body, rejected, tenant, ApiError, AppState};
-use crate::model::{Labels, MatchOp, Matcher, TenantId};
+use super::{check_media, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
+use crate::metrics::ReasonLabels;
+use crate::model::{Labels, MatchOp, Matcher};
 use crate::proto::prompb::{
     self, ChunkEncoding, ChunkedReadResponse, ChunkedSeries, MatcherType, ReadRequest, ResponseType,
 };
 use crate::proto::{compress, decompress, write_chunked_frame, STREAMED_CHUNKS_CONTENT_TYPE};
-use crate::query::{add_warning, Querier, Selected};
+pub use crate::query::ReadQuery;
+use crate::query::{Cancel, Prepared, QueryError, ReadBudget};
 
 /// Frames in flight between the producer and the socket: bounds a response's memory.
 const FRAME_QUEUE: usize = 4;
 
 pub(super) async fn read(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match read_inner(&st, &headers, body).await {
+    // When the client goes away, the server drops this future: the guard then sets the
+    // flag that the blocking work checks, and counts the read as cancelled. Once the answer
+    // is made (or refused), it is disarmed.
+    let cancel = Cancel::default();
+    let cancelled = st.metrics.read_cancelled.clone();
+    let guard = cancel.on_drop().with_hook(move || {
+        cancelled.inc();
+        tracing::info!("remote read stopped: the client went away before its answer");
+    });
+    let r = read_inner(&st, &headers, body, &cancel).await;
+    guard.disarm();
+    match r {
         Ok(r) => r,
-        Err(e) => rejected(&st, e).into_response(),
+        // Nobody is listening; not a refusal to count.
+        Err(Refusal::Cancelled(e)) => e.into_response(),
+        Err(Refusal::Api(e)) => rejected(&st, e).into_response(),
     }
 }
 
-/// One query of a read request, validated.
-#[derive(Debug, Clone)]
-pub struct ReadQuery {
-    /// Start of the range, ms, inclusive.
-    pub start: i64,
-    /// End of the range, ms, inclusive.
-    pub end: i64,
-    /// The matchers.
-    pub matchers: Vec<Matcher>,
+/// Why a read got no answer.
+enum Refusal {
+    /// Refused: counted in `weft_requests_rejected_total`.
+    Api(ApiError),
+    /// The client went away (the answer is for logs and tests only).
+    Cancelled(ApiError),
 }
 
-async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+impl From<ApiError> for Refusal {
+    fn from(e: ApiError) -> Self {
+        Refusal::Api(e)
+    }
+}
+
+/// Maps a [`QueryError`] to its answer, counting size refusals by bound and cancellations.
+fn query_refusal(st: &AppState, e: QueryError) -> Refusal {
+    let bound = match &e {
+        QueryError::TooManyBytes { .. } => "bytes",
+        QueryError::TooManySeries { .. } => "series",
+        QueryError::TooManySamples { .. } => "samples",
+        // Counted by the cancel guard's hook.
+        QueryError::Cancelled => return Refusal::Cancelled(ApiError::bad_data(e.to_string())),
+        QueryError::Internal(_) => {
+            return Refusal::Api(ApiError::new(ErrorClass::Internal, e.to_string()))
+        }
+    };
+    st.metrics
+        .read_refused
+        .get_or_create(&ReasonLabels { reason: bound })
+        .inc();
+    Refusal::Api(ApiError::bad_data(e.to_string()))
+}
+
+async fn read_inner(
+    st: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    cancel: &Cancel,
+) -> Result<Response, Refusal> {
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
     let slot = st.slot("read")?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
-    let raw = decompress(&body, st.limits.max_decompressed_bytes)?;
+    let raw = decompress(&body, st.limits.max_decompressed_bytes).map_err(ApiError::from)?;
     let req = ReadRequest::decode(raw.as_slice())
         .map_err(|e| ApiError::bad_data(format!("invalid ReadRequest protobuf: {e}")))?;
     if req.queries.len() > st.limits.max_read_queries {
@@ -48,7 +90,8 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
             "{} queries in one read request, more than the limit of {}",
             req.queries.len(),
             st.limits.max_read_queries
-        )));
+        ))
+        .into());
     }
     let queries = req
         .queries
@@ -57,17 +100,31 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
         .map(|(i, q)| parse_query(i, q))
         .collect::<Result<Vec<_>, _>>()?;
 
-    let prepared = prepare(
-        &st.querier,
-        &tenant,
-        queries,
-        st.limits.max_read_store_bytes,
-    )
-    .await?;
+    let budget = ReadBudget {
+        max_bytes: st.limits.max_read_bytes,
+        max_series: st.limits.max_read_series,
+    };
+    let prepared = st
+        .querier
+        .prepare(&tenant, queries, budget, cancel)
+        .await
+        .map_err(|e| query_refusal(st, e))?;
     let partial = partial_header(st, &prepared.warnings);
     match negotiate(&req.accepted_response_types) {
         ResponseType::Samples => {
-            let body = encode_samples(&st.querier, &prepared, st.limits.max_read_samples)?;
+            let max_samples = st.limits.max_read_samples;
+            let max_bytes = st.limits.max_read_bytes;
+            let c = cancel.clone();
+            // Decoding and encoding take CPU for as long as the answer is big: never on an
+            // async worker, or every other request (other tenants' pushes, /ready) waits.
+            // The slot goes with the work, so it is free only once the work has stopped.
+            let encoded = tokio::task::spawn_blocking(move || {
+                let _slot = slot;
+                encode_samples(prepared, max_samples, max_bytes, &c)
+            })
+            .await
+            .map_err(|e| ApiError::new(ErrorClass::Internal, format!("encoding: {e}")))?;
+            let body = encoded.map_err(|e| query_refusal(st, e))?;
             let mut r = (
                 [
                     (header::CONTENT_TYPE, "application/x-protobuf"),
@@ -84,14 +141,21 @@ async fn read_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Re
         ResponseType::StreamedXorChunks => {
             let (tx, rx) =
                 tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(FRAME_QUEUE);
-            let querier = st.querier.clone();
             let max_frame = st.limits.max_frame_bytes;
+            let cancelled = st.metrics.read_cancelled.clone();
+            // The producer outlives this handler (the body streams after it returns), so
+            // it stops when the body is dropped, that is when the channel closes, not on
+            // the handler's cancel flag.
             tokio::task::spawn_blocking(move || {
                 // The slot is held until the last frame is queued.
                 let _slot = slot;
-                encode_chunk_frames(&querier, &prepared, max_frame, |frame| {
+                let done = encode_chunk_frames(prepared, max_frame, |frame| {
                     tx.blocking_send(Ok(frame)).is_ok()
                 });
+                if !done {
+                    cancelled.inc();
+                    tracing::info!("streamed remote read stopped: the client went away");
+                }
             });
             let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
             let mut r =
@@ -123,61 +187,6 @@ fn partial_header(st: &AppState, warnings: &[String]) -> Option<HeaderValue> {
         .take(512)
         .collect();
     HeaderValue::from_str(&clean).ok()
-}
-
-/// A read request's queries with their series selected and their store chunks read.
-#[derive(Debug)]
-pub struct Prepared {
-    /// Each query with its series.
-    pub queries: Vec<(ReadQuery, Vec<Selected>)>,
-    /// Why the answer may be partial.
-    pub warnings: Vec<String>,
-}
-
-/// Selects every query's series in every tier and reads what is needed from the store (all
-/// before the answer starts, so that a partial answer is known when the headers go out).
-/// Chunk data (local copies and store reads) over `max_store_bytes` is refused with a 400
-/// asking for a narrower query.
-pub async fn prepare(
-    querier: &Querier,
-    tenant: &TenantId,
-    queries: Vec<ReadQuery>,
-    max_store_bytes: u64,
-) -> Result<Prepared, ApiError> {
-    let deadline = querier.deadline();
-    let mut warnings = Vec::new();
-    let mut out = Vec::with_capacity(queries.len());
-    let mut store_bytes = 0u64;
-    for q in queries {
-        let a = querier
-            .select(tenant, &q.matchers, q.start, q.end, deadline)
-            .await;
-        for w in a.warnings {
-            add_warning(&mut warnings, w);
-        }
-        let mut series = a.data;
-        let (needed, bytes) = querier.remote_needed(&series, q.start, q.end);
-        let local: u64 = series
-            .iter()
-            .flat_map(|s| &s.head)
-            .map(|c| c.data.len() as u64)
-            .sum();
-        store_bytes += bytes + local;
-        if store_bytes > max_store_bytes {
-            return Err(ApiError::bad_data(format!(
-                "remote read would gather more than {max_store_bytes} bytes of chunks; \
-                 narrow the query"
-            )));
-        }
-        querier
-            .fetch_remote(&mut series, needed, deadline, &mut warnings)
-            .await;
-        out.push((q, series));
-    }
-    Ok(Prepared {
-        queries: out,
-        warnings,
-    })
 }
 
 /// The first accepted type weft supports; SAMPLES when none is given (Prometheus's rule).
@@ -228,31 +237,45 @@ fn to_prompb_labels(labels: &Labels) -> Vec<prompb::Label> {
 }
 
 /// The SAMPLES answer: a snappy-compressed `ReadResponse` with one result per query.
+///
+/// Blocking (it decodes every chunk and may read spill files): run it off the async
+/// runtime. It consumes `prepared` series by series, so the plan's memory goes as the
+/// answer's grows. The plan's charge plus the encoded answer (and the current series'
+/// decoded samples, 16 bytes each) stay within `max_bytes`, checked after every series, and
+/// the samples within `max_samples`; the snappy copy made at the end is not counted (at
+/// most about `max_bytes` more). Stops with [`QueryError::Cancelled`] at the next series
+/// once `cancel` is set.
 pub fn encode_samples(
-    querier: &Querier,
-    prepared: &Prepared,
+    prepared: Prepared,
     max_samples: usize,
-) -> Result<Vec<u8>, ApiError> {
-    let mut resp = prompb::ReadResponse::default();
+    max_bytes: u64,
+    cancel: &Cancel,
+) -> Result<Vec<u8>, QueryError> {
+    use prost::encoding::{encode_key, encode_varint, message, WireType};
+    // snappy's block format takes at most u32::MAX bytes of input.
+    let limit_bytes = max_bytes.min(u64::from(u32::MAX) / 2);
+    let charged = prepared.charged_bytes;
+    let mut out = Vec::new();
     let mut total = 0usize;
-    let mut buf = Vec::new();
-    for (q, series) in &prepared.queries {
-        let mut result = prompb::QueryResult::default();
+    let mut buf: Vec<(i64, f64)> = Vec::new();
+    for (q, series) in prepared.queries {
+        // One `QueryResult`'s body; copied into `out` behind its length when complete.
+        let mut result = Vec::new();
         for s in series {
+            if cancel.is_cancelled() {
+                return Err(QueryError::Cancelled);
+            }
             buf.clear();
-            querier.samples(s, q.start, q.end, &mut buf);
+            let labels = s.into_samples(q.start, q.end, &mut buf);
             if buf.is_empty() {
                 continue;
             }
             total += buf.len();
             if total > max_samples {
-                return Err(ApiError::bad_data(format!(
-                    "remote read would return more than {} samples; narrow the query",
-                    max_samples
-                )));
+                return Err(QueryError::TooManySamples { limit: max_samples });
             }
-            result.timeseries.push(prompb::TimeSeries {
-                labels: to_prompb_labels(&s.labels),
+            let ts = prompb::TimeSeries {
+                labels: to_prompb_labels(&labels),
                 samples: buf
                     .iter()
                     .map(|&(t, v)| prompb::Sample {
@@ -261,44 +284,56 @@ pub fn encode_samples(
                     })
                     .collect(),
                 exemplars: Vec::new(),
-            });
+            };
+            message::encode(1, &ts, &mut result);
+            let held = charged
+                + (out.len() + result.len()) as u64
+                + (buf.capacity() * std::mem::size_of::<(i64, f64)>()) as u64;
+            if held > limit_bytes {
+                return Err(QueryError::TooManyBytes { limit_bytes });
+            }
         }
-        resp.results.push(result);
+        encode_key(1, WireType::LengthDelimited, &mut out);
+        encode_varint(result.len() as u64, &mut out);
+        out.extend_from_slice(&result);
     }
-    Ok(compress(&resp.encode_to_vec()))
+    Ok(compress(&out))
 }
 
 /// The STREAMED_XOR_CHUNKS answer, one frame at a time into `sink`, which returns false
-/// to stop (the client went away).
+/// to stop (the client went away). Returns false if it stopped early.
 ///
 /// A frame holds series of one query and at most about `max_frame` bytes; a series whose
 /// chunks do not fit continues in the next frame with its labels repeated. Series come
 /// sorted by labels, and chunks may overhang the query's range.
+///
+/// Blocking (spilled chunks are read here, one series at a time): run it off the async
+/// runtime. It consumes `prepared` series by series, so no more than one series' chunks and
+/// one frame are copied out at a time.
 pub fn encode_chunk_frames(
-    querier: &Querier,
-    prepared: &Prepared,
+    prepared: Prepared,
     max_frame: usize,
     mut sink: impl FnMut(Vec<u8>) -> bool,
-) {
+) -> bool {
     let mut send = |msg: &mut ChunkedReadResponse| -> bool {
         let mut frame = Vec::with_capacity(msg.encoded_len() + 16);
         write_chunked_frame(&mut frame, &msg.encode_to_vec());
         msg.chunked_series.clear();
         sink(frame)
     };
-    for (qi, (q, series)) in prepared.queries.iter().enumerate() {
+    for (qi, (q, series)) in prepared.queries.into_iter().enumerate() {
         let mut msg = ChunkedReadResponse {
             chunked_series: Vec::new(),
             query_index: qi as i64,
         };
         let mut frame_bytes = 0usize;
         for s in series {
-            let labels = to_prompb_labels(&s.labels);
+            let (labels, chunks) = s.into_chunks(q.start, q.end);
+            let labels = to_prompb_labels(&labels);
             let labels_bytes: usize = labels
                 .iter()
                 .map(|l| l.name.len() + l.value.len() + 4)
                 .sum();
-            let chunks = querier.chunks(s, q.start, q.end);
             if chunks.is_empty() {
                 continue;
             }
@@ -322,7 +357,7 @@ pub fn encode_chunk_frames(
                         ));
                     }
                     if !send(&mut msg) {
-                        return;
+                        return false;
                     }
                     frame_bytes = labels_bytes;
                 }
@@ -337,7 +372,8 @@ pub fn encode_chunk_frames(
             msg.chunked_series.push(current);
         }
         if !msg.chunked_series.is_empty() && !send(&mut msg) {
-            return;
+            return false;
         }
     }
+    true
 }

@@ -1,4 +1,5 @@
-//! Remote write 1.0: `POST /api/v1/push` (and `/api/v1/write`).
+//! Remote write 1.0: `POST /api/v1/push` (and `/api/v1/write`). A 2.0 body (by its
+//! `Content-Type` `proto` parameter) is refused with 415 until 2.0 is built.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -6,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::append_refusals;
-use super::{check_media, read_body, rejected, tenant, ApiError, AppState};
+use super::{check_media, check_write_proto, read_body, rejected, tenant, ApiError, AppState};
 use crate::head::AppendReport;
 use crate::proto::{decode_write_request, decompress_into};
 
@@ -29,6 +30,7 @@ async fn push_inner(
 ) -> Result<AppendReport, ApiError> {
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
+    check_write_proto(headers)?;
     let ingester = st.ingester()?.clone();
     let _slot = st.slot("write")?;
     let mut admission = st.admit_push(headers)?;

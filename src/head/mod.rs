@@ -24,7 +24,9 @@ use crate::metrics::{Metrics, RejectLabels, TenantLabels};
 use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
 use crate::proto::WriteBatch;
 
-pub use series::{ChunkCopy, FlushState, PendingChunk, Released, Series, SnapshotChunk};
+pub use series::{
+    ChunkCopy, ChunkHandle, FlushState, PendingChunk, Released, Series, SnapshotChunk,
+};
 
 use crate::spill::{Spill, SpillError};
 use crate::wal::RefSample;

@@ -47,8 +47,9 @@ struct ClosedChunk {
 /// Where a closed chunk's bytes are.
 #[derive(Debug)]
 enum Body {
-    /// In memory.
-    Mem(Box<[u8]>),
+    /// In memory. Shared (`Arc`) so that a query can hold the bytes without copying them
+    /// under the series lock; the head's accounting counts them until it drops its reference.
+    Mem(Arc<[u8]>),
     /// In a local spill file.
     Spilled(SpilledChunk),
 }
@@ -149,6 +150,70 @@ pub struct ChunkCopy {
     pub data: Vec<u8>,
     /// Whether the object store holds it too.
     pub flushed: bool,
+}
+
+/// One chunk picked for a query by [`Series::chunk_handles`]: its bytes shared with the
+/// head, copied (the open chunk), or a reference into a spill file to read later.
+#[derive(Debug)]
+pub struct ChunkHandle {
+    /// First sample's timestamp.
+    pub min_t: i64,
+    /// Last sample's timestamp.
+    pub max_t: i64,
+    /// Whether the object store holds it too.
+    pub flushed: bool,
+    body: HandleBody,
+}
+
+#[derive(Debug)]
+enum HandleBody {
+    /// A closed chunk in memory, shared with the head.
+    Mem(Arc<[u8]>),
+    /// A copy of the open chunk.
+    Copy(Vec<u8>),
+    /// A spilled chunk; dropping the handle releases its spill reference.
+    Spilled(SpilledChunk),
+}
+
+impl ChunkHandle {
+    /// Bytes this handle holds that the head does not hold as well (the open chunk's copy):
+    /// what a query must count against its budget when it holds the handle.
+    pub fn held_bytes(&self) -> usize {
+        match &self.body {
+            HandleBody::Copy(b) => b.len(),
+            HandleBody::Mem(_) | HandleBody::Spilled(_) => 0,
+        }
+    }
+
+    /// The chunk's size in bytes, wherever it is.
+    pub fn len(&self) -> usize {
+        match &self.body {
+            HandleBody::Mem(b) => b.len(),
+            HandleBody::Copy(b) => b.len(),
+            HandleBody::Spilled(s) => s.r.len as usize,
+        }
+    }
+
+    /// Whether the chunk has no bytes (never, for a valid chunk).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The chunk's bytes as a [`ChunkCopy`]; a spilled chunk is read from its file here
+    /// (a `pread`: call it off the async runtime and outside any lock).
+    pub fn load(self) -> Result<ChunkCopy, SpillError> {
+        let data = match self.body {
+            HandleBody::Mem(b) => b.to_vec(),
+            HandleBody::Copy(b) => b,
+            HandleBody::Spilled(s) => s.spill.read(&s.r)?,
+        };
+        Ok(ChunkCopy {
+            min_t: self.min_t,
+            max_t: self.max_t,
+            data,
+            flushed: self.flushed,
+        })
+    }
 }
 
 /// What one series append did.
@@ -273,37 +338,66 @@ impl Series {
         }
     }
 
-    /// Copies of the chunks that overlap `[mint, maxt]`, oldest first, the open one included.
-    pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkCopy> {
+    /// Handles on the chunks that overlap `[mint, maxt]`, oldest first, the open one included.
+    ///
+    /// Under the series lock this only clones `Arc`s, copies the open chunk (at most 120
+    /// samples) and takes a spill reference for each spilled chunk; no I/O. A spilled chunk
+    /// is read by [`ChunkHandle::load`] after the lock is released (its reference keeps the
+    /// spill file alive meanwhile). Lock order: series, then the spill's file table.
+    pub fn chunk_handles(&self, mint: i64, maxt: i64) -> Vec<ChunkHandle> {
         let d = self.data.lock();
-        let mut out: Vec<ChunkCopy> = d
+        let mut out: Vec<ChunkHandle> = d
             .closed
             .iter()
             .filter(|c| c.min_t <= maxt && c.max_t >= mint)
-            .filter_map(|c| match c.body.to_vec() {
-                Ok(data) => Some(ChunkCopy {
+            .filter_map(|c| {
+                let body = match &c.body {
+                    Body::Mem(b) => HandleBody::Mem(b.clone()),
+                    Body::Spilled(s) => match s.spill.retain(&s.r) {
+                        Ok(()) => HandleBody::Spilled(SpilledChunk::new(s.r, s.spill.clone())),
+                        Err(e) => {
+                            tracing::error!(series = %self.labels, min_t = c.min_t, error = %e, "spilled chunk unreadable; left out of the answer");
+                            return None;
+                        }
+                    },
+                };
+                Some(ChunkHandle {
                     min_t: c.min_t,
                     max_t: c.max_t,
-                    data,
                     flushed: matches!(c.flush, FlushState::Flushed { .. }),
-                }),
-                Err(e) => {
-                    tracing::error!(series = %self.labels, min_t = c.min_t, error = %e, "spilled chunk unreadable; left out of the answer");
-                    None
-                }
+                    body,
+                })
             })
             .collect();
         if let Some((last_t, _)) = d.last {
             if d.open.num_samples() > 0 && d.open_min_t <= maxt && last_t >= mint {
-                out.push(ChunkCopy {
+                out.push(ChunkHandle {
                     min_t: d.open_min_t,
                     max_t: last_t,
-                    data: d.open.bytes().to_vec(),
                     flushed: false,
+                    body: HandleBody::Copy(d.open.bytes().to_vec()),
                 });
             }
         }
         out
+    }
+
+    /// Copies of the chunks that overlap `[mint, maxt]`, oldest first, the open one included.
+    /// Spilled chunks are read after the series lock is released (see
+    /// [`Series::chunk_handles`]); one that cannot be read is logged and left out.
+    pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkCopy> {
+        let handles = self.chunk_handles(mint, maxt);
+        handles
+            .into_iter()
+            .filter_map(|h| {
+                let min_t = h.min_t;
+                h.load()
+                    .map_err(|e| {
+                        tracing::error!(series = %self.labels, min_t, error = %e, "spilled chunk unreadable; left out of the answer");
+                    })
+                    .ok()
+            })
+            .collect()
     }
 
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
@@ -426,7 +520,7 @@ impl Series {
                 }
                 None => {
                     closed_bytes += c.data.len() as u64;
-                    Body::Mem(c.data.into_boxed_slice())
+                    Body::Mem(Arc::from(c.data))
                 }
             };
             d.closed.push(ClosedChunk {
@@ -571,7 +665,7 @@ impl Series {
             *c = ClosedChunk {
                 min_t: tail.min_t,
                 max_t: tail.max_t,
-                body: Body::Mem(tail.data.into_boxed_slice()),
+                body: Body::Mem(Arc::from(tail.data)),
                 flush: state,
             };
             d.closed.insert(
@@ -579,7 +673,7 @@ impl Series {
                 ClosedChunk {
                     min_t: head.min_t,
                     max_t: head.max_t,
-                    body: Body::Mem(head.data.into_boxed_slice()),
+                    body: Body::Mem(Arc::from(head.data)),
                     flush: flushed,
                 },
             );
@@ -599,7 +693,7 @@ impl Series {
             d.closed.push(ClosedChunk {
                 min_t,
                 max_t: head_max,
-                body: Body::Mem(head.into_boxed_slice()),
+                body: Body::Mem(Arc::from(head)),
                 flush: flushed,
             });
             if let Some(r) = rest {
@@ -743,7 +837,7 @@ impl SeriesData {
     fn cut(&mut self) -> usize {
         let full = std::mem::take(&mut self.open);
         let max_t = self.last.map_or(self.open_min_t, |(t, _)| t);
-        let data = full.into_bytes().into_boxed_slice();
+        let data: Arc<[u8]> = Arc::from(full.into_bytes());
         let len = data.len();
         self.closed.push(ClosedChunk {
             min_t: self.open_min_t,
@@ -795,4 +889,55 @@ fn split_chunk(chunk: &[u8], t: i64) -> Option<(Part, Part)> {
             head_max_t: h1,
         },
     ))
+}
+
+#[cfg(test)]
+mod handle_tests {
+    use super::*;
+    use crate::spill::SpillConfig;
+
+    /// A spilled chunk picked by a query is read after the series lock is released; if the
+    /// series lets the chunk go meanwhile (flushed and released), the handle's own spill
+    /// reference must keep the bytes readable, and dropping the handle must let them go.
+    #[test]
+    fn a_spilled_chunk_handle_reads_after_the_series_released_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = Arc::new(
+            Spill::open(SpillConfig {
+                dir: dir.path().to_path_buf(),
+                file_size: crate::spill::MIN_FILE_SIZE_BYTES,
+            })
+            .unwrap(),
+        );
+        let s = Series::new(Labels::from_strs([("__name__", "h")]).unwrap(), 1);
+        let samples: Vec<(i64, f64)> = (0..130).map(|i| (i * 1000, i as f64 * 0.5)).collect();
+        assert_eq!(s.append(&samples, None).appended, 130);
+        let want = s.chunks(0, i64::MAX);
+        assert_eq!(want.len(), 2, "one closed chunk and the open one");
+        let r = s.spill_write(0, &spill).unwrap().expect("spillable");
+        spill.sync().unwrap();
+        assert!(s.spill_commit(0, r, &spill) > 0);
+
+        let handles = s.chunk_handles(0, i64::MAX);
+        assert_eq!(handles.len(), 2);
+        assert_eq!(handles[0].held_bytes(), 0, "a spilled chunk is not held");
+        assert!(handles[1].held_bytes() > 0, "the open chunk is copied");
+        let live = spill.live_bytes();
+        // The series flushes and releases the spilled chunk.
+        s.take_for_flush(&[0]);
+        s.finish_flush(&[0], true, 7);
+        let mut released = Released::default();
+        s.release_flushed(Duration::ZERO, true, &|_| true, &mut released);
+        assert_eq!(released.chunks, 1);
+        // Live bytes count references: the handle's is left.
+        assert_eq!(
+            spill.live_bytes(),
+            live / 2,
+            "the handle still refers to the chunk"
+        );
+        let got: Vec<ChunkCopy> = handles.into_iter().map(|h| h.load().unwrap()).collect();
+        assert_eq!(got[0].data, want[0].data);
+        assert_eq!(got[1], want[1]);
+        assert_eq!(spill.live_bytes(), 0, "the handle let the chunk go");
+    }
 }

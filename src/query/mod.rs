@@ -6,14 +6,20 @@
 //!    catalog's objects, and merges them by label set;
 //! 2. [`Querier::fetch_remote`] (async) reads the store chunks a series needs, except those
 //!    the head still holds (a chunk retained after its flush is read from memory), and
-//!    [`Querier::chunks`] (sync) merges every tier into one ordered list without repeats
-//!    (see [`merge`]).
+//!    [`Selected::into_chunks`] (sync, blocking: it may read spill files) merges every tier
+//!    into one ordered list without repeats (see [`merge`]).
+//!
+//! A remote read is planned as a whole by [`Querier::prepare`] (see `plan.rs`): every query
+//! selected and fetched within one [`ReadBudget`], before the answer starts.
 //!
 //! Nothing from the store can fail a query: a store read that fails or misses the deadline
 //! becomes a warning, and the answer is partial. The store tier itself keeps reads short
 //! while the store counts as down (the circuit is open).
 
 pub mod merge;
+mod plan;
+
+pub use plan::{Cancel, CancelOnDrop, Prepared, QueryError, ReadBudget, ReadQuery};
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -21,7 +27,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::head::{ChunkCopy, Head, Series};
+use crate::head::{ChunkCopy, ChunkHandle, Head};
 use crate::model::{Labels, Matcher, TenantId};
 use crate::store::catalog::{Catalog, RemoteChunk};
 
@@ -37,21 +43,67 @@ pub struct Answer<T> {
     pub warnings: Vec<String>,
 }
 
-/// One selected series: its labels, copies of its head chunks, and its chunks in the store.
+/// One selected series: its labels, handles on its head chunks, and its chunks in the store.
 ///
-/// The head's chunks are copied when the series is selected, before the store is asked:
-/// the flusher tells the catalog an object must be read from the store before it drops
-/// that object's chunks from memory, so every chunk is in the copy or in the selection.
-#[derive(Debug, Clone)]
+/// The head's chunks are picked (handles taken) when the series is selected, before the store
+/// is asked: the flusher tells the catalog an object must be read from the store before it
+/// drops that object's chunks from memory, so every chunk is in the handles or in the
+/// selection. A handle shares an in-memory chunk's bytes with the head (no copy) and keeps a
+/// spilled chunk's file alive until [`Selected::into_chunks`] reads it.
+#[derive(Debug)]
 pub struct Selected {
     /// The labels.
     pub labels: Labels,
-    /// Copies of the head's chunks in the range (memory and spill), ordered and disjoint.
-    pub head: Vec<ChunkCopy>,
-    /// Chunks in the store overlapping the range.
+    /// The head's chunks in the range (memory and spill), ordered and disjoint.
+    pub head: Vec<ChunkHandle>,
+    /// Chunks in the store overlapping the range (emptied once fetched).
     pub remote: Vec<RemoteChunk>,
     /// Store chunks read by [`Querier::fetch_remote`].
     pub fetched: Vec<ChunkCopy>,
+}
+
+impl Selected {
+    /// Every chunk overlapping `[mint, maxt]`: the head's (spilled ones read from their
+    /// files here, so call it off the async runtime) and the fetched store chunks, ordered,
+    /// without repeats. Returns the labels with them.
+    pub fn into_chunks(self, mint: i64, maxt: i64) -> (Labels, Vec<ChunkCopy>) {
+        let labels = self.labels;
+        let in_range = |c: &ChunkCopy| c.min_t <= maxt && c.max_t >= mint;
+        let mut all: Vec<ChunkCopy> = self
+            .head
+            .into_iter()
+            .filter(|h| h.min_t <= maxt && h.max_t >= mint)
+            .filter_map(|h| {
+                let min_t = h.min_t;
+                h.load()
+                    .map_err(|e| {
+                        tracing::error!(series = %labels, min_t, error = %e, "spilled chunk unreadable; left out of the answer");
+                    })
+                    .ok()
+            })
+            .collect();
+        if self.fetched.is_empty() {
+            return (labels, all); // already ordered and disjoint
+        }
+        all.extend(self.fetched.into_iter().filter(in_range));
+        let (merged, bad) = merge::merge_chunks(all);
+        if bad > 0 {
+            tracing::error!(series = %labels, bad, "chunks that do not decode were left out");
+        }
+        (labels, merged)
+    }
+
+    /// The samples in `[mint, maxt]`, appended to `out`; returns the labels. Blocking, like
+    /// [`Selected::into_chunks`].
+    pub fn into_samples(self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) -> Labels {
+        let (labels, chunks) = self.into_chunks(mint, maxt);
+        for c in chunks {
+            if !crate::chunk::push_range(&c.data, mint, maxt, out) {
+                tracing::error!(series = %labels, "a chunk does not decode; its samples from the bad spot on are left out");
+            }
+        }
+        labels
+    }
 }
 
 /// Reads a tenant's data from every tier.
@@ -87,7 +139,8 @@ impl Querier {
     }
 
     /// Series matching all `matchers` with data in `[mint, maxt]` in any tier, sorted by
-    /// labels, one entry per label set, with copies of their head chunks.
+    /// labels, one entry per label set, with handles on their head chunks. Unbounded: a
+    /// remote read goes through [`Querier::prepare`] instead.
     pub async fn select(
         &self,
         tenant: &TenantId,
@@ -96,11 +149,36 @@ impl Querier {
         maxt: i64,
         deadline: Instant,
     ) -> Answer<Vec<Selected>> {
-        self.select_inner(tenant, matchers, mint, maxt, deadline, true)
+        let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
+        match self
+            .select_inner(
+                tenant,
+                matchers,
+                mint,
+                maxt,
+                deadline,
+                true,
+                meter,
+                &Cancel::default(),
+            )
             .await
+        {
+            Ok((a, _)) => a,
+            // Unreachable with no budget and no cancel, short of a panic in the blocking task.
+            Err(e) => Answer {
+                data: Vec::new(),
+                warnings: vec![format!("selecting series failed: {e}")],
+            },
+        }
     }
 
-    /// [`Querier::select`] without copying chunks: for label queries.
+    /// [`Querier::select`] metered by `meter` (every selected series and handle is charged
+    /// as it is taken, so a query that selects too much is refused before it gathers it all),
+    /// and without chunks for label queries (`copy_chunks` false).
+    ///
+    /// The head part runs in a blocking task: it takes each series' lock in turn, which an
+    /// async worker must not do for a hundred thousand series.
+    #[allow(clippy::too_many_arguments)]
     async fn select_inner(
         &self,
         tenant: &TenantId,
@@ -109,35 +187,50 @@ impl Querier {
         maxt: i64,
         deadline: Instant,
         copy_chunks: bool,
-    ) -> Answer<Vec<Selected>> {
-        let local: Vec<(Arc<Series>, Vec<ChunkCopy>)> = match self.head.tenant(tenant) {
-            Some(t) => t
-                .select(matchers, mint, maxt)
-                .into_iter()
-                .map(|s| {
-                    let c = if copy_chunks {
-                        s.chunks(mint, maxt)
-                    } else {
-                        Vec::new()
-                    };
-                    (s, c)
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        let Some(catalog) = &self.catalog else {
-            return Answer {
-                data: local
-                    .into_iter()
-                    .map(|(s, c)| Selected {
-                        labels: s.labels().clone(),
-                        head: c,
-                        remote: Vec::new(),
-                        fetched: Vec::new(),
-                    })
-                    .collect(),
-                warnings: Vec::new(),
+        meter: plan::ReadMeter,
+        cancel: &Cancel,
+    ) -> Result<(Answer<Vec<Selected>>, plan::ReadMeter), QueryError> {
+        let head = self.head.clone();
+        let t_id = tenant.clone();
+        let ms = matchers.to_vec();
+        let cancel_local = cancel.clone();
+        let (local, mut meter) = tokio::task::spawn_blocking(move || {
+            let mut meter = meter;
+            let Some(t) = head.tenant(&t_id) else {
+                return Ok((Vec::new(), meter));
             };
+            let series = t.select(&ms, mint, maxt);
+            meter.charge_series(series.len())?;
+            let mut out = Vec::with_capacity(series.len());
+            for s in series {
+                if cancel_local.is_cancelled() {
+                    return Err(QueryError::Cancelled);
+                }
+                let handles = if copy_chunks {
+                    s.chunk_handles(mint, maxt)
+                } else {
+                    Vec::new()
+                };
+                meter.charge_bytes(plan::selected_cost(s.labels(), &handles, &[]))?;
+                out.push(Selected {
+                    labels: s.labels().clone(),
+                    head: handles,
+                    remote: Vec::new(),
+                    fetched: Vec::new(),
+                });
+            }
+            Ok((out, meter))
+        })
+        .await
+        .map_err(|e| QueryError::Internal(format!("selecting head series: {e}")))??;
+        let Some(catalog) = &self.catalog else {
+            return Ok((
+                Answer {
+                    data: local,
+                    warnings: Vec::new(),
+                },
+                meter,
+            ));
         };
         let store = catalog.select(tenant, matchers, mint, maxt, deadline).await;
         // Merge two lists sorted by labels.
@@ -149,24 +242,18 @@ impl Querier {
                 (None, None) => break,
                 (Some(_), None) => Some(true),
                 (None, Some(_)) => Some(false),
-                (Some(a), Some(b)) => match a.0.labels().cmp(&b.labels) {
+                (Some(a), Some(b)) => match a.labels.cmp(&b.labels) {
                     std::cmp::Ordering::Less => Some(true),
                     std::cmp::Ordering::Greater => Some(false),
                     std::cmp::Ordering::Equal => None,
                 },
             };
             out.push(match take_left {
-                Some(true) => {
-                    let (s, c) = l.next().expect("peeked");
-                    Selected {
-                        labels: s.labels().clone(),
-                        head: c,
-                        remote: Vec::new(),
-                        fetched: Vec::new(),
-                    }
-                }
+                Some(true) => l.next().expect("peeked"),
                 Some(false) => {
                     let s = r.next().expect("peeked");
+                    meter.charge_series(1)?;
+                    meter.charge_bytes(plan::selected_cost(&s.labels, &[], &s.chunks))?;
                     Selected {
                         labels: s.labels,
                         head: Vec::new(),
@@ -175,21 +262,21 @@ impl Querier {
                     }
                 }
                 None => {
-                    let (_, c) = l.next().expect("peeked");
+                    let mut a = l.next().expect("peeked");
                     let b = r.next().expect("peeked");
-                    Selected {
-                        labels: b.labels,
-                        head: c,
-                        remote: b.chunks,
-                        fetched: Vec::new(),
-                    }
+                    meter.charge_bytes(plan::selected_cost(&b.labels, &[], &b.chunks))?;
+                    a.remote = b.chunks;
+                    a
                 }
             });
         }
-        Answer {
-            data: out,
-            warnings: store.warnings,
-        }
+        Ok((
+            Answer {
+                data: out,
+                warnings: store.warnings,
+            },
+            meter,
+        ))
     }
 
     /// The store chunks each of `series` needs for `[mint, maxt]`: those overlapping the
@@ -254,31 +341,6 @@ impl Querier {
         }
     }
 
-    /// Every chunk of a selected series overlapping `[mint, maxt]`: the head's and the
-    /// fetched store chunks, ordered, without repeats.
-    pub fn chunks(&self, s: &Selected, mint: i64, maxt: i64) -> Vec<ChunkCopy> {
-        let in_range = |c: &&ChunkCopy| c.min_t <= maxt && c.max_t >= mint;
-        let mut all: Vec<ChunkCopy> = s.head.iter().filter(in_range).cloned().collect();
-        if s.fetched.is_empty() {
-            return all; // already ordered and disjoint
-        }
-        all.extend(s.fetched.iter().filter(in_range).cloned());
-        let (merged, bad) = merge::merge_chunks(all);
-        if bad > 0 {
-            tracing::error!(series = %s.labels, bad, "chunks that do not decode were left out");
-        }
-        merged
-    }
-
-    /// The samples of a selected series in `[mint, maxt]`, appended to `out`.
-    pub fn samples(&self, s: &Selected, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
-        for c in self.chunks(s, mint, maxt) {
-            if !crate::chunk::push_range(&c.data, mint, maxt, out) {
-                tracing::error!(series = %s.labels, "a chunk does not decode; its samples from the bad spot on are left out");
-            }
-        }
-    }
-
     /// The union of the series each matcher set selects, sorted by labels, deduplicated.
     /// No matcher sets means every series.
     pub async fn series(
@@ -294,9 +356,26 @@ impl Querier {
         let all = [Vec::new()];
         let sets = if sets.is_empty() { &all[..] } else { sets };
         for m in sets {
-            let a = self
-                .select_inner(tenant, m, mint, maxt, deadline, false)
-                .await;
+            let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
+            let a = match self
+                .select_inner(
+                    tenant,
+                    m,
+                    mint,
+                    maxt,
+                    deadline,
+                    false,
+                    meter,
+                    &Cancel::default(),
+                )
+                .await
+            {
+                Ok((a, _)) => a,
+                Err(e) => Answer {
+                    data: Vec::new(),
+                    warnings: vec![format!("selecting series failed: {e}")],
+                },
+            };
             for w in a.warnings {
                 add_warning(&mut warnings, w);
             }
