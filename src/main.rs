@@ -499,11 +499,10 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         Memory::new(memory_limit_bytes, &metrics).with_cache(catalog.clone(), args.cache_bytes),
     );
     let mut state = AppState::new(head.clone(), metrics, limits);
-    state.set_querier(Querier::with_store(
-        head.clone(),
-        catalog.clone(),
-        args.query_timeout,
-    ));
+    state.set_querier(
+        Querier::with_store(head.clone(), catalog.clone(), args.query_timeout)
+            .with_memory(memory.clone()),
+    );
     state.set_catalog(catalog.clone());
     tokio::spawn(catalog.clone().run_loader());
     tokio::spawn(run_read_probe(store.clone(), health.read.clone()));

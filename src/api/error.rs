@@ -20,6 +20,7 @@ use crate::model::{MatcherError, SelectorError, TenantError};
 use crate::pressure::MemoryRefusal;
 use crate::pressure::Refusal;
 use crate::proto::{ProtoError, SnappyError};
+use crate::query::QueryError;
 use crate::spill::SpillError;
 use crate::wal::WalError;
 
@@ -320,6 +321,23 @@ impl From<MemoryRefusal> for ApiError {
     }
 }
 
+impl From<QueryError> for ApiError {
+    /// A read too big for its bounds is the client's to narrow (400, as the sample limit
+    /// always was: the request itself is small, so not 413); one that does not fit in the
+    /// memory limit right now is overload (503 + Retry-After).
+    fn from(e: QueryError) -> Self {
+        let class = match &e {
+            QueryError::TooManyBytes { .. }
+            | QueryError::TooManySeries { .. }
+            | QueryError::TooManySamples { .. }
+            | QueryError::Cancelled => ErrorClass::BadData,
+            QueryError::Memory(_) => ErrorClass::Overloaded,
+            QueryError::Internal(_) => ErrorClass::Internal,
+        };
+        ApiError::new(class, e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,7 +392,9 @@ mod tests {
             limit_bytes: 1,
         };
         check(Refusal::Memory(memory.clone()), 503, true);
-        check(memory, 503, true);
+        check(memory.clone(), 503, true);
+        check(QueryError::Memory(memory), 503, true);
+        check(QueryError::TooManyBytes { limit_bytes: 1 }, 400, false);
         check(
             FlushError::Deadline {
                 after: std::time::Duration::from_secs(1),

@@ -53,23 +53,22 @@ impl From<ApiError> for Refusal {
     }
 }
 
-/// Maps a [`QueryError`] to its answer, counting size refusals by bound and cancellations.
+/// Maps a [`QueryError`] to its answer (the class is chosen in `api::error`), counting
+/// refusals by bound; cancellations are counted by the cancel guard's hook.
 fn query_refusal(st: &AppState, e: QueryError) -> Refusal {
     let bound = match &e {
         QueryError::TooManyBytes { .. } => "bytes",
         QueryError::TooManySeries { .. } => "series",
         QueryError::TooManySamples { .. } => "samples",
-        // Counted by the cancel guard's hook.
-        QueryError::Cancelled => return Refusal::Cancelled(ApiError::bad_data(e.to_string())),
-        QueryError::Internal(_) => {
-            return Refusal::Api(ApiError::new(ErrorClass::Internal, e.to_string()))
-        }
+        QueryError::Memory(_) => "memory",
+        QueryError::Cancelled => return Refusal::Cancelled(e.into()),
+        _ => return Refusal::Api(e.into()),
     };
     st.metrics
         .read_refused
         .get_or_create(&ReasonLabels { reason: bound })
         .inc();
-    Refusal::Api(ApiError::bad_data(e.to_string()))
+    Refusal::Api(e.into())
 }
 
 async fn read_inner(
@@ -255,6 +254,16 @@ pub fn encode_samples(
     // snappy's block format takes at most u32::MAX bytes of input.
     let limit_bytes = max_bytes.min(u64::from(u32::MAX) / 2);
     let charged = prepared.charged_bytes;
+    // What the answer holds beyond the plan is reserved in the memory limit as it grows.
+    let mut reservation = prepared.reservation;
+    let mut reserve = |held: u64| -> Result<(), QueryError> {
+        if let Some(r) = reservation.as_mut() {
+            if held > r.bytes() {
+                r.try_grow(held - r.bytes())?;
+            }
+        }
+        Ok(())
+    };
     let mut out = Vec::new();
     let mut total = 0usize;
     let mut buf: Vec<(i64, f64)> = Vec::new();
@@ -292,11 +301,14 @@ pub fn encode_samples(
             if held > limit_bytes {
                 return Err(QueryError::TooManyBytes { limit_bytes });
             }
+            reserve(held)?;
         }
         encode_key(1, WireType::LengthDelimited, &mut out);
         encode_varint(result.len() as u64, &mut out);
         out.extend_from_slice(&result);
     }
+    // The snappy copy: at most 32 + n + n/6 bytes for n in.
+    reserve(charged + (out.len() + 32 + out.len() / 6 + out.len()) as u64)?;
     Ok(compress(&out))
 }
 

@@ -29,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::head::{ChunkCopy, ChunkHandle, Head};
 use crate::model::{Labels, Matcher, TenantId};
+use crate::pressure::Memory;
 use crate::store::catalog::{Catalog, RemoteChunk};
 
 /// Most warnings one answer carries; further ones are counted in the last.
@@ -112,6 +113,8 @@ pub struct Querier {
     head: Arc<Head>,
     catalog: Option<Arc<Catalog>>,
     timeout: Duration,
+    /// The process's memory limit: what a read plan holds is reserved in it.
+    memory: Option<Arc<Memory>>,
 }
 
 impl Querier {
@@ -121,6 +124,7 @@ impl Querier {
             head,
             catalog: None,
             timeout: Duration::from_secs(30),
+            memory: None,
         }
     }
 
@@ -130,7 +134,21 @@ impl Querier {
             head,
             catalog: Some(catalog),
             timeout,
+            memory: None,
         }
+    }
+
+    /// Reserves what each read plan holds (and what its SAMPLES answer grows to) in
+    /// `memory` (`weft_memory_bytes{consumer="queries"}`): a read that does not fit in the
+    /// process's one memory limit is refused with [`QueryError::Memory`] instead of growing.
+    pub fn with_memory(mut self, memory: Arc<Memory>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// The memory limit reads reserve in, if any.
+    pub fn memory(&self) -> Option<&Arc<Memory>> {
+        self.memory.as_ref()
     }
 
     /// The deadline of a query starting now.

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use super::{add_warning, Querier, Selected};
 use crate::head::ChunkHandle;
 use crate::model::{Labels, Matcher, TenantId};
+use crate::pressure::{Consumer, Memory, MemoryRefusal, Reservation};
 use crate::store::catalog::RemoteChunk;
 
 /// One query of a remote read, validated.
@@ -76,6 +77,9 @@ pub enum QueryError {
         /// The bound.
         limit: usize,
     },
+    /// The read does not fit in the process's memory limit right now.
+    #[error("{0}")]
+    Memory(#[from] MemoryRefusal),
     /// The client went away; the work stopped.
     #[error("the client went away; the read stopped")]
     Cancelled,
@@ -161,6 +165,9 @@ pub struct Prepared {
     pub warnings: Vec<String>,
     /// Bytes charged to the budget by the plan; an encoder adds its own to these.
     pub charged_bytes: u64,
+    /// The plan's bytes reserved in the memory limit (when the querier has one); the
+    /// encoder grows it with the answer and it is given back when the answer is done.
+    pub reservation: Option<Reservation>,
 }
 
 /// The running charge of one read against its budget.
@@ -169,6 +176,7 @@ pub(crate) struct ReadMeter {
     budget: ReadBudget,
     bytes: u64,
     series: usize,
+    reservation: Option<Reservation>,
 }
 
 impl ReadMeter {
@@ -177,7 +185,17 @@ impl ReadMeter {
             budget,
             bytes: 0,
             series: 0,
+            reservation: None,
         }
+    }
+
+    /// Also reserves every charged byte in `memory`; refused at once when memory is
+    /// already over its limit.
+    pub(crate) fn reserving(mut self, memory: Option<&Arc<Memory>>) -> Result<Self, QueryError> {
+        if let Some(m) = memory {
+            self.reservation = Some(m.try_reserve(Consumer::Queries, 0)?);
+        }
+        Ok(self)
     }
 
     pub(crate) fn charge_series(&mut self, n: usize) -> Result<(), QueryError> {
@@ -198,6 +216,9 @@ impl ReadMeter {
             return Err(QueryError::TooManyBytes {
                 limit_bytes: self.budget.max_bytes,
             });
+        }
+        if let Some(r) = self.reservation.as_mut() {
+            r.try_grow(n)?;
         }
         Ok(())
     }
@@ -240,7 +261,7 @@ impl Querier {
         let deadline = self.deadline();
         let mut warnings = Vec::new();
         let mut out = Vec::with_capacity(queries.len());
-        let mut meter = ReadMeter::new(budget);
+        let mut meter = ReadMeter::new(budget).reserving(self.memory())?;
         for q in queries {
             let (a, m) = self
                 .select_inner(
@@ -276,6 +297,7 @@ impl Querier {
             queries: out,
             warnings,
             charged_bytes: meter.bytes,
+            reservation: meter.reservation,
         })
     }
 }
@@ -360,6 +382,40 @@ mod tests {
             matches!(two, Err(QueryError::TooManyBytes { limit_bytes }) if limit_bytes == tight.max_bytes),
             "{two:?}"
         );
+    }
+
+    /// A plan is reserved in the process's memory limit while it lives: refused with
+    /// `QueryError::Memory` when it does not fit, and its bytes given back when it is done.
+    #[tokio::test]
+    async fn a_plan_is_reserved_in_the_memory_limit_and_refused_when_it_does_not_fit() {
+        let (q, t) = querier_with(1000, 5);
+        let metrics = Metrics::new();
+        let roomy = ReadBudget {
+            max_bytes: 64 << 20,
+            max_series: 10_000,
+        };
+        let cost = q
+            .prepare(&t, vec![all()], roomy, &Cancel::default())
+            .await
+            .unwrap()
+            .charged_bytes;
+        let memory = Arc::new(crate::pressure::Memory::new(cost * 3 / 2, &metrics));
+        let q = q.with_memory(memory.clone());
+        let p = q
+            .prepare(&t, vec![all()], roomy, &Cancel::default())
+            .await
+            .unwrap();
+        assert_eq!(memory.consumer_bytes(Consumer::Queries), cost);
+        // A second plan while the first is alive does not fit.
+        let second = q.prepare(&t, vec![all()], roomy, &Cancel::default()).await;
+        assert!(matches!(second, Err(QueryError::Memory(_))), "{second:?}");
+        assert_eq!(memory.consumer_bytes(Consumer::Queries), cost);
+        drop(p);
+        assert_eq!(memory.consumer_bytes(Consumer::Queries), 0);
+        assert!(q
+            .prepare(&t, vec![all()], roomy, &Cancel::default())
+            .await
+            .is_ok());
     }
 
     #[tokio::test]
