@@ -598,6 +598,18 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     tokio::spawn(flusher.clone().run());
 
+    {
+        // Flushed chunks in memory are only there for speed (the local tier and the store
+        // hold them): a reservation that would be refused gets their room first.
+        let (flusher, head, memory_weak) = (flusher.clone(), head.clone(), Arc::downgrade(&memory));
+        memory.set_reclaimer(move || {
+            let freed = flusher.release(true);
+            if let Some(m) = memory_weak.upgrade() {
+                m.measure_head(&head);
+            }
+            freed
+        });
+    }
     let pressure = Arc::new(Pressure::new(
         memory.clone(),
         args.disk_bytes,

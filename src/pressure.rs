@@ -197,6 +197,9 @@ pub struct Memory {
     /// cache's bound is lowered before the rest grows into its room, and a raise computed
     /// from an older total cannot land after a growth.
     grow_lock: parking_lot::Mutex<()>,
+    /// Gives memory back on demand (flushed chunks held only for speed): asked once when a
+    /// reservation would be refused, before refusing it.
+    reclaimer: parking_lot::Mutex<Option<Reclaimer>>,
     gauges: [Gauge; CONSUMERS],
     refusals: [Counter; CONSUMERS],
 }
@@ -231,6 +234,7 @@ impl Memory {
             cache_cap_bytes: 0,
             cache_max: AtomicU64::new(0),
             grow_lock: parking_lot::Mutex::new(()),
+            reclaimer: parking_lot::Mutex::new(None),
             gauges: Consumer::ALL.map(|c| metrics.memory_bytes.get_or_create(&labels(c)).clone()),
             refusals: Consumer::ALL
                 .map(|c| metrics.memory_refusals.get_or_create(&labels(c)).clone()),
@@ -319,17 +323,37 @@ impl Memory {
         })
     }
 
+    /// Sets what is asked to give memory back before a reservation is refused: it frees
+    /// what it can (for example flushed chunks that the local tier and the store also hold)
+    /// and re-measures what it freed, and returns the bytes freed.
+    pub fn set_reclaimer(&self, reclaim: impl Fn() -> u64 + Send + Sync + 'static) {
+        *self.reclaimer.lock() = Some(Arc::new(reclaim));
+    }
+
     fn reserve(&self, consumer: Consumer, bytes: u64) -> Result<(), MemoryRefusal> {
         if bytes == 0 {
             // Nothing to hold: not refused even past the limit (use `check` to ask that).
             return Ok(());
         }
+        if let Err(cur) = self.try_add(consumer, bytes) {
+            // Memory that is only a convenience goes before work is refused. The reclaimer
+            // runs without the grow lock: it re-measures what it frees.
+            let reclaim = self.reclaimer.lock().clone();
+            let freed = reclaim.map_or(0, |r| r());
+            if freed == 0 || self.try_add(consumer, bytes).is_err() {
+                self.refusals[consumer.index()].inc();
+                return Err(self.refusal(consumer, bytes, cur.max(self.rest_bytes())));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `bytes` for `consumer` if they fit; else returns the bytes in use.
+    fn try_add(&self, consumer: Consumer, bytes: u64) -> Result<(), u64> {
         let _grow = self.grow_lock.lock();
         let cur = self.rest.load(Ordering::Acquire);
         let Some(new) = cur.checked_add(bytes).filter(|&n| n <= self.limit_bytes) else {
-            drop(_grow);
-            self.refusals[consumer.index()].inc();
-            return Err(self.refusal(consumer, bytes, cur));
+            return Err(cur);
         };
         // The cache makes room before the bytes count, so rest + cache never passes the
         // limit, not even for an instant.
@@ -632,6 +656,9 @@ impl Pressure {
         used
     }
 }
+
+/// Gives memory back on demand; see [`Memory::set_reclaimer`].
+type Reclaimer = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// What one [`Balancer::tick`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]

@@ -109,6 +109,39 @@ fn a_reservation_past_the_limit_is_refused_counted_and_changes_nothing() {
     assert!(mem.try_reserve(Consumer::Queries, 100).is_ok());
 }
 
+/// Memory held only for speed (flushed chunks) is given back before work is refused: the
+/// reclaimer is asked once, and the reservation is granted if that made room; refused (and
+/// counted) if it did not.
+#[test]
+fn a_reservation_that_does_not_fit_asks_the_reclaimer_first() {
+    let (mem, metrics) = memory(1000);
+    // A measured consumer stands for the head's flushed chunks.
+    mem.set_measured(Consumer::HeadChunks, 800);
+    let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    {
+        let (calls, weak) = (calls.clone(), Arc::downgrade(&mem));
+        mem.set_reclaimer(move || {
+            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let m = weak.upgrade().unwrap();
+            let held = m.consumer_bytes(Consumer::HeadChunks);
+            m.set_measured(Consumer::HeadChunks, held.saturating_sub(500));
+            held.min(500)
+        });
+    }
+    let r = mem.try_reserve(Consumer::Queries, 600).unwrap();
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(mem.consumer_bytes(Consumer::HeadChunks), 300);
+    assert_eq!(mem.used_bytes(), 900);
+    assert_eq!(refusals(&metrics, Consumer::Queries), 0);
+    // Nothing left to give back that would make room: refused, counted.
+    let e = mem.try_reserve(Consumer::Queries, 500).unwrap_err();
+    assert_eq!(e.consumer, Consumer::Queries);
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(refusals(&metrics, Consumer::Queries), 1);
+    drop(r);
+    assert_eq!(mem.used_bytes(), 0);
+}
+
 #[test]
 fn measured_consumers_past_the_limit_refuse_pushes_until_they_drop() {
     let dir = tempfile::tempdir().unwrap();
