@@ -323,10 +323,11 @@ impl Memory {
         })
     }
 
-    /// Sets what is asked to give memory back before a reservation is refused: it frees
-    /// what it can (for example flushed chunks that the local tier and the store also hold)
-    /// and re-measures what it freed, and returns the bytes freed.
-    pub fn set_reclaimer(&self, reclaim: impl Fn() -> u64 + Send + Sync + 'static) {
+    /// Sets what is asked to give memory back before a reservation is refused: given the
+    /// bytes wanted, it frees what it can (flushed chunks that the local tier and the store
+    /// also hold, then unflushed ones to the spill), re-measures what it freed, and returns
+    /// the bytes freed.
+    pub fn set_reclaimer(&self, reclaim: impl Fn(u64) -> u64 + Send + Sync + 'static) {
         *self.reclaimer.lock() = Some(Arc::new(reclaim));
     }
 
@@ -336,10 +337,15 @@ impl Memory {
             return Ok(());
         }
         if let Err(cur) = self.try_add(consumer, bytes) {
-            // Memory that is only a convenience goes before work is refused. The reclaimer
-            // runs without the grow lock: it re-measures what it frees.
-            let reclaim = self.reclaimer.lock().clone();
-            let freed = reclaim.map_or(0, |r| r());
+            // Memory that is only a convenience goes before a read or an upload is refused.
+            // The reclaimer runs without the grow lock: it re-measures what it frees. Push
+            // bodies do not wait for it: the balancer makes room within a tick, and the
+            // sender retries a 503.
+            let reclaim = match consumer {
+                Consumer::Queries | Consumer::FlushObjects => self.reclaimer.lock().clone(),
+                _ => None,
+            };
+            let freed = reclaim.map_or(0, |r| r(bytes));
             if freed == 0 || self.try_add(consumer, bytes).is_err() {
                 self.refusals[consumer.index()].inc();
                 return Err(self.refusal(consumer, bytes, cur.max(self.rest_bytes())));
@@ -657,8 +663,38 @@ impl Pressure {
     }
 }
 
+/// What a reservation that does not fit asks for room before it is refused (see
+/// [`Memory::set_reclaimer`]): first the flushed chunks in memory, which are only there for
+/// speed (the local tier and the store hold them); then, if that is not enough, the oldest
+/// unflushed closed chunks move to the spill, as the balancer would move them at its next
+/// tick. Reads and pushes get memory from the disk rather than being refused while there
+/// is something to spill. Runs on the caller's thread (a spill writes and syncs a file).
+pub fn reclaimer(
+    memory: std::sync::Weak<Memory>,
+    head: Arc<Head>,
+    flusher: Arc<Flusher>,
+) -> impl Fn(u64) -> u64 + Send + Sync + 'static {
+    move |wanted| {
+        let Some(memory) = memory.upgrade() else {
+            return 0;
+        };
+        let mut freed = flusher.release(true);
+        memory.measure_head(&head);
+        if freed < wanted {
+            // A tenth of the limit more than asked, so that the next reservations fit too.
+            let want = wanted - freed + memory.limit_bytes() / 10;
+            match head.spill_oldest(want) {
+                Ok((_, bytes)) => freed += bytes,
+                Err(e) => tracing::warn!(error = %e, "spilling for a reservation failed"),
+            }
+            memory.measure_head(&head);
+        }
+        freed
+    }
+}
+
 /// Gives memory back on demand; see [`Memory::set_reclaimer`].
-type Reclaimer = Arc<dyn Fn() -> u64 + Send + Sync>;
+type Reclaimer = Arc<dyn Fn(u64) -> u64 + Send + Sync>;
 
 /// What one [`Balancer::tick`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -745,7 +781,10 @@ impl Balancer {
         // 4. The cache gets what is left (it may grow again).
         report.cache_max_bytes = self.pressure.memory.fit_cache(headroom);
         self.pressure.memory.update_gauges();
-        // 5. The disk budget.
+        // 5. Freed heap goes back to the kernel (glibc keeps it otherwise), so RSS follows
+        // the accounted memory down, not only up.
+        trim_heap();
+        // 6. The disk budget.
         let (disk, checkpointed) = self.balance_disk();
         report.disk_bytes = disk;
         report.checkpointed = checkpointed;
@@ -835,6 +874,28 @@ impl Balancer {
             let me = self.clone();
             let _ = tokio::task::spawn_blocking(move || me.tick()).await;
         }
+    }
+}
+
+/// Returns free heap pages to the kernel, at most once a second.
+fn trim_heap() {
+    static LAST_MS: AtomicU64 = AtomicU64::new(0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let last = LAST_MS.load(Ordering::Relaxed);
+    if now_ms.saturating_sub(last) < 1000
+        || LAST_MS
+            .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+    {
+        return;
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas; it takes
+    // the arenas' locks itself and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

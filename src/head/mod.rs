@@ -188,6 +188,9 @@ pub struct Head {
     index_bytes: Arc<AtomicU64>,
     /// Where closed chunks go when memory is over budget.
     spill: Arc<OnceLock<Arc<Spill>>>,
+    /// One [`Head::spill_oldest`] at a time: the balancer and a reservation that needs room
+    /// may both ask, and must not pick the same chunks.
+    spilling: parking_lot::Mutex<()>,
 }
 
 impl Head {
@@ -201,6 +204,7 @@ impl Head {
             closed_bytes: Arc::new(AtomicU64::new(0)),
             index_bytes: Arc::new(AtomicU64::new(0)),
             spill: Arc::new(OnceLock::new()),
+            spilling: parking_lot::Mutex::new(()),
         }
     }
 
@@ -223,6 +227,7 @@ impl Head {
         let Some(spill) = self.spill.get() else {
             return Ok((0, 0));
         };
+        let _one_at_a_time = self.spilling.lock();
         let mut candidates: Vec<(i64, usize, Arc<Series>)> = Vec::new();
         let mut buf = Vec::new();
         for t in self.tenant_heads() {

@@ -120,7 +120,7 @@ fn a_reservation_that_does_not_fit_asks_the_reclaimer_first() {
     let calls = Arc::new(std::sync::atomic::AtomicU64::new(0));
     {
         let (calls, weak) = (calls.clone(), Arc::downgrade(&mem));
-        mem.set_reclaimer(move || {
+        mem.set_reclaimer(move |_wanted| {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let m = weak.upgrade().unwrap();
             let held = m.consumer_bytes(Consumer::HeadChunks);
