@@ -37,6 +37,7 @@ use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use common::s3::{fault_proxy_self_check, s3_env, Bucket, FaultProxy, Moto, ProxyMode};
+use common::workload::{mix, Workload};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -70,8 +71,6 @@ fn push_interval() -> Duration {
         Err(_) => PUSH_INTERVAL,
     }
 }
-/// The Prometheus stale marker.
-const STALE_NAN_BITS: u64 = 0x7ff0_0000_0000_0002;
 
 /// `--limits.memory-bytes`: the one memory limit of the whole process.
 const MEMORY_BUDGET_BYTES: u64 = 8 << 20;
@@ -163,43 +162,23 @@ fn weft_args(ingester_id: &str, disk_budget: u64) -> Vec<String> {
 
 // ---- the data ----
 
-/// SplitMix64: a stateless mix, so that a sample's value is a function of where it is.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
+/// The drill's series and values (see `common::workload`): mostly arbitrary bit patterns,
+/// so that chunks take about as many bytes per sample as the WAL does (~10, against ~1.5 for
+/// real data) and the budgets are reached within the outage at a load a debug build on two
+/// cores sustains.
+const WORKLOAD: Workload = Workload {
+    metric: "outage_samples",
+    job: "outage-drill",
+    series_per_writer: SERIES_PER_WRITER,
+    arbitrary_percent: 60,
+};
 
-/// The value of series (`writer`, `tenant`, `series`) at `t`, as IEEE bits: stale markers,
-/// NaNs with other payloads, ±Inf, -0.0, counter-like values, and mostly arbitrary bit
-/// patterns, so that chunks take about as many bytes per
-/// sample as the WAL does (~10, against ~1.5 for real data) and the budgets are reached
-/// within the outage at a load a debug build on two cores sustains.
 fn value_bits(seed: u64, writer: usize, tenant: usize, series: usize, t: i64) -> u64 {
-    let h = mix(seed
-        ^ mix(((writer as u64) << 48) ^ ((tenant as u64) << 40) ^ series as u64)
-        ^ mix(t as u64));
-    let payload = (h >> 13) & 0x0007_ffff_ffff_ffff;
-    match h % 100 {
-        0..=3 => STALE_NAN_BITS,
-        4 | 5 => 0x7ff8_0000_0000_0000 | payload,
-        6 => 0xfff8_0000_0000_0000 | payload,
-        7 => f64::INFINITY.to_bits(),
-        8 => f64::NEG_INFINITY.to_bits(),
-        9 => (-0.0f64).to_bits(),
-        10..=69 => mix(h ^ 0x5555),
-        _ => (((t / 1000) % 1_000_000) as f64 * (series + 1) as f64).to_bits(),
-    }
+    WORKLOAD.value_bits(seed, writer, tenant, series, t)
 }
 
 fn series_labels(writer: usize, series: usize) -> Labels {
-    labels(&[
-        ("__name__", "outage_samples"),
-        ("job", "outage-drill"),
-        ("writer", &format!("w{writer}")),
-        ("series", &format!("{series:03}")),
-    ])
+    WORKLOAD.series_labels(writer, series)
 }
 
 /// The series number out of `series="NNN"`.
@@ -210,28 +189,8 @@ fn series_number(labels: &Labels) -> Option<usize> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-/// Encoded by hand: prost would leave out a -0.0 value (proto3 skips values equal to 0.0).
 fn encode_push(seed: u64, writer: usize, tenant: usize, ts: &[i64]) -> Vec<u8> {
-    let owned: Vec<(Labels, Samples)> = (0..SERIES_PER_WRITER)
-        .map(|s| {
-            let samples = ts
-                .iter()
-                .map(|&t| (t, value_bits(seed, writer, tenant, s, t)))
-                .collect();
-            (series_labels(writer, s), samples)
-        })
-        .collect();
-    let series: Vec<(RawLabels<'_>, Samples)> = owned
-        .iter()
-        .map(|(labels, samples)| {
-            let raw = labels
-                .iter()
-                .map(|(n, v)| (n.as_bytes(), v.as_bytes()))
-                .collect();
-            (raw, samples.clone())
-        })
-        .collect();
-    snappy(&encode_write_request_by_hand(&series))
+    WORKLOAD.encode_push(seed, writer, tenant, ts)
 }
 
 /// The timestamps of a push of `k` samples after `last`: spread over (last, now], like the
