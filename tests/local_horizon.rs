@@ -209,3 +209,81 @@ fn a_query_older_than_the_local_horizon_is_partial_and_fast_during_an_outage_and
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A fresh ingester on an existing store: its local horizon starts at its first sample.
+/// weft A writes and flushes a data set and leaves; weft B (empty data directory, same
+/// bucket, another ingester id) takes newer data. While the store hangs, B answers its own
+/// range completely and within 2 s, and A's range partially and within 2 s (it only lists
+/// A's objects, it never held them); once the store is back, A's range reads back exact.
+#[test]
+fn a_fresh_ingester_is_complete_from_its_first_sample_and_partial_before_it_during_an_outage() {
+    let seed = seed();
+    let Some(moto) = Moto::start(&[BUCKET]) else {
+        return;
+    };
+    let proxy = FaultProxy::start(moto.port());
+    let args = |id: &'static str| {
+        vec![
+            "--store",
+            "s3://horizon/fresh",
+            "--ingester.id",
+            id,
+            "--flush.period",
+            "500ms",
+            "--flush.retain-period",
+            "1s",
+            "--cache.bytes",
+            "0",
+            "--store.circuit-probe-interval",
+            "500ms",
+        ]
+    };
+    let now = now_ms();
+    let (a_from, a_to) = (now - 2 * 3_600_000, now - 3_600_000);
+    let (b_from, b_to) = (now - 1_800_000, now);
+    let a_data = {
+        let a = Weft::start_with_env(None, &args("ingester-a"), &s3_env(&proxy.endpoint()), None);
+        let data = push_range(&a, seed, a_from, a_to);
+        let r = a.flush_wait("30s");
+        assert_eq!(r.status, 200, "flush of A: {}", r.text());
+        data
+    };
+    let b = Weft::start_with_env(None, &args("ingester-b"), &s3_env(&proxy.endpoint()), None);
+    let b_data = push_range(&b, seed ^ 1, b_from, b_to);
+    let (got, partial, _) = timed_read(&b, &all_series(a_from, a_to));
+    assert_eq!(
+        (partial, &got),
+        (None, &a_data),
+        "A's range from B while healthy"
+    );
+
+    proxy.set_mode(ProxyMode::Hang);
+    // B never held A's data: after the healthy read above its cache is empty (0 bytes)
+    // and its local tier has only A's index (read then), so A's chunks need the store.
+    for round in 0..3 {
+        let (got, partial, took) = timed_read(&b, &all_series(b_from, b_to));
+        assert!(took <= DEADLINE, "B's own range, round {round}: {took:?}");
+        assert_eq!(partial, None, "B's own range is local: complete");
+        assert_eq!(got, b_data, "B's own range during the hang (seed {seed})");
+        let (_, partial, took) = timed_read(&b, &all_series(a_from, a_to));
+        assert!(took <= DEADLINE, "A's range, round {round}: {took:?}");
+        assert!(
+            partial.is_some(),
+            "A's chunks are only in the store: partial"
+        );
+    }
+    proxy.set_mode(ProxyMode::Forward);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (got, partial, _) = timed_read(&b, &all_series(a_from, a_to));
+        if partial.is_none() {
+            assert_eq!(
+                got, a_data,
+                "A's range after the store came back (seed {seed})"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "still partial: {partial:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
