@@ -11,6 +11,7 @@
 //! - [`flush`]: moving closed chunks from the head into the store.
 //! - [`store`]: the object format, object-store backends, deadlines, retry and the circuit
 //!   breaker.
+//! - [`node`]: the boot sequence that builds every part of a running weft, in order.
 //! - [`api`]: HTTP (axum): remote write, remote read, the Prometheus series API, metrics.
 //!
 //! A chunk round trip, as Prometheus would write it:
@@ -40,6 +41,7 @@ pub mod ingest;
 pub mod local;
 pub mod metrics;
 pub mod model;
+pub mod node;
 pub mod pressure;
 pub mod proto;
 pub mod query;

@@ -13,20 +13,16 @@ use std::future::IntoFuture;
 use std::time::Duration;
 
 use weft::api::{self, ApiLimits, AppState};
-use weft::flush::{FlushConfig, Flusher};
-use weft::head::{Head, HeadConfig};
-use weft::ingest::Ingester;
-use weft::local::{LocalConfig, LocalTier};
+use weft::flush::FlushConfig;
+use weft::head::HeadConfig;
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
-use weft::pressure::{Balancer, LimitSource, Memory, Pressure};
-use weft::query::Querier;
-use weft::spill::{Spill, SpillConfig};
-use weft::store::catalog::{Catalog, CatalogConfig};
-use weft::store::health::{run_read_probe, StoreHealth};
+use weft::node::{Node, NodeConfig};
+use weft::pressure::LimitSource;
+use weft::store::catalog::CatalogConfig;
 use weft::store::retry::CircuitConfig;
-use weft::store::{Store, StoreOptions};
-use weft::wal::{run_checkpoint_schedule, CheckpointPolicy, SyncMode, WalConfig, WalError};
+use weft::store::StoreOptions;
+use weft::wal::{CheckpointPolicy, SyncMode, WalConfig};
 
 /// weft: a Prometheus remote-write ingester that keeps answering through store outages.
 #[derive(Debug, Parser)]
@@ -430,94 +426,21 @@ fn serve(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&args.data_dir)
-        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", args.data_dir.display()))?;
-    let store_url = args
-        .store
-        .clone()
-        .unwrap_or_else(|| format!("file://{}/store", args.data_dir.display()));
     let metrics = Arc::new(Metrics::new());
-    let memory_limit_bytes = memory_limit(args.memory_bytes);
-    let head = Arc::new(Head::new(
-        HeadConfig {
-            label_limits: LabelLimits {
-                max_label_names_per_series: args.max_label_names_per_series,
-                max_label_name_length: args.max_label_name_length,
-                max_label_value_length: args.max_label_value_length,
-            },
-            max_series_per_tenant: args.max_series_per_tenant,
-        },
-        metrics.clone(),
-    ));
-    let limits = ApiLimits {
-        max_request_bytes: args.max_request_bytes,
-        max_decompressed_bytes: args.max_decompressed_bytes,
-        max_inflight_writes: args.max_inflight_requests,
-        max_concurrent_reads: args.max_concurrent_reads,
-        max_read_samples: args.max_read_samples,
-        max_read_bytes: args.max_read_bytes,
-        max_read_series: args.max_read_series,
-        max_inflight_push_bytes: args.max_inflight_push_bytes,
-        ..ApiLimits::default()
-    };
-    let store_opts = StoreOptions {
-        timeout: args.store_timeout,
-        request_timeout: args.store_timeout,
-        read_first_byte_timeout: args.store_read_first_byte_timeout,
-        ..StoreOptions::default()
-    };
-    let store = Store::open(&store_url, &store_opts)
-        .map_err(|e| anyhow::anyhow!("opening the store: {e}"))?;
-    let health = {
-        let metrics = metrics.clone();
-        StoreHealth::with_observer(
-            CircuitConfig {
-                failure_threshold: args.store_circuit_failures.max(1),
-                probe_interval: args.store_circuit_probe_interval,
-            },
-            move |op, up| metrics.set_store_up(op, up),
-        )
-    };
-    let local = Arc::new(
-        LocalTier::open(LocalConfig {
-            dir: args.data_dir.join("local"),
-            retention: args.local_retention,
-        })
-        .map_err(|e| anyhow::anyhow!("opening the local tier: {e}"))?,
-    );
-    let catalog = Arc::new(
-        Catalog::new(
-            store.clone(),
-            health.read.clone(),
-            CatalogConfig {
-                cache_bytes: args.cache_bytes,
-                degraded_timeout: args.store_degraded_timeout,
-            },
-        )
-        .with_local_tier(local.clone()),
-    );
-    let memory = Arc::new(
-        Memory::new(memory_limit_bytes, &metrics).with_cache(catalog.clone(), args.cache_bytes),
-    );
-    let mut state = AppState::new(head.clone(), metrics, limits);
-    state.set_querier(
-        Querier::with_store(head.clone(), catalog.clone(), args.query_timeout)
-            .with_memory(memory.clone()),
-    );
-    state.set_catalog(catalog.clone());
-    tokio::spawn(catalog.clone().run_loader());
-    tokio::spawn(run_read_probe(store.clone(), health.read.clone()));
+    let limits = api_limits(&args);
+    let cfg = node_config(&args);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let state = AppState::new(metrics.clone(), limits, stop_tx.clone());
+
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %args.data_dir.display(), store = %store_url, "starting");
+    tracing::info!(data_dir = %cfg.data_dir.display(), store = %cfg.store_url, "starting");
     // Tests and scripts read the address from this line; keep it last on the line.
     tracing::info!("weft listening on http://{addr}");
-
-    // Serve at once, so /ready can say "not ready" during replay; writes get 503 until then.
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    state.set_stop(stop_tx.clone());
+    // Serve at once, so /ready can say "not ready" during replay; writes get 503 until the
+    // node is set.
     let server = {
         let mut stop_rx = stop_rx.clone();
         tokio::spawn(
@@ -530,159 +453,114 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = stop_tx.send(true);
+        stop_tx.send_replace(true);
     });
 
-    let wal_dir = args
-        .wal_dir
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("wal"));
-    let wal_cfg = WalConfig {
-        segment_size_bytes: args.wal_segment_size,
-        sync: match args.wal_sync {
-            SyncArg::Always => SyncMode::Always,
-            SyncArg::Never => SyncMode::Never,
-        },
-    };
-    let wal_dir_for_budget = wal_dir.clone();
-    let spill = Arc::new(
-        Spill::open(SpillConfig {
-            dir: args.data_dir.join("spill"),
-            file_size: weft::pressure::spill_file_bytes(args.spill_file_size, args.disk_bytes),
-        })
-        .map_err(|e| anyhow::anyhow!("opening the spill directory: {e}"))?,
-    );
-    head.set_spill(spill.clone());
-    tracing::info!(dir = %wal_dir.display(), "replaying the WAL");
-    let replay_head = head.clone();
-    let (ingester, stats) =
-        tokio::task::spawn_blocking(move || Ingester::open(replay_head, &wal_dir, wal_cfg))
-            .await??;
-    // wal::replay and ingest log what was replayed and how fast; this line marks readiness.
-    tracing::info!(
-        elapsed_ms = stats.elapsed.as_millis() as u64,
-        "WAL replay done; ready"
-    );
-    let ingester = Arc::new(ingester);
-    // Spill files no restored chunk refers to hold nothing the WAL does not also have.
-    let removed = spill.gc();
-    if removed > 0 {
-        tracing::info!(files = removed, "removed spill files nothing refers to");
+    let node = Arc::new(Node::boot(cfg, metrics).await?);
+    if state.set_node(node.clone()).is_err() {
+        anyhow::bail!("the node was set twice");
     }
 
-    let ingester_id = args.ingester_id.clone().unwrap_or_else(default_ingester_id);
-    let flusher = Arc::new(
-        Flusher::new(
-            FlushConfig {
-                period: args.flush_period,
-                max_chunk_age: args.flush_max_chunk_age,
-                max_chunk_idle: args.flush_max_chunk_idle,
-                retain_period: args.flush_retain_period,
-                concurrency: args.flush_concurrency,
-                max_object_bytes: weft::pressure::flush_object_bytes(
-                    args.flush_max_object_bytes,
-                    memory_limit_bytes,
-                    args.flush_concurrency,
-                ),
-                ingester_id,
-                ..FlushConfig::default()
-            },
-            head.clone(),
-            ingester.clone(),
-            store.clone(),
-            health.write.clone(),
-            catalog.clone(),
-            state.metrics().clone(),
-            memory.clone(),
-        )
-        .with_local_tier(local.clone()),
-    );
-    tokio::spawn(flusher.clone().run());
-
-    memory.set_reclaimer(weft::pressure::reclaimer(
-        Arc::downgrade(&memory),
-        head.clone(),
-        flusher.clone(),
-    ));
-    let pressure = Arc::new(Pressure::new(
-        memory.clone(),
-        args.disk_bytes,
-        &wal_dir_for_budget,
-    ));
-    let balancer = Arc::new(Balancer {
-        pressure: pressure.clone(),
-        head: head.clone(),
-        flusher: flusher.clone(),
-        spill: spill.clone(),
-        ingester: ingester.clone(),
-        metrics: state.metrics().clone(),
-        local: Some(local.clone()),
-    });
-    tokio::spawn(balancer.run());
-    state.set_pressure(pressure);
-    state.set_flusher(flusher.clone(), args.shutdown_flush_timeout);
-    // Give the catalog (listed since start, alongside replay) up to one store deadline, so
-    // that a fresh ingester's first queries see the store; past that, serve anyway: the
-    // loader keeps trying, and queries say they may be incomplete until it succeeds.
-    let waited = std::time::Instant::now();
-    while !catalog.is_loaded() && waited.elapsed() < args.store_timeout {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    if !catalog.is_loaded() {
-        tracing::warn!(
-            "store catalog not loaded yet (is the store reachable?); serving without it meanwhile"
-        );
-    }
-    state.set_ingester(ingester.clone());
-
-    let policy = CheckpointPolicy {
-        interval: args.wal_checkpoint_interval,
-        max_wal_growth_bytes: weft::pressure::checkpoint_bytes(
-            args.wal_checkpoint_bytes,
-            args.disk_bytes,
-        ),
-        // Often enough that a short interval or a small size threshold is honoured closely.
-        poll: (args.wal_checkpoint_interval / 4)
-            .clamp(Duration::from_millis(100), Duration::from_secs(10)),
-        retry_backoff: Duration::from_secs(10),
-    };
-    let ckpt = ingester.clone();
     let mut sched_stop = stop_rx.clone();
-    let schedule = tokio::spawn(run_checkpoint_schedule(
-        ingester.wal().clone(),
-        policy,
-        move || {
-            let ing = ckpt.clone();
-            async move {
-                tokio::task::spawn_blocking(move || ing.checkpoint().map(|_| ()))
-                    .await
-                    .unwrap_or(Err(WalError::Closed.into()))
-            }
-        },
-        async move {
-            let _ = sched_stop.wait_for(|s| *s).await;
-        },
-    ));
-
+    let schedule = {
+        let node = node.clone();
+        tokio::spawn(async move {
+            node.run_checkpoints(async move {
+                let _ = sched_stop.wait_for(|s| *s).await;
+            })
+            .await
+        })
+    };
     server.await??;
     let _ = schedule.await;
-    // The shutdown checkpoint: the next start replays it instead of the segments.
-    let ing = ingester.clone();
-    match tokio::task::spawn_blocking(move || ing.checkpoint()).await? {
-        Ok(s) => tracing::info!(
-            series = s.series,
-            chunks = s.chunks,
-            "shutdown checkpoint written"
-        ),
-        Err(e) => tracing::error!(
-            "shutdown checkpoint failed (the WAL segments still hold the data): {e}"
-        ),
-    }
-    if let Err(e) = ingester.wal().close() {
-        tracing::error!("closing the WAL: {e}");
-    }
+    node.close().await;
     tracing::info!("weft stopped");
     Ok(())
+}
+
+/// The HTTP layer's bounds, from the flags.
+fn api_limits(args: &ServeArgs) -> ApiLimits {
+    ApiLimits {
+        max_request_bytes: args.max_request_bytes,
+        max_decompressed_bytes: args.max_decompressed_bytes,
+        max_inflight_writes: args.max_inflight_requests,
+        max_concurrent_reads: args.max_concurrent_reads,
+        max_read_samples: args.max_read_samples,
+        max_read_bytes: args.max_read_bytes,
+        max_read_series: args.max_read_series,
+        max_inflight_push_bytes: args.max_inflight_push_bytes,
+        ..ApiLimits::default()
+    }
+}
+
+/// The boot config, from the flags: defaults that depend on other flags (store URL, WAL
+/// dir, ingester id, memory limit) are resolved here; budget clamps are `Node::boot`'s.
+fn node_config(args: &ServeArgs) -> NodeConfig {
+    let store_url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| format!("file://{}/store", args.data_dir.display()));
+    NodeConfig {
+        data_dir: args.data_dir.clone(),
+        store_url,
+        store: StoreOptions {
+            timeout: args.store_timeout,
+            request_timeout: args.store_timeout,
+            read_first_byte_timeout: args.store_read_first_byte_timeout,
+            ..StoreOptions::default()
+        },
+        circuit: CircuitConfig {
+            failure_threshold: args.store_circuit_failures,
+            probe_interval: args.store_circuit_probe_interval,
+        },
+        catalog: CatalogConfig {
+            cache_bytes: args.cache_bytes,
+            degraded_timeout: args.store_degraded_timeout,
+        },
+        wal_dir: args
+            .wal_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("wal")),
+        wal: WalConfig {
+            segment_size_bytes: args.wal_segment_size,
+            sync: match args.wal_sync {
+                SyncArg::Always => SyncMode::Always,
+                SyncArg::Never => SyncMode::Never,
+            },
+        },
+        checkpoint: CheckpointPolicy {
+            interval: args.wal_checkpoint_interval,
+            max_wal_growth_bytes: args.wal_checkpoint_bytes,
+            // Often enough that a short interval or a small size threshold is honoured closely.
+            poll: (args.wal_checkpoint_interval / 4)
+                .clamp(Duration::from_millis(100), Duration::from_secs(10)),
+            retry_backoff: Duration::from_secs(10),
+        },
+        head: HeadConfig {
+            label_limits: LabelLimits {
+                max_label_names_per_series: args.max_label_names_per_series,
+                max_label_name_length: args.max_label_name_length,
+                max_label_value_length: args.max_label_value_length,
+            },
+            max_series_per_tenant: args.max_series_per_tenant,
+        },
+        memory_limit_bytes: memory_limit(args.memory_bytes),
+        disk_budget_bytes: args.disk_bytes,
+        spill_file_bytes: args.spill_file_size,
+        local_retention: args.local_retention,
+        flush: FlushConfig {
+            period: args.flush_period,
+            max_chunk_age: args.flush_max_chunk_age,
+            max_chunk_idle: args.flush_max_chunk_idle,
+            retain_period: args.flush_retain_period,
+            concurrency: args.flush_concurrency,
+            max_object_bytes: args.flush_max_object_bytes,
+            ingester_id: args.ingester_id.clone().unwrap_or_else(default_ingester_id),
+            ..FlushConfig::default()
+        },
+        query_timeout: args.query_timeout,
+        shutdown_flush_timeout: args.shutdown_flush_timeout,
+    }
 }
 
 /// The memory limit: the flag's, else the default from the cgroup. Logs which, and warns

@@ -1,6 +1,5 @@
 //! Operator endpoints: `POST /ingester/flush` and `POST /ingester/shutdown`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -9,15 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::{rejected, ApiError, AppState, ErrorClass};
-use crate::flush::Flusher;
-
-/// Set once the flusher runs (after WAL replay).
-#[derive(Debug)]
-pub(super) struct Admin {
-    pub(super) flusher: Arc<Flusher>,
-    pub(super) shutdown_flush_timeout: Duration,
-}
+use super::{rejected, ApiError, AppState};
 
 #[derive(Debug, Deserialize)]
 pub(super) struct FlushParams {
@@ -31,8 +22,8 @@ pub(super) struct FlushParams {
 /// everything. With `wait`, answers 200 once it is all in the store, or 503 with the reason
 /// when the store did not take it in time (the chunks stay pending and keep being retried).
 pub(super) async fn flush(State(st): State<AppState>, Query(p): Query<FlushParams>) -> Response {
-    let admin = match admin(&st) {
-        Ok(a) => a,
+    let node = match st.node() {
+        Ok(n) => n,
         Err(e) => return rejected(&st, e).into_response(),
     };
     let timeout = match p.timeout.as_deref().map(parse_timeout).transpose() {
@@ -40,7 +31,7 @@ pub(super) async fn flush(State(st): State<AppState>, Query(p): Query<FlushParam
         Err(e) => return rejected(&st, e).into_response(),
     };
     if p.wait == Some(false) {
-        let f = admin.flusher.clone();
+        let f = node.flusher().clone();
         tokio::spawn(async move {
             if let Err(e) = f.flush_all(timeout).await {
                 tracing::warn!(error = %e, "requested flush did not finish");
@@ -48,7 +39,7 @@ pub(super) async fn flush(State(st): State<AppState>, Query(p): Query<FlushParam
         });
         return (StatusCode::ACCEPTED, "flush started\n").into_response();
     }
-    match admin.flusher.flush_all(timeout).await {
+    match node.flusher().flush_all(timeout).await {
         Ok(summary) => (StatusCode::OK, Json(summary)).into_response(),
         Err(e) => rejected(&st, ApiError::from(e)).into_response(),
     }
@@ -57,11 +48,14 @@ pub(super) async fn flush(State(st): State<AppState>, Query(p): Query<FlushParam
 /// `POST /ingester/shutdown`: flush what the store takes within `--shutdown.flush-timeout`,
 /// then stop serving; the exit checkpoint keeps the rest, and the process exits.
 pub(super) async fn shutdown(State(st): State<AppState>) -> Response {
-    let admin = match admin(&st) {
-        Ok(a) => a,
+    let node = match st.node() {
+        Ok(n) => n,
         Err(e) => return rejected(&st, e).into_response(),
     };
-    let result = admin.flusher.flush_all(admin.shutdown_flush_timeout).await;
+    let result = node
+        .flusher()
+        .flush_all(node.config().shutdown_flush_timeout)
+        .await;
     let body = match &result {
         Ok(s) => format!(
             "flushed {} chunks in {} objects; shutting down\n",
@@ -73,16 +67,9 @@ pub(super) async fn shutdown(State(st): State<AppState>) -> Response {
         }
     };
     tracing::info!("shutdown requested over HTTP");
-    if let Some(stop) = st.stop.get() {
-        let _ = stop.send(true);
-    }
+    // send_replace: the value is set even if nobody is subscribed at this instant.
+    st.stop.send_replace(true);
     (StatusCode::OK, body).into_response()
-}
-
-fn admin(st: &AppState) -> Result<&Admin, ApiError> {
-    st.admin
-        .get()
-        .ok_or_else(|| ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL"))
 }
 
 fn parse_timeout(s: &str) -> Result<Duration, ApiError> {

@@ -10,7 +10,7 @@ pub mod read;
 mod write;
 
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
@@ -23,14 +23,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use error::{ApiError, ErrorClass};
 
-use crate::flush::Flusher;
-use crate::head::Head;
-use crate::ingest::Ingester;
 use crate::metrics::{CacheCounters, Metrics, ReasonLabels, RequestLabels, WalCounters};
 use crate::model::TenantId;
-use crate::pressure::{Consumer, Memory, Pressure, Reservation};
-use crate::query::Querier;
-use crate::store::catalog::Catalog;
+use crate::node::Node;
+use crate::pressure::{Consumer, Memory, Reservation};
 
 /// Request limits of the API.
 #[derive(Debug, Clone)]
@@ -108,7 +104,7 @@ impl BufferPool {
         self.free.lock().pop().unwrap_or_default()
     }
 
-    fn put(&self, mut p: PooledBuffers, memory: Option<&Arc<Memory>>) {
+    fn put(&self, mut p: PooledBuffers, memory: &Arc<Memory>) {
         let b = &p.bufs;
         let bytes = b.raw.capacity()
             + b.batch.labels.capacity() * std::mem::size_of::<(&[u8], &[u8])>()
@@ -117,25 +113,23 @@ impl BufferPool {
         if bytes > Self::MAX_KEPT_BYTES {
             return;
         }
-        if let Some(memory) = memory {
-            let want = bytes as u64;
-            let kept = match &mut p.reserved {
-                Some(r) if r.bytes() >= want => {
-                    r.shrink_to(want);
+        let want = bytes as u64;
+        let kept = match &mut p.reserved {
+            Some(r) if r.bytes() >= want => {
+                r.shrink_to(want);
+                true
+            }
+            Some(r) => r.try_grow(want - r.bytes()).is_ok(),
+            None => match memory.try_reserve(Consumer::PushBodies, want) {
+                Ok(r) => {
+                    p.reserved = Some(r);
                     true
                 }
-                Some(r) => r.try_grow(want - r.bytes()).is_ok(),
-                None => match memory.try_reserve(Consumer::PushBodies, want) {
-                    Ok(r) => {
-                        p.reserved = Some(r);
-                        true
-                    }
-                    Err(_) => false,
-                },
-            };
-            if !kept {
-                return;
-            }
+                Err(_) => false,
+            },
+        };
+        if !kept {
+            return;
         }
         let mut free = self.free.lock();
         if free.len() < Self::MAX_KEPT {
@@ -153,57 +147,75 @@ struct Admission {
 }
 
 /// What every handler shares.
+///
+/// Two phases, and nothing in between: while the node boots (WAL replay), only what the
+/// HTTP layer owns itself exists (metrics, limits, slots), so `/metrics` answers and
+/// `/ready` and every handler that needs the node answer 503; then [`AppState::set_node`]
+/// makes the whole ready [`Node`] visible at once. Handlers reach the node only through
+/// [`AppState::node`].
 #[derive(Debug, Clone)]
 pub struct AppState {
-    head: Arc<Head>,
-    querier: Querier,
     metrics: Arc<Metrics>,
     limits: ApiLimits,
     write_slots: Arc<Semaphore>,
     read_slots: Arc<Semaphore>,
-    ingester: Arc<OnceLock<Arc<Ingester>>>,
     decode_buffers: Arc<BufferPool>,
-    admin: Arc<OnceLock<admin::Admin>>,
-    stop: Arc<OnceLock<tokio::sync::watch::Sender<bool>>>,
-    pressure: Arc<OnceLock<Arc<Pressure>>>,
-    catalog: Option<Arc<Catalog>>,
     /// Push body bytes in flight, in KiB permits.
     push_kib: Arc<Semaphore>,
+    /// What `/ingester/shutdown` sets to stop the server (graceful shutdown, then the exit
+    /// checkpoint).
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Set once, with the whole node, when it is ready.
+    node: Arc<OnceLock<Arc<Node>>>,
 }
 
 impl AppState {
-    /// State over a head. Writes are refused (503) and `/ready` is false until
-    /// [`AppState::set_ingester`] is called, after WAL replay.
-    pub fn new(head: Arc<Head>, metrics: Arc<Metrics>, limits: ApiLimits) -> Self {
+    /// State of a booting node: `/ready` is false and handlers that need the node answer
+    /// 503 until [`AppState::set_node`]. `stop` is set to `true` by `/ingester/shutdown`.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        limits: ApiLimits,
+        stop: tokio::sync::watch::Sender<bool>,
+    ) -> Self {
         let push_kib = Arc::new(Semaphore::new(
             (limits.max_inflight_push_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS as u64)
                 as usize,
         ));
         Self {
-            querier: Querier::new(head.clone()),
-            head,
             metrics,
             write_slots: Arc::new(Semaphore::new(limits.max_inflight_writes)),
             read_slots: Arc::new(Semaphore::new(limits.max_concurrent_reads)),
             limits,
-            ingester: Arc::new(OnceLock::new()),
             decode_buffers: Arc::new(BufferPool::default()),
-            admin: Arc::new(OnceLock::new()),
-            stop: Arc::new(OnceLock::new()),
-            pressure: Arc::new(OnceLock::new()),
-            catalog: None,
             push_kib,
+            stop,
+            node: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Reads go to the store too, through `querier`.
-    pub fn set_querier(&mut self, querier: Querier) {
-        self.querier = querier;
+    /// Makes the node visible to handlers: writes are taken and `/ready` answers 200 from
+    /// now on. A node can be set once; a second one is handed back.
+    pub fn set_node(&self, node: Arc<Node>) -> Result<(), Arc<Node>> {
+        self.node.set(node)
     }
 
-    /// The store catalog, for its metrics.
-    pub fn set_catalog(&mut self, catalog: Arc<Catalog>) {
-        self.catalog = Some(catalog);
+    /// The ready node, or 503 while it boots.
+    fn node(&self) -> Result<&Arc<Node>, ApiError> {
+        self.node
+            .get()
+            .ok_or_else(|| ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL"))
+    }
+
+    /// The node, if it is writable: 503 while it boots and once the WAL is poisoned.
+    fn writable(&self) -> Result<&Arc<Node>, ApiError> {
+        let node = self.node()?;
+        if node.ingester().wal().is_poisoned() {
+            return Err(ApiError::new(
+                ErrorClass::Unavailable,
+                "the WAL failed to sync and refuses writes until weft restarts; see the log",
+            ));
+        }
+        Ok(node)
     }
 
     /// Counts and logs an answer of `endpoint` made partial by `warnings`; returns the first
@@ -218,24 +230,12 @@ impl AppState {
         Some(first)
     }
 
-    /// Enables the memory and disk budgets' refusals of pushes.
-    pub fn set_pressure(&self, pressure: Arc<Pressure>) {
-        let _ = self.pressure.set(pressure);
-    }
-
-    /// The memory accounting, once the budgets are set.
-    fn memory(&self) -> Option<&Arc<Memory>> {
-        self.pressure.get().map(|p| p.memory())
-    }
-
     /// Refuses a push while a budget is exhausted; otherwise reserves the push's body bytes
     /// (its Content-Length, or the largest body allowed) against
     /// `--limits.max-inflight-push-bytes` and the memory limit until the returned admission
     /// is dropped. Runs before the body is read.
-    fn admit_push(&self, headers: &HeaderMap) -> Result<Admission, ApiError> {
-        if let Some(p) = self.pressure.get() {
-            p.check_push(&self.head)?;
-        }
+    fn admit_push(&self, node: &Node, headers: &HeaderMap) -> Result<Admission, ApiError> {
+        node.pressure().check_push(node.head())?;
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
@@ -258,20 +258,15 @@ impl AppState {
                     ),
                 )
             })?;
-        let memory = match self.memory() {
-            Some(m) => {
-                // A body of unknown length (no Content-Length; Prometheus always sends one) is
-                // reserved at a quarter of the limit at most, so that it is not refused for
-                // ever under a small limit; the write path grows the reservation to the body
-                // it read.
-                let bytes = match declared {
-                    Some(_) => len,
-                    None => len.min(m.limit_bytes() / 4),
-                };
-                Some(m.try_reserve(Consumer::PushBodies, bytes)?)
-            }
-            None => None,
+        let m = node.memory();
+        // A body of unknown length (no Content-Length; Prometheus always sends one) is
+        // reserved at a quarter of the limit at most, so that it is not refused for ever
+        // under a small limit; the write path grows the reservation to the body it read.
+        let bytes = match declared {
+            Some(_) => len,
+            None => len.min(m.limit_bytes() / 4),
         };
+        let memory = Some(m.try_reserve(Consumer::PushBodies, bytes)?);
         Ok(Admission {
             _permit: permit,
             memory,
@@ -281,39 +276,6 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
-    }
-
-    /// Enables `/ingester/flush` and `/ingester/shutdown`.
-    pub fn set_flusher(&self, flusher: Arc<Flusher>, shutdown_flush_timeout: Duration) {
-        let _ = self.admin.set(admin::Admin {
-            flusher,
-            shutdown_flush_timeout,
-        });
-    }
-
-    /// What `/ingester/shutdown` sets to stop the server (graceful shutdown, then the exit
-    /// checkpoint).
-    pub fn set_stop(&self, stop: tokio::sync::watch::Sender<bool>) {
-        let _ = self.stop.set(stop);
-    }
-
-    /// Opens the write path once replay is done.
-    pub fn set_ingester(&self, ingester: Arc<Ingester>) {
-        let _ = self.ingester.set(ingester);
-    }
-
-    /// The ingester, or why writes cannot be taken now.
-    fn ingester(&self) -> Result<&Arc<Ingester>, ApiError> {
-        let ing = self.ingester.get().ok_or_else(|| {
-            ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL")
-        })?;
-        if ing.wal().is_poisoned() {
-            return Err(ApiError::new(
-                ErrorClass::Unavailable,
-                "the WAL failed to sync and refuses writes until weft restarts; see the log",
-            ));
-        }
-        Ok(ing)
     }
 
     /// Takes one slot of `class` ("write" or "read") or refuses with 503 + Retry-After.
@@ -373,14 +335,16 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    match st.ingester() {
+    match st.writable() {
         Ok(_) => (StatusCode::OK, "ready\n").into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    if let Some(ing) = st.ingester.get() {
+    // While the node boots, only what exists without it is shown.
+    if let Some(node) = st.node.get() {
+        let ing = node.ingester();
         let w = ing.wal().stats();
         st.metrics.observe_wal(WalCounters {
             appends: w.appends,
@@ -389,8 +353,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
             segments_created: w.segments_created,
             poisoned: ing.wal().is_poisoned(),
         });
-    }
-    if let Some(c) = &st.catalog {
+        let c = node.catalog();
         let cs = c.cache_stats();
         st.metrics.observe_cache(CacheCounters {
             bytes: cs.bytes,
@@ -400,10 +363,8 @@ async fn metrics(State(st): State<AppState>) -> Response {
             chunk_misses: cs.chunk_misses,
             catalog_objects: c.object_count() as u64,
         });
-    }
-    if let Some(m) = st.memory() {
         // The cache changes without telling the accounting; show its bytes as of now.
-        m.update_gauges();
+        node.memory().update_gauges();
     }
     let total_kib = (st.limits.max_inflight_push_bytes / 1024).max(1) as i64;
     st.metrics
@@ -590,4 +551,52 @@ fn rejected(st: &AppState, e: ApiError) -> ApiError {
         })
         .inc();
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::NodeConfig;
+
+    async fn status(r: Response) -> (u16, String) {
+        use http_body_util::BodyExt;
+        let code = r.status().as_u16();
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn a_booting_state_answers_metrics_but_is_not_ready_until_the_whole_node_is_set() {
+        let metrics = Arc::new(Metrics::new());
+        let (stop, _stop_rx) = tokio::sync::watch::channel(false);
+        let st = AppState::new(metrics.clone(), ApiLimits::default(), stop);
+
+        let (code, body) = status(ready(State(st.clone())).await).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("not ready"), "{body}");
+        let (code, body) = status(self::metrics(State(st.clone())).await).await;
+        assert_eq!(code, 200);
+        assert!(body.contains("weft_"), "{body}");
+        let (code, _) =
+            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(vec![])).await)
+                .await;
+        assert_eq!(code, 503);
+
+        let dir = tempfile::tempdir().unwrap();
+        let node = Arc::new(
+            Node::boot(NodeConfig::for_test(dir.path()), metrics.clone())
+                .await
+                .unwrap(),
+        );
+        st.set_node(node.clone()).unwrap();
+        let (code, body) = status(ready(State(st.clone())).await).await;
+        assert_eq!(code, 200, "{body}");
+        // An empty request (snappy of no bytes) is a metadata-only push: taken once the node
+        // is there.
+        let empty = crate::proto::compress(&[]);
+        let (code, body) =
+            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(empty)).await).await;
+        assert_eq!(code, 204, "{body}");
+        assert!(st.set_node(node).is_err(), "a node was set twice");
+    }
 }

@@ -133,7 +133,8 @@ pub(super) async fn series(
             return Err(ApiError::bad_data("no match[] parameter provided"));
         }
         let a = st
-            .querier
+            .node()?
+            .querier()
             .series(&tenant, &p.matchers, p.start, p.end)
             .await;
         let data: Vec<Map<String, Value>> = a
@@ -165,7 +166,8 @@ pub(super) async fn labels(
     let run = async {
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
         let a = st
-            .querier
+            .node()?
+            .querier()
             .label_names(&tenant, &p.matchers, p.start, p.end)
             .await;
         Ok(success(&st, a))
@@ -186,7 +188,8 @@ pub(super) async fn label_values(
         }
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
         let a = st
-            .querier
+            .node()?
+            .querier()
             .label_values(&tenant, &name, &p.matchers, p.start, p.end)
             .await;
         Ok(success(&st, a))

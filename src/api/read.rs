@@ -104,7 +104,8 @@ async fn read_inner(
         max_series: st.limits.max_read_series,
     };
     let prepared = st
-        .querier
+        .node()?
+        .querier()
         .prepare(&tenant, queries, budget, cancel)
         .await
         .map_err(|e| query_refusal(st, e))?;

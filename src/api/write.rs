@@ -31,9 +31,10 @@ async fn push_inner(
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
     check_write_proto(headers)?;
-    let ingester = st.ingester()?.clone();
+    let node = st.writable()?.clone();
+    let ingester = node.ingester();
     let _slot = st.slot("write")?;
-    let mut admission = st.admit_push(headers)?;
+    let mut admission = st.admit_push(&node, headers)?;
     let body = read_body(headers, body, st.limits.max_request_bytes).await?;
     if let Some(reserved) = &mut admission.memory {
         reserved.try_grow((body.len() as u64).saturating_sub(reserved.bytes()))?;
@@ -56,12 +57,12 @@ async fn push_inner(
         // Metadata-only requests are accepted and ignored.
         Ok((AppendReport::default(), None))
     } else {
-        let head = st.head.tenant_or_create(&tenant);
+        let head = node.head().tenant_or_create(&tenant);
         ingester.append(&head, &batch, &mut bufs.log)
     };
     bufs.batch = batch.recycle();
     bufs.log.clear();
-    st.decode_buffers.put(pooled, st.memory());
+    st.decode_buffers.put(pooled, node.memory());
     // The body and the decoded batch are gone (or back in the pool, which reserves its
     // own): waiting for durability holds no more memory.
     admission.memory = None;
