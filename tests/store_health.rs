@@ -68,9 +68,12 @@ fn a_hanging_store_costs_one_first_byte_deadline_then_nothing_until_it_recovers(
         "200ms",
         "--flush.retain-period",
         "0s",
-        // Every query over flushed data goes to the store.
+        // Every query over flushed data goes to the store: no cache, and no local copy
+        // (the local tier keeps only each object's index).
         "--cache.bytes",
         "0",
+        "--local.retention",
+        "0s",
         "--store.timeout",
         "10s",
         "--store.read-first-byte-timeout",
@@ -89,6 +92,14 @@ fn a_hanging_store_costs_one_first_byte_deadline_then_nothing_until_it_recovers(
     wait_for("flushed chunks released", Duration::from_secs(20), || {
         weft.metric("weft_memory_chunk_bytes", &[]) == Some(0.0)
     });
+    wait_for(
+        "local copies demoted to their index",
+        Duration::from_secs(20),
+        || {
+            weft.metric("weft_local_objects", &[]) == Some(0.0)
+                && weft.metric("weft_local_evictions_total", &[]) > Some(0.0)
+        },
+    );
     let q = [query(
         i64::MIN / 2,
         i64::MAX / 2,
