@@ -129,6 +129,8 @@ fn tiers(c: &mut Criterion) {
         let empty = Store::open("memory://", &StoreOptions::default()).unwrap();
         let catalog =
             Arc::new(Catalog::new(empty, breaker(), no_cache).with_local_tier(local.clone()));
+        // The store lists nothing; the object is known from the local tier.
+        assert_eq!(rt.block_on(catalog.load()).unwrap(), 0);
         Querier::with_store(empty_head(), catalog, Duration::from_secs(30))
     };
     let from_memory = Querier::new(head.clone());
