@@ -783,7 +783,7 @@ fn synced_segment_pages_do_not_stay_resident() {
     }
     const WRITE_BYTES: u64 = 32 << 20;
     const PER_APPEND: i64 = 4000;
-    let (mut t, mut max_rss_kib, mut appends) = (0i64, 0u64, 0u64);
+    let (mut t, mut max_rss_kib) = (0i64, 0u64);
     while wal.stats().appended_bytes < WRITE_BYTES {
         let s: Vec<RefSample> = (t..t + PER_APPEND)
             .map(|t| RefSample {
@@ -795,12 +795,8 @@ fn synced_segment_pages_do_not_stay_resident() {
         t += PER_APPEND;
         let p = wal.append(&[Record::Samples(Cow::Owned(s))]).unwrap();
         rt.block_on(wal.wait_durable(p)).unwrap();
-        appends += 1;
-        if appends % 16 == 0 {
-            max_rss_kib = max_rss_kib.max(mapped_rss_kib(&seg).unwrap());
-        }
+        max_rss_kib = max_rss_kib.max(mapped_rss_kib(&seg).unwrap());
     }
-    max_rss_kib = max_rss_kib.max(mapped_rss_kib(&seg).unwrap());
     let st = wal.stats();
     println!(
         "wrote {} MiB in {} appends and {} syncs; the segment's mapping had at most {max_rss_kib} \
@@ -810,12 +806,13 @@ fn synced_segment_pages_do_not_stay_resident() {
         st.syncs
     );
     assert_eq!(st.segments_created, 1, "the test needs one mapped segment");
-    // What stays: the page being appended to, what one append writes (~40 KiB) before its
-    // sync, and the not yet written pages of the page-cache folio the last write fault mapped
-    // (Linux maps a large folio whole, measured up to ~1 MiB on ext4; at most 2 MiB). Without
-    // the drop it is the whole 32 MiB written.
+    // What stays: synced pages not yet dropped (below DROP_EVERY_BYTES), the page being
+    // appended to, what one append writes (~40 KiB) before its sync, and the not yet written
+    // pages of the page-cache folio the last write fault mapped (Linux maps a large folio
+    // whole: measured up to ~1 MiB on ext4, at most 2 MiB). Without the drop it is the whole
+    // 32 MiB written.
     assert!(
-        max_rss_kib < 4 << 10,
+        max_rss_kib < (segment::DROP_EVERY_BYTES >> 10) + (3 << 10),
         "the segment's mapping kept {max_rss_kib} KiB resident after {} MiB synced",
         st.appended_bytes >> 20
     );
