@@ -14,8 +14,7 @@
 //! segment drops the whole pages below the synced end from the process's page tables
 //! (`madvise(MADV_DONTNEED)`, right after the `msync` that covered them), so the WAL adds about
 //! 1 MiB plus its unsynced tail to the process's RSS, not every page written since the segment
-//! was created. Nothing reads through the mapping: replay and
-//! `inspect` use plain reads.
+//! was created. Nothing reads through the mapping: replay and `inspect` use plain reads.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -286,9 +285,9 @@ impl FileWriter for FsWriter {
 /// which is exactly what group commit is meant to avoid. No reference into the mapping is
 /// ever created; bytes are copied in through the raw pointer.
 ///
-/// Pages are dropped from the mapping once synced (see `sync_range`, [`DROP_EVERY_BYTES`]), so the written part of a
-/// segment does not stay in the process's RSS: on a 64 MiB segment it otherwise would, up to
-/// 64 MiB, outside the one memory limit.
+/// Pages are dropped from the mapping once synced (see `sync_range`, [`DROP_EVERY_BYTES`]), so
+/// the written part of a segment does not stay in the process's RSS: on a 64 MiB segment it
+/// otherwise would, up to 64 MiB, outside the one memory limit.
 struct MmapSegment {
     map: MmapRaw,
     len: u64,
