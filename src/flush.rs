@@ -629,6 +629,25 @@ mod tests {
         fn released(&self, _: &ObjectKey) {}
     }
 
+    /// A head of `series` series × 241 samples (two closed chunks and a one-sample open one
+    /// each) over an ingester with a WAL in a temp dir (not synced: the tests do not crash).
+    fn rig(series: usize) -> (tempfile::TempDir, Arc<Metrics>, Arc<Head>, Ingester) {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
+        fill(&head, series, 241);
+        let (ing, _) = Ingester::open(
+            head.clone(),
+            dir.path(),
+            WalConfig {
+                sync: SyncMode::Never,
+                ..WalConfig::default()
+            },
+        )
+        .unwrap();
+        (dir, metrics, head, ing)
+    }
+
     fn fill(head: &Head, series: usize, samples: i64) {
         let t = head.tenant_or_create(&TenantId::parse("t1").unwrap());
         let names: Vec<String> = (0..series).map(|i| format!("{i:03}")).collect();
@@ -656,19 +675,7 @@ mod tests {
     /// and `weft_store_up{op="write"}` drops at that instant; reads are not touched.
     #[tokio::test(start_paused = true)]
     async fn an_upload_past_its_deadline_is_a_failure_at_the_deadline() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
-        fill(&head, 2, 241);
-        let (ing, _) = Ingester::open(
-            head.clone(),
-            dir.path(),
-            WalConfig {
-                sync: SyncMode::Never,
-                ..WalConfig::default()
-            },
-        )
-        .unwrap();
+        let (dir, metrics, head, ing) = rig(2);
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
         let timeout = Duration::from_secs(2);
         let opts = StoreOptions {
@@ -743,19 +750,7 @@ mod tests {
     /// stay pending, the refusal is counted, and the flush goes through once there is room.
     #[tokio::test]
     async fn a_flush_that_cannot_reserve_memory_is_skipped_and_goes_through_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
-        fill(&head, 5, 241);
-        let (ing, _) = Ingester::open(
-            head.clone(),
-            dir.path(),
-            WalConfig {
-                sync: SyncMode::Never,
-                ..WalConfig::default()
-            },
-        )
-        .unwrap();
+        let (dir, metrics, head, ing) = rig(5);
         let mem = Arc::new(InMemory::new());
         let store = Store::new(
             mem.clone(),
@@ -806,19 +801,7 @@ mod tests {
     /// (nothing dropped), opens the circuit, and uploads everything once the store is back.
     #[tokio::test(start_paused = true)]
     async fn an_outage_keeps_chunks_pending_and_the_backlog_drains_after_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let head = Arc::new(Head::new(HeadConfig::default(), metrics.clone()));
-        fill(&head, 5, 241); // 10 closed chunks, 5 open ones of 1 sample
-        let (ing, _) = Ingester::open(
-            head.clone(),
-            dir.path(),
-            WalConfig {
-                sync: SyncMode::Never,
-                ..WalConfig::default()
-            },
-        )
-        .unwrap();
+        let (dir, metrics, head, ing) = rig(5); // 10 closed chunks, 5 open ones of 1 sample
         let mem = Arc::new(InMemory::new());
         let faulty = Arc::new(FaultyStore::new(mem.clone()));
         let opts = StoreOptions {

@@ -437,29 +437,13 @@ impl LocalTier {
     /// bytes freed.
     pub fn evict_oldest(&self, want: u64) -> u64 {
         let mut freed = 0u64;
-        let mut whole: Vec<(i64, ObjectKey)> = self
-            .entries
-            .lock()
-            .iter()
-            .filter(|(_, e)| e.held == Held::Object)
-            .map(|(k, _)| (k.max_t, k.clone()))
-            .collect();
-        whole.sort();
-        for (_, k) in whole {
+        for k in self.oldest_first(Held::Object) {
             if freed >= want {
                 return freed;
             }
             freed += self.demote(&k);
         }
-        let mut idx: Vec<(i64, ObjectKey)> = self
-            .entries
-            .lock()
-            .iter()
-            .filter(|(_, e)| e.held == Held::Index)
-            .map(|(k, _)| (k.max_t, k.clone()))
-            .collect();
-        idx.sort();
-        for (_, k) in idx {
+        for k in self.oldest_first(Held::Index) {
             if freed >= want {
                 break;
             }
@@ -472,6 +456,19 @@ impl LocalTier {
             }
         }
         freed
+    }
+
+    /// The objects held as `held`, oldest newest-sample first.
+    fn oldest_first(&self, held: Held) -> Vec<ObjectKey> {
+        let mut keys: Vec<(i64, ObjectKey)> = self
+            .entries
+            .lock()
+            .iter()
+            .filter(|(_, e)| e.held == held)
+            .map(|(k, _)| (k.max_t, k.clone()))
+            .collect();
+        keys.sort();
+        keys.into_iter().map(|(_, k)| k).collect()
     }
 
     /// Replaces a whole copy by its index copy; returns the bytes freed.
