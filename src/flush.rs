@@ -675,7 +675,7 @@ mod tests {
     /// and `weft_store_up{op="write"}` drops at that instant; reads are not touched.
     #[tokio::test(start_paused = true)]
     async fn an_upload_past_its_deadline_is_a_failure_at_the_deadline() {
-        let (dir, metrics, head, ing) = rig(2);
+        let (_dir, metrics, head, ing) = rig(2);
         let faulty = Arc::new(FaultyStore::new(Arc::new(InMemory::new())));
         let timeout = Duration::from_secs(2);
         let opts = StoreOptions {
@@ -750,7 +750,7 @@ mod tests {
     /// stay pending, the refusal is counted, and the flush goes through once there is room.
     #[tokio::test]
     async fn a_flush_that_cannot_reserve_memory_is_skipped_and_goes_through_later() {
-        let (dir, metrics, head, ing) = rig(5);
+        let (_dir, metrics, head, ing) = rig(5);
         let mem = Arc::new(InMemory::new());
         let store = Store::new(
             mem.clone(),
@@ -801,7 +801,7 @@ mod tests {
     /// (nothing dropped), opens the circuit, and uploads everything once the store is back.
     #[tokio::test(start_paused = true)]
     async fn an_outage_keeps_chunks_pending_and_the_backlog_drains_after_it() {
-        let (dir, metrics, head, ing) = rig(5); // 10 closed chunks, 5 open ones of 1 sample
+        let (_dir, metrics, head, ing) = rig(5); // 10 closed chunks, 5 open ones of 1 sample
         let mem = Arc::new(InMemory::new());
         let faulty = Arc::new(FaultyStore::new(mem.clone()));
         let opts = StoreOptions {
