@@ -180,6 +180,9 @@ pub struct Metrics {
     pub local_objects: Gauge,
     /// Local copies demoted to their index (retention or disk budget) or index copies removed.
     pub local_evictions: Counter,
+    /// Wall clock minus the newest sample of any store-only object: queries over the last
+    /// this many seconds never need the store; -1 while no object is store-only.
+    pub local_horizon_seconds: Gauge,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -436,8 +439,16 @@ impl Metrics {
             "Local object copies demoted to their index (retention or disk budget)",
             local_evictions.clone(),
         );
+        let local_horizon_seconds = Gauge::default();
+        registry.register(
+            "local_horizon_seconds",
+            "Seconds back from now over which every known sample is local (memory, spill or \
+             the local tier); -1 while nothing is store-only",
+            local_horizon_seconds.clone(),
+        );
         Self {
             registry,
+            local_horizon_seconds,
             local_bytes,
             local_objects,
             local_evictions,

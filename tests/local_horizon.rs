@@ -137,6 +137,15 @@ fn a_query_older_than_the_local_horizon_is_partial_and_fast_during_an_outage_and
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The horizon: everything newer than the old data set's last sample is local.
+    let horizon = weft
+        .metric("weft_local_horizon_seconds", &[])
+        .unwrap_or(-1.0);
+    let want = ((now - (old_to - STEP_MS)) / 1000) as f64;
+    assert!(
+        (want - 5.0..=want + 120.0).contains(&horizon),
+        "weft_local_horizon_seconds {horizon}, want about {want}"
+    );
     // Healthy: both ranges exact and complete.
     let (got, partial, _) = timed_read(&weft, &all_series(old_from, old_to));
     assert_eq!(partial, None);

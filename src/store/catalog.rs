@@ -370,6 +370,26 @@ impl Catalog {
             .in_memory = false;
     }
 
+    /// The local horizon over all tenants: the newest sample time (ms) of any object whose
+    /// chunks only the store holds (not in the head, not whole in the local tier). Every
+    /// sample after it that this node knows of is local, so a query over a range after it
+    /// is complete whatever the store does. `None` when no object is store-only.
+    pub fn store_only_until(&self) -> Option<i64> {
+        let st = self.state.lock();
+        st.tenants
+            .values()
+            .flatten()
+            .filter(|(k, i)| {
+                !i.in_memory
+                    && self
+                        .local
+                        .as_ref()
+                        .is_none_or(|l| l.held(k) != Some(Held::Object))
+            })
+            .map(|(k, _)| k.max_t)
+            .max()
+    }
+
     /// Objects in the catalog, over all tenants.
     pub fn object_count(&self) -> usize {
         self.state.lock().tenants.values().map(|m| m.len()).sum()
