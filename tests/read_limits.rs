@@ -41,6 +41,47 @@ fn all_query() -> weft::proto::prompb::Query {
     )
 }
 
+/// Regression (issue 9): a remote-read query with no matchers returned every series of
+/// the tenant with a 200.
+#[test]
+fn a_query_whose_matchers_all_match_the_empty_string_is_a_400() {
+    let weft = Weft::start(&[]);
+    seed_series(&weft, 3, 1);
+    let empty_matching: Vec<Vec<weft::proto::prompb::LabelMatcher>> = vec![
+        vec![],
+        vec![matcher(MatcherType::Re, "__name__", ".*")],
+        vec![
+            matcher(MatcherType::Neq, "__name__", "x"),
+            matcher(MatcherType::Nre, "i", "7"),
+        ],
+    ];
+    for matchers in empty_matching {
+        let req = ReadRequest {
+            queries: vec![all_query(), query(i64::MIN, i64::MAX, matchers.clone())],
+            accepted_response_types: vec![ResponseType::Samples as i32],
+        };
+        let r = weft.read_raw(Some(TENANT), &req);
+        assert_eq!(r.status, 400, "{matchers:?}: {}", r.text());
+        assert!(
+            r.text().contains("queries[1]") && r.text().contains("empty string"),
+            "{}",
+            r.text()
+        );
+    }
+    // One matcher that needs a value is enough, whatever the others do.
+    let ok = query(
+        i64::MIN,
+        i64::MAX,
+        vec![
+            matcher(MatcherType::Re, "__name__", ".+"),
+            matcher(MatcherType::Re, "i", ".*"),
+        ],
+    );
+    let got = weft.read_samples(Some(TENANT), &[ok]);
+    assert_eq!(got[0].len(), 3);
+    weft.assert_still_serves("after refused empty-matching queries");
+}
+
 #[test]
 fn more_queries_than_allowed_in_one_read_is_a_400() {
     let weft = Weft::start(&[]);

@@ -219,6 +219,14 @@ pub fn parse_query(i: usize, q: &prompb::Query) -> Result<ReadQuery, ApiError> {
                 .map_err(|e| ApiError::bad_data(format!("queries[{i}]: {e}")))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // As in PromQL: a selector that every series matches (no matcher, or only matchers that
+    // an absent label satisfies) would read the whole tenant.
+    if matchers.iter().all(Matcher::matches_empty) {
+        return Err(ApiError::bad_data(format!(
+            "queries[{i}]: a query needs at least one matcher that does not match the empty \
+             string (as in PromQL), e.g. __name__=~\".+\""
+        )));
+    }
     Ok(ReadQuery {
         start: q.start_timestamp_ms,
         end: q.end_timestamp_ms,
