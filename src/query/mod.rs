@@ -167,6 +167,21 @@ impl Querier {
         maxt: i64,
         deadline: Instant,
     ) -> Answer<Vec<Selected>> {
+        self.select_unbounded(tenant, matchers, mint, maxt, deadline, true)
+            .await
+    }
+
+    /// [`Querier::select_inner`] with no budget and no cancellation, so it cannot be
+    /// refused; a failure (a panic in the blocking task) becomes a warning.
+    async fn select_unbounded(
+        &self,
+        tenant: &TenantId,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        deadline: Instant,
+        copy_chunks: bool,
+    ) -> Answer<Vec<Selected>> {
         let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
         match self
             .select_inner(
@@ -175,14 +190,13 @@ impl Querier {
                 mint,
                 maxt,
                 deadline,
-                true,
+                copy_chunks,
                 meter,
                 &Cancel::default(),
             )
             .await
         {
             Ok((a, _)) => a,
-            // Unreachable with no budget and no cancel, short of a panic in the blocking task.
             Err(e) => Answer {
                 data: Vec::new(),
                 warnings: vec![format!("selecting series failed: {e}")],
@@ -374,26 +388,9 @@ impl Querier {
         let all = [Vec::new()];
         let sets = if sets.is_empty() { &all[..] } else { sets };
         for m in sets {
-            let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
-            let a = match self
-                .select_inner(
-                    tenant,
-                    m,
-                    mint,
-                    maxt,
-                    deadline,
-                    false,
-                    meter,
-                    &Cancel::default(),
-                )
-                .await
-            {
-                Ok((a, _)) => a,
-                Err(e) => Answer {
-                    data: Vec::new(),
-                    warnings: vec![format!("selecting series failed: {e}")],
-                },
-            };
+            let a = self
+                .select_unbounded(tenant, m, mint, maxt, deadline, false)
+                .await;
             for w in a.warnings {
                 add_warning(&mut warnings, w);
             }
