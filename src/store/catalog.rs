@@ -497,7 +497,8 @@ impl Catalog {
     }
 
     /// One chunk by a range GET (CRC checked by the store), then cached: the last step of
-    /// [`Self::read_chunk`].
+    /// [`Self::read_chunk`], for callers that have already tried the cache and the local
+    /// tier.
     async fn read_chunk_from_store(
         &self,
         c: &RemoteChunk,
@@ -578,7 +579,7 @@ impl Catalog {
                     for batch in idx.chunks(CHUNK_READ_CONCURRENCY) {
                         let mut reads = Vec::with_capacity(batch.len());
                         for &i in batch {
-                            reads.push(self.read_chunk(&chunks[i], deadline));
+                            reads.push(self.read_chunk_from_store(&chunks[i], deadline));
                         }
                         let got = futures::future::join_all(reads).await;
                         results.extend(batch.iter().copied().zip(got));
