@@ -589,8 +589,7 @@ impl Batch {
     }
 }
 
-/// The wall clock in ms since the epoch (sample time, for Prometheus data).
-pub(crate) fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -363,7 +363,9 @@ async fn metrics(State(st): State<AppState>) -> Response {
             chunk_misses: cs.chunk_misses,
             catalog_objects: c.object_count() as u64,
         });
-        let now_ms = crate::flush::now_ms();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
         st.metrics.local_horizon_seconds.set(
             c.store_only_until()
                 .map_or(-1, |t| (now_ms.saturating_sub(t) / 1000).max(0)),

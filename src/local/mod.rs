@@ -210,6 +210,11 @@ impl LocalTier {
         Ok(tier)
     }
 
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.cfg.dir
+    }
+
     fn object_path(&self, key: &ObjectKey) -> PathBuf {
         self.cfg
             .dir

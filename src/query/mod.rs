@@ -167,21 +167,6 @@ impl Querier {
         maxt: i64,
         deadline: Instant,
     ) -> Answer<Vec<Selected>> {
-        self.select_unbounded(tenant, matchers, mint, maxt, deadline, true)
-            .await
-    }
-
-    /// [`Querier::select_inner`] with no budget and no cancellation, so it cannot be
-    /// refused; a failure (a panic in the blocking task) becomes a warning.
-    async fn select_unbounded(
-        &self,
-        tenant: &TenantId,
-        matchers: &[Matcher],
-        mint: i64,
-        maxt: i64,
-        deadline: Instant,
-        copy_chunks: bool,
-    ) -> Answer<Vec<Selected>> {
         let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
         match self
             .select_inner(
@@ -190,13 +175,14 @@ impl Querier {
                 mint,
                 maxt,
                 deadline,
-                copy_chunks,
+                true,
                 meter,
                 &Cancel::default(),
             )
             .await
         {
             Ok((a, _)) => a,
+            // Unreachable with no budget and no cancel, short of a panic in the blocking task.
             Err(e) => Answer {
                 data: Vec::new(),
                 warnings: vec![format!("selecting series failed: {e}")],
@@ -388,9 +374,26 @@ impl Querier {
         let all = [Vec::new()];
         let sets = if sets.is_empty() { &all[..] } else { sets };
         for m in sets {
-            let a = self
-                .select_unbounded(tenant, m, mint, maxt, deadline, false)
-                .await;
+            let meter = plan::ReadMeter::new(ReadBudget::UNLIMITED);
+            let a = match self
+                .select_inner(
+                    tenant,
+                    m,
+                    mint,
+                    maxt,
+                    deadline,
+                    false,
+                    meter,
+                    &Cancel::default(),
+                )
+                .await
+            {
+                Ok((a, _)) => a,
+                Err(e) => Answer {
+                    data: Vec::new(),
+                    warnings: vec![format!("selecting series failed: {e}")],
+                },
+            };
             for w in a.warnings {
                 add_warning(&mut warnings, w);
             }

@@ -227,6 +227,11 @@ impl Catalog {
         self
     }
 
+    /// The local tier, if there is one.
+    pub fn local_tier(&self) -> Option<&Arc<LocalTier>> {
+        self.local.as_ref()
+    }
+
     /// Lists every object under the store prefix and records each `<tenant>/chunks/<name>`
     /// key with its size; returns how many it found. Keys that do not parse are logged at
     /// warn and skipped. Objects found this way are not local, but an object already
@@ -493,17 +498,6 @@ impl Catalog {
         if let [Some(r)] = local {
             return r;
         }
-        self.read_chunk_from_store(c, deadline).await
-    }
-
-    /// One chunk by a range GET (CRC checked by the store), then cached: the last step of
-    /// [`Self::read_chunk`], for callers that have already tried the cache and the local
-    /// tier.
-    async fn read_chunk_from_store(
-        &self,
-        c: &RemoteChunk,
-        deadline: Instant,
-    ) -> Result<Bytes, StoreError> {
         let bytes = self
             .read("read_chunk", &c.path, deadline, |s| async move {
                 s.read_chunk(&c.path, &c.meta).await
@@ -579,7 +573,7 @@ impl Catalog {
                     for batch in idx.chunks(CHUNK_READ_CONCURRENCY) {
                         let mut reads = Vec::with_capacity(batch.len());
                         for &i in batch {
-                            reads.push(self.read_chunk_from_store(&chunks[i], deadline));
+                            reads.push(self.read_chunk(&chunks[i], deadline));
                         }
                         let got = futures::future::join_all(reads).await;
                         results.extend(batch.iter().copied().zip(got));
