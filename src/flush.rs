@@ -373,6 +373,11 @@ impl Flusher {
                     Err(e) => tracing::error!(error = %e, "writing a local copy panicked"),
                 }
             }
+            // The catalog learns of the object before its chunks count as flushed: from
+            // then on `release` may drop them and tell the catalog to read the object from
+            // the store, which must find it there (an `uploaded` after that `released`
+            // would hide the object's chunks from queries).
+            self.listener.uploaded(&key, bytes.len() as u64);
             let id = self.next_object_id.fetch_add(1, Ordering::Relaxed);
             self.local_objects.lock().insert(id, key.clone());
             batch.finish(true, id);
@@ -385,7 +390,6 @@ impl Flusher {
                 // Only costs a repeated upload after a restart.
                 tracing::warn!(error = %e, "could not log flush marks");
             }
-            self.listener.uploaded(&key, bytes.len() as u64);
             let secs = started.elapsed().as_secs_f64();
             self.metrics.store_uploads.inc();
             self.metrics.store_upload_bytes.inc_by(bytes.len() as u64);

@@ -265,7 +265,7 @@ fn main() -> ExitCode {
                 .and_then(|b| weft::store::object::inspect(&b).map_err(|e| e.to_string()));
             match text {
                 Ok(text) => {
-                    print!("{text}");
+                    write_stdout(&text);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -276,7 +276,7 @@ fn main() -> ExitCode {
         }
         Some(Command::Inspect(InspectCommand::Spill { dir })) => match weft::spill::inspect(&dir) {
             Ok(text) => {
-                print!("{text}");
+                write_stdout(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -286,7 +286,7 @@ fn main() -> ExitCode {
         },
         Some(Command::Inspect(InspectCommand::Wal { dir })) => match weft::wal::inspect(&dir) {
             Ok(text) => {
-                print!("{text}");
+                write_stdout(&text);
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -660,4 +660,11 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// Writes a tool's output; a reader that went away (`weft inspect ... | head`) ends it
+/// quietly rather than with a panic.
+fn write_stdout(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

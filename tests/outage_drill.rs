@@ -1350,7 +1350,13 @@ fn explain_missing(bucket: &Bucket, tally: &Tally) {
             continue;
         };
         for s in &index.series {
-            let l = s.labels.to_string();
+            // The problems name series as the drill does, not in Prometheus's text form.
+            let l = fmt_labels(
+                &s.labels
+                    .iter()
+                    .map(|l| (l.name.to_string(), l.value.to_string()))
+                    .collect(),
+            );
             for (i, (tenant, labels, t)) in wanted.iter().enumerate() {
                 if !o.key.contains(&format!("/{tenant}/")) || &l != labels {
                     continue;

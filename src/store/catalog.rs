@@ -346,12 +346,19 @@ impl Catalog {
 
     /// Records an object this process just wrote. `in_memory`: every chunk in it is still
     /// held by the head (memory or spill), so queries need not read the object at all.
+    ///
+    /// An object already known to have left memory ([`set_remote`](Self::set_remote) came
+    /// first) stays remote: marking it in memory again would hide its chunks from queries.
     pub fn add(&self, key: ObjectKey, size: u64, in_memory: bool) {
         let mut st = self.state.lock();
-        st.tenants
+        let info = st
+            .tenants
             .entry(key.tenant.clone())
             .or_default()
-            .insert(key, ObjectInfo { size, in_memory });
+            .entry(key)
+            .or_insert(ObjectInfo { size, in_memory });
+        info.size = size;
+        info.in_memory &= in_memory;
     }
 
     /// Some chunk of this object has left local storage: queries read it from the store
@@ -1183,6 +1190,35 @@ mod tests {
         assert_eq!(names(sel), [early, new, old]);
         let flags: Vec<bool> = f.catalog.objects(&a).into_iter().map(|o| o.2).collect();
         assert_eq!(flags, [false, false, false]);
+    }
+
+    /// The flusher's release can tell the catalog that an object left memory before the
+    /// catalog heard of the upload: a later `add` must not make the object local again, or
+    /// queries would skip chunks that only the object still holds (seen in the outage drill
+    /// under memory pressure).
+    #[tokio::test]
+    async fn an_add_after_set_remote_keeps_the_object_remote() {
+        let f = fixture(64 << 20);
+        let a = tenant("a");
+        let s = labels(&[("__name__", "raced")]);
+        let (key, size) =
+            put_object(&f.store, &a, 1, &[(s.clone(), vec![(0, 10, vec![1; 4])])]).await;
+        f.catalog.load().await.unwrap();
+        f.catalog.set_remote(&key);
+        f.catalog.add(key.clone(), size, true);
+        let objects = f.catalog.objects(&a);
+        assert_eq!(objects.len(), 1);
+        assert_eq!(
+            (objects[0].1, objects[0].2),
+            (size, false),
+            "size known, remote"
+        );
+        let sel = f
+            .catalog
+            .select(&a, &[], 0, 100, Instant::now() + STORE_TIMEOUT)
+            .await;
+        let names: Vec<_> = sel.series.into_iter().map(|s| s.labels).collect();
+        assert_eq!(names, [s]);
     }
 
     /// The local tier answers for what it holds while the store hangs: whole copies give
