@@ -276,6 +276,12 @@ pub fn refuse_future_samples(
         }
     }
     batch.samples.truncate(write);
+    // A series left without samples must not reach the head, which would create it empty
+    // (and so keep a tenant that stored nothing). One with histograms goes on: the head
+    // reports those.
+    batch
+        .series
+        .retain(|s| s.samples_end > s.samples_start || s.histograms > 0);
     removed
 }
 
@@ -553,6 +559,21 @@ mod tests {
             (batch.series[1].samples_start, batch.series[1].samples_end),
             (2, 3)
         );
+        // A series whose every sample was too far ahead leaves the batch.
+        let mut only_future = WriteBatch {
+            series: vec![batch.series[0]],
+            labels: vec![up[0]],
+            samples: vec![(now * 1_000_000, 1.0), (now + 600_001, 2.0)],
+            metadata: 0,
+        };
+        only_future.series[0].samples_end = 2;
+        let mut r = AppendReport::default();
+        assert_eq!(
+            refuse_future_samples(&th, &mut only_future, now, grace, &mut r),
+            2
+        );
+        assert!(only_future.series.is_empty() && only_future.samples.is_empty());
+        assert_eq!(r.error_count, 1);
         assert_eq!(report.error_count, 2);
         assert_eq!(report.rejected, 2);
         assert!(report.any_bad_data);
