@@ -12,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use weft::proto::prompb::{MatcherType, WriteRequest};
+use weft::proto::prompb::{MatcherType, ReadRequest, ResponseType, WriteRequest};
 
 /// How often the servers here re-read the overrides file.
 const RELOAD: &str = "200ms";
@@ -443,4 +443,40 @@ fn a_tenant_override_of_the_creation_grace_period_applies() {
     assert_eq!(w.push("other", &req).status, 400, "the flag's 10m");
     let r = w.push("strict", &series_req(&names("a", 0..1), now_ms() + 60_000));
     assert_eq!(r.status, 400, "{}", r.text());
+}
+
+#[test]
+fn per_tenant_request_and_read_limits_apply_to_that_tenant_only() {
+    let dir = TempDir::new("weft-tenant-read");
+    let file = dir.path().join("overrides.yaml");
+    write_file(
+        &file,
+        "overrides:\n  narrow:\n    max_read_series: 2\n    max_request_bytes: 2048\n",
+    );
+    let w = start_with_overrides(&dir, &[]);
+    let t = now_ms();
+    w.push_ok("narrow", &series_req(&names("a", 0..3), t));
+    w.push_ok("wide", &series_req(&names("a", 0..3), t));
+    let req = ReadRequest {
+        queries: vec![query(
+            t,
+            t,
+            vec![matcher(MatcherType::Eq, "__name__", "weft_limits_test")],
+        )],
+        accepted_response_types: vec![ResponseType::Samples as i32],
+    };
+    let r = w.read_raw(Some("narrow"), &req);
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains('2'), "names the limit: {}", r.text());
+    assert_eq!(w.read_samples(Some("wide"), &req.queries)[0].len(), 3);
+
+    // A push body over the tenant's 2 KiB is a 413 for it, and fine for another tenant.
+    // Label values that snappy cannot shrink much: about 8 KiB compressed.
+    let scrambled: Vec<String> = (0u64..200)
+        .map(|i| format!("{:016x}", i.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+        .collect();
+    let big = series_req(&scrambled, t + 1);
+    let r = w.push("narrow", &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+    w.push_ok("wide", &big);
 }
