@@ -136,6 +136,23 @@ fn a_bad_file_at_start_is_refused() {
     assert!(Overrides::load(&dir.path().join("missing.yaml")).is_err());
 }
 
+#[test]
+fn a_file_over_the_size_bound_is_refused_without_being_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("overrides.yaml");
+    // Valid YAML (a comment), one byte over the bound.
+    let mut text = vec![b'#'; MAX_FILE_BYTES as usize + 1];
+    text[MAX_FILE_BYTES as usize] = b'\n';
+    std::fs::write(&path, &text).unwrap();
+    let e = Overrides::load(&path).unwrap_err();
+    assert!(matches!(e, OverridesError::TooLarge { .. }), "{e}");
+    text.pop();
+    text.push(b'#');
+    text.truncate(MAX_FILE_BYTES as usize);
+    std::fs::write(&path, &text).unwrap();
+    assert!(Overrides::load(&path).is_ok(), "at the bound is fine");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_reloader_counts_failures_and_stamps_successes() {
     let dir = tempfile::tempdir().unwrap();
@@ -153,7 +170,8 @@ async fn the_reloader_counts_failures_and_stamps_successes() {
 
     std::fs::write(&path, "overrides:\n  a:\n    bad_key: 5\n").unwrap();
     // spawn_blocking runs on a real thread: advance time, then wait for it in real time.
-    for _ in 0..200 {
+    // Up to about 10 s of real time, for a loaded machine.
+    for _ in 0..2000 {
         tokio::time::sleep(Duration::from_secs(10)).await;
         if metrics.limits.overrides_reload_failures.get() > 0 {
             break;
