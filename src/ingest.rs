@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use crate::head::{AppendReport, Head, Series, SnapshotChunk, TenantHead, WalLog};
+use crate::head::{
+    describe_raw, AppendReport, Head, HeadError, Series, SnapshotChunk, TenantHead, WalLog,
+};
 use crate::model::TenantId;
 use crate::proto::WriteBatch;
 use crate::spill::{SpillError, SpillRef};
@@ -130,6 +132,23 @@ impl Ingester {
         Ok((report, Some(pos)))
     }
 
+    /// Like [`Ingester::append`], after refusing the samples of the batch whose timestamps
+    /// are more than `grace` after the wall clock (see [`refuse_future_samples`]); those are
+    /// in the report like every other per-sample refusal, and the rest is appended.
+    pub fn append_checked(
+        &self,
+        tenant: &TenantHead,
+        batch: &mut WriteBatch<'_>,
+        log: &mut WalLog,
+        grace: Duration,
+    ) -> Result<(AppendReport, Option<WalPos>), IngestError> {
+        let mut refused = AppendReport::default();
+        refuse_future_samples(tenant, batch, now_ms(), grace, &mut refused);
+        let (mut report, pos) = self.append(tenant, batch, log)?;
+        merge_refusals(refused, &mut report);
+        Ok((report, pos))
+    }
+
     /// Returns once everything up to `pos` is on disk.
     pub async fn wait_durable(&self, pos: WalPos) -> Result<(), IngestError> {
         Ok(self.wal.wait_durable(pos).await?)
@@ -194,6 +213,89 @@ impl Ingester {
         });
         Ok(self.wal.checkpoint(n, series)?)
     }
+}
+
+/// The wall clock in ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Removes from `batch` every sample whose timestamp is more than `grace` after `now_ms`,
+/// and records each series that had one in `report` (one entry per series, naming it and
+/// its first such timestamp) and in `weft_samples_rejected_total{reason="too_far_in_future"}`.
+/// Returns how many samples were removed.
+///
+/// Before, a sample at now × 10⁶ (nanoseconds from a buggy client) was accepted; every
+/// correct sample of its series after it was then refused as out of order, and the WAL
+/// replayed the bad one at every restart, so the series stayed blocked for good.
+pub fn refuse_future_samples(
+    tenant: &TenantHead,
+    batch: &mut WriteBatch<'_>,
+    now_ms: i64,
+    grace: Duration,
+    report: &mut AppendReport,
+) -> u64 {
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let max_t = now_ms.saturating_add(grace_ms);
+    if batch.samples.iter().all(|&(t, _)| t <= max_t) {
+        return 0;
+    }
+    let mut removed = 0u64;
+    let mut write = 0usize;
+    for i in 0..batch.series.len() {
+        let s = batch.series[i];
+        let (start, end) = (s.samples_start as usize, s.samples_end as usize);
+        let mut first_bad = None;
+        let mut bad = 0u64;
+        let new_start = write;
+        for j in start..end {
+            let sample = batch.samples[j];
+            if sample.0 > max_t {
+                first_bad.get_or_insert(sample.0);
+                bad += 1;
+            } else {
+                batch.samples[write] = sample;
+                write += 1;
+            }
+        }
+        // `write` never passes `end`, which fits in u32 (the decoder made it).
+        batch.series[i].samples_start = new_start as u32;
+        batch.series[i].samples_end = write as u32;
+        if let Some(t) = first_bad {
+            removed += bad;
+            let e = HeadError::TooFarInFuture {
+                t,
+                now: now_ms,
+                grace_ms,
+            };
+            tenant.count_refused(&e, bad);
+            let labels = &batch.labels[s.labels_start as usize..s.labels_end as usize];
+            report.push_error(|| describe_raw(labels), e, bad);
+        }
+    }
+    batch.samples.truncate(write);
+    // A series left without samples must not reach the head, which would create it empty
+    // (and so keep a tenant that stored nothing). One with histograms goes on: the head
+    // reports those.
+    batch
+        .series
+        .retain(|s| s.samples_end > s.samples_start || s.histograms > 0);
+    removed
+}
+
+/// Adds the refusals in `earlier` (found before the head) to `report`, listing them first.
+fn merge_refusals(earlier: AppendReport, report: &mut AppendReport) {
+    if earlier.error_count == 0 {
+        return;
+    }
+    report.error_count += earlier.error_count;
+    report.rejected += earlier.rejected;
+    report.any_bad_data |= earlier.any_bad_data;
+    let later = std::mem::replace(&mut report.errors, earlier.errors);
+    let room = AppendReport::MAX_ERRORS.saturating_sub(report.errors.len());
+    report.errors.extend(later.into_iter().take(room));
 }
 
 fn series_record<'a>(tenant: &'a str, s: &'a Series) -> Record<'a> {
@@ -401,6 +503,88 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::spill::{Spill, SpillConfig, MIN_FILE_SIZE_BYTES};
     use crate::wal::SyncMode;
+
+    /// Before, a sample at now × 10⁶ was stored and blocked its series for good.
+    #[test]
+    fn far_future_samples_are_refused_and_the_rest_of_the_push_is_appended() {
+        use crate::proto::{WriteBatch, WriteSeries};
+        let head = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
+        let th = head
+            .tenant_for_push(&TenantId::parse("t").unwrap())
+            .unwrap();
+        let now = 1_700_000_000_000i64;
+        let grace = Duration::from_secs(600);
+        let up: [(&[u8], &[u8]); 1] = [(b"__name__", b"up")];
+        let down: [(&[u8], &[u8]); 1] = [(b"__name__", b"down")];
+        let mut batch = WriteBatch {
+            series: vec![
+                WriteSeries {
+                    labels_start: 0,
+                    labels_end: 1,
+                    samples_start: 0,
+                    samples_end: 3,
+                    ..WriteSeries::default()
+                },
+                WriteSeries {
+                    labels_start: 1,
+                    labels_end: 2,
+                    samples_start: 3,
+                    samples_end: 5,
+                    ..WriteSeries::default()
+                },
+            ],
+            labels: vec![up[0], down[0]],
+            // up: ok, nanoseconds, at the edge of the grace; down: ok, 1 ms past it.
+            samples: vec![
+                (now - 1000, 1.0),
+                (now * 1_000_000, 2.0),
+                (now + 600_000, 3.0),
+                (now, 4.0),
+                (now + 600_001, 5.0),
+            ],
+            metadata: 0,
+        };
+        let mut report = AppendReport::default();
+        let removed = refuse_future_samples(&th, &mut batch, now, grace, &mut report);
+        assert_eq!(removed, 2);
+        assert_eq!(
+            batch.samples,
+            vec![(now - 1000, 1.0), (now + 600_000, 3.0), (now, 4.0)]
+        );
+        assert_eq!(
+            (batch.series[0].samples_start, batch.series[0].samples_end),
+            (0, 2)
+        );
+        assert_eq!(
+            (batch.series[1].samples_start, batch.series[1].samples_end),
+            (2, 3)
+        );
+        // A series whose every sample was too far ahead leaves the batch.
+        let mut only_future = WriteBatch {
+            series: vec![batch.series[0]],
+            labels: vec![up[0]],
+            samples: vec![(now * 1_000_000, 1.0), (now + 600_001, 2.0)],
+            metadata: 0,
+        };
+        only_future.series[0].samples_end = 2;
+        let mut r = AppendReport::default();
+        assert_eq!(
+            refuse_future_samples(&th, &mut only_future, now, grace, &mut r),
+            2
+        );
+        assert!(only_future.series.is_empty() && only_future.samples.is_empty());
+        assert_eq!(r.error_count, 1);
+        assert_eq!(report.error_count, 2);
+        assert_eq!(report.rejected, 2);
+        assert!(report.any_bad_data);
+        let msg = format!("{}: {}", report.errors[0].error, report.errors[0].series);
+        assert!(msg.contains("too far in the future"), "{msg}");
+        assert!(msg.contains(&(now * 1_000_000).to_string()), "{msg}");
+        assert!(msg.contains("up"), "{msg}");
+        let r = th.append(&batch, None);
+        assert_eq!(r.appended, 3);
+        assert_eq!(r.error_count, 0);
+    }
 
     /// Before, a failed spill sync before a checkpoint came back as a `WalError::Io` holding
     /// the spill error as a string, so nothing could tell it from a WAL failure.

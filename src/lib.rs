@@ -7,6 +7,7 @@
 //! - [`proto`]: the remote-write / remote-read protobuf messages, snappy framing, and the
 //!   zero-copy remote-write decoder used on the hot path.
 //! - [`head`]: the in-memory series of each tenant, their chunks, the postings index, limits.
+//! - [`limits`]: per-tenant overrides of the limits (`--limits.overrides-file`).
 //! - [`query`]: selecting series and chunks for a time range.
 //! - [`flush`]: moving closed chunks from the head into the store.
 //! - [`store`]: the object format, object-store backends, deadlines, retry and the circuit
@@ -38,6 +39,7 @@ pub mod chunk;
 pub mod flush;
 pub mod head;
 pub mod ingest;
+pub mod limits;
 pub mod local;
 pub mod metrics;
 pub mod model;

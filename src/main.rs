@@ -15,6 +15,7 @@ use std::time::Duration;
 use weft::api::{self, ApiLimits, AppState};
 use weft::flush::FlushConfig;
 use weft::head::HeadConfig;
+use weft::limits::Overrides;
 use weft::metrics::Metrics;
 use weft::model::LabelLimits;
 use weft::node::{Node, NodeConfig};
@@ -141,6 +142,21 @@ struct ServeArgs {
     /// Longest label name, in bytes.
     #[arg(long = "limits.max-label-name-length", env = "WEFT_LIMITS_MAX_LABEL_NAME_LENGTH", default_value_t = LabelLimits::default().max_label_name_length)]
     max_label_name_length: usize,
+    /// Most tenants this node holds; a push that would create one more gets 429 (existing
+    /// tenants are unaffected). A push that stores nothing never creates a tenant.
+    #[arg(long = "limits.max-tenants", env = "WEFT_LIMITS_MAX_TENANTS", default_value_t = weft::limits::DEFAULT_MAX_TENANTS)]
+    max_tenants: usize,
+    /// How far past the wall clock a sample's timestamp may be; later samples get 400
+    /// (`too_far_in_future`) and the rest of the push is stored.
+    #[arg(long = "limits.creation-grace-period", env = "WEFT_LIMITS_CREATION_GRACE_PERIOD", default_value = "10m", value_parser = parse_duration)]
+    creation_grace_period: Duration,
+    /// Per-tenant overrides of the limits (YAML, as Mimir's runtime config: `overrides:`
+    /// then one map per tenant); re-read every `--limits.overrides-reload-period`.
+    #[arg(long = "limits.overrides-file", env = "WEFT_LIMITS_OVERRIDES_FILE")]
+    overrides_file: Option<PathBuf>,
+    /// How often `--limits.overrides-file` is re-read.
+    #[arg(long = "limits.overrides-reload-period", env = "WEFT_LIMITS_OVERRIDES_RELOAD_PERIOD", default_value = "10s", value_parser = parse_duration)]
+    overrides_reload_period: Duration,
     /// Longest label value, in bytes.
     #[arg(long = "limits.max-label-value-length", env = "WEFT_LIMITS_MAX_LABEL_VALUE_LENGTH", default_value_t = LabelLimits::default().max_label_value_length)]
     max_label_value_length: usize,
@@ -428,7 +444,18 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let limits = api_limits(&args);
-    let cfg = node_config(&args);
+    let mut cfg = node_config(&args);
+    if let Some(path) = &args.overrides_file {
+        // A bad file at start is an error, as in Mimir: there is no last good one to keep.
+        let overrides = Arc::new(Overrides::load(path)?);
+        tracing::info!(file = %path.display(), tenants = overrides.tenants().len(), "overrides loaded");
+        tokio::spawn(
+            overrides
+                .clone()
+                .run_reloader(args.overrides_reload_period, metrics.clone()),
+        );
+        cfg.head.overrides = overrides;
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState::new(metrics.clone(), limits, stop_tx.clone());
 
@@ -543,6 +570,9 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
                 max_label_value_length: args.max_label_value_length,
             },
             max_series_per_tenant: args.max_series_per_tenant,
+            max_tenants: args.max_tenants,
+            creation_grace_period: args.creation_grace_period,
+            overrides: Arc::new(Overrides::none()),
         },
         memory_limit_bytes: memory_limit(args.memory_bytes),
         disk_budget_bytes: args.disk_bytes,

@@ -183,6 +183,8 @@ pub struct Metrics {
     /// Wall clock minus the newest sample of any store-only object: queries over the last
     /// this many seconds never need the store; -1 while no object is store-only.
     pub local_horizon_seconds: Gauge,
+    /// Tenants and per-tenant limits (`crate::limits`).
+    pub limits: LimitsMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -446,8 +448,10 @@ impl Metrics {
              the local tier); -1 while nothing is store-only",
             local_horizon_seconds.clone(),
         );
+        let limits = LimitsMetrics::register(&mut registry);
         Self {
             registry,
+            limits,
             local_horizon_seconds,
             local_bytes,
             local_objects,
@@ -553,5 +557,96 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding metrics into a String");
         out
+    }
+
+    /// Removes every tenant-labelled series of `tenant` (ingested, rejected, head series and
+    /// chunks), so `/metrics` only lists tenants that exist. Whoever removes a tenant from
+    /// the head calls this.
+    pub fn forget_tenant(&self, tenant: &str) {
+        let l = TenantLabels {
+            tenant: tenant.to_string(),
+        };
+        self.samples_ingested.remove(&l);
+        self.head_series.remove(&l);
+        self.head_chunks.remove(&l);
+        for &reason in SAMPLE_REJECT_REASONS {
+            self.samples_rejected.remove(&RejectLabels {
+                tenant: tenant.to_string(),
+                reason,
+            });
+        }
+    }
+
+    /// Moves `tenant`'s sample rejections to the tenant-less series (`tenant=""`) and then
+    /// forgets the tenant: for a tenant that is removed at once because its first push
+    /// stored nothing, so bad pushes stay visible without a series per made-up tenant id.
+    pub fn fold_tenant_rejections(&self, tenant: &str) {
+        for &reason in SAMPLE_REJECT_REASONS {
+            let l = RejectLabels {
+                tenant: tenant.to_string(),
+                reason,
+            };
+            let n = self.samples_rejected.get(&l).map_or(0, |c| c.get());
+            if n > 0 {
+                self.samples_rejected
+                    .get_or_create(&RejectLabels {
+                        tenant: String::new(),
+                        reason,
+                    })
+                    .inc_by(n);
+            }
+        }
+        self.forget_tenant(tenant);
+    }
+}
+
+/// Every `reason` of `weft_samples_rejected_total`: [`Metrics::forget_tenant`] removes
+/// these for a tenant (prometheus-client cannot list a family's label sets). A test in
+/// `head` checks that every refusal's reason is listed.
+pub const SAMPLE_REJECT_REASONS: &[&str] = &[
+    "max_label_names_per_series",
+    "label_name_too_long",
+    "label_value_too_long",
+    "invalid_labels",
+    "per_tenant_series_limit",
+    "out_of_order",
+    "duplicate_timestamp",
+    "native_histograms",
+    "too_far_in_future",
+];
+
+/// Tenants and per-tenant limits.
+#[derive(Debug, Default)]
+pub struct LimitsMetrics {
+    /// Tenants in the head.
+    pub tenants: Gauge,
+    /// Pushes refused because they would have created a tenant past `--limits.max-tenants`.
+    pub tenants_refused: Counter,
+    /// Reloads of `--limits.overrides-file` that failed (the last good overrides stay).
+    pub overrides_reload_failures: Counter,
+    /// When the overrides file was last read successfully (Unix seconds).
+    pub overrides_last_reload_success: Gauge,
+}
+
+impl LimitsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register("tenants", "Tenants in the head", m.tenants.clone());
+        registry.register(
+            "tenants_refused",
+            "Pushes refused because they would have created a tenant past --limits.max-tenants",
+            m.tenants_refused.clone(),
+        );
+        registry.register(
+            "overrides_reload_failures",
+            "Reloads of --limits.overrides-file that failed; the last good overrides stay in force",
+            m.overrides_reload_failures.clone(),
+        );
+        registry.register(
+            "overrides_last_reload_success_timestamp_seconds",
+            "When --limits.overrides-file was last read successfully, in Unix seconds",
+            m.overrides_last_reload_success.clone(),
+        );
+        m
     }
 }

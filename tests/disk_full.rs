@@ -109,7 +109,7 @@ fn full_wal_disk_gives_503_with_retry_after_and_recovers_when_space_returns() {
     eprintln!("WAL disk full after {} acknowledged pushes", acked.len());
 
     // Still full: still 503, and weft still serves reads.
-    let again = weft.push(tenant, &request(200, t0 + 10_000_000));
+    let again = weft.push(tenant, &request(200, t0 + 2_100_000));
     assert_eq!(again.status, 503, "{}", again.text());
 
     // Space returns, the way an operator would make it: grow the file system.
@@ -121,7 +121,8 @@ fn full_wal_disk_gives_503_with_retry_after_and_recovers_when_space_returns() {
     assert!(remount.success(), "remount with more space failed");
 
     // The next push retries the allocation by itself.
-    let t = t0 + 20_000_000;
+    // Still in the past: past now + --limits.creation-grace-period it would be a 400.
+    let t = t0 + 2_200_000;
     let r = weft.push(tenant, &request(200, t));
     assert_eq!(r.status, 204, "after space returned: {}", r.text());
     acked.push(t);

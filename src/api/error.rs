@@ -14,7 +14,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::flush::FlushError;
-use crate::head::AppendReport;
+use crate::head::{AppendReport, TooManyTenants};
 use crate::ingest::IngestError;
 use crate::model::{MatcherError, SelectorError, TenantError};
 use crate::pressure::MemoryRefusal;
@@ -292,6 +292,12 @@ impl From<SnappyError> for ApiError {
 impl From<ProtoError> for ApiError {
     fn from(e: ProtoError) -> Self {
         ApiError::bad_data(e.to_string())
+    }
+}
+
+impl From<TooManyTenants> for ApiError {
+    fn from(e: TooManyTenants) -> Self {
+        ApiError::new(ErrorClass::TenantLimit, e.to_string())
     }
 }
 

@@ -99,12 +99,15 @@ async fn read_inner(
         .map(|(i, q)| parse_query(i, q))
         .collect::<Result<Vec<_>, _>>()?;
 
+    let node = st.node()?;
+    // The tenant's read limits: the overrides file's, else the flags.
+    let o = node.head().overrides().tenant(&tenant);
+    let max_read_bytes = o.max_read_bytes.unwrap_or(st.limits.max_read_bytes);
     let budget = ReadBudget {
-        max_bytes: st.limits.max_read_bytes,
-        max_series: st.limits.max_read_series,
+        max_bytes: max_read_bytes,
+        max_series: o.max_read_series.unwrap_or(st.limits.max_read_series),
     };
-    let prepared = st
-        .node()?
+    let prepared = node
         .querier()
         .prepare(&tenant, queries, budget, cancel)
         .await
@@ -112,8 +115,8 @@ async fn read_inner(
     let partial = partial_header(st, &prepared.warnings);
     match negotiate(&req.accepted_response_types) {
         ResponseType::Samples => {
-            let max_samples = st.limits.max_read_samples;
-            let max_bytes = st.limits.max_read_bytes;
+            let max_samples = o.max_read_samples.unwrap_or(st.limits.max_read_samples);
+            let max_bytes = max_read_bytes;
             let c = cancel.clone();
             // Decoding and encoding take CPU for as long as the answer is big: never on an
             // async worker, or every other request (other tenants' pushes, /ready) waits.

@@ -35,21 +35,27 @@ async fn push_inner(
     let ingester = node.ingester();
     let _slot = st.slot("write")?;
     let mut admission = st.admit_push(&node, headers)?;
-    let body = read_body(headers, body, st.limits.max_request_bytes).await?;
+    // The tenant's own body limits, from the overrides file, else the flags.
+    let o = node.head().overrides().tenant(&tenant);
+    let max_request_bytes = o.max_request_bytes.unwrap_or(st.limits.max_request_bytes);
+    let max_decompressed_bytes = o
+        .max_decompressed_bytes
+        .unwrap_or(st.limits.max_decompressed_bytes);
+    let body = read_body(headers, body, max_request_bytes).await?;
     if let Some(reserved) = &mut admission.memory {
         reserved.try_grow((body.len() as u64).saturating_sub(reserved.bytes()))?;
         // The decompressed body and the batch decoded from it (label and sample slices over
         // it) each take about the decompressed length: reserve both before decompressing.
         // An over-limit or bad header is reported by decompress_into below.
         if let Ok(n) = snap::raw::decompress_len(&body) {
-            let n = n.min(st.limits.max_decompressed_bytes) as u64;
+            let n = n.min(max_decompressed_bytes) as u64;
             reserved.try_grow(2 * n)?;
         }
     }
     // Decode buffers are reused across requests: a warm push allocates almost nothing.
     let mut pooled = st.decode_buffers.take();
     let bufs = &mut pooled.bufs;
-    decompress_into(&body, st.limits.max_decompressed_bytes, &mut bufs.raw)?;
+    decompress_into(&body, max_decompressed_bytes, &mut bufs.raw)?;
     drop(body);
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
     decode_write_request(&bufs.raw, &mut batch)?;
@@ -57,8 +63,23 @@ async fn push_inner(
         // Metadata-only requests are accepted and ignored.
         Ok((AppendReport::default(), None))
     } else {
-        let head = node.head().tenant_or_create(&tenant);
-        ingester.append(&head, &batch, &mut bufs.log)
+        // A new tenant is created only under --limits.max-tenants, and only kept if this
+        // push stored something in it (see head::tenants).
+        match node.head().tenant_for_push(&tenant) {
+            Ok(th) => {
+                let grace = node.head().creation_grace_period(&tenant);
+                let r = ingester.append_checked(&th, &mut batch, &mut bufs.log, grace);
+                if th.num_series() == 0 {
+                    node.head().remove_if_unused(th);
+                }
+                r
+            }
+            Err(e) => {
+                bufs.batch = batch.recycle();
+                st.decode_buffers.put(pooled, node.memory());
+                return Err(e.into());
+            }
+        }
     };
     bufs.batch = batch.recycle();
     bufs.log.clear();

@@ -8,6 +8,7 @@
 //! the write lock, once, for all its new series.
 
 mod series;
+mod tenants;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use rustc_hash::FxHashMap;
 use thiserror::Error;
 
+use crate::limits::Overrides;
 use crate::metrics::{Metrics, RejectLabels, TenantLabels};
 use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
 use crate::proto::WriteBatch;
@@ -27,6 +29,7 @@ use crate::proto::WriteBatch;
 pub use series::{
     ChunkCopy, ChunkHandle, FlushState, PendingChunk, Released, Series, SnapshotChunk,
 };
+pub use tenants::TooManyTenants;
 
 use crate::spill::{Spill, SpillError};
 use crate::wal::RefSample;
@@ -38,6 +41,13 @@ pub struct HeadConfig {
     pub label_limits: LabelLimits,
     /// Most series one tenant may have in the head.
     pub max_series_per_tenant: usize,
+    /// Most tenants in the head (`--limits.max-tenants`); see `head::tenants`.
+    pub max_tenants: usize,
+    /// How far past now a sample's timestamp may be (`--limits.creation-grace-period`).
+    pub creation_grace_period: Duration,
+    /// Per-tenant overrides of the limits above (`--limits.overrides-file`), read at each
+    /// series creation, so a reloaded file applies to running tenants.
+    pub overrides: Arc<Overrides>,
 }
 
 impl Default for HeadConfig {
@@ -45,6 +55,9 @@ impl Default for HeadConfig {
         Self {
             label_limits: LabelLimits::default(),
             max_series_per_tenant: 5_000_000,
+            max_tenants: crate::limits::DEFAULT_MAX_TENANTS,
+            creation_grace_period: crate::limits::DEFAULT_CREATION_GRACE_PERIOD,
+            overrides: Arc::new(Overrides::none()),
         }
     }
 }
@@ -78,6 +91,20 @@ pub enum HeadError {
         /// The timestamp.
         t: i64,
     },
+    /// A sample further in the future than the creation grace period allows (a client
+    /// sending nanoseconds, or a bad clock); taking it would refuse every later sample of
+    /// the series as out of order.
+    #[error(
+        "sample timestamp {t} is too far in the future: more than {grace_ms} ms after now ({now})"
+    )]
+    TooFarInFuture {
+        /// The refused sample's timestamp.
+        t: i64,
+        /// The wall clock when it was refused, in ms.
+        now: i64,
+        /// `--limits.creation-grace-period`, in ms.
+        grace_ms: i64,
+    },
     /// The series carried native histograms, which weft does not store yet.
     #[error("native histograms are not supported yet ({count} dropped)")]
     NativeHistograms {
@@ -98,6 +125,7 @@ impl HeadError {
             HeadError::OutOfOrder { .. } => "out_of_order",
             HeadError::DuplicateTimestamp { .. } => "duplicate_timestamp",
             HeadError::NativeHistograms { .. } => "native_histograms",
+            HeadError::TooFarInFuture { .. } => "too_far_in_future",
         }
     }
 
@@ -141,7 +169,13 @@ impl AppendReport {
     /// Refused series listed in the report; the rest are only counted.
     pub const MAX_ERRORS: usize = 10;
 
-    fn push_error(&mut self, series: impl FnOnce() -> String, error: HeadError, samples: u64) {
+    /// Records a refused series (also for refusals decided before the head, in `ingest`).
+    pub(crate) fn push_error(
+        &mut self,
+        series: impl FnOnce() -> String,
+        error: HeadError,
+        samples: u64,
+    ) {
         self.error_count += 1;
         self.rejected += samples;
         if !error.is_tenant_limit() {
@@ -308,20 +342,10 @@ impl Head {
             return t;
         }
         let mut tenants = self.tenants.write();
-        tenants
-            .entry(id.clone())
-            .or_insert_with(|| {
-                Arc::new(TenantHead::new(
-                    id.clone(),
-                    &self.cfg,
-                    &self.metrics,
-                    self.next_ref.clone(),
-                    self.closed_bytes.clone(),
-                    self.index_bytes.clone(),
-                    self.spill.clone(),
-                ))
-            })
-            .clone()
+        if let Some(t) = tenants.get(id) {
+            return t.clone();
+        }
+        self.insert_tenant(&mut tenants, id)
     }
 
     /// Bytes of closed chunks not in the store yet, and the oldest sample time not in the
@@ -392,6 +416,7 @@ pub struct TenantHead {
     id: TenantId,
     label_limits: LabelLimits,
     max_series: usize,
+    overrides: Arc<Overrides>,
     index: RwLock<Index>,
     metrics: TenantMetrics,
     next_ref: Arc<AtomicU64>,
@@ -554,7 +579,7 @@ fn normalise<'r, 'a>(
 }
 
 /// The series' labels as text for an error message, from raw pairs. Huge values are cut.
-fn describe_raw(pairs: &[(&[u8], &[u8])]) -> String {
+pub(crate) fn describe_raw(pairs: &[(&[u8], &[u8])]) -> String {
     const MAX: usize = 256;
     let mut s = String::from("{");
     for (i, (n, v)) in pairs.iter().enumerate() {
@@ -602,6 +627,7 @@ impl TenantHead {
             id,
             label_limits: cfg.label_limits,
             max_series: cfg.max_series_per_tenant,
+            overrides: cfg.overrides.clone(),
             index: RwLock::new(Index::default()),
             metrics: tm,
             next_ref,
@@ -782,6 +808,20 @@ impl TenantHead {
         report: &mut AppendReport,
         mut log: Option<&mut WalLog>,
     ) {
+        // The flags' limits, or the overrides file's for this tenant as it is now.
+        let o = self.overrides.tenant(&self.id);
+        let max_series = o.max_series_per_tenant.unwrap_or(self.max_series);
+        let label_limits = LabelLimits {
+            max_label_names_per_series: o
+                .max_label_names_per_series
+                .unwrap_or(self.label_limits.max_label_names_per_series),
+            max_label_name_length: o
+                .max_label_name_length
+                .unwrap_or(self.label_limits.max_label_name_length),
+            max_label_value_length: o
+                .max_label_value_length
+                .unwrap_or(self.label_limits.max_label_value_length),
+        };
         let mut index = self.index.write();
         for &(i, hash) in missing {
             let s = &batch.series[i];
@@ -796,28 +836,23 @@ impl TenantHead {
             let r = match index.lookup(hash, pairs) {
                 Some(r) => r,
                 None => {
-                    if index.series.len() >= self.max_series {
-                        let e = HeadError::SeriesLimit {
-                            limit: self.max_series,
-                        };
+                    if index.series.len() >= max_series {
+                        let e = HeadError::SeriesLimit { limit: max_series };
                         self.metrics.rejected(e.reason(), n_samples);
                         report.push_error(|| describe_raw(pairs), e, n_samples);
                         continue;
                     }
                     let idx = &mut *index;
-                    let labels = match Labels::from_raw_pairs(
-                        pairs,
-                        &self.label_limits,
-                        &mut idx.interner,
-                    ) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let e = HeadError::Labels(e);
-                            self.metrics.rejected(e.reason(), n_samples);
-                            report.push_error(|| describe_raw(pairs), e, n_samples);
-                            continue;
-                        }
-                    };
+                    let labels =
+                        match Labels::from_raw_pairs(pairs, &label_limits, &mut idx.interner) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let e = HeadError::Labels(e);
+                                self.metrics.rejected(e.reason(), n_samples);
+                                report.push_error(|| describe_raw(pairs), e, n_samples);
+                                continue;
+                            }
+                        };
                     report.series_created += 1;
                     self.metrics.series.inc();
                     let series_ref = self.next_ref.fetch_add(1, Ordering::AcqRel);
