@@ -183,6 +183,8 @@ pub struct Metrics {
     /// Wall clock minus the newest sample of any store-only object: queries over the last
     /// this many seconds never need the store; -1 while no object is store-only.
     pub local_horizon_seconds: Gauge,
+    /// The HTTP server's connections (`weft_http_*`).
+    pub server: ServerMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -446,8 +448,11 @@ impl Metrics {
              the local tier); -1 while nothing is store-only",
             local_horizon_seconds.clone(),
         );
+        let server = ServerMetrics::default();
+        server.register(&mut registry);
         Self {
             registry,
+            server,
             local_horizon_seconds,
             local_bytes,
             local_objects,
@@ -553,5 +558,45 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding metrics into a String");
         out
+    }
+}
+
+/// The HTTP server's connection metrics (`weft_http_*`), kept by `api::server`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMetrics {
+    /// Open client connections.
+    pub connections: Gauge,
+    /// The connection cap in force (`--server.max-connections`, lowered to fit the fd limit).
+    pub connections_max: Gauge,
+    /// Connections closed at once because the cap was reached and none could be evicted.
+    pub connections_refused: Counter,
+    /// Connections weft closed, by reason: `header_timeout`, `idle_timeout`, `evicted`,
+    /// `shutdown`.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+}
+
+impl ServerMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_connections",
+            "Open HTTP client connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "http_connections_max",
+            "The HTTP connection cap in force (--server.max-connections, fitted to the fd limit)",
+            self.connections_max.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on accept: at the cap, with none idle to evict",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections weft closed, by reason (header_timeout, idle_timeout, evicted, \
+             shutdown)",
+            self.connections_closed.clone(),
+        );
     }
 }
