@@ -112,6 +112,8 @@ pub fn fit_fd_limit(max_connections: usize) -> usize {
                 lim.rlim_cur = lim.rlim_max;
             }
         }
+        // rlim_t is u64 on Linux but not everywhere.
+        #[allow(clippy::unnecessary_cast)]
         let fit = cap_for_fd_limit(max_connections, lim.rlim_cur as u64);
         if fit < max_connections {
             tracing::warn!(
@@ -445,9 +447,8 @@ async fn run_connection(
             .get_or_create(&ReasonLabels { reason })
             .inc();
     }
-    // Dropping the connection closes the socket; `done` frees the slot.
-    drop(http);
-    drop(done);
+    // Returning drops the connection (closing the socket) and then `done`, a parameter,
+    // which frees the slot.
 }
 
 /// The TCP stream, telling its [`Conn`] when bytes arrive.
