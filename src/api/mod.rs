@@ -714,12 +714,230 @@ fn rejected(st: &AppState, e: ApiError) -> ApiError {
 mod tests {
     use super::*;
     use crate::node::NodeConfig;
+    use std::time::Duration;
 
     async fn status(r: Response) -> (u16, String) {
         use http_body_util::BodyExt;
         let code = r.status().as_u16();
         let body = r.into_body().collect().await.unwrap().to_bytes();
         (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A body of `chunks` pieces of `size` bytes, one every `every`, then the end (or never
+    /// an end, if `endless`).
+    fn paced_body(chunks: usize, size: usize, every: Duration, endless: bool) -> Body {
+        let stream = futures::stream::unfold(0usize, move |i| async move {
+            if i == chunks {
+                if !endless {
+                    return None;
+                }
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(every).await;
+            Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; size])),
+                i + 1,
+            ))
+        });
+        Body::from_stream(stream)
+    }
+
+    fn with_length(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, n.into());
+        h
+    }
+
+    fn paced_limits() -> ApiLimits {
+        ApiLimits {
+            body_read_timeout: Duration::from_secs(2),
+            body_min_rate_bytes: 1000,
+            ..ApiLimits::default()
+        }
+    }
+
+    /// Records what a body was charged, and refuses past `refuse_over` bytes.
+    #[derive(Default)]
+    struct Charges {
+        lens: Vec<u64>,
+        refuse_over: Option<u64>,
+        released: bool,
+    }
+
+    impl BodyBudget for Charges {
+        fn charge(&mut self, len: u64, capacity: u64) -> Result<(), ApiError> {
+            assert!(
+                capacity >= len,
+                "charged {capacity} of capacity for {len} bytes"
+            );
+            if self.refuse_over.is_some_and(|max| len > max) {
+                return Err(ApiError::new(ErrorClass::Overloaded, "budget"));
+            }
+            self.lens.push(len);
+            Ok(())
+        }
+
+        fn release(&mut self) {
+            self.released = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_slower_than_its_allowance_is_a_408_at_its_deadline() {
+        // 500 bytes declared: 2 s plus 500 bytes at 1000 B/s = 2.5 s; it needs 10 s.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(10, 100, Duration::from_secs(1), false);
+        let mut charges = Charges::default();
+        let err = read_body(
+            &paced_limits(),
+            &with_length(500),
+            body,
+            1 << 20,
+            &mut charges,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Timeout, "{}", err.message);
+        assert_eq!(started.elapsed(), Duration::from_millis(2500));
+        // Only the bytes that arrived were charged, as they arrived.
+        assert_eq!(charges.lens, vec![100, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_at_the_minimum_rate_is_read_whole_and_charged_as_it_arrives() {
+        // 10 x 1000 bytes, one a second: 10 s, within 2 s + 10000 B at 1000 B/s = 12 s.
+        let body = paced_body(10, 1000, Duration::from_secs(1), false);
+        let mut charges = Charges::default();
+        let got = read_body(
+            &paced_limits(),
+            &with_length(10_000),
+            body,
+            1 << 20,
+            &mut charges,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 10_000);
+        assert_eq!(
+            charges.lens,
+            (1..=10).map(|i| i * 1000).collect::<Vec<u64>>()
+        );
+        assert!(!charges.released);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_the_budget_cannot_take_is_refused_when_its_bytes_arrive() {
+        let body = paced_body(10, 1000, Duration::from_millis(10), false);
+        let mut charges = Charges {
+            refuse_over: Some(3500),
+            ..Charges::default()
+        };
+        let err = read_body(
+            &paced_limits(),
+            &HeaderMap::new(),
+            body,
+            1 << 20,
+            &mut charges,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Overloaded);
+        assert_eq!(charges.lens, vec![1000, 2000, 3000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_over_limit_body_is_read_to_its_end_before_the_413_but_only_for_so_long() {
+        // 200 x 1000 bytes against a 10 kB limit: the rest is read (1 s), then 413.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(200, 1000, Duration::from_millis(5), false);
+        let mut charges = Charges::default();
+        let err = read_body(
+            &ApiLimits::default(),
+            &HeaderMap::new(),
+            body,
+            10_000,
+            &mut charges,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::TooLarge);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(
+            charges.released,
+            "the budget was kept while the rest was thrown away"
+        );
+
+        // A rest that never ends is read for LINGER_TOTAL from the chunk that crossed the
+        // limit (the 11th, at 1.1 s), then answered.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(usize::MAX, 1000, Duration::from_millis(100), false);
+        let err = read_body(
+            &ApiLimits::default(),
+            &HeaderMap::new(),
+            body,
+            10_000,
+            &mut (),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::TooLarge);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(1100) + LINGER_TOTAL
+        );
+
+        // A rest that stops coming is waited for LINGER_GAP.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(20, 1000, Duration::from_millis(1), true);
+        let err = read_body(
+            &ApiLimits::default(),
+            &HeaderMap::new(),
+            body,
+            10_000,
+            &mut (),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::TooLarge);
+        assert_eq!(started.elapsed(), Duration::from_millis(20) + LINGER_GAP);
+    }
+
+    #[tokio::test]
+    async fn a_push_finding_every_write_slot_taken_gets_503_with_retry_after() {
+        let metrics = Arc::new(Metrics::new());
+        let (stop, _stop_rx) = tokio::sync::watch::channel(false);
+        let limits = ApiLimits {
+            max_inflight_writes: 1,
+            ..ApiLimits::default()
+        };
+        let st = AppState::new(metrics.clone(), limits, stop);
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::boot(NodeConfig::for_test(dir.path()), metrics)
+            .await
+            .unwrap();
+        st.set_node(Arc::new(node)).unwrap();
+        let empty = crate::proto::compress(&[]);
+
+        let held = st.slot("write").unwrap();
+        let r = write::push(
+            State(st.clone()),
+            HeaderMap::new(),
+            Body::from(empty.clone()),
+        )
+        .await;
+        let retry_after = r.headers().get(header::RETRY_AFTER).cloned();
+        let (code, body) = status(r).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            body.contains("too many concurrent write requests"),
+            "{body}"
+        );
+        assert!(retry_after.is_some(), "503 without Retry-After");
+
+        drop(held);
+        let (code, body) =
+            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(empty)).await).await;
+        assert_eq!(code, 204, "{body}");
     }
 
     #[tokio::test]
