@@ -421,3 +421,41 @@ fn a_body_far_over_the_limit_sent_whole_before_reading_gets_its_413() {
     eprintln!("300 MiB sent and 413 read in {:?}", started.elapsed());
     w.assert_still_serves("after an over-size body");
 }
+
+#[test]
+fn shutdown_lets_a_push_in_progress_finish_and_closes_idle_connections() {
+    let mut w = Weft::start(&[]);
+    let mut idle = connect(w.port);
+    let body = legit_body("shutdown");
+    let mut pushing = connect(w.port);
+    let half = body.len() / 2;
+    pushing
+        .write_all(
+            format!(
+                "POST /api/v1/push HTTP/1.1\r\nHost: weft\r\nContent-Type: application/x-protobuf\r\n\
+                 Content-Encoding: snappy\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .and_then(|()| pushing.write_all(&body[..half]))
+        .expect("the first half of a push");
+    std::thread::sleep(Duration::from_millis(300));
+    w.signal(libc::SIGTERM);
+    assert!(
+        closed_by_server(&mut idle, Duration::from_secs(5)),
+        "an idle connection stayed open after SIGTERM"
+    );
+    // The push in progress is served to its end.
+    pushing
+        .write_all(&body[half..])
+        .expect("the second half of a push");
+    assert_eq!(
+        read_status(&mut pushing, Duration::from_secs(10)),
+        Ok(204),
+        "a push in progress at SIGTERM\n{}",
+        w.log_tail()
+    );
+    let status = w.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "weft exited with {status} after SIGTERM");
+}
