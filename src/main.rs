@@ -452,7 +452,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState::new(metrics.clone(), limits, stop_tx.clone());
 
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = api::server::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;

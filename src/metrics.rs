@@ -573,6 +573,9 @@ pub struct ServerMetrics {
     /// Connections weft closed, by reason: `header_timeout`, `idle_timeout`, `evicted`,
     /// `shutdown`.
     pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Requests answered 503 at once because the cap less the operators' reserve were in
+    /// progress.
+    pub requests_refused: Counter,
 }
 
 impl ServerMetrics {
@@ -597,6 +600,12 @@ impl ServerMetrics {
             "HTTP connections weft closed, by reason (header_timeout, idle_timeout, evicted, \
              shutdown)",
             self.connections_closed.clone(),
+        );
+        registry.register(
+            "http_requests_refused",
+            "Requests answered 503 at once: --server.max-connections less the connections kept \
+             for /ready and /metrics were serving requests",
+            self.requests_refused.clone(),
         );
     }
 }

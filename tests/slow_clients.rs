@@ -459,3 +459,47 @@ fn shutdown_lets_a_push_in_progress_finish_and_closes_idle_connections() {
     let status = w.wait_exit(Duration::from_secs(30));
     assert!(status.success(), "weft exited with {status} after SIGTERM");
 }
+
+#[test]
+fn with_slow_bodies_on_every_connection_ready_and_metrics_still_answer() {
+    // A cap of 64 keeps 4 connections for the operator: at most 60 requests are served at
+    // once, so 80 slow bodies cannot make every connection busy.
+    const CAP: usize = 64;
+    const SLOW: usize = 80;
+    let cap = CAP.to_string();
+    let w = Weft::start(&["--server.max-connections", &cap]);
+    let head =
+        "POST /api/v1/push HTTP/1.1\r\nHost: weft\r\nContent-Type: application/x-protobuf\r\n\
+                Content-Encoding: snappy\r\nContent-Length: 100000\r\n\r\n";
+    let mut slow: Vec<TcpStream> = Vec::new();
+    for _ in 0..SLOW {
+        let mut s = connect(w.port);
+        // A refused one may be closed already; that is the point.
+        let _ = s
+            .write_all(head.as_bytes())
+            .and_then(|()| s.write_all(b"0123456789"));
+        slow.push(s);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for i in 0..5 {
+        for path in ["/ready", "/metrics"] {
+            match get(w.port, path, Duration::from_secs(5)) {
+                Ok((200, took)) if took <= Duration::from_secs(2) => {}
+                other => panic!(
+                    "{path} (try {i}) with {SLOW} slow bodies and a cap of {CAP}: want 200 \
+                     within 2s, got {other:?}\n{}",
+                    w.log_tail()
+                ),
+            }
+        }
+    }
+    let refused = w
+        .metric("weft_http_requests_refused_total", &[])
+        .unwrap_or(0.0);
+    assert!(
+        refused >= (SLOW - (CAP - 4)) as f64,
+        "{refused} requests refused past the request cap, want at least {}",
+        SLOW - (CAP - 4)
+    );
+}

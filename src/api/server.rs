@@ -18,7 +18,11 @@
 //! evicts the connection that has been idle (or half-sent its head) the longest, so an
 //! operator's `/ready` or `/metrics` gets through however many idle sockets a client holds;
 //! if every connection is busy, the new one waits up to [`ACCEPT_WAIT`] for a slot and is
-//! then closed. Busy connections are never evicted.
+//! then closed. Busy connections are never evicted. So that every connection cannot be busy,
+//! at most the cap less [`reserved_for_operators`] requests are served at once: one more
+//! gets 503 + Retry-After at once, unless it is `GET /ready` or `GET /metrics`. However many
+//! slow bodies are on their way in, some connections are therefore idle, and the operator's
+//! new connection evicts one of them.
 //!
 //! hyper's own `header_read_timeout` is not used: it starts whenever hyper waits for a request
 //! head, so it would also close idle keep-alive connections at the (short) header deadline.
@@ -31,7 +35,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,6 +57,40 @@ pub const ACCEPT_WAIT: Duration = Duration::from_secs(1);
 /// How long shutdown waits for busy connections to finish their requests before it closes
 /// them anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Connections kept for `/ready` and `/metrics`: requests to anything else are refused once
+/// `max_connections` less this many are in progress (a 32nd of the cap, at least 4).
+pub fn reserved_for_operators(max_connections: usize) -> usize {
+    (max_connections / 32)
+        .max(4)
+        .min(max_connections.saturating_sub(1))
+}
+
+/// The kernel's queue of connections not yet accepted (capped by `net.core.somaxconn`): deep
+/// enough that a burst of connections does not drop the operator's SYN while the accept loop
+/// catches up.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` (`host:port`; the first address it resolves to) with [`LISTEN_BACKLOG`].
+pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
+    let sa = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{addr} resolves to no address"),
+        )
+    })?;
+    let socket = if sa.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As std's and tokio's own bind do on Unix: a restart can bind while old connections of
+    // the previous process linger in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(sa)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// File descriptors kept out of the connection cap, for the WAL, spill and local-tier files,
 /// the store's connections and the process itself.
 pub const FD_RESERVE: u64 = 256;
@@ -283,6 +321,11 @@ pub async fn serve(
     let max = cfg.max_connections.max(1);
     metrics.connections_max.set(max as i64);
     let slots = Arc::new(Semaphore::new(max));
+    let requests = Arc::new(RequestCap {
+        in_progress: AtomicUsize::new(0),
+        max: max - reserved_for_operators(max),
+        refused: metrics.requests_refused.clone(),
+    });
     let registry = Arc::new(Registry::default());
     let mut last_accept_error: Option<Instant> = None;
     loop {
@@ -337,6 +380,7 @@ pub async fn serve(
                 _permit: permit,
             },
             router.clone(),
+            requests.clone(),
             cfg.clone(),
             stop.clone(),
         ));
@@ -379,6 +423,7 @@ async fn run_connection(
     conn: Arc<Conn>,
     done: ConnDone,
     router: Router,
+    requests: Arc<RequestCap>,
     cfg: Arc<ServerConfig>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -389,6 +434,7 @@ async fn run_connection(
     let service = ConnService {
         router,
         conn: conn.clone(),
+        requests,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     // Set explicitly: keep-alive on (Prometheus reuses its connections), and no hyper header
@@ -508,14 +554,44 @@ impl AsyncWrite for TrackedIo {
 struct ConnService {
     router: Router,
     conn: Arc<Conn>,
+    requests: Arc<RequestCap>,
 }
 
-/// Marks a request done when dropped.
-struct BusyGuard(Arc<Conn>);
+/// Requests in progress over all connections, and how many may be.
+#[derive(Debug)]
+struct RequestCap {
+    in_progress: AtomicUsize,
+    max: usize,
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl RequestCap {
+    /// Counts a request in; false (and not counted) if it must be refused.
+    fn enter(&self, exempt: bool) -> bool {
+        let before = self.in_progress.fetch_add(1, Ordering::Relaxed);
+        if before >= self.max && !exempt {
+            self.in_progress.fetch_sub(1, Ordering::Relaxed);
+            self.refused.inc();
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether a request is one of the operator's, served beyond the request cap.
+fn operator_request(req: &Request<Incoming>) -> bool {
+    req.method() == hyper::Method::GET && matches!(req.uri().path(), "/ready" | "/metrics")
+}
+
+/// Marks a request done when dropped: its connection's and the server's count.
+struct BusyGuard(Arc<Conn>, Option<Arc<RequestCap>>);
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
         self.0.end_request();
+        if let Some(cap) = &self.1 {
+            cap.in_progress.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -526,7 +602,24 @@ impl hyper::service::Service<Request<Incoming>> for ConnService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         self.conn.begin_request();
-        let guard = BusyGuard(self.conn.clone());
+        if !self.requests.enter(operator_request(&req)) {
+            // Its body, if any, is left unread: hyper closes the connection after this answer.
+            let refusal = super::ApiError::new(
+                super::ErrorClass::Overloaded,
+                format!(
+                    "{} requests in progress, the most this server takes besides /ready and \
+                     /metrics; retry later",
+                    self.requests.max
+                ),
+            );
+            let guard = BusyGuard(self.conn.clone(), None);
+            let resp = axum::response::IntoResponse::into_response(refusal);
+            return Box::pin(std::future::ready(Ok(resp.map(|inner| TrackedBody {
+                inner,
+                _guard: guard,
+            }))));
+        }
+        let guard = BusyGuard(self.conn.clone(), Some(self.requests.clone()));
         let mut router = self.router.clone();
         Box::pin(async move {
             // A Router is always ready (its poll_ready returns Ready at once).
@@ -571,6 +664,23 @@ impl hyper::body::Body for TrackedBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operators_keep_connections_however_many_requests_are_in_progress() {
+        assert_eq!(reserved_for_operators(4096), 128);
+        assert_eq!(reserved_for_operators(64), 4);
+        assert_eq!(reserved_for_operators(2), 1);
+        let cap = RequestCap {
+            in_progress: AtomicUsize::new(0),
+            max: 2,
+            refused: Default::default(),
+        };
+        assert!(cap.enter(false) && cap.enter(false));
+        assert!(!cap.enter(false), "a third request past a cap of 2");
+        assert!(cap.enter(true), "/ready past the cap");
+        assert_eq!(cap.in_progress.load(Ordering::Relaxed), 3);
+        assert_eq!(cap.refused.get(), 1);
+    }
 
     #[test]
     fn the_cap_leaves_the_fd_reserve_free() {
