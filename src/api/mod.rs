@@ -538,9 +538,10 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
 fn body_allowance(limits: &ApiLimits, bytes: u64) -> std::time::Duration {
     let at_rate = match limits.body_min_rate_bytes {
         0 => std::time::Duration::ZERO,
-        rate => std::time::Duration::from_secs_f64(bytes as f64 / rate as f64),
+        rate => std::time::Duration::try_from_secs_f64(bytes as f64 / rate as f64)
+            .unwrap_or(std::time::Duration::MAX),
     };
-    limits.body_read_timeout + at_rate
+    limits.body_read_timeout.saturating_add(at_rate)
 }
 
 /// Reads a body of at most `limit` bytes, charging it to `budget` as it arrives.
@@ -573,9 +574,16 @@ async fn read_body(
     let mut body = body;
     if declared.is_none_or(|n| n <= limit as u64) {
         let expected = declared.unwrap_or(0);
-        let mut buf = bytes::BytesMut::new();
+        // A Vec, for `reserve_exact`: the memory charged is the memory allocated.
+        let mut buf: Vec<u8> = Vec::new();
+        // No more room than the declared length (or the limit) is ever made.
+        let ceiling = declared.map_or(limit, |n| n as usize);
         loop {
-            let deadline = started + body_allowance(limits, expected.max(buf.len() as u64));
+            let allowance = body_allowance(limits, expected.max(buf.len() as u64));
+            // A timeout too long to represent is no timeout (a year is as good).
+            let deadline = started
+                .checked_add(allowance)
+                .unwrap_or_else(|| started + std::time::Duration::from_secs(365 * 86_400));
             let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
                 Err(_) => {
                     return Err(ApiError::new(
@@ -592,7 +600,7 @@ async fn read_body(
                         ),
                     ))
                 }
-                Ok(None) => return Ok(buf.freeze()),
+                Ok(None) => return Ok(bytes::Bytes::from(buf)),
                 Ok(Some(Err(e))) => {
                     return Err(ApiError::bad_data(format!("reading request body: {e}")))
                 }
@@ -608,9 +616,9 @@ async fn read_body(
             if len > buf.capacity() {
                 // Grow by doubling (within the limit), charged before it is allocated.
                 let first = (expected.min(FIRST_READ_BYTES) as usize).max(len);
-                let capacity = (buf.capacity() * 2).max(first).clamp(len, limit.max(len));
+                let capacity = (buf.capacity() * 2).max(first).clamp(len, ceiling.max(len));
                 budget.charge(len as u64, capacity as u64)?;
-                buf.reserve(capacity - buf.len());
+                buf.reserve_exact(capacity - buf.len());
             } else {
                 budget.charge(len as u64, buf.capacity() as u64)?;
             }

@@ -253,9 +253,13 @@ impl Conn {
 
 /// When a connection in `phase` since `since` is due to close, and why; `None` while busy.
 fn deadline(cfg: &ServerConfig, phase: Phase, since: Instant) -> Option<(Instant, &'static str)> {
+    // A timeout too long to add to an instant is no timeout.
     match phase {
-        Phase::Idle => Some((since + cfg.idle_timeout, "idle_timeout")),
-        Phase::Headers => Some((since + cfg.header_read_timeout, "header_timeout")),
+        Phase::Idle => Some((since.checked_add(cfg.idle_timeout)?, "idle_timeout")),
+        Phase::Headers => Some((
+            since.checked_add(cfg.header_read_timeout)?,
+            "header_timeout",
+        )),
         Phase::Busy => None,
     }
 }
