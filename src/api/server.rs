@@ -70,14 +70,25 @@ pub fn reserved_for_operators(max_connections: usize) -> usize {
 /// catches up.
 pub const LISTEN_BACKLOG: u32 = 4096;
 
-/// Binds `addr` (`host:port`; the first address it resolves to) with [`LISTEN_BACKLOG`].
+/// Binds `addr` (`host:port`) with [`LISTEN_BACKLOG`]: the first of its addresses that binds,
+/// as `TcpListener::bind` does.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
-    let sa = tokio::net::lookup_host(addr).await?.next().ok_or_else(|| {
+    let mut last = None;
+    for sa in tokio::net::lookup_host(addr).await? {
+        match bind_one(sa) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("{addr} resolves to no address"),
         )
-    })?;
+    }))
+}
+
+fn bind_one(sa: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if sa.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -441,9 +452,16 @@ async fn run_connection(
         requests,
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
-    // Set explicitly: keep-alive on (Prometheus reuses its connections), and no hyper header
-    // timer (see the module docs: the phases below bound idle and header time).
-    builder.keep_alive(true).header_read_timeout(None);
+    // Set explicitly: keep-alive on (Prometheus reuses its connections); no hyper header
+    // timer (see the module docs: the phases below bound idle and header time); a request
+    // head of at most 100 headers within a read buffer of at most 400 KiB (hyper's defaults:
+    // a larger head is a 431, and the buffer is also what each body read fills).
+    builder
+        .keep_alive(true)
+        .header_read_timeout(None)
+        .half_close(false)
+        .max_headers(100)
+        .max_buf_size(400 << 10);
     let http = builder.serve_connection(io, service);
     tokio::pin!(http);
     // How often the phase is looked at again while nothing else wakes the task: a phase
