@@ -54,6 +54,8 @@ use crate::metrics::{ReasonLabels, ServerMetrics};
 /// be evicted (all are busy); then it is closed. The accept loop waits with it, so further
 /// connections queue in the kernel's backlog meanwhile.
 pub const ACCEPT_WAIT: Duration = Duration::from_secs(1);
+/// How long closing an idle connection waits for hyper to flush its last response.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// How long shutdown waits for busy connections to finish their requests before it closes
 /// them anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -469,13 +471,15 @@ async fn run_connection(
     let tick = (cfg.header_read_timeout.min(cfg.idle_timeout) / 4)
         .clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut graceful = false;
-    let close_reason = loop {
+    // Why weft closes the connection (None: the client did, or it was evicted, which the
+    // accept loop counts), and whether it was idle.
+    let (close_reason, idle) = loop {
         let (phase, since) = conn.phase();
         let now = Instant::now();
         let due = deadline(&cfg, phase, since);
         if let Some((at, reason)) = due {
             if at <= now && !graceful {
-                break Some(reason);
+                break (Some(reason), phase == Phase::Idle);
             }
         }
         let wake_at = due.map_or(now + tick, |(at, _)| at.min(now + tick));
@@ -484,16 +488,17 @@ async fn run_connection(
                 if let Err(e) = r {
                     tracing::debug!("HTTP connection ended with an error: {e}");
                 }
-                break None;
+                return;
             }
             () = tokio::time::sleep_until(wake_at.into()) => {}
             () = conn.wake.notified() => {
                 if conn.killed.load(Ordering::Relaxed) {
-                    break Some("shutdown");
+                    break (Some("shutdown"), false);
                 }
-                if conn.evicted.load(Ordering::Relaxed) {
-                    if conn.phase().0 != Phase::Busy {
-                        break None; // counted by the accept loop
+                if conn.evicted.load(Ordering::Relaxed) && !graceful {
+                    let phase = conn.phase().0;
+                    if phase != Phase::Busy {
+                        break (None, phase == Phase::Idle);
                     }
                     // Turned busy since it was picked: let the request finish.
                     http.as_mut().graceful_shutdown();
@@ -501,8 +506,9 @@ async fn run_connection(
                 }
             }
             _ = stop.wait_for(|s| *s), if !graceful => {
-                if conn.phase().0 != Phase::Busy {
-                    break Some("shutdown");
+                let phase = conn.phase().0;
+                if phase != Phase::Busy {
+                    break (Some("shutdown"), phase == Phase::Idle);
                 }
                 http.as_mut().graceful_shutdown();
                 graceful = true;
@@ -514,6 +520,14 @@ async fn run_connection(
             .connections_closed
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+    if idle {
+        // The last response may still sit in hyper's write buffer (a request turns idle when
+        // its response body has been taken, not written): hyper closes an idle connection
+        // itself once that is flushed. A head in progress is not waited for (hyper would
+        // keep reading it), nor is a client that does not take the last bytes.
+        http.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(IDLE_CLOSE_GRACE, http.as_mut()).await;
     }
     // Returning drops the connection (closing the socket) and then `done`, a parameter,
     // which frees the slot.
