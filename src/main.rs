@@ -9,9 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use std::ffi::OsString;
-use std::future::IntoFuture;
 use std::time::Duration;
 
+use weft::api::server::ServerConfig;
 use weft::api::{self, ApiLimits, AppState};
 use weft::flush::FlushConfig;
 use weft::head::HeadConfig;
@@ -95,6 +95,26 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "WEFT_LISTEN", default_value = "0.0.0.0:9009")]
     listen: String,
+    /// Most open client connections. At the cap, a new connection closes the one idle the
+    /// longest (or, if all are busy, waits 1s for a slot, then is closed). Lowered at start to
+    /// fit the fd limit.
+    #[arg(long = "server.max-connections", env = "WEFT_SERVER_MAX_CONNECTIONS", default_value_t = ServerConfig::default().max_connections)]
+    server_max_connections: usize,
+    /// Longest time from the first byte of a request's headers to their end; then the
+    /// connection is closed.
+    #[arg(long = "server.http-read-header-timeout", env = "WEFT_SERVER_HTTP_READ_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    server_http_read_header_timeout: Duration,
+    /// Longest time a connection stays open with no request in progress (keep-alive).
+    #[arg(long = "server.http-idle-timeout", env = "WEFT_SERVER_HTTP_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    server_http_idle_timeout: Duration,
+    /// Time a request body may take to arrive, plus its size at --server.http-body-min-rate;
+    /// a slower body gets 408 and its connection is closed.
+    #[arg(long = "server.http-body-read-timeout", env = "WEFT_SERVER_HTTP_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    server_http_body_read_timeout: Duration,
+    /// Bytes per second a request body must keep up beyond --server.http-body-read-timeout
+    /// (0: the timeout alone bounds a body).
+    #[arg(long = "server.http-body-min-rate", env = "WEFT_SERVER_HTTP_BODY_MIN_RATE", default_value_t = ApiLimits::default().body_min_rate_bytes)]
+    server_http_body_min_rate: u64,
     /// Directory for the WAL, spilled chunks and (by default) the local store.
     #[arg(long = "data-dir", env = "WEFT_DATA_DIR", default_value = "./data")]
     data_dir: PathBuf,
@@ -459,7 +479,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let state = AppState::new(metrics.clone(), limits, stop_tx.clone());
 
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = api::server::bind(&args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
@@ -468,16 +488,17 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!("weft listening on http://{addr}");
     // Serve at once, so /ready can say "not ready" during replay; writes get 503 until the
     // node is set.
-    let server = {
-        let mut stop_rx = stop_rx.clone();
-        tokio::spawn(
-            axum::serve(listener, api::router(state.clone()))
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .into_future(),
-        )
-    };
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(state.clone()),
+        ServerConfig {
+            max_connections: api::server::fit_fd_limit(args.server_max_connections),
+            header_read_timeout: args.server_http_read_header_timeout,
+            idle_timeout: args.server_http_idle_timeout,
+        },
+        metrics.server.clone(),
+        stop_rx.clone(),
+    ));
     tokio::spawn(async move {
         shutdown_signal().await;
         stop_tx.send_replace(true);
@@ -516,6 +537,8 @@ fn api_limits(args: &ServeArgs) -> ApiLimits {
         max_read_bytes: args.max_read_bytes,
         max_read_series: args.max_read_series,
         max_inflight_push_bytes: args.max_inflight_push_bytes,
+        body_read_timeout: args.server_http_body_read_timeout,
+        body_min_rate_bytes: args.server_http_body_min_rate,
         ..ApiLimits::default()
     }
 }

@@ -185,6 +185,8 @@ pub struct Metrics {
     pub local_horizon_seconds: Gauge,
     /// Tenants and per-tenant limits (`crate::limits`).
     pub limits: LimitsMetrics,
+    /// The HTTP server's connections (`weft_http_*`).
+    pub server: ServerMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -449,9 +451,12 @@ impl Metrics {
             local_horizon_seconds.clone(),
         );
         let limits = LimitsMetrics::register(&mut registry);
+        let server = ServerMetrics::default();
+        server.register(&mut registry);
         Self {
             registry,
             limits,
+            server,
             local_horizon_seconds,
             local_bytes,
             local_objects,
@@ -648,5 +653,54 @@ impl LimitsMetrics {
             m.overrides_last_reload_success.clone(),
         );
         m
+    }
+}
+
+/// The HTTP server's connection metrics (`weft_http_*`), kept by `api::server`.
+#[derive(Debug, Clone, Default)]
+pub struct ServerMetrics {
+    /// Open client connections.
+    pub connections: Gauge,
+    /// The connection cap in force (`--server.max-connections`, lowered to fit the fd limit).
+    pub connections_max: Gauge,
+    /// Connections closed at once because the cap was reached and none could be evicted.
+    pub connections_refused: Counter,
+    /// Connections weft closed, by reason: `header_timeout`, `idle_timeout`, `evicted`,
+    /// `shutdown`.
+    pub connections_closed: Family<ReasonLabels, Counter>,
+    /// Requests answered 503 at once because the cap less the operators' reserve were in
+    /// progress.
+    pub requests_refused: Counter,
+}
+
+impl ServerMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "http_connections",
+            "Open HTTP client connections",
+            self.connections.clone(),
+        );
+        registry.register(
+            "http_connections_max",
+            "The HTTP connection cap in force (--server.max-connections, fitted to the fd limit)",
+            self.connections_max.clone(),
+        );
+        registry.register(
+            "http_connections_refused",
+            "HTTP connections closed on accept: at the cap, with none idle to evict",
+            self.connections_refused.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "HTTP connections weft closed, by reason (header_timeout, idle_timeout, evicted, \
+             shutdown)",
+            self.connections_closed.clone(),
+        );
+        registry.register(
+            "http_requests_refused",
+            "Requests answered 503 at once: --server.max-connections less the connections kept \
+             for /ready and /metrics were serving requests",
+            self.requests_refused.clone(),
+        );
     }
 }

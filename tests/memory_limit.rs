@@ -1,5 +1,5 @@
 //! One memory limit, end to end: with a small `--limits.memory-bytes`, a push body held in
-//! flight (reserved by its Content-Length) and a growing series index take accounted memory
+//! flight (reserved as its bytes arrive) and a growing series index take accounted memory
 //! to the limit. Pushes are then refused with 503 + Retry-After that names the memory limit,
 //! `/ready` stays 200, every consumer has its `weft_memory_bytes` gauge, and once the held
 //! body goes away the refusal lifts by itself.
@@ -35,18 +35,20 @@ fn new_series(b: usize, n: usize, t: i64) -> WriteRequest {
     }
 }
 
-/// Opens a push whose headers promise `len` bytes and sends only a few: the server has
-/// admitted it (and reserved its bytes) and waits for the rest.
+/// Opens a push that sends `len` bytes of a body whose headers promise 1 MiB more: the
+/// server has admitted it, reserved the bytes that arrived, and waits for the rest.
 fn hold_push_body(weft: &Weft, len: u64) -> TcpStream {
     let mut s = TcpStream::connect(("127.0.0.1", weft.port)).expect("connect");
     let head = format!(
         "POST /api/v1/push HTTP/1.1\r\nHost: 127.0.0.1\r\n\
          Content-Type: application/x-protobuf\r\nContent-Encoding: snappy\r\n\
          X-Prometheus-Remote-Write-Version: 0.1.0\r\nX-Scope-OrgID: held\r\n\
-         Content-Length: {len}\r\n\r\n"
+         Content-Length: {}\r\n\r\n",
+        len + (1 << 20)
     );
     s.write_all(head.as_bytes()).expect("send headers");
-    s.write_all(&[0u8; 1024]).expect("send the first bytes");
+    s.write_all(&vec![0u8; len as usize])
+        .expect("send all but the last MiB");
     s.flush().unwrap();
     s
 }

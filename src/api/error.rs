@@ -34,6 +34,9 @@ pub enum ErrorClass {
     TooLarge,
     /// Wrong Content-Type or Content-Encoding: 415.
     UnsupportedMedia,
+    /// The client sent its body too slowly (`--server.http-body-read-timeout`,
+    /// `--server.http-body-min-rate`): 408, and the connection is closed.
+    Timeout,
     /// A per-tenant limit (e.g. series) was reached: 429.
     TenantLimit,
     /// weft is busy; retry later: 503 with Retry-After. Never 429, because Prometheus 2.x
@@ -52,6 +55,7 @@ impl ErrorClass {
             ErrorClass::BadData => StatusCode::BAD_REQUEST,
             ErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorClass::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorClass::Timeout => StatusCode::REQUEST_TIMEOUT,
             ErrorClass::TenantLimit => StatusCode::TOO_MANY_REQUESTS,
             ErrorClass::Overloaded | ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -65,6 +69,7 @@ impl ErrorClass {
             ErrorClass::TenantLimit | ErrorClass::Overloaded | ErrorClass::Unavailable => {
                 "unavailable"
             }
+            ErrorClass::Timeout => "timeout",
             ErrorClass::Internal => "internal",
         }
     }
@@ -75,6 +80,7 @@ impl ErrorClass {
             ErrorClass::BadData => "bad_data",
             ErrorClass::TooLarge => "too_large",
             ErrorClass::UnsupportedMedia => "unsupported_media",
+            ErrorClass::Timeout => "body_timeout",
             ErrorClass::TenantLimit => "tenant_limit",
             ErrorClass::Overloaded => "overloaded",
             ErrorClass::Unavailable => "unavailable",
@@ -141,6 +147,12 @@ impl ApiError {
         if let Some(s) = self.class.retry_after_seconds() {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        // The rest of a body that came too slowly is still on its way: the connection cannot
+        // carry another request, and saying so spares the client a reset on reuse.
+        if self.class == ErrorClass::Timeout {
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
     }
 

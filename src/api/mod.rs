@@ -7,6 +7,7 @@ mod admin;
 mod error;
 mod prom;
 pub mod read;
+pub mod server;
 mod write;
 
 use std::sync::{Arc, OnceLock};
@@ -39,8 +40,14 @@ pub struct ApiLimits {
     pub max_inflight_writes: usize,
     /// Remote-read and series-API requests served at once; more get 503 + Retry-After.
     pub max_concurrent_reads: usize,
-    /// Bytes of push bodies in flight (by Content-Length); more get 503 + Retry-After.
+    /// Bytes of push bodies in flight, counted as they arrive; more get 503 + Retry-After.
     pub max_inflight_push_bytes: u64,
+    /// Time any request body may take, plus its size at `body_min_rate_bytes`: a slower body
+    /// gets 408 and its connection is closed.
+    pub body_read_timeout: std::time::Duration,
+    /// Bytes per second a body must keep up beyond `body_read_timeout` (0: none, the timeout
+    /// alone bounds the body).
+    pub body_min_rate_bytes: u64,
     /// Most bytes one remote read may hold in memory: its plan (selected series, copies of
     /// open chunks, store chunks read) and, for SAMPLES, the encoded answer. Over it the read
     /// gets a 400 asking for a narrower query.
@@ -63,6 +70,8 @@ impl Default for ApiLimits {
             max_inflight_writes: 256,
             max_concurrent_reads: 16,
             max_inflight_push_bytes: 256 << 20,
+            body_read_timeout: std::time::Duration::from_secs(30),
+            body_min_rate_bytes: 256 << 10,
             max_read_bytes: 128 << 20,
             max_read_series: 1_000_000,
             max_read_samples: 50_000_000,
@@ -138,12 +147,90 @@ impl BufferPool {
     }
 }
 
-/// What an admitted push holds until it is answered: its in-flight slot of body bytes and
-/// its memory reservation.
+/// What an admitted push holds until it is answered: its share of the in-flight push-bytes
+/// budget and its memory reservation, both grown as the body's bytes arrive (not reserved at
+/// the declared length or the limit up front: a slow client would then hold budget for bytes
+/// it has not sent).
 #[derive(Debug)]
 struct Admission {
-    _permit: OwnedSemaphorePermit,
+    push: PushBytes,
     memory: Option<Reservation>,
+}
+
+/// A push's KiB permits of `--limits.max-inflight-push-bytes`.
+#[derive(Debug)]
+struct PushBytes {
+    budget: Arc<Semaphore>,
+    total_kib: u64,
+    max_bytes: u64,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl PushBytes {
+    /// Holds permits for `bytes` of body, or refuses with 503 + Retry-After. A body larger
+    /// than the whole budget holds all of it (it goes through alone).
+    fn grow_to(&mut self, bytes: u64) -> Result<(), ApiError> {
+        let want = bytes.div_ceil(1024).clamp(1, self.total_kib);
+        let held = self.held.as_ref().map_or(0, |p| p.num_permits() as u64);
+        if want <= held {
+            return Ok(());
+        }
+        let more = u32::try_from(want - held).unwrap_or(u32::MAX);
+        let permit = self
+            .budget
+            .clone()
+            .try_acquire_many_owned(more)
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorClass::Overloaded,
+                    format!(
+                        "more than {} bytes of pushes in flight; retry later",
+                        self.max_bytes
+                    ),
+                )
+            })?;
+        match &mut self.held {
+            Some(p) => p.merge(permit),
+            None => self.held = Some(permit),
+        }
+        Ok(())
+    }
+}
+
+/// What the bytes of a body are charged to while it is read.
+trait BodyBudget: Send {
+    /// The body read so far is `len` bytes, in a buffer about to grow to `capacity`.
+    fn charge(&mut self, len: u64, capacity: u64) -> Result<(), ApiError>;
+    /// The body will not be kept: give back what it holds.
+    fn release(&mut self);
+}
+
+/// Bodies that are not pushes are small (bounded by their own limit) and charged nowhere.
+impl BodyBudget for () {
+    fn charge(&mut self, _len: u64, _capacity: u64) -> Result<(), ApiError> {
+        Ok(())
+    }
+
+    fn release(&mut self) {}
+}
+
+impl BodyBudget for Admission {
+    fn charge(&mut self, len: u64, capacity: u64) -> Result<(), ApiError> {
+        self.push.grow_to(len)?;
+        if let Some(m) = &mut self.memory {
+            if capacity > m.bytes() {
+                m.try_grow(capacity - m.bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn release(&mut self) {
+        self.push.held = None;
+        if let Some(m) = &mut self.memory {
+            m.shrink_to(0);
+        }
+    }
 }
 
 /// What every handler shares.
@@ -230,47 +317,46 @@ impl AppState {
         Some(first)
     }
 
-    /// Refuses a push while a budget is exhausted; otherwise reserves the push's body bytes
-    /// (its Content-Length, or the largest body allowed) against
-    /// `--limits.max-inflight-push-bytes` and the memory limit until the returned admission
-    /// is dropped. Runs before the body is read.
+    /// Refuses a push while a budget is exhausted (before its body is read); otherwise admits
+    /// it with the first KiB of the push-bytes budget and the memory of its first read. The
+    /// rest is charged as the body arrives ([`AppState::read_push_body`]) and held until the
+    /// returned admission is dropped.
     fn admit_push(&self, node: &Node, headers: &HeaderMap) -> Result<Admission, ApiError> {
         node.pressure().check_push(node.head())?;
-        let declared = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-        let len = declared
-            .unwrap_or(self.limits.max_request_bytes as u64)
-            .min(self.limits.max_request_bytes as u64);
-        // A body larger than the whole bound still goes through, alone.
-        let total = (self.limits.max_inflight_push_bytes / 1024).max(1);
-        let kib = len.div_ceil(1024).clamp(1, total).min(u32::MAX as u64) as u32;
-        let permit = self
-            .push_kib
-            .clone()
-            .try_acquire_many_owned(kib)
-            .map_err(|_| {
-                ApiError::new(
-                    ErrorClass::Overloaded,
-                    format!(
-                        "more than {} bytes of pushes in flight; retry later",
-                        self.limits.max_inflight_push_bytes
-                    ),
-                )
-            })?;
-        let m = node.memory();
-        // A body of unknown length (no Content-Length; Prometheus always sends one) is
-        // reserved at a quarter of the limit at most, so that it is not refused for ever
-        // under a small limit; the write path grows the reservation to the body it read.
-        let bytes = match declared {
-            Some(_) => len,
-            None => len.min(m.limit_bytes() / 4),
+        let mut push = PushBytes {
+            budget: self.push_kib.clone(),
+            total_kib: (self.limits.max_inflight_push_bytes / 1024).max(1),
+            max_bytes: self.limits.max_inflight_push_bytes,
+            held: None,
         };
-        let memory = Some(m.try_reserve(Consumer::PushBodies, bytes)?);
-        Ok(Admission {
-            _permit: permit,
-            memory,
-        })
+        push.grow_to(1)?;
+        let first = declared_length(headers)
+            .unwrap_or(FIRST_READ_BYTES)
+            .min(FIRST_READ_BYTES);
+        let memory = Some(node.memory().try_reserve(Consumer::PushBodies, first)?);
+        Ok(Admission { push, memory })
+    }
+
+    /// Reads a body of at most `limit` bytes within the body deadlines (see [`read_body`]).
+    async fn read_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        limit: usize,
+    ) -> Result<bytes::Bytes, ApiError> {
+        read_body(&self.limits, headers, body, limit, &mut ()).await
+    }
+
+    /// Reads a push body, charging its bytes to `admission` as they arrive.
+    async fn read_push_body(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+        max_request_bytes: u64,
+        admission: &mut Admission,
+    ) -> Result<bytes::Bytes, ApiError> {
+        read_body(&self.limits, headers, body, max_request_bytes, admission)
+        .await
     }
 
     /// The metrics.
@@ -419,21 +505,54 @@ fn tenant(headers: &HeaderMap) -> Result<TenantId, ApiError> {
     }
 }
 
-/// Most bytes of an over-limit body weft reads and throws away before answering 413.
-///
-/// Answering before the body is read makes the kernel reset the connection while the client
-/// is still sending, and the client then sees a send error instead of the 413. Draining a
-/// bounded amount, within [`DRAIN_DEADLINE`], lets ordinary oversized requests get their
-/// answer; anything larger is cut off.
-const DRAIN_MAX_BYTES: u64 = 64 << 20;
-/// How long draining an over-limit body may take.
-const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+/// The first buffer of a body, and the memory a push reserves when admitted: a body is not
+/// given room for its declared length before its bytes arrive.
+const FIRST_READ_BYTES: u64 = 64 << 10;
 
-/// Reads a body of at most `limit` bytes; a larger one is a 413 (after a bounded drain).
+/// How long weft keeps reading (and throwing away) the rest of an over-limit body before it
+/// answers 413, in all; as nginx's `lingering_time`.
+///
+/// Answering while the client is still sending makes the kernel reset the connection (unread
+/// bytes at close), and most HTTP clients write the whole body before they read: they would
+/// see a broken pipe, not the 413. So the rest is read first, bounded by time, not bytes.
+const LINGER_TOTAL: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest wait for the next bytes of an over-limit body's rest; as nginx's
+/// `lingering_timeout`.
+const LINGER_GAP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The Content-Length, if present and a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// How long a body of `bytes` may take to arrive: `body_read_timeout` plus `bytes` at
+/// `body_min_rate_bytes` a second.
+fn body_allowance(limits: &ApiLimits, bytes: u64) -> std::time::Duration {
+    let at_rate = match limits.body_min_rate_bytes {
+        0 => std::time::Duration::ZERO,
+        rate => std::time::Duration::try_from_secs_f64(bytes as f64 / rate as f64)
+            .unwrap_or(std::time::Duration::MAX),
+    };
+    limits.body_read_timeout.saturating_add(at_rate)
+}
+
+/// Reads a body of at most `limit` bytes, charging it to `budget` as it arrives.
+///
+/// - The body must arrive within [`body_allowance`] of its size (the declared length, or what
+///   has arrived when there is none): a slower one is a 408, and its connection is closed.
+/// - A larger one is a 413, answered after the rest is read and thrown away for at most
+///   [`LINGER_TOTAL`] (see there), its budget given back first. A client that sent
+///   `Expect: 100-continue` with a Content-Length over the limit gets the 413 at once and
+///   never sends the body.
 async fn read_body(
+    limits: &ApiLimits,
     headers: &HeaderMap,
     body: Body,
     limit: usize,
+    budget: &mut dyn BodyBudget,
 ) -> Result<bytes::Bytes, ApiError> {
     use http_body_util::BodyExt;
     let too_large = |n: Option<u64>| {
@@ -445,44 +564,78 @@ async fn read_body(
             },
         )
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
+    let started = tokio::time::Instant::now();
     let mut body = body;
-    let mut buf = bytes::BytesMut::new();
     if declared.is_none_or(|n| n <= limit as u64) {
-        buf.reserve(declared.unwrap_or(0) as usize);
+        let expected = declared.unwrap_or(0);
+        // A Vec, for `reserve_exact`: the memory charged is the memory allocated.
+        let mut buf: Vec<u8> = Vec::new();
+        // No more room than the declared length (or the limit) is ever made.
+        let ceiling = declared.map_or(limit, |n| n as usize);
         loop {
-            match body.frame().await {
-                None => return Ok(buf.freeze()),
-                Some(Err(e)) => {
+            let allowance = body_allowance(limits, expected.max(buf.len() as u64));
+            // A timeout too long to represent is no timeout (a year is as good).
+            let deadline = started
+                .checked_add(allowance)
+                .unwrap_or_else(|| started + std::time::Duration::from_secs(365 * 86_400));
+            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
+                Err(_) => {
+                    return Err(ApiError::new(
+                        ErrorClass::Timeout,
+                        format!(
+                            "request body too slow: {} of {} bytes in {:.1}s; a body must arrive \
+                             within {:?} (--server.http-body-read-timeout) plus its size at {} \
+                             bytes/s (--server.http-body-min-rate)",
+                            buf.len(),
+                            declared.map_or("?".to_owned(), |n| n.to_string()),
+                            started.elapsed().as_secs_f64(),
+                            limits.body_read_timeout,
+                            limits.body_min_rate_bytes,
+                        ),
+                    ))
+                }
+                Ok(None) => return Ok(bytes::Bytes::from(buf)),
+                Ok(Some(Err(e))) => {
                     return Err(ApiError::bad_data(format!("reading request body: {e}")))
                 }
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        if buf.len() + data.len() > limit {
-                            break;
-                        }
-                        buf.extend_from_slice(&data);
-                    }
-                }
+                Ok(Some(Ok(frame))) => frame,
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let len = buf.len() + data.len();
+            if len > limit {
+                break;
             }
+            if len > buf.capacity() {
+                // Grow by doubling (within the limit), charged before it is allocated.
+                let first = (expected.min(FIRST_READ_BYTES) as usize).max(len);
+                let capacity = (buf.capacity() * 2).max(first).clamp(len, ceiling.max(len));
+                budget.charge(len as u64, capacity as u64)?;
+                buf.reserve_exact(capacity - buf.len());
+            } else {
+                budget.charge(len as u64, buf.capacity() as u64)?;
+            }
+            buf.extend_from_slice(&data);
         }
     }
-    // Over the limit: drain a bounded amount so the client can read the answer.
-    drop(buf);
-    if declared.is_none_or(|n| n <= DRAIN_MAX_BYTES) {
-        let drain = async {
-            let mut seen = 0u64;
-            while let Some(Ok(frame)) = body.frame().await {
-                seen += frame.data_ref().map_or(0, |d| d.len() as u64);
-                if seen > DRAIN_MAX_BYTES {
-                    break;
-                }
+    budget.release();
+    let continue_expected = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
+    // hyper sends "100 Continue" only when the body is first read: not reading it at all
+    // tells such a client not to send it.
+    if !(continue_expected && declared.is_some_and(|n| n > limit as u64)) {
+        let until = tokio::time::Instant::now() + LINGER_TOTAL;
+        loop {
+            let next = (tokio::time::Instant::now() + LINGER_GAP).min(until);
+            match tokio::time::timeout_at(next, body.frame()).await {
+                Ok(Some(Ok(_))) => {}
+                _ => break,
             }
-        };
-        let _ = tokio::time::timeout(DRAIN_DEADLINE, drain).await;
+        }
     }
     Err(too_large(declared))
 }
@@ -564,12 +717,230 @@ fn rejected(st: &AppState, e: ApiError) -> ApiError {
 mod tests {
     use super::*;
     use crate::node::NodeConfig;
+    use std::time::Duration;
 
     async fn status(r: Response) -> (u16, String) {
         use http_body_util::BodyExt;
         let code = r.status().as_u16();
         let body = r.into_body().collect().await.unwrap().to_bytes();
         (code, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// A body of `chunks` pieces of `size` bytes, one every `every`, then the end (or never
+    /// an end, if `endless`).
+    fn paced_body(chunks: usize, size: usize, every: Duration, endless: bool) -> Body {
+        let stream = futures::stream::unfold(0usize, move |i| async move {
+            if i == chunks {
+                if !endless {
+                    return None;
+                }
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(every).await;
+            Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![7u8; size])),
+                i + 1,
+            ))
+        });
+        Body::from_stream(stream)
+    }
+
+    fn with_length(n: usize) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONTENT_LENGTH, n.into());
+        h
+    }
+
+    fn paced_limits() -> ApiLimits {
+        ApiLimits {
+            body_read_timeout: Duration::from_secs(2),
+            body_min_rate_bytes: 1000,
+            ..ApiLimits::default()
+        }
+    }
+
+    /// Records what a body was charged, and refuses past `refuse_over` bytes.
+    #[derive(Default)]
+    struct Charges {
+        lens: Vec<u64>,
+        refuse_over: Option<u64>,
+        released: bool,
+    }
+
+    impl BodyBudget for Charges {
+        fn charge(&mut self, len: u64, capacity: u64) -> Result<(), ApiError> {
+            assert!(
+                capacity >= len,
+                "charged {capacity} of capacity for {len} bytes"
+            );
+            if self.refuse_over.is_some_and(|max| len > max) {
+                return Err(ApiError::new(ErrorClass::Overloaded, "budget"));
+            }
+            self.lens.push(len);
+            Ok(())
+        }
+
+        fn release(&mut self) {
+            self.released = true;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_slower_than_its_allowance_is_a_408_at_its_deadline() {
+        // 500 bytes declared: 2 s plus 500 bytes at 1000 B/s = 2.5 s; it needs 10 s.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(10, 100, Duration::from_secs(1), false);
+        let mut charges = Charges::default();
+        let err = read_body(
+            &paced_limits(),
+            &with_length(500),
+            body,
+            1 << 20,
+            &mut charges,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Timeout, "{}", err.message);
+        assert_eq!(started.elapsed(), Duration::from_millis(2500));
+        // Only the bytes that arrived were charged, as they arrived.
+        assert_eq!(charges.lens, vec![100, 200]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_at_the_minimum_rate_is_read_whole_and_charged_as_it_arrives() {
+        // 10 x 1000 bytes, one a second: 10 s, within 2 s + 10000 B at 1000 B/s = 12 s.
+        let body = paced_body(10, 1000, Duration::from_secs(1), false);
+        let mut charges = Charges::default();
+        let got = read_body(
+            &paced_limits(),
+            &with_length(10_000),
+            body,
+            1 << 20,
+            &mut charges,
+        )
+        .await
+        .unwrap();
+        assert_eq!(got.len(), 10_000);
+        assert_eq!(
+            charges.lens,
+            (1..=10).map(|i| i * 1000).collect::<Vec<u64>>()
+        );
+        assert!(!charges.released);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_the_budget_cannot_take_is_refused_when_its_bytes_arrive() {
+        let body = paced_body(10, 1000, Duration::from_millis(10), false);
+        let mut charges = Charges {
+            refuse_over: Some(3500),
+            ..Charges::default()
+        };
+        let err = read_body(
+            &paced_limits(),
+            &HeaderMap::new(),
+            body,
+            1 << 20,
+            &mut charges,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Overloaded);
+        assert_eq!(charges.lens, vec![1000, 2000, 3000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_over_limit_body_is_read_to_its_end_before_the_413_but_only_for_so_long() {
+        // 200 x 1000 bytes against a 10 kB limit: the rest is read (1 s), then 413.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(200, 1000, Duration::from_millis(5), false);
+        let mut charges = Charges::default();
+        let err = read_body(
+            &ApiLimits::default(),
+            &HeaderMap::new(),
+            body,
+            10_000,
+            &mut charges,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::TooLarge);
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+        assert!(
+            charges.released,
+            "the budget was kept while the rest was thrown away"
+        );
+
+        // A rest that never ends is read for LINGER_TOTAL from the chunk that crossed the
+        // limit (the 11th, at 1.1 s), then answered.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(usize::MAX, 1000, Duration::from_millis(100), false);
+        let err = read_body(
+            &ApiLimits::default(),
+            &HeaderMap::new(),
+            body,
+            10_000,
+            &mut (),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::TooLarge);
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_millis(1100) + LINGER_TOTAL
+        );
+
+        // A rest that stops coming is waited for LINGER_GAP.
+        let started = tokio::time::Instant::now();
+        let body = paced_body(20, 1000, Duration::from_millis(1), true);
+        let err = read_body(
+            &ApiLimits::default(),
+            &HeaderMap::new(),
+            body,
+            10_000,
+            &mut (),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::TooLarge);
+        assert_eq!(started.elapsed(), Duration::from_millis(20) + LINGER_GAP);
+    }
+
+    #[tokio::test]
+    async fn a_push_finding_every_write_slot_taken_gets_503_with_retry_after() {
+        let metrics = Arc::new(Metrics::new());
+        let (stop, _stop_rx) = tokio::sync::watch::channel(false);
+        let limits = ApiLimits {
+            max_inflight_writes: 1,
+            ..ApiLimits::default()
+        };
+        let st = AppState::new(metrics.clone(), limits, stop);
+        let dir = tempfile::tempdir().unwrap();
+        let node = Node::boot(NodeConfig::for_test(dir.path()), metrics)
+            .await
+            .unwrap();
+        st.set_node(Arc::new(node)).unwrap();
+        let empty = crate::proto::compress(&[]);
+
+        let held = st.slot("write").unwrap();
+        let r = write::push(
+            State(st.clone()),
+            HeaderMap::new(),
+            Body::from(empty.clone()),
+        )
+        .await;
+        let retry_after = r.headers().get(header::RETRY_AFTER).cloned();
+        let (code, body) = status(r).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(
+            body.contains("too many concurrent write requests"),
+            "{body}"
+        );
+        assert!(retry_after.is_some(), "503 without Retry-After");
+
+        drop(held);
+        let (code, body) =
+            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(empty)).await).await;
+        assert_eq!(code, 204, "{body}");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::{read_body, tenant, ApiError, AppState, Slot};
+use super::{tenant, ApiError, AppState, Slot};
 use crate::model::{parse_selector, Matcher, TenantId};
 use crate::query::Answer;
 
@@ -36,12 +36,13 @@ async fn params(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if is_form {
-        let body = read_body(
-            headers,
-            body,
-            MAX_FORM_BYTES.min(st.limits.max_request_bytes),
-        )
-        .await?;
+        let body = st
+            .read_body(
+                headers,
+                body,
+                MAX_FORM_BYTES.min(st.limits.max_request_bytes),
+            )
+            .await?;
         pairs.extend(form_urlencoded::parse(&body).into_owned());
     }
     let mut p = Params {

@@ -6,7 +6,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use prost::Message;
 
-use super::{check_media, read_body, rejected, tenant, ApiError, AppState, ErrorClass};
+use super::{check_media, rejected, tenant, ApiError, AppState, ErrorClass};
 use crate::metrics::ReasonLabels;
 use crate::model::{Labels, MatchOp, Matcher};
 use crate::proto::prompb::{
@@ -80,7 +80,9 @@ async fn read_inner(
     let tenant = tenant(headers)?;
     check_media(headers, "application/x-protobuf")?;
     let slot = st.slot("read")?;
-    let body = read_body(headers, body, st.limits.max_request_bytes).await?;
+    let body = st
+        .read_body(headers, body, st.limits.max_request_bytes)
+        .await?;
     let raw = decompress(&body, st.limits.max_decompressed_bytes).map_err(ApiError::from)?;
     let req = ReadRequest::decode(raw.as_slice())
         .map_err(|e| ApiError::bad_data(format!("invalid ReadRequest protobuf: {e}")))?;

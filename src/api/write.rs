@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::error::append_refusals;
-use super::{check_media, check_write_proto, read_body, rejected, tenant, ApiError, AppState};
+use super::{check_media, check_write_proto, rejected, tenant, ApiError, AppState};
 use crate::head::AppendReport;
 use crate::proto::{decode_write_request, decompress_into};
 
@@ -33,7 +33,6 @@ async fn push_inner(
     check_write_proto(headers)?;
     let node = st.writable()?.clone();
     let ingester = node.ingester();
-    let _slot = st.slot("write")?;
     let mut admission = st.admit_push(&node, headers)?;
     // The tenant's own body limits, from the overrides file, else the flags.
     let o = node.head().overrides().tenant(&tenant);
@@ -41,7 +40,13 @@ async fn push_inner(
     let max_decompressed_bytes = o
         .max_decompressed_bytes
         .unwrap_or(st.limits.max_decompressed_bytes);
-    let body = read_body(headers, body, max_request_bytes).await?;
+    let body = st
+        .read_push_body(headers, body, max_request_bytes, &mut admission)
+        .await?;
+    // The write slot bounds pushes being decoded and appended, not bodies on their way in
+    // (those hold only the bytes that have arrived, and have a deadline): a slow client
+    // cannot take the slots.
+    let _slot = st.slot("write")?;
     if let Some(reserved) = &mut admission.memory {
         reserved.try_grow((body.len() as u64).saturating_sub(reserved.bytes()))?;
         // The decompressed body and the batch decoded from it (label and sample slices over
