@@ -352,7 +352,7 @@ impl AppState {
         &self,
         headers: &HeaderMap,
         body: Body,
-        max_request_bytes: u64,
+        max_request_bytes: usize,
         admission: &mut Admission,
     ) -> Result<bytes::Bytes, ApiError> {
         read_body(&self.limits, headers, body, max_request_bytes, admission)
