@@ -183,6 +183,8 @@ pub struct Metrics {
     /// Wall clock minus the newest sample of any store-only object: queries over the last
     /// this many seconds never need the store; -1 while no object is store-only.
     pub local_horizon_seconds: Gauge,
+    /// Retention and compaction (`crate::compact`).
+    pub compactor: CompactorMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -446,8 +448,10 @@ impl Metrics {
              the local tier); -1 while nothing is store-only",
             local_horizon_seconds.clone(),
         );
+        let compactor = CompactorMetrics::register(&mut registry);
         Self {
             registry,
+            compactor,
             local_horizon_seconds,
             local_bytes,
             local_objects,
@@ -553,5 +557,106 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding metrics into a String");
         out
+    }
+}
+
+/// The compactor's metrics (`weft_compactor_*`, `weft_retention_*`).
+#[derive(Debug, Clone, Default)]
+pub struct CompactorMetrics {
+    /// Compaction jobs finished (sources deleted).
+    pub compactions: Counter,
+    /// Compaction jobs that failed (store errors, memory refused); retried next run.
+    pub failures: Counter,
+    /// Objects read by compaction jobs (their sources).
+    pub objects_before: Counter,
+    /// Objects written by compaction jobs.
+    pub objects_after: Counter,
+    /// Bytes of the sources compacted.
+    pub bytes_before: Counter,
+    /// Bytes of the objects compaction wrote.
+    pub bytes_after: Counter,
+    /// Chunks dropped because another source held the same chunk (an upload repeated).
+    pub duplicate_chunks: Counter,
+    /// Objects deleted because their newest sample is older than the retention.
+    pub retention_deleted_objects: Counter,
+    /// Bytes of those objects.
+    pub retention_deleted_bytes: Counter,
+    /// 1 while this process holds the compactor lease of the store prefix.
+    pub lease_held: Gauge,
+    /// Objects in the store at the end of the last compactor run.
+    pub store_objects: Gauge,
+    /// Bytes of those objects.
+    pub store_bytes: Gauge,
+}
+
+impl CompactorMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let counters: [(&str, &str, &Counter); 9] = [
+            (
+                "compactor_compactions",
+                "Compaction jobs finished",
+                &m.compactions,
+            ),
+            (
+                "compactor_failures",
+                "Compaction jobs that failed (retried on the next run)",
+                &m.failures,
+            ),
+            (
+                "compactor_objects_before",
+                "Objects read by compaction jobs",
+                &m.objects_before,
+            ),
+            (
+                "compactor_objects_after",
+                "Objects written by compaction jobs",
+                &m.objects_after,
+            ),
+            (
+                "compactor_bytes_before",
+                "Bytes of the objects compaction jobs read",
+                &m.bytes_before,
+            ),
+            (
+                "compactor_bytes_after",
+                "Bytes of the objects compaction jobs wrote",
+                &m.bytes_after,
+            ),
+            (
+                "compactor_duplicate_chunks",
+                "Chunks dropped because another source held the same chunk",
+                &m.duplicate_chunks,
+            ),
+            (
+                "retention_deleted_objects",
+                "Objects deleted for --store.retention",
+                &m.retention_deleted_objects,
+            ),
+            (
+                "retention_deleted_bytes",
+                "Bytes of objects deleted for --store.retention",
+                &m.retention_deleted_bytes,
+            ),
+        ];
+        for (name, help, c) in counters {
+            registry.register(name, help, c.clone());
+        }
+        registry.register(
+            "compactor_lease_held",
+            "1 while this process holds the compactor lease of the store prefix",
+            m.lease_held.clone(),
+        );
+        registry.register(
+            "compactor_store_objects",
+            "Objects in the store at the end of the last compactor run",
+            m.store_objects.clone(),
+        );
+        registry.register(
+            "compactor_store_bytes",
+            "Bytes of the objects in the store at the end of the last compactor run",
+            m.store_bytes.clone(),
+        );
+        m
     }
 }

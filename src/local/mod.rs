@@ -283,6 +283,17 @@ impl LocalTier {
         }
     }
 
+    /// Forgets an object the store no longer holds (retention or compaction deleted it):
+    /// its whole copy and its index copy go. Returns the bytes freed.
+    pub fn remove(&self, key: &ObjectKey) -> u64 {
+        let removed = self.entries.lock().remove(key);
+        let Some(e) = removed else { return 0 };
+        self.bytes.fetch_sub(e.file_bytes, Ordering::Relaxed);
+        let _ = fs::remove_file(self.object_path(key));
+        let _ = fs::remove_file(self.index_path(key));
+        e.file_bytes
+    }
+
     /// What the tier holds of `key`.
     pub fn held(&self, key: &ObjectKey) -> Option<Held> {
         self.entries.lock().get(key).map(|e| e.held)
