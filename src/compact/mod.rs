@@ -26,6 +26,7 @@
 //! **Invariant:** the compactor never touches an object whose chunks the head still holds
 //! (the catalog's in-memory flag): the flusher will tell the catalog about it later.
 
+pub mod cli;
 pub mod lease;
 pub mod plan;
 
@@ -268,6 +269,12 @@ impl Compactor {
                     }
                 }
             }
+            if self.lease.is_held() {
+                // Stay the holder between runs.
+                if let Ok(held) = self.lease.ensure().await {
+                    self.metrics.compactor.lease_held.set(i64::from(held));
+                }
+            }
             if tokio::time::Instant::now() < next {
                 continue;
             }
@@ -285,6 +292,39 @@ impl Compactor {
                 Ok(_) => tracing::debug!("another compactor holds the lease"),
                 Err(e) => {
                     tracing::warn!(error = %e, "compactor run failed; retrying next interval")
+                }
+            }
+        }
+    }
+
+    /// Only lists the store again when the catalog asks (the compactor is off here; another
+    /// process compacts the bucket).
+    pub async fn run_relist_only(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if let Some(c) = &self.catalog {
+                if c.take_relist_request() {
+                    if let Err(e) = c.load().await {
+                        tracing::warn!(error = %e, "listing the store again failed");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `d`, renewing the lease (if held) every third of its TTL meanwhile, so that a
+    /// running compactor stays the holder between runs.
+    pub async fn hold_lease_for(&self, d: Duration) {
+        let end = tokio::time::Instant::now() + d;
+        let step = (self.cfg.lease_ttl / 3).max(Duration::from_millis(100));
+        while tokio::time::Instant::now() < end {
+            tokio::time::sleep(step.min(end - tokio::time::Instant::now())).await;
+            if self.lease.is_held() {
+                match self.lease.ensure().await {
+                    Ok(held) => {
+                        self.metrics.compactor.lease_held.set(i64::from(held));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "renewing the compactor lease failed"),
                 }
             }
         }
@@ -564,10 +604,15 @@ impl Compactor {
                 reason: e.to_string(),
             })?;
         let prefix = self.store.prefix().clone();
-        let fetched: Vec<Result<Bytes, StoreError>> = stream::iter(job.sources.iter())
-            .map(|(k, _)| {
-                let path = k.to_path(&prefix);
-                async move { self.store.get(&path).await }
+        let paths: Vec<Path> = job
+            .sources
+            .iter()
+            .map(|(k, _)| k.to_path(&prefix))
+            .collect();
+        let fetched: Vec<Result<Bytes, StoreError>> = stream::iter(paths)
+            .map(|path| {
+                let store = self.store.clone();
+                async move { store.get(&path).await }
             })
             .buffered(FETCH_CONCURRENCY)
             .collect()
