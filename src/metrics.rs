@@ -587,6 +587,8 @@ pub struct CompactorMetrics {
     pub store_objects: Gauge,
     /// Bytes of those objects.
     pub store_bytes: Gauge,
+    /// Approximate heap bytes of the store catalog's entries.
+    pub catalog_bytes: Gauge,
 }
 
 impl CompactorMetrics {
@@ -656,6 +658,11 @@ impl CompactorMetrics {
             "compactor_store_bytes",
             "Bytes of the objects in the store at the end of the last compactor run",
             m.store_bytes.clone(),
+        );
+        registry.register(
+            "catalog_bytes",
+            "Approximate heap bytes of the store catalog's entries",
+            m.catalog_bytes.clone(),
         );
         m
     }

@@ -261,14 +261,8 @@ impl Compactor {
     pub async fn run(self: Arc<Self>) {
         let mut next = tokio::time::Instant::now() + self.cfg.interval.min(Duration::from_secs(60));
         loop {
+            self.catalog_tick().await;
             tokio::time::sleep(Duration::from_secs(1).min(self.cfg.interval)).await;
-            if let Some(c) = &self.catalog {
-                if c.take_relist_request() {
-                    if let Err(e) = c.load().await {
-                        tracing::warn!(error = %e, "listing the store again failed");
-                    }
-                }
-            }
             if self.lease.is_held() {
                 // Stay the holder between runs.
                 if let Ok(held) = self.lease.ensure().await {
@@ -301,15 +295,23 @@ impl Compactor {
     /// process compacts the bucket).
     pub async fn run_relist_only(self: Arc<Self>) {
         loop {
+            self.catalog_tick().await;
             tokio::time::sleep(Duration::from_secs(1)).await;
-            if let Some(c) = &self.catalog {
-                if c.take_relist_request() {
-                    if let Err(e) = c.load().await {
-                        tracing::warn!(error = %e, "listing the store again failed");
-                    }
-                }
+        }
+    }
+
+    /// Lists the store again if the catalog asks, and updates `weft_catalog_bytes`.
+    async fn catalog_tick(&self) {
+        let Some(c) = &self.catalog else { return };
+        if c.take_relist_request() {
+            if let Err(e) = c.load().await {
+                tracing::warn!(error = %e, "listing the store again failed");
             }
         }
+        self.metrics
+            .compactor
+            .catalog_bytes
+            .set(c.approx_bytes() as i64);
     }
 
     /// Waits `d`, renewing the lease (if held) every third of its TTL meanwhile, so that a
@@ -418,25 +420,37 @@ impl Compactor {
         };
         for (tenant, objs) in tenants.iter_mut() {
             let in_memory = self.in_memory(tenant);
-            let jobs = plan::plan(objs, &plan_cfg, now, &|k| in_memory.contains(k));
-            for job in jobs {
-                self.ensure_lease().await?;
-                match self.compact(tenant, &job).await {
-                    Ok((outputs, dups)) => {
-                        sum.jobs += 1;
-                        sum.duplicate_chunks += dups;
-                        let srcs: HashSet<&ObjectKey> =
-                            job.sources.iter().map(|(k, _)| k).collect();
-                        objs.retain(|(k, _)| !srcs.contains(k));
-                        objs.extend(outputs);
-                    }
-                    Err(CompactError::LeaseLost) => return Err(CompactError::LeaseLost),
-                    Err(e) => {
-                        sum.failed_jobs += 1;
-                        self.metrics.compactor.failures.inc();
-                        tracing::warn!(tenant = %tenant, level = job.level, sources = job.sources.len(), error = %e, "compaction job failed; retrying next run");
+            let mut failed: HashSet<ObjectKey> = HashSet::new();
+            // One round per level: the outputs of one level can be merged by the next in
+            // the same run. Sources of a failed job wait for the next run.
+            for _ in 0..self.cfg.block_ranges.len() {
+                let jobs = plan::plan(objs, &plan_cfg, now, &|k| {
+                    in_memory.contains(k) || failed.contains(k)
+                });
+                if jobs.is_empty() {
+                    break;
+                }
+                for job in jobs {
+                    self.ensure_lease().await?;
+                    match self.compact(tenant, &job).await {
+                        Ok((outputs, dups)) => {
+                            sum.jobs += 1;
+                            sum.duplicate_chunks += dups;
+                            let srcs: HashSet<&ObjectKey> =
+                                job.sources.iter().map(|(k, _)| k).collect();
+                            objs.retain(|(k, _)| !srcs.contains(k));
+                            objs.extend(outputs);
+                        }
+                        Err(CompactError::LeaseLost) => return Err(CompactError::LeaseLost),
+                        Err(e) => {
+                            sum.failed_jobs += 1;
+                            self.metrics.compactor.failures.inc();
+                            failed.extend(job.sources.iter().map(|(k, _)| k.clone()));
+                            tracing::warn!(tenant = %tenant, level = job.level, sources = job.sources.len(), error = %e, "compaction job failed; retrying next run");
+                        }
                     }
                 }
+                objs.sort();
             }
         }
         (sum.objects_after, sum.bytes_after) = count(&tenants);
