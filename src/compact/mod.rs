@@ -379,9 +379,9 @@ impl Compactor {
                 .as_ref()
                 .and_then(|f| f(tenant))
                 .unwrap_or(self.cfg.retention);
-            let in_memory = self.in_memory(tenant);
+            let hands_off = self.hands_off(tenant);
             let mut gone = plan::expired(objs, retention, now);
-            gone.retain(|(k, _)| !in_memory.contains(k));
+            gone.retain(|(k, _)| !hands_off(k));
             if let Some(local) = &self.local {
                 // Copies of objects the store no longer lists (deleted by another process).
                 let cutoff = now.saturating_sub(retention.as_millis() as i64);
@@ -419,13 +419,13 @@ impl Compactor {
             max_job_bytes: self.cfg.max_job_bytes,
         };
         for (tenant, objs) in tenants.iter_mut() {
-            let in_memory = self.in_memory(tenant);
+            let hands_off = self.hands_off(tenant);
             let mut failed: HashSet<ObjectKey> = HashSet::new();
             // One round per level: the outputs of one level can be merged by the next in
             // the same run. Sources of a failed job wait for the next run.
             for _ in 0..self.cfg.block_ranges.len() {
                 let jobs = plan::plan(objs, &plan_cfg, now, &|k| {
-                    in_memory.contains(k) || failed.contains(k)
+                    hands_off(k) || failed.contains(k)
                 });
                 if jobs.is_empty() {
                     break;
@@ -471,18 +471,23 @@ impl Compactor {
         Ok(sum)
     }
 
-    /// Objects of `tenant` whose chunks the head still holds: not ours to touch.
-    fn in_memory(&self, tenant: &TenantId) -> HashSet<ObjectKey> {
-        self.catalog
-            .as_ref()
-            .map(|c| {
-                c.objects(tenant)
-                    .into_iter()
-                    .filter(|(_, _, m)| *m)
-                    .map(|(k, _, _)| k)
-                    .collect()
-            })
-            .unwrap_or_default()
+    /// Which listed objects of `tenant` are not ours to touch: inside `weft serve`, those
+    /// whose chunks the head still holds, and those the catalog does not know yet. The
+    /// second covers an upload the flusher has made but not yet recorded (it records it as
+    /// held by the head right after); compacting it then would let the catalog record an
+    /// object that is gone. The next run, after the flusher recorded it, takes it.
+    fn hands_off(&self, tenant: &TenantId) -> impl Fn(&ObjectKey) -> bool {
+        let known: Option<HashMap<ObjectKey, bool>> = self.catalog.as_ref().map(|c| {
+            c.objects(tenant)
+                .into_iter()
+                .map(|(k, _, in_memory)| (k, in_memory))
+                .collect()
+        });
+        move |k| {
+            known
+                .as_ref()
+                .is_some_and(|m| m.get(k).is_none_or(|&in_memory| in_memory))
+        }
     }
 
     async fn ensure_lease(&self) -> Result<(), CompactError> {

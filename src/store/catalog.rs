@@ -501,12 +501,23 @@ impl Catalog {
 
     /// Records an object this process just wrote. `in_memory`: every chunk in it is still
     /// held by the head (memory or spill), so queries need not read the object at all.
+    ///
+    /// An object already recorded as not in memory stays so: the flusher may release an
+    /// object's chunks (and call [`set_remote`](Self::set_remote)) before it records the
+    /// upload, and recording it as in memory then would hide its chunks from queries for
+    /// good (the head no longer has them, and the catalog would skip the object).
     pub fn add(&self, key: ObjectKey, size: u64, in_memory: bool) {
         let mut st = self.state.lock();
-        st.tenants
-            .entry(key.tenant.clone())
-            .or_default()
-            .insert(key, ObjectInfo { size, in_memory });
+        let objs = st.tenants.entry(key.tenant.clone()).or_default();
+        match objs.get_mut(&key) {
+            Some(info) => {
+                info.size = size;
+                info.in_memory &= in_memory;
+            }
+            None => {
+                objs.insert(key, ObjectInfo { size, in_memory });
+            }
+        }
     }
 
     /// Some chunk of this object has left local storage: queries read it from the store
@@ -1309,6 +1320,31 @@ mod tests {
         let (got, warnings) =
             read_all(&f.catalog, &tenant("team-c"), &all, i64::MIN, i64::MAX).await;
         assert!(got.is_empty() && warnings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_release_before_the_upload_is_recorded_keeps_the_object_readable() {
+        // The flusher's release can run between its upload and its `add`: the object must
+        // stay readable from the store, not be taken as held by the head for ever.
+        let f = fixture(1 << 20);
+        let t = tenant("t");
+        let l = labels(&[("__name__", "up")]);
+        let (key, size) = put_object(
+            &f.store,
+            &t,
+            1,
+            &[(l.clone(), vec![(10, 20, vec![1, 2, 3])])],
+        )
+        .await;
+        f.catalog.set_remote(&key);
+        f.catalog.add(key.clone(), size, true);
+        assert_eq!(f.catalog.objects(&t), vec![(key, size, false)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sel = f
+            .catalog
+            .select(&t, &[m(MatchOp::Eq, "__name__", "up")], 0, 100, deadline)
+            .await;
+        assert_eq!(sel.series.len(), 1);
     }
 
     #[tokio::test]
