@@ -227,13 +227,19 @@ impl Catalog {
                 st.loaded = true;
             }
             for (key, size, _) in local.objects() {
-                st.tenants.entry(key.tenant.clone()).or_default().insert(
-                    key,
-                    ObjectInfo {
+                // The listing's size wins; an index copy's is 0 (unknown) after a restart.
+                let info = st
+                    .tenants
+                    .entry(key.tenant.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_insert(ObjectInfo {
                         size,
                         in_memory: false,
-                    },
-                );
+                    });
+                if size > 0 {
+                    info.size = size;
+                }
             }
         }
         self.local = Some(local);
