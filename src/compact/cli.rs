@@ -53,20 +53,32 @@ impl ServeCompactorFlags {
     /// Starts the node's compactor if enabled (or only its catalog refresh if not), as a
     /// task that stops when the handle is aborted.
     pub fn spawn(&self, node: &crate::node::Node) -> tokio::task::JoinHandle<()> {
+        self.spawn_with_retention(node, None)
+    }
+
+    /// [`spawn`](Self::spawn) with per-tenant retention (from the overrides file): `f`
+    /// returns a tenant's retention, or `None` for `--store.retention`.
+    pub fn spawn_with_retention(
+        &self,
+        node: &crate::node::Node,
+        retention: Option<super::RetentionFn>,
+    ) -> tokio::task::JoinHandle<()> {
         let cfg = self.flags.config(
             node.config().flush.max_object_bytes,
             node.memory().limit_bytes(),
         );
         let enabled = self.enabled;
-        let c = Arc::new(
-            Compactor::new(
-                cfg,
-                node.store().clone(),
-                node.memory().clone(),
-                node.metrics().clone(),
-            )
-            .with_node(node.catalog().clone(), Some(node.local().clone())),
-        );
+        let mut c = Compactor::new(
+            cfg,
+            node.store().clone(),
+            node.memory().clone(),
+            node.metrics().clone(),
+        )
+        .with_node(node.catalog().clone(), Some(node.local().clone()));
+        if let Some(f) = retention {
+            c = c.with_retention(f);
+        }
+        let c = Arc::new(c);
         if enabled {
             tokio::spawn(c.run())
         } else {

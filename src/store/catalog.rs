@@ -1329,6 +1329,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_object_deleted_by_another_process_is_dropped_and_a_new_listing_asked_for() {
+        let f = fixture(0);
+        let t = tenant("t");
+        let l = labels(&[("__name__", "up")]);
+        let (a, _) = put_object(&f.store, &t, 1, &[(l.clone(), vec![(10, 20, vec![1])])]).await;
+        let (b, _) = put_object(&f.store, &t, 2, &[(l.clone(), vec![(30, 40, vec![2])])]).await;
+        f.catalog.load().await.unwrap();
+        assert!(!f.catalog.take_relist_request());
+        // A compactor elsewhere deleted `a` (its data now lives in some other object).
+        f.store.delete(&a.to_path(f.store.prefix())).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let all = [m(MatchOp::Eq, "__name__", "up")];
+        let sel = f.catalog.select(&t, &all, 0, 100, deadline).await;
+        assert_eq!(sel.warnings.len(), 1, "{:?}", sel.warnings);
+        assert!(f.catalog.take_relist_request());
+        assert_eq!(
+            f.catalog.objects(&t).len(),
+            1,
+            "the gone object left the catalog"
+        );
+        let sel = f.catalog.select(&t, &all, 0, 100, deadline).await;
+        assert!(sel.warnings.is_empty());
+        // A listing drops what the store no longer holds too.
+        f.store.delete(&b.to_path(f.store.prefix())).await.unwrap();
+        f.catalog.load().await.unwrap();
+        assert_eq!(f.catalog.object_count(), 0);
+    }
+
+    #[tokio::test]
     async fn a_release_before_the_upload_is_recorded_keeps_the_object_readable() {
         // The flusher's release can run between its upload and its `add`: the object must
         // stay readable from the store, not be taken as held by the head for ever.
