@@ -242,6 +242,22 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_lease_works_on_a_local_directory_store() {
+        // `file://` implements `PutMode::Create` (a hard link) but not `Update`: the lease
+        // must work with the first alone.
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}", dir.path().display());
+        let store = Store::open(&url, &StoreOptions::default()).unwrap();
+        let a = Lease::new(store.clone(), "a".into(), Duration::from_secs(60));
+        let b = Lease::new(store.clone(), "b".into(), Duration::from_secs(60));
+        assert!(a.acquire().await.unwrap());
+        assert!(!b.acquire().await.unwrap());
+        assert!(a.acquire().await.unwrap(), "renewal");
+        a.release().await;
+        assert!(b.acquire().await.unwrap());
+    }
+
+    #[tokio::test]
     async fn racing_holders_never_both_win_one_generation() {
         for round in 0..20 {
             let store = Store::open("memory://weft", &StoreOptions::default()).unwrap();

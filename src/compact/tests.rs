@@ -342,3 +342,48 @@ async fn a_job_that_does_not_fit_in_memory_waits() {
     assert_eq!((s.jobs, s.failed_jobs), (1, 0));
     assert_eq!(store_totals(&store).await.unwrap()[&t].0, 1);
 }
+
+#[tokio::test]
+async fn per_tenant_retention_overrides_the_global_one() {
+    let r = rig(CompactorConfig {
+        retention: Duration::from_secs(24 * 3600),
+        ..cfg()
+    });
+    let f: RetentionFn = Arc::new(|t: &TenantId| match t.as_str() {
+        "keep" => Some(Duration::ZERO),
+        "short" => Some(Duration::from_secs(3600)),
+        _ => None,
+    });
+    let compactor = r.compactor.with_retention(f);
+    let now = now_ms();
+    let l = Labels::from_strs([("__name__", "m")]).unwrap();
+    for (i, t) in ["keep", "short", "default"].iter().enumerate() {
+        let t = TenantId::parse(t).unwrap();
+        // One sample 3 days old, one 3 hours old.
+        put(
+            &r.store,
+            &t,
+            "ing",
+            2 * i as u64,
+            &[(l.clone(), vec![(now - 72 * H, 1.0)])],
+        )
+        .await;
+        put(
+            &r.store,
+            &t,
+            "ing",
+            2 * i as u64 + 1,
+            &[(l.clone(), vec![(now - 3 * H, 2.0)])],
+        )
+        .await;
+    }
+    r.catalog.load().await.unwrap();
+    let s = compactor.run_once().await.unwrap();
+    assert_eq!(
+        s.expired, 3,
+        "short: both; default: the old one; keep: none"
+    );
+    let totals = store_totals(&r.store).await.unwrap();
+    let count = |t: &str| totals.get(&TenantId::parse(t).unwrap()).map_or(0, |x| x.0);
+    assert_eq!((count("keep"), count("short"), count("default")), (2, 0, 1));
+}
