@@ -47,8 +47,19 @@ fn everything() -> Query {
 /// up to 12 series, ending a day ago; about one in eight is uploaded twice (same chunks,
 /// another seq), as a flush repeated after a crash does. Returns the model.
 fn write_objects(bucket: &Bucket, prefix: &str, seed: u64, windows: i64) -> Model {
+    write_objects_at(bucket, prefix, seed, windows, 1)
+}
+
+/// [`write_objects`], ending `days_back` days ago.
+fn write_objects_at(
+    bucket: &Bucket,
+    prefix: &str,
+    seed: u64,
+    windows: i64,
+    days_back: i64,
+) -> Model {
     let mut model = Model::new();
-    let start = (now_ms() - 24 * H - windows * H / 3).div_euclid(H) * H;
+    let start = (now_ms() - days_back * 24 * H - windows * H / 3).div_euclid(H) * H;
     let mut seq = 0u64;
     for (ti, tenant) in TENANTS.iter().enumerate() {
         let t = TenantId::parse(tenant).unwrap();
@@ -410,12 +421,24 @@ fn two_compactors_race_for_the_lease_and_the_survivor_takes_over() {
     assert!(jobs(winner) > 0);
     assert_eq!(jobs(loser), 0, "the other did no work");
 
-    // The holder dies; its lease expires (3 s) and the other takes over.
+    // The holder dies; new objects arrive (a compactor takes the lease only when there is
+    // work); its lease expires (3 s) and the other takes over.
     // SAFETY: kill(2) of a child process we started, by its pid.
     unsafe {
         libc::kill(winner.guard.pid() as i32, libc::SIGKILL);
     }
     let died = Instant::now();
+    let more = write_objects_at(&bucket, prefix, seed ^ 1, 6, 3);
+    let mut model = model;
+    for (tenant, series) in more {
+        let m = model.entry(tenant).or_default();
+        for (l, s) in series {
+            let e = m.entry(l).or_default();
+            e.extend(s);
+            e.sort();
+            e.dedup();
+        }
+    }
     let before = held(loser);
     let deadline = Instant::now() + Duration::from_secs(20);
     while held(loser) == before {

@@ -339,8 +339,25 @@ impl Compactor {
     }
 
     /// One run (see the module docs).
+    ///
+    /// A compactor that does not hold the lease first looks whether there is anything to do,
+    /// and takes the lease only then: an idle store gets no lease writes (a single node with
+    /// recent data only lists once an interval).
     pub async fn run_once(&self) -> Result<RunSummary, CompactError> {
         let mut sum = RunSummary::default();
+        let count = |t: &BTreeMap<TenantId, Vec<Listed>>| {
+            t.values()
+                .flatten()
+                .fold((0u64, 0u64), |(n, b), (_, s)| (n + 1, b + s))
+        };
+        if !self.lease.is_held() {
+            let (tenants, markers) = self.list().await?;
+            if markers.is_empty() && !self.has_work(&tenants, now_ms()) {
+                (sum.objects_before, sum.bytes_before) = count(&tenants);
+                (sum.objects_after, sum.bytes_after) = (sum.objects_before, sum.bytes_before);
+                return Ok(sum);
+            }
+        }
         let held = self.lease.acquire().await?;
         self.metrics.compactor.lease_held.set(i64::from(held));
         if !held {
@@ -348,12 +365,8 @@ impl Compactor {
         }
         sum.lease = true;
         let now = now_ms();
+        // Listed under the lease: what another holder did before is visible.
         let (mut tenants, markers) = self.list().await?;
-        let count = |t: &BTreeMap<TenantId, Vec<Listed>>| {
-            t.values()
-                .flatten()
-                .fold((0u64, 0u64), |(n, b), (_, s)| (n + 1, b + s))
-        };
         (sum.objects_before, sum.bytes_before) = count(&tenants);
 
         // 2. What an interrupted run left.
@@ -374,11 +387,7 @@ impl Compactor {
 
         // 3. Retention.
         for (tenant, objs) in tenants.iter_mut() {
-            let retention = self
-                .retention
-                .as_ref()
-                .and_then(|f| f(tenant))
-                .unwrap_or(self.cfg.retention);
+            let retention = self.retention_of(tenant);
             let hands_off = self.hands_off(tenant);
             let mut gone = plan::expired(objs, retention, now);
             gone.retain(|(k, _)| !hands_off(k));
@@ -412,12 +421,7 @@ impl Compactor {
         }
 
         // 4. Compaction.
-        let plan_cfg = PlanConfig {
-            block_ranges: self.cfg.block_ranges.clone(),
-            block_margin: self.cfg.block_margin,
-            max_object_bytes: self.cfg.max_object_bytes,
-            max_job_bytes: self.cfg.max_job_bytes,
-        };
+        let plan_cfg = self.plan_config();
         for (tenant, objs) in tenants.iter_mut() {
             let hands_off = self.hands_off(tenant);
             let mut failed: HashSet<ObjectKey> = HashSet::new();
@@ -469,6 +473,35 @@ impl Compactor {
             }
         }
         Ok(sum)
+    }
+
+    /// Whether a run would delete or compact anything.
+    fn has_work(&self, tenants: &BTreeMap<TenantId, Vec<Listed>>, now: i64) -> bool {
+        let plan_cfg = self.plan_config();
+        tenants.iter().any(|(tenant, objs)| {
+            let hands_off = self.hands_off(tenant);
+            let retention = self.retention_of(tenant);
+            plan::expired(objs, retention, now)
+                .iter()
+                .any(|(k, _)| !hands_off(k))
+                || !plan::plan(objs, &plan_cfg, now, &hands_off).is_empty()
+        })
+    }
+
+    fn retention_of(&self, tenant: &TenantId) -> Duration {
+        self.retention
+            .as_ref()
+            .and_then(|f| f(tenant))
+            .unwrap_or(self.cfg.retention)
+    }
+
+    fn plan_config(&self) -> PlanConfig {
+        PlanConfig {
+            block_ranges: self.cfg.block_ranges.clone(),
+            block_margin: self.cfg.block_margin,
+            max_object_bytes: self.cfg.max_object_bytes,
+            max_job_bytes: self.cfg.max_job_bytes,
+        }
     }
 
     /// Which listed objects of `tenant` are not ours to touch: inside `weft serve`, those
