@@ -387,3 +387,46 @@ async fn per_tenant_retention_overrides_the_global_one() {
     let count = |t: &str| totals.get(&TenantId::parse(t).unwrap()).map_or(0, |x| x.0);
     assert_eq!((count("keep"), count("short"), count("default")), (2, 0, 1));
 }
+
+#[tokio::test]
+async fn outputs_are_cut_at_the_object_size_bound() {
+    // 64 KiB is the smallest cut; 40 objects of 40 series × 120 random samples are ~1.5 MB.
+    let mut rng = SmallRng::seed_from_u64(seed());
+    let r = rig(CompactorConfig {
+        max_object_bytes: 64 << 10,
+        max_job_bytes: 64 << 20,
+        block_ranges: vec![Duration::from_secs(24 * 3600)],
+        ..cfg()
+    });
+    let t = TenantId::parse("t").unwrap();
+    let base = (now_ms() - 10 * 24 * H).div_euclid(24 * H) * 24 * H;
+    let mut model: BTreeMap<Labels, Vec<(i64, u64)>> = BTreeMap::new();
+    for o in 0..40i64 {
+        let mut series = Vec::new();
+        for i in 0..40 {
+            let l = Labels::from_strs([("__name__", "m"), ("i", &format!("{i:02}"))]).unwrap();
+            let s: Vec<(i64, f64)> = (0..120)
+                .map(|k| (base + o * 600_000 + k * 5_000, rng.random::<f64>()))
+                .collect();
+            model
+                .entry(l.clone())
+                .or_default()
+                .extend(s.iter().map(|&(t, v)| (t, v.to_bits())));
+            series.push((l, s));
+        }
+        put(&r.store, &t, "ing", o as u64, &series).await;
+    }
+    r.catalog.load().await.unwrap();
+    let s = r.compactor.run_once().await.unwrap();
+    assert_eq!(s.jobs, 1);
+    let objs = r.catalog.objects(&t);
+    assert!(objs.len() > 10, "{} outputs", objs.len());
+    for (k, size, _) in &objs {
+        assert!(
+            *size <= (64 << 10) + (16 << 10),
+            "{} is {size} bytes",
+            k.file_name()
+        );
+    }
+    assert_eq!(answer(&r.catalog, &t).await, model);
+}
