@@ -36,6 +36,7 @@
 
 pub mod api;
 pub mod chunk;
+pub mod compact;
 pub mod flush;
 pub mod head;
 pub mod ingest;

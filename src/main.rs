@@ -48,6 +48,9 @@ enum Command {
     /// Human-readable dumps of weft's files.
     #[command(subcommand)]
     Inspect(InspectCommand),
+    /// Retention and compaction of a store several ingesters share (one compactor at a
+    /// time per prefix, by a lease).
+    Compact(weft::compact::cli::CompactArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -280,6 +283,9 @@ struct ServeArgs {
     /// Size of each preallocated spill file, in bytes.
     #[arg(long = "spill.file-size", env = "WEFT_SPILL_FILE_SIZE", default_value_t = 64 << 20)]
     spill_file_size: u64,
+    /// Retention and compaction.
+    #[command(flatten)]
+    compactor: weft::compact::cli::ServeCompactorFlags,
 }
 
 fn main() -> ExitCode {
@@ -295,6 +301,7 @@ fn main() -> ExitCode {
         None => serve(cli.serve),
         Some(Command::Serve(args)) => serve(args),
         Some(Command::Chunk(cmd)) => chunk(cmd),
+        Some(Command::Compact(args)) => weft::compact::cli::run_compact(args),
         Some(Command::Inspect(InspectCommand::Object { file })) => {
             let text = std::fs::read(&file)
                 .map_err(|e| format!("reading {}: {e}", file.display()))
@@ -351,7 +358,7 @@ fn with_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, String> {
     let first = args.get(1).map(|a| a.to_string_lossy().into_owned());
     let at = match first.as_deref() {
         Some("serve") => 2,
-        Some("chunk" | "inspect" | "help") => return Ok(args),
+        Some("chunk" | "inspect" | "help" | "compact") => return Ok(args),
         _ => 1,
     };
     let text = std::fs::read_to_string(&path)
@@ -509,6 +516,12 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         anyhow::bail!("the node was set twice");
     }
 
+    // Per-tenant retention from the overrides file (read at each run, so a reload applies);
+    // a tenant without one keeps --store.retention.
+    let overrides = node.head().overrides().clone();
+    let retention: weft::compact::RetentionFn =
+        std::sync::Arc::new(move |t| overrides.tenant(t).retention);
+    let compactor = args.compactor.spawn_with_retention(&node, Some(retention));
     let mut sched_stop = stop_rx.clone();
     let schedule = {
         let node = node.clone();
@@ -521,6 +534,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
     };
     server.await??;
     let _ = schedule.await;
+    compactor.abort();
     node.close().await;
     tracing::info!("weft stopped");
     Ok(())

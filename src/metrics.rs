@@ -187,6 +187,8 @@ pub struct Metrics {
     pub limits: LimitsMetrics,
     /// The HTTP server's connections (`weft_http_*`).
     pub server: ServerMetrics,
+    /// Retention and compaction (`crate::compact`).
+    pub compactor: CompactorMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -453,10 +455,12 @@ impl Metrics {
         let limits = LimitsMetrics::register(&mut registry);
         let server = ServerMetrics::default();
         server.register(&mut registry);
+        let compactor = CompactorMetrics::register(&mut registry);
         Self {
             registry,
             limits,
             server,
+            compactor,
             local_horizon_seconds,
             local_bytes,
             local_objects,
@@ -702,5 +706,113 @@ impl ServerMetrics {
              for /ready and /metrics were serving requests",
             self.requests_refused.clone(),
         );
+    }
+}
+
+/// The compactor's metrics (`weft_compactor_*`, `weft_retention_*`).
+#[derive(Debug, Clone, Default)]
+pub struct CompactorMetrics {
+    /// Compaction jobs finished (sources deleted).
+    pub compactions: Counter,
+    /// Compaction jobs that failed (store errors, memory refused); retried next run.
+    pub failures: Counter,
+    /// Objects read by compaction jobs (their sources).
+    pub objects_before: Counter,
+    /// Objects written by compaction jobs.
+    pub objects_after: Counter,
+    /// Bytes of the sources compacted.
+    pub bytes_before: Counter,
+    /// Bytes of the objects compaction wrote.
+    pub bytes_after: Counter,
+    /// Chunks dropped because another source held the same chunk (an upload repeated).
+    pub duplicate_chunks: Counter,
+    /// Objects deleted because their newest sample is older than the retention.
+    pub retention_deleted_objects: Counter,
+    /// Bytes of those objects.
+    pub retention_deleted_bytes: Counter,
+    /// 1 while this process holds the compactor lease of the store prefix.
+    pub lease_held: Gauge,
+    /// Objects in the store at the end of the last compactor run.
+    pub store_objects: Gauge,
+    /// Bytes of those objects.
+    pub store_bytes: Gauge,
+    /// Approximate heap bytes of the store catalog's entries.
+    pub catalog_bytes: Gauge,
+}
+
+impl CompactorMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        let counters: [(&str, &str, &Counter); 9] = [
+            (
+                "compactor_compactions",
+                "Compaction jobs finished",
+                &m.compactions,
+            ),
+            (
+                "compactor_failures",
+                "Compaction jobs that failed (retried on the next run)",
+                &m.failures,
+            ),
+            (
+                "compactor_objects_before",
+                "Objects read by compaction jobs",
+                &m.objects_before,
+            ),
+            (
+                "compactor_objects_after",
+                "Objects written by compaction jobs",
+                &m.objects_after,
+            ),
+            (
+                "compactor_bytes_before",
+                "Bytes of the objects compaction jobs read",
+                &m.bytes_before,
+            ),
+            (
+                "compactor_bytes_after",
+                "Bytes of the objects compaction jobs wrote",
+                &m.bytes_after,
+            ),
+            (
+                "compactor_duplicate_chunks",
+                "Chunks dropped because another source held the same chunk",
+                &m.duplicate_chunks,
+            ),
+            (
+                "retention_deleted_objects",
+                "Objects deleted for --store.retention",
+                &m.retention_deleted_objects,
+            ),
+            (
+                "retention_deleted_bytes",
+                "Bytes of objects deleted for --store.retention",
+                &m.retention_deleted_bytes,
+            ),
+        ];
+        for (name, help, c) in counters {
+            registry.register(name, help, c.clone());
+        }
+        registry.register(
+            "compactor_lease_held",
+            "1 while this process holds the compactor lease of the store prefix",
+            m.lease_held.clone(),
+        );
+        registry.register(
+            "compactor_store_objects",
+            "Objects in the store at the end of the last compactor run",
+            m.store_objects.clone(),
+        );
+        registry.register(
+            "compactor_store_bytes",
+            "Bytes of the objects in the store at the end of the last compactor run",
+            m.store_bytes.clone(),
+        );
+        registry.register(
+            "catalog_bytes",
+            "Approximate heap bytes of the store catalog's entries",
+            m.catalog_bytes.clone(),
+        );
+        m
     }
 }

@@ -70,17 +70,20 @@ pub enum Consumer {
     PushBodies,
     /// Chunk copies and encoded objects of uploads in flight (reserved by the flusher).
     FlushObjects,
+    /// Sources and outputs of a compaction job (reserved by the compactor).
+    Compaction,
 }
 
 impl Consumer {
     /// Every consumer, in the order of the gauges.
-    pub const ALL: [Consumer; 6] = [
+    pub const ALL: [Consumer; 7] = [
         Consumer::HeadChunks,
         Consumer::HeadSeries,
         Consumer::Cache,
         Consumer::Queries,
         Consumer::PushBodies,
         Consumer::FlushObjects,
+        Consumer::Compaction,
     ];
 
     /// The `consumer` label value.
@@ -92,6 +95,7 @@ impl Consumer {
             Consumer::Queries => "queries",
             Consumer::PushBodies => "push_bodies",
             Consumer::FlushObjects => "flush_objects",
+            Consumer::Compaction => "compaction",
         }
     }
 

@@ -355,8 +355,7 @@ impl AppState {
         max_request_bytes: usize,
         admission: &mut Admission,
     ) -> Result<bytes::Bytes, ApiError> {
-        read_body(&self.limits, headers, body, max_request_bytes, admission)
-        .await
+        read_body(&self.limits, headers, body, max_request_bytes, admission).await
     }
 
     /// The metrics.

@@ -181,9 +181,12 @@ impl LocalTier {
                         continue;
                     };
                     let file_bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    // An index copy's object length is in its header; reading 10,000 headers
+                    // took about as long as the rest of a start, and the length is only
+                    // informative (the saved listing has it). 0: unknown until read.
                     let object_len = match held {
                         Held::Object => file_bytes,
-                        Held::Index => read_index_object_len(&path).unwrap_or(0),
+                        Held::Index => 0,
                     };
                     // A whole copy wins over an index copy of the same object.
                     let prev = entries.get(&key).map(|e: &Entry| e.held);
@@ -281,6 +284,17 @@ impl LocalTier {
         if let Some(old) = entries.insert(key.clone(), e) {
             self.bytes.fetch_sub(old.file_bytes, Ordering::Relaxed);
         }
+    }
+
+    /// Forgets an object the store no longer holds (retention or compaction deleted it):
+    /// its whole copy and its index copy go. Returns the bytes freed.
+    pub fn remove(&self, key: &ObjectKey) -> u64 {
+        let removed = self.entries.lock().remove(key);
+        let Some(e) = removed else { return 0 };
+        self.bytes.fetch_sub(e.file_bytes, Ordering::Relaxed);
+        let _ = fs::remove_file(self.object_path(key));
+        let _ = fs::remove_file(self.index_path(key));
+        e.file_bytes
     }
 
     /// What the tier holds of `key`.
@@ -592,13 +606,6 @@ pub fn split_index_copy(b: &[u8]) -> Result<(u64, &[u8], &[u8]), String> {
     }
     let object_len = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
     Ok((object_len, &b[head..head + foot], &b[head + foot..]))
-}
-
-fn read_index_object_len(path: &Path) -> Option<u64> {
-    let f = File::open(path).ok()?;
-    let mut h = [0u8; INDEX_HEADER_LEN as usize];
-    f.read_exact_at(&mut h, 0).ok()?;
-    (h[..8] == INDEX_MAGIC).then(|| u64::from_le_bytes(h[8..].try_into().expect("8 bytes")))
 }
 
 fn open(path: &Path, key: &ObjectKey) -> Result<File, LocalError> {

@@ -394,6 +394,30 @@ impl Store {
         .await
     }
 
+    /// Writes a whole object only if no object exists under `path` (object_store's
+    /// `PutMode::Create`: `If-None-Match: *` on S3, a hard link on `file://`, atomic in
+    /// `memory://`). `Ok(false)` when one exists already. The compactor's lease is built on
+    /// this alone, because `PutMode::Update` is not implemented by `LocalFileSystem`.
+    pub async fn put_if_absent(&self, path: &Path, bytes: Bytes) -> Result<bool, StoreError> {
+        self.check_size("object to put", bytes.len() as u64)?;
+        self.call("put", path, async {
+            let opts = object_store::PutOptions {
+                mode: object_store::PutMode::Create,
+                ..Default::default()
+            };
+            match self
+                .inner
+                .put_opts(path, PutPayload::from(bytes), opts)
+                .await
+            {
+                Ok(_) => Ok(true),
+                Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+                Err(e) => Err(map_err("put", path, e)),
+            }
+        })
+        .await
+    }
+
     /// Reads a whole object, refusing one over the size limit before reading its body.
     pub async fn get(&self, path: &Path) -> Result<Bytes, StoreError> {
         self.call("get", path, async {

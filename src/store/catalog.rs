@@ -31,9 +31,11 @@
 //! **Invariant:** a tenant's select only ever looks at objects under that tenant's prefix
 //! (the catalog is keyed by tenant, and keys are parsed from `<prefix>/<tenant>/chunks/`).
 //!
-//! The catalog holds one entry per object in the store (about 100 bytes each); there is no
-//! bound on it other than the store's size, so retention and compaction, when they come,
-//! must remove entries too.
+//! The catalog holds one entry per object in the store (about 100 bytes each). It stays
+//! bounded because the store does: retention and compaction (`crate::compact`) remove
+//! entries ([`Catalog::remove`]) as they delete objects; a listing drops what the store no
+//! longer holds and the sources of listed compaction markers; a select that finds an object
+//! gone drops it and asks for a new listing ([`Catalog::take_relist_request`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -48,6 +50,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::cache::{CacheStats, ObjectCache};
+use super::marker::{parse_control_key, ControlKey, Marker, MAX_MARKER_BYTES};
 use super::object::{decode_footer, decode_index, ChunkMeta, ObjectIndex, ObjectKey, FOOTER_LEN};
 use super::retry::{retry, Backoff, BackoffConfig, CircuitBreaker, CircuitState};
 use super::{Store, StoreError};
@@ -87,6 +90,13 @@ pub const MAX_OBJECT_WARNINGS: usize = 10;
 
 /// The warning of a select before the first listing of the store succeeded.
 pub const NOT_LOADED_WARNING: &str = "store catalog not loaded yet; older data may be missing";
+
+/// Compaction markers one listing reads (there are only as many as jobs interrupted).
+const MAX_MARKERS_READ: usize = 1000;
+
+/// Heap bytes of one catalog entry besides its strings: the key's fixed fields, the info
+/// and the B-tree's share of a node.
+const CATALOG_ENTRY_BYTES: usize = 96;
 
 /// Keys in a listing that are not weft objects get one warning line each up to this many;
 /// then one summary, so a bucket shared with other data does not flood the log.
@@ -165,6 +175,8 @@ pub struct Catalog {
     state: Mutex<State>,
     /// Copies of objects and indexes on local disk, and the saved listing.
     local: Option<Arc<LocalTier>>,
+    /// Set when a select found a listed object gone; see `take_relist_request`.
+    relist: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for Catalog {
@@ -190,6 +202,7 @@ impl Catalog {
             cfg,
             state: Mutex::new(State::default()),
             local: None,
+            relist: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -214,13 +227,19 @@ impl Catalog {
                 st.loaded = true;
             }
             for (key, size, _) in local.objects() {
-                st.tenants.entry(key.tenant.clone()).or_default().insert(
-                    key,
-                    ObjectInfo {
+                // The listing's size wins; an index copy's is 0 (unknown) after a restart.
+                let info = st
+                    .tenants
+                    .entry(key.tenant.clone())
+                    .or_default()
+                    .entry(key)
+                    .or_insert(ObjectInfo {
                         size,
                         in_memory: false,
-                    },
-                );
+                    });
+                if size > 0 {
+                    info.size = size;
+                }
             }
         }
         self.local = Some(local);
@@ -241,7 +260,20 @@ impl Catalog {
     /// circuit breaker; [`run_loader`](Self::run_loader) does.
     pub async fn load(&self) -> Result<usize, StoreError> {
         let prefix = self.store.prefix().clone();
+        // What was known before the listing started: of these, what the listing no longer
+        // shows was deleted (by retention or a compactor) and is dropped. Entries added
+        // while it runs (uploads) are kept whatever the listing says.
+        let known_before: Vec<ObjectKey> = {
+            let st = self.state.lock();
+            st.tenants
+                .values()
+                .flatten()
+                .filter(|(_, i)| !i.in_memory)
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
         let mut found = Vec::new();
+        let mut markers = Vec::new();
         let mut junk = 0usize;
         let mut after: Option<Path> = None;
         loop {
@@ -251,6 +283,13 @@ impl Catalog {
             for meta in page.objects {
                 match ObjectKey::parse(&prefix, &meta.location) {
                     Ok(key) => found.push((key, meta.size)),
+                    Err(_) if parse_control_key(&prefix, &meta.location).is_some() => {
+                        if let Some(ControlKey::Marker(t)) =
+                            parse_control_key(&prefix, &meta.location)
+                        {
+                            markers.push((t, meta.location.clone()));
+                        }
+                    }
                     Err(e) => {
                         junk += 1;
                         if junk <= MAX_JUNK_KEY_WARNINGS {
@@ -271,9 +310,24 @@ impl Catalog {
                 "skipped {junk} keys in the store that are not weft objects"
             );
         }
+        let replaced = self.replaced_by_markers(&found, markers).await;
+        found.retain(|(k, _)| !replaced.contains(k));
         let n = found.len();
         let all: Vec<(ObjectKey, u64)> = {
+            let listed: std::collections::HashSet<&ObjectKey> =
+                found.iter().map(|(k, _)| k).collect();
+            let gone: Vec<ObjectKey> = known_before
+                .into_iter()
+                .filter(|k| !listed.contains(k))
+                .collect();
             let mut st = self.state.lock();
+            for k in gone.iter().chain(replaced.iter()) {
+                if let Some(objs) = st.tenants.get_mut(&k.tenant) {
+                    if objs.get(k).is_some_and(|i| !i.in_memory) {
+                        objs.remove(k);
+                    }
+                }
+            }
             for (key, size) in found {
                 st.tenants
                     .entry(key.tenant.clone())
@@ -299,6 +353,113 @@ impl Catalog {
             }
         }
         Ok(n)
+    }
+
+    /// The sources that listed compaction markers say are replaced: those of markers whose
+    /// outputs are all in `found`. A marker that cannot be read replaces nothing (readers
+    /// dedupe the overlap, so that only costs reads).
+    async fn replaced_by_markers(
+        &self,
+        found: &[(ObjectKey, u64)],
+        markers: Vec<(TenantId, Path)>,
+    ) -> std::collections::HashSet<ObjectKey> {
+        let mut replaced = std::collections::HashSet::new();
+        if markers.is_empty() {
+            return replaced;
+        }
+        let names: std::collections::HashSet<(&TenantId, String)> = found
+            .iter()
+            .map(|(k, _)| (&k.tenant, k.file_name()))
+            .collect();
+        for (tenant, path) in markers.into_iter().take(MAX_MARKERS_READ) {
+            let Ok(bytes) = self.store.get(&path).await else {
+                continue;
+            };
+            if bytes.len() as u64 > MAX_MARKER_BYTES {
+                continue;
+            }
+            let Some(m) = Marker::decode(&bytes) else {
+                continue;
+            };
+            if !m
+                .outputs
+                .iter()
+                .all(|o| names.contains(&(&tenant, o.clone())))
+            {
+                continue;
+            }
+            let chunks = super::object::tenant_chunks_prefix(self.store.prefix(), &tenant);
+            for src in &m.sources {
+                if let Ok(k) =
+                    ObjectKey::parse(self.store.prefix(), &chunks.clone().join(src.as_str()))
+                {
+                    replaced.insert(k);
+                }
+            }
+        }
+        replaced
+    }
+
+    /// Forgets objects the store no longer holds (retention or compaction deleted them),
+    /// or that compaction replaced. Objects whose chunks the head still holds stay.
+    pub fn remove(&self, keys: &[ObjectKey]) {
+        let mut st = self.state.lock();
+        for k in keys {
+            if let Some(objs) = st.tenants.get_mut(&k.tenant) {
+                if objs.get(k).is_some_and(|i| !i.in_memory) {
+                    objs.remove(k);
+                }
+                if objs.is_empty() {
+                    st.tenants.remove(&k.tenant);
+                }
+            }
+        }
+    }
+
+    /// Saves what the catalog knows as the local listing (after a compactor changed it), so
+    /// that a restart does not start from keys that are gone.
+    pub async fn save_listing(&self) {
+        let Some(local) = self.local.clone() else {
+            return;
+        };
+        let all: Vec<(ObjectKey, u64)> = {
+            let st = self.state.lock();
+            if !st.loaded {
+                return;
+            }
+            st.tenants
+                .values()
+                .flatten()
+                .map(|(k, i)| (k.clone(), i.size))
+                .collect()
+        };
+        let saved = tokio::task::spawn_blocking(move || local.save_listing(&all)).await;
+        if let Ok(Err(e)) = saved {
+            tracing::warn!(error = %e, "could not save the store listing locally");
+        }
+    }
+
+    /// Whether a select found an object gone from the store since it was listed (another
+    /// process compacted or expired it): the caller should list the store again. Clears
+    /// the request.
+    pub fn take_relist_request(&self) -> bool {
+        self.relist
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Approximate heap bytes of the catalog's entries (for the time-to-ready figures).
+    pub fn approx_bytes(&self) -> usize {
+        let st = self.state.lock();
+        st.tenants
+            .iter()
+            .map(|(t, objs)| {
+                64 + t.as_str().len()
+                    + objs
+                        .keys()
+                        .map(|k| CATALOG_ENTRY_BYTES + k.ingester.len() + k.tenant.as_str().len())
+                        .sum::<usize>()
+            })
+            .sum()
     }
 
     /// Calls [`load`](Self::load) until it succeeds, with backoff and through the read
@@ -461,11 +622,28 @@ impl Catalog {
             .buffer_unordered(INDEX_FETCH_CONCURRENCY);
         let mut found: BTreeMap<Labels, Vec<RemoteChunk>> = BTreeMap::new();
         let mut unread = Vec::new();
+        let mut gone = Vec::new();
         while let Some((path, index)) = fetches.next().await {
             match index {
                 Ok(ix) => collect(&ix, &path, matchers, mint, maxt, &mut found),
-                Err(e) => unread.push(unreadable_warning(&path, &e)),
+                Err(e) => {
+                    if matches!(e, StoreError::NotFound { .. }) {
+                        // Deleted since it was listed: compacted or expired by another
+                        // process. Its data (if any is left) is in an object the next
+                        // listing finds.
+                        if let Ok(k) = ObjectKey::parse(self.store.prefix(), &path) {
+                            gone.push(k);
+                        }
+                    }
+                    unread.push(unreadable_warning(&path, &e));
+                }
             }
+        }
+        drop(fetches);
+        if !gone.is_empty() {
+            self.remove(&gone);
+            self.relist
+                .store(true, std::sync::atomic::Ordering::Relaxed);
         }
         // Sorted, so the answer does not depend on which fetch finished first.
         unread.sort();
@@ -1144,6 +1322,60 @@ mod tests {
         let (got, warnings) =
             read_all(&f.catalog, &tenant("team-c"), &all, i64::MIN, i64::MAX).await;
         assert!(got.is_empty() && warnings.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_object_deleted_by_another_process_is_dropped_and_a_new_listing_asked_for() {
+        let f = fixture(0);
+        let t = tenant("t");
+        let l = labels(&[("__name__", "up")]);
+        let (a, _) = put_object(&f.store, &t, 1, &[(l.clone(), vec![(10, 20, vec![1])])]).await;
+        let (b, _) = put_object(&f.store, &t, 2, &[(l.clone(), vec![(30, 40, vec![2])])]).await;
+        f.catalog.load().await.unwrap();
+        assert!(!f.catalog.take_relist_request());
+        // A compactor elsewhere deleted `a` (its data now lives in some other object).
+        f.store.delete(&a.to_path(f.store.prefix())).await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let all = [m(MatchOp::Eq, "__name__", "up")];
+        let sel = f.catalog.select(&t, &all, 0, 100, deadline).await;
+        assert_eq!(sel.warnings.len(), 1, "{:?}", sel.warnings);
+        assert!(f.catalog.take_relist_request());
+        assert_eq!(
+            f.catalog.objects(&t).len(),
+            1,
+            "the gone object left the catalog"
+        );
+        let sel = f.catalog.select(&t, &all, 0, 100, deadline).await;
+        assert!(sel.warnings.is_empty());
+        // A listing drops what the store no longer holds too.
+        f.store.delete(&b.to_path(f.store.prefix())).await.unwrap();
+        f.catalog.load().await.unwrap();
+        assert_eq!(f.catalog.object_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_release_before_the_upload_is_recorded_keeps_the_object_readable() {
+        // The flusher's release can run between its upload and its `add`: the object must
+        // stay readable from the store, not be taken as held by the head for ever.
+        let f = fixture(1 << 20);
+        let t = tenant("t");
+        let l = labels(&[("__name__", "up")]);
+        let (key, size) = put_object(
+            &f.store,
+            &t,
+            1,
+            &[(l.clone(), vec![(10, 20, vec![1, 2, 3])])],
+        )
+        .await;
+        f.catalog.set_remote(&key);
+        f.catalog.add(key.clone(), size, true);
+        assert_eq!(f.catalog.objects(&t), vec![(key, size, false)]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let sel = f
+            .catalog
+            .select(&t, &[m(MatchOp::Eq, "__name__", "up")], 0, 100, deadline)
+            .await;
+        assert_eq!(sel.series.len(), 1);
     }
 
     #[tokio::test]

@@ -44,6 +44,7 @@ pub mod cache;
 pub mod catalog;
 pub mod faulty;
 pub mod health;
+pub mod marker;
 pub mod object;
 pub mod retry;
 
