@@ -18,6 +18,7 @@ fn cfg() -> WalConfig {
     WalConfig {
         segment_size_bytes: SEG,
         sync: SyncMode::Always,
+        on_corruption: OnCorruption::Stop,
     }
 }
 
@@ -298,6 +299,7 @@ fn replay_with_zeroed_page_in_middle_stops() {
     let big = WalConfig {
         segment_size_bytes: 16384,
         sync: SyncMode::Always,
+        on_corruption: OnCorruption::Stop,
     };
     let (wal, _) = Wal::open(Arc::new(dir.clone()), big.clone(), |_| Ok(())).unwrap();
     write_acked(&wal, 40, 20, 0);
@@ -654,6 +656,7 @@ fn disk_full_on_a_real_small_filesystem_is_disk_full_not_sigbus() {
     let c = WalConfig {
         segment_size_bytes: 256 << 10,
         sync: SyncMode::Always,
+        on_corruption: OnCorruption::Stop,
     };
     let (wal, _) = Wal::open_path(&path, c, |_| Ok(())).unwrap();
     // Ballast to free later, so the test can show recovery when space returns.
@@ -768,6 +771,7 @@ fn synced_segment_pages_do_not_stay_resident() {
     let c = WalConfig {
         segment_size_bytes: 64 << 20,
         sync: SyncMode::Always,
+        on_corruption: OnCorruption::Stop,
     };
     let (wal, _) = Wal::open_path(&dir, c.clone(), |_| Ok(())).unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -844,6 +848,7 @@ fn sync_never_acks_at_once_and_survives_a_process_crash() {
     let c = WalConfig {
         segment_size_bytes: SEG,
         sync: SyncMode::Never,
+        on_corruption: OnCorruption::Stop,
     };
     let (wal, _) = Wal::open(Arc::new(dir.clone()), c, |_| Ok(())).unwrap();
     let p = wal.append(&[series_rec(1)]).unwrap();
@@ -876,6 +881,7 @@ fn real_files_round_trip_and_torn_tail_repair() {
     let c = WalConfig {
         segment_size_bytes: 1 << 16,
         sync: SyncMode::Always,
+        on_corruption: OnCorruption::Stop,
     };
     let (wal, _) = Wal::open_path(tmp.path(), c.clone(), |_| Ok(())).unwrap();
     let mut head = Head::default();
