@@ -642,6 +642,50 @@ mod tests {
         }
 
         #[test]
+        fn salvage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = salvage_checkpoint(&bytes, |_| Ok(()));
+            let mut with_header = encoded(&[])[..CHECKPOINT_HEADER_BYTES].to_vec();
+            with_header.extend_from_slice(&bytes);
+            let _ = salvage_checkpoint(&with_header, |_| Ok(()));
+        }
+
+        /// Damage anywhere in a checkpoint: salvage returns exactly the entries whose bytes
+        /// are unchanged (a damaged footer only loses the counts).
+        #[test]
+        fn salvage_returns_every_intact_entry(
+            n in 1u64..8,
+            at in any::<prop::sample::Index>(),
+            mask in prop::collection::vec(1u8..=255, 1..16),
+        ) {
+            let series = sample_series(n);
+            let good = encoded(&series);
+            let mut bad = good.clone();
+            let off = at.index(bad.len());
+            for (i, m) in mask.iter().enumerate() {
+                if let Some(b) = bad.get_mut(off + i) {
+                    *b ^= m;
+                }
+            }
+            let mut intact = Vec::new();
+            let mut o = CHECKPOINT_HEADER_BYTES;
+            for s in &series {
+                let len = read_frame(&good[o..], MAX_ENTRY_BYTES).unwrap().unwrap().len;
+                if bad[o..o + len] == good[o..o + len] {
+                    intact.push(s.clone());
+                }
+                o += len;
+            }
+            let mut back = Vec::new();
+            let rep = salvage_checkpoint(&bad, |s| {
+                back.push(s);
+                Ok(())
+            })
+            .unwrap();
+            prop_assert_eq!(back, intact);
+            prop_assert!(!rep.damaged.is_empty());
+        }
+
+        #[test]
         fn checkpoint_decode_never_panics_after_valid_header(tail in prop::collection::vec(any::<u8>(), 0..512)) {
             let mut bytes = encoded(&[])[..CHECKPOINT_HEADER_BYTES].to_vec();
             bytes.extend_from_slice(&tail);

@@ -1570,6 +1570,24 @@ mod repair {
             ..Config::default()
         })]
 
+        /// Arbitrary bytes as the only segment, or as an earlier one followed by another:
+        /// repair never panics nor fails (`Head::apply` fails on a sample of an undefined ref).
+        /// The same as the `wal_repair` fuzz target.
+        #[test]
+        fn arbitrary_segment_bytes_never_fail_repair(
+            bytes in prop::collection::vec(any::<u8>(), 0..2048),
+            two in any::<bool>(),
+        ) {
+            let dir = MemDir::new();
+            dir.put("00000000", bytes.clone());
+            if two {
+                dir.put("00000001", bytes);
+            }
+            let mut head = Head::default();
+            let res = replay_with(&dir, OnCorruption::Repair, |i| head.apply(i));
+            prop_assert!(res.is_ok(), "{:?}", res.err());
+        }
+
         /// Random damage anywhere in any segment: replay never panics nor fails, and returns
         /// every record before the damage plus every intact record after it.
         #[test]
