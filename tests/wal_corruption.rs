@@ -368,6 +368,24 @@ fn run(case: Case) {
         "{case:?}: stop mode changed the WAL dir"
     );
 
+    // `weft inspect wal` shows the damage (the runbook's first step).
+    let out = Command::new(env!("CARGO_BIN_EXE_weft"))
+        .args(["inspect", "wal"])
+        .arg(&wal)
+        .output()
+        .expect("weft inspect wal");
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{case:?}: weft inspect wal:\n{report}");
+    let shows = if case == Case::CorruptCheckpoint {
+        "INVALID"
+    } else {
+        "CORRUPT at offset"
+    };
+    assert!(
+        report.contains(shows),
+        "{case:?}: inspect lacks {shows:?}:\n{report}"
+    );
+
     // Default (repair): starts, serves everything that was not damaged, keeps the evidence,
     // counts the damage.
     let w = Weft::start_on(&data, ARGS, None);

@@ -534,6 +534,9 @@ pub fn replay_with(
         );
     }
 
+    for c in &stats.corruptions {
+        log_corruption(c);
+    }
     stats.lost_samples = tr.lost_samples;
     stats.lost_refs = std::mem::take(&mut tr.lost_refs);
     if stats.lost_samples > 0 {
@@ -752,33 +755,41 @@ impl Tracker {
         }
     }
 
-    /// Counts, logs and lists one damaged region.
+    /// Counts and lists one damaged region. Listed regions are logged at the end of replay,
+    /// when the timestamp after them is known; the ones past the list are logged now.
     fn record(&mut self, c: Corruption, stats: &mut ReplayStats) {
         stats.corrupt_regions += 1;
         stats.corrupt_bytes += c.end - c.offset;
-        error!(
-            kind = %c.kind,
-            file = %c.file,
-            offset = c.offset,
-            end = c.end,
-            bytes = c.end - c.offset,
-            records_skipped_at_least = c.records_skipped,
-            pages = c.pages,
-            damaged_series_records = ?c.damaged_series,
-            damaged_refs = ?c.damaged_refs,
-            damaged_samples = c.damaged_samples,
-            damaged_time_range = ?c.damaged_t,
-            newest_t_before = ?c.t_before,
-            evidence = c.evidence.as_deref().unwrap_or("(not kept)"),
-            reason = %c.reason,
-            "WAL corruption: skipped a damaged region and continued at the next valid record \
-             (damaged_* fields are what the damaged bytes still say, unverified)"
-        );
         if stats.corruptions.len() < MAX_CORRUPTIONS_LISTED {
             self.pending_after.push(stats.corruptions.len());
             stats.corruptions.push(c);
+        } else {
+            log_corruption(&c);
         }
     }
+}
+
+/// One `error` line for a damaged region.
+fn log_corruption(c: &Corruption) {
+    error!(
+        kind = %c.kind,
+        file = %c.file,
+        offset = c.offset,
+        end = c.end,
+        bytes = c.end - c.offset,
+        records_skipped_at_least = c.records_skipped,
+        pages = c.pages,
+        damaged_series_records = ?c.damaged_series,
+        damaged_refs = ?c.damaged_refs,
+        damaged_samples = c.damaged_samples,
+        damaged_time_range = ?c.damaged_t,
+        newest_t_before = ?c.t_before,
+        oldest_t_after = ?c.t_after,
+        evidence = c.evidence.as_deref().unwrap_or("(not kept)"),
+        reason = %c.reason,
+        "WAL corruption: skipped a damaged region and continued at the next valid record \
+         (damaged_* fields are what the damaged bytes still say, unverified)"
+    );
 }
 
 /// The end of the last non-zero byte at or after `from` (or `from` if there is none).
