@@ -870,6 +870,11 @@ fn describe(
         }
         off = next;
     }
+    // Where the chain of length words breaks, non-zero bytes before the end are the rest of
+    // at least one more record (one that started in the damaged bytes).
+    if off < end && buf[off..end].iter().any(|&b| b != 0) {
+        c.records_skipped += 1;
+    }
     c.records_skipped = c.records_skipped.max(1);
     c.damaged_series.truncate(MAX_REFS_PER_CORRUPTION);
     c.damaged_refs = refs.into_iter().take(MAX_REFS_PER_CORRUPTION).collect();

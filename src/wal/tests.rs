@@ -1230,6 +1230,8 @@ mod repair {
         let resume = *offs.iter().find(|&&o| o >= 8192).unwrap();
         assert_eq!((c.offset, c.end), (first_bad as u64, resume as u64));
         assert_eq!(c.pages, (resume as u64 - 1) / PAGE_BYTES + 1);
+        // The frame that runs into the page, and at least one that ends after it.
+        assert!(c.records_skipped >= 2, "{c:?}");
         assert!(c.t_before.is_some() && c.t_after.is_some());
     }
 
