@@ -882,15 +882,27 @@ fn describe(
 }
 
 /// The `*.broken` files of the WAL directory, and the bound on them.
+///
+/// Two kinds: whole copies of damaged files (`<name>.broken`), which weft never deletes, and
+/// the cut bytes of torn tails (`<segment>.torn.broken`), which hold only unacknowledged
+/// records: the oldest of those make room for new evidence when the bound is reached, so
+/// that crash after crash cannot crowd out the evidence of a real corruption.
 struct Evidence {
     names: BTreeSet<String>,
     files: usize,
     bytes: u64,
+    /// Torn-tail evidence files and their sizes, oldest (lowest name) first.
+    torn: Vec<(String, u64)>,
 }
 
 fn is_evidence(name: &str) -> bool {
     name.contains(".broken")
 }
+
+/// Suffix of whole copies of damaged files.
+const WHOLE: &str = "broken";
+/// Suffix of torn-tail evidence.
+const TORN: &str = "torn.broken";
 
 impl Evidence {
     fn new(dir: &dyn WalDir, l: &Listing) -> Self {
@@ -898,28 +910,56 @@ impl Evidence {
             names: l.names.clone(),
             files: 0,
             bytes: 0,
+            torn: Vec::new(),
         };
         for n in l.names.iter().filter(|n| is_evidence(n)) {
+            let size = dir.size(n).unwrap_or(0);
             ev.files += 1;
-            ev.bytes += dir.size(n).unwrap_or(0);
+            ev.bytes += size;
+            if n.contains(".torn.broken") {
+                ev.torn.push((n.clone(), size));
+            }
         }
         ev
     }
 
-    /// `<base>.broken`, or `<base>.broken.N` for the first free N.
-    fn free_name(&self, base: &str) -> String {
-        let mut name = format!("{base}.broken");
+    /// `<base>.<suffix>`, or `<base>.<suffix>.N` for the first free N.
+    fn free_name(&self, base: &str, suffix: &str) -> String {
+        let mut name = format!("{base}.{suffix}");
         let mut n = 1;
         while self.names.contains(&name) {
-            name = format!("{base}.broken.{n}");
+            name = format!("{base}.{suffix}.{n}");
             n += 1;
         }
         name
     }
 
-    /// Whether `len` more bytes in one more file stay within the bound; logs if not.
-    fn admit(&self, base: &str, len: u64) -> bool {
-        let ok = self.files < MAX_EVIDENCE_FILES && self.bytes + len <= MAX_EVIDENCE_BYTES;
+    fn fits(&self, len: u64) -> bool {
+        self.files < MAX_EVIDENCE_FILES && self.bytes + len <= MAX_EVIDENCE_BYTES
+    }
+
+    /// Whether `len` more bytes in one more file fit in the bound, after removing the oldest
+    /// torn-tail evidence if needed; logs if they do not.
+    fn admit(&mut self, dir: &dyn WalDir, base: &str, len: u64) -> bool {
+        let mut removed = 0;
+        while !self.fits(len) && !self.torn.is_empty() {
+            let (old, size) = self.torn.remove(0);
+            if let Err(e) = dir.remove(&old) {
+                warn!(file = %old, error = %e, "could not remove old torn-tail evidence");
+                break;
+            }
+            self.names.remove(&old);
+            self.files -= 1;
+            self.bytes -= size.min(self.bytes);
+            removed += 1;
+            info!(file = %old, "removed the oldest torn-tail evidence to make room for new evidence");
+        }
+        if removed > 0 {
+            if let Err(e) = dir.sync_dir() {
+                warn!(error = %e, "fsync of the WAL directory after removing old evidence failed");
+            }
+        }
+        let ok = self.fits(len);
         if !ok {
             warn!(
                 file = %base,
@@ -936,8 +976,14 @@ impl Evidence {
     }
 
     /// Writes `data` to a new evidence file for `base`, durably (file and directory fsync).
-    fn write(&mut self, dir: &dyn WalDir, base: &str, data: &[u8]) -> Result<String, WalError> {
-        let name = self.free_name(base);
+    fn write(
+        &mut self,
+        dir: &dyn WalDir,
+        base: &str,
+        suffix: &str,
+        data: &[u8],
+    ) -> Result<String, WalError> {
+        let name = self.free_name(base, suffix);
         let mut w = dir.create(&name).map_err(|source| WalError::Io {
             op: "create",
             name: name.clone(),
@@ -961,6 +1007,9 @@ impl Evidence {
         self.names.insert(name.clone());
         self.files += 1;
         self.bytes += data.len() as u64;
+        if suffix == TORN {
+            self.torn.push((name.clone(), data.len() as u64));
+        }
         Ok(name)
     }
 
@@ -969,7 +1018,7 @@ impl Evidence {
     /// the bound. The damaged file itself is never changed, so a failure here only costs the
     /// copy: it is logged, and replay goes on.
     fn keep_whole(&mut self, dir: &dyn WalDir, base: &str, data: &[u8]) -> Option<String> {
-        let prefix = format!("{base}.broken");
+        let prefix = format!("{base}.{WHOLE}");
         let mut existing = Vec::new();
         for n in self.names.iter().filter(|n| n.starts_with(&prefix)) {
             if dir.size(n).ok() == Some(data.len() as u64)
@@ -979,10 +1028,10 @@ impl Evidence {
                 return Some(n.clone());
             }
         }
-        if !self.admit(base, data.len() as u64) {
+        if !self.admit(dir, base, data.len() as u64) {
             return None;
         }
-        match self.write(dir, base, data) {
+        match self.write(dir, base, WHOLE, data) {
             Ok(n) => Some(n),
             Err(e) => {
                 error!(file = %base, error = %e,
@@ -1005,8 +1054,8 @@ fn cut_torn_tail(
     let end = nonzero_end(buf, off);
     // Evidence first, durably, and only then change the segment. Past the evidence bound the
     // bytes are cut without a copy: a torn tail holds only unacknowledged records.
-    let evidence = if ev.admit(name, (end - off) as u64) {
-        ev.write(dir, name, &buf[off..end])?
+    let evidence = if ev.admit(dir, name, (end - off) as u64) {
+        ev.write(dir, name, TORN, &buf[off..end])?
     } else {
         "(not kept: evidence limit reached)".to_owned()
     };

@@ -216,7 +216,7 @@ fn replay_after_torn_last_record_keeps_acknowledged_samples() {
     let (_w, head2, stats2) = open(&dir).unwrap();
     assert!(stats2.torn.is_none());
     assert_eq!(total_samples(&head2), total_samples(&head) + 4);
-    assert!(names(&dir).contains(&format!("{last}.broken")));
+    assert!(names(&dir).contains(&format!("{last}.torn.broken")));
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn replay_with_bad_length_of_last_record_cuts_it_as_torn_tail() {
     let (_w, head, stats) = open(&dir).unwrap();
     assert_eq!(stats.torn.unwrap().offset, off as u64);
     assert_eq!(total_samples(&head), total_samples(&full) - 20);
-    assert!(names(&dir).contains(&format!("{last}.broken")));
+    assert!(names(&dir).contains(&format!("{last}.torn.broken")));
 }
 
 #[test]
@@ -911,11 +911,11 @@ fn real_files_round_trip_and_torn_tail_repair() {
     let (_w, stats) = Wal::open_path(tmp.path(), c, |i| head.apply(i)).unwrap();
     assert_eq!(stats.torn.as_ref().unwrap().offset, off as u64);
     assert_eq!(total_samples(&head), 49 * 30);
-    assert!(tmp.path().join("00000000.broken").exists());
+    assert!(tmp.path().join("00000000.torn.broken").exists());
     assert_eq!(std::fs::metadata(&seg).unwrap().len(), 1 << 16, "size kept");
     let report = inspect(tmp.path()).unwrap();
     assert!(
-        report.contains("00000000.broken") && !report.contains("TORN"),
+        report.contains("00000000.torn.broken") && !report.contains("TORN"),
         "{report}"
     );
 }
@@ -1350,6 +1350,30 @@ mod repair {
             MAX_EVIDENCE_FILES,
             "no new evidence past the bound"
         );
+    }
+
+    #[test]
+    fn old_torn_tail_evidence_makes_room_for_a_corruption_copy() {
+        let (dir, _) = three_segments();
+        for i in 0..MAX_EVIDENCE_FILES {
+            dir.put(&format!("{:08}.torn.broken", 90 + i), vec![1; 10]);
+        }
+        let mut img = dir.written("00000001").unwrap();
+        let off = frame_offsets(&img)[2];
+        img[off + FRAME_HEADER_BYTES + 3] ^= 0xff;
+        dir.put("00000001", img);
+        let (_w, _, stats) = open_repair(&dir);
+        assert_eq!(
+            stats.corruptions[0].evidence.as_deref(),
+            Some("00000001.broken")
+        );
+        let ev = evidence(&dir);
+        assert_eq!(ev.len(), MAX_EVIDENCE_FILES, "{ev:?}");
+        assert!(
+            !ev.contains(&"00000090.torn.broken".to_owned()),
+            "the oldest went: {ev:?}"
+        );
+        assert!(ev.contains(&"00000091.torn.broken".to_owned()), "{ev:?}");
     }
 
     /// Two checkpoints, both corrupt, and the segments below the older one deleted: nothing but
