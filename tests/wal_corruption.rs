@@ -272,14 +272,20 @@ fn damage(case: Case, wal: &Path, pushed: &Data, t0: i64) -> (String, Data) {
     (format!("{name}.broken"), want)
 }
 
-/// Runs `weft serve --wal.on-corruption=stop` on `data` and returns its exit status and log.
-fn run_stop(data: &Path, log: &Path) -> (std::process::ExitStatus, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
-        .arg("serve")
+/// Runs `weft serve` with `--wal.on-corruption=stop` (or, with `via_env`, with
+/// `WEFT_WAL_ON_CORRUPTION=stop`) on `data` and returns its exit status and log.
+fn run_stop(data: &Path, log: &Path, via_env: bool) -> (std::process::ExitStatus, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
+    cmd.arg("serve")
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
-        .args(ARGS)
-        .arg("--wal.on-corruption=stop")
+        .args(ARGS);
+    if via_env {
+        cmd.env("WEFT_WAL_ON_CORRUPTION", "stop");
+    } else {
+        cmd.arg("--wal.on-corruption=stop");
+    }
+    let mut child = cmd
         .env_remove("RUST_LOG")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -347,7 +353,9 @@ fn run(case: Case) {
 
     // --wal.on-corruption=stop: exits non-zero, says why, changes nothing.
     let files_before = files(&wal);
-    let (status, log) = run_stop(&data, &tmp.path().join("stop.log"));
+    // The checkpoint case sets it through the environment, the others with the flag.
+    let via_env = case == Case::CorruptCheckpoint;
+    let (status, log) = run_stop(&data, &tmp.path().join("stop.log"), via_env);
     assert!(
         !status.success(),
         "{case:?}: stop mode exited with {status}\n{log}"
