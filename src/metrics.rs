@@ -128,6 +128,8 @@ pub struct Metrics {
     pub wal_corrupt_bytes: Counter,
     /// Samples replay dropped at this start because their series record was damaged.
     pub wal_lost_samples: Counter,
+    /// Evidence copies (`*.broken`) replay did not keep at this start (bound reached).
+    pub wal_evidence_not_kept: Counter,
     /// Per kind of call (`op="read"`, `op="write"`): 1 while its circuit is closed (the
     /// store answers those calls), 0 while it counts as down. Set with
     /// [`set_store_up`](Self::set_store_up).
@@ -290,6 +292,12 @@ impl Metrics {
             "wal_lost_samples",
             "Samples WAL replay dropped at this start because their series record was damaged",
             wal_lost_samples.clone(),
+        );
+        let wal_evidence_not_kept = Counter::default();
+        registry.register(
+            "wal_evidence_not_kept",
+            "Evidence copies (*.broken) WAL replay did not keep at this start: the bound was reached",
+            wal_evidence_not_kept.clone(),
         );
         let store_up = Family::<OpLabels, Gauge>::default();
         // Both series exist from the start: an alert on `== 0` needs a sample to compare.
@@ -491,6 +499,7 @@ impl Metrics {
             wal_corruptions,
             wal_corrupt_bytes,
             wal_lost_samples,
+            wal_evidence_not_kept,
             store_up,
             store_uploads,
             store_upload_bytes,
@@ -532,12 +541,19 @@ impl Metrics {
         self.wal_poisoned.set(i64::from(stats.poisoned));
     }
 
-    /// Counts what WAL replay skipped: damaged regions, their bytes, and samples that could
-    /// not be attributed to a series. Called once, after replay.
-    pub fn observe_wal_replay(&self, corruptions: u64, corrupt_bytes: u64, lost_samples: u64) {
+    /// Counts what WAL replay skipped: damaged regions, their bytes, samples that could not
+    /// be attributed to a series, and evidence copies not kept. Called once, after replay.
+    pub fn observe_wal_replay(
+        &self,
+        corruptions: u64,
+        corrupt_bytes: u64,
+        lost_samples: u64,
+        evidence_not_kept: u64,
+    ) {
         self.wal_corruptions.inc_by(corruptions);
         self.wal_corrupt_bytes.inc_by(corrupt_bytes);
         self.wal_lost_samples.inc_by(lost_samples);
+        self.wal_evidence_not_kept.inc_by(evidence_not_kept);
     }
 
     /// Brings the cache metrics up to `stats`, the catalog's object count included.

@@ -243,6 +243,7 @@ impl Node {
             stats.corrupt_regions,
             stats.corrupt_bytes,
             stats.lost_samples,
+            stats.evidence_not_kept,
         );
         // wal::replay and ingest log what was replayed and how fast; this line marks
         // readiness (tests read it).

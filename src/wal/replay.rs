@@ -203,6 +203,9 @@ pub struct ReplayStats {
     pub lost_samples: u64,
     /// Those samples by ref (the first [`MAX_LOST_REFS_LISTED`] refs).
     pub lost_refs: BTreeMap<u64, LostRef>,
+    /// Evidence copies not kept because of the bound ([`MAX_EVIDENCE_FILES`],
+    /// [`MAX_EVIDENCE_BYTES`]) or a failed write.
+    pub evidence_not_kept: u64,
     /// The sequence number the next segment must use.
     pub next_seq: u64,
     /// Wall time of the replay.
@@ -538,6 +541,7 @@ pub fn replay_with(
         log_corruption(c);
     }
     stats.lost_samples = tr.lost_samples;
+    stats.evidence_not_kept = ev.not_kept;
     stats.lost_refs = std::mem::take(&mut tr.lost_refs);
     if stats.lost_samples > 0 {
         let listed: Vec<String> = stats
@@ -891,6 +895,8 @@ struct Evidence {
     names: BTreeSet<String>,
     files: usize,
     bytes: u64,
+    /// Copies not kept (over the bound, or the write failed).
+    not_kept: u64,
     /// Torn-tail evidence files and their sizes, oldest (lowest name) first.
     torn: Vec<(String, u64)>,
 }
@@ -910,6 +916,7 @@ impl Evidence {
             names: l.names.clone(),
             files: 0,
             bytes: 0,
+            not_kept: 0,
             torn: Vec::new(),
         };
         for n in l.names.iter().filter(|n| is_evidence(n)) {
@@ -961,6 +968,7 @@ impl Evidence {
         }
         let ok = self.fits(len);
         if !ok {
+            self.not_kept += 1;
             warn!(
                 file = %base,
                 bytes = len,
@@ -1034,6 +1042,7 @@ impl Evidence {
         match self.write(dir, base, WHOLE, data) {
             Ok(n) => Some(n),
             Err(e) => {
+                self.not_kept += 1;
                 error!(file = %base, error = %e,
                     "could not keep a copy of the damaged file; it is left unchanged in place");
                 None

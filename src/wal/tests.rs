@@ -1345,6 +1345,7 @@ mod repair {
         let (_w, head, stats) = open_repair(&dir);
         assert_eq!(total_samples(&head), total_samples(&full) - 20);
         assert_eq!(stats.corruptions[0].evidence, None);
+        assert_eq!(stats.evidence_not_kept, 1, "counted for the metric");
         assert_eq!(
             evidence(&dir).len(),
             MAX_EVIDENCE_FILES,
