@@ -1104,10 +1104,12 @@ pub fn inspect_dir(dir: &dyn WalDir) -> Result<String, WalError> {
     if l.checkpoints.is_empty() {
         let _ = writeln!(out, "  (none)");
     }
+    let mut any_valid = false;
     for &c in &l.checkpoints {
         let name = checkpoint_name(c);
         match verify_checkpoint(dir, &name) {
             Ok(st) => {
+                any_valid = true;
                 let _ = writeln!(
                     out,
                     "  {name}  covers segments < {c}  series {}  chunks {}  bytes {}  valid",
@@ -1117,6 +1119,21 @@ pub fn inspect_dir(dir: &dyn WalDir) -> Result<String, WalError> {
             Err(e) => {
                 let _ = writeln!(out, "  {name}  INVALID: {e}");
             }
+        }
+    }
+    if let (false, Some(&newest)) = (any_valid, l.checkpoints.last()) {
+        if l.segments.first() == Some(&0) {
+            let _ = writeln!(
+                out,
+                "  no valid checkpoint, but every segment from 00000000 is here: replay is lossless"
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "  no valid checkpoint and the segments it covers are gone: repair salvages {}, \
+                 stop refuses to start",
+                checkpoint_name(newest)
+            );
         }
     }
     for t in &l.tmp {
