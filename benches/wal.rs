@@ -75,6 +75,7 @@ fn wal_replay(c: &mut Criterion) {
         let cfg = WalConfig {
             segment_size_bytes: 64 << 20,
             sync: SyncMode::Never,
+            on_corruption: weft::wal::OnCorruption::Repair,
         };
         let (wal, _) = Wal::open_path(&dir, cfg, |_| Ok(())).unwrap();
         for (i, _) in series.iter().enumerate() {
@@ -170,6 +171,7 @@ fn wal_push(c: &mut Criterion) {
                 let cfg = WalConfig {
                     segment_size_bytes: 64 << 20,
                     sync,
+                    on_corruption: weft::wal::OnCorruption::Repair,
                 };
                 let (wal, _) = Wal::open_path(&dir, cfg, |_| Ok(())).unwrap();
                 let wal = Arc::new(wal);

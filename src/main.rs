@@ -23,7 +23,7 @@ use weft::pressure::LimitSource;
 use weft::store::catalog::CatalogConfig;
 use weft::store::retry::CircuitConfig;
 use weft::store::StoreOptions;
-use weft::wal::{CheckpointPolicy, SyncMode, WalConfig};
+use weft::wal::{CheckpointPolicy, OnCorruption, SyncMode, WalConfig};
 
 /// weft: a Prometheus remote-write ingester that keeps answering through store outages.
 #[derive(Debug, Parser)]
@@ -79,6 +79,15 @@ enum SyncArg {
     Always,
     /// Never msync: survives a process crash, not power loss. For benchmarks.
     Never,
+}
+
+/// `--wal.on-corruption`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum OnCorruptionArg {
+    /// Keep the evidence, skip the damage, log and count what was lost, and start.
+    Repair,
+    /// Refuse to start, changing nothing on disk.
+    Stop,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +147,15 @@ struct ServeArgs {
         default_value = "always"
     )]
     wal_sync: SyncArg,
+    /// What to do with a corrupt WAL record or checkpoint that is not a torn tail: repair
+    /// (keep a copy, skip to the next valid record, log and count what was lost, start) or stop.
+    #[arg(
+        long = "wal.on-corruption",
+        env = "WEFT_WAL_ON_CORRUPTION",
+        value_enum,
+        default_value = "repair"
+    )]
+    wal_on_corruption: OnCorruptionArg,
     /// Checkpoint the head this often (e.g. 30m, 90s, 2h).
     #[arg(long = "wal.checkpoint-interval", env = "WEFT_WAL_CHECKPOINT_INTERVAL", default_value = "30m", value_parser = parse_duration)]
     wal_checkpoint_interval: Duration,
@@ -590,6 +608,10 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
             sync: match args.wal_sync {
                 SyncArg::Always => SyncMode::Always,
                 SyncArg::Never => SyncMode::Never,
+            },
+            on_corruption: match args.wal_on_corruption {
+                OnCorruptionArg::Repair => OnCorruption::Repair,
+                OnCorruptionArg::Stop => OnCorruption::Stop,
             },
         },
         checkpoint: CheckpointPolicy {

@@ -122,6 +122,14 @@ pub struct Metrics {
     pub wal_segments: Counter,
     /// 1 once a failed sync has poisoned the WAL (writes refused until restart).
     pub wal_poisoned: Gauge,
+    /// Damaged WAL regions (segments, checkpoint entries) replay skipped at this start.
+    pub wal_corruptions: Counter,
+    /// Bytes in those regions.
+    pub wal_corrupt_bytes: Counter,
+    /// Samples replay dropped at this start because their series record was damaged.
+    pub wal_lost_samples: Counter,
+    /// Evidence copies (`*.broken`) replay did not keep at this start (bound reached).
+    pub wal_evidence_not_kept: Counter,
     /// Per kind of call (`op="read"`, `op="write"`): 1 while its circuit is closed (the
     /// store answers those calls), 0 while it counts as down. Set with
     /// [`set_store_up`](Self::set_store_up).
@@ -272,6 +280,30 @@ impl Metrics {
             "wal_poisoned",
             "1 once a failed sync has poisoned the WAL; writes are refused until restart",
             wal_poisoned.clone(),
+        );
+        let wal_corruptions = Counter::default();
+        registry.register(
+            "wal_corruptions",
+            "Damaged WAL regions (segment bytes, checkpoint entries) replay skipped at this start",
+            wal_corruptions.clone(),
+        );
+        let wal_corrupt_bytes = Counter::default();
+        registry.register(
+            "wal_corrupt_bytes",
+            "Bytes in the damaged WAL regions replay skipped at this start",
+            wal_corrupt_bytes.clone(),
+        );
+        let wal_lost_samples = Counter::default();
+        registry.register(
+            "wal_lost_samples",
+            "Samples WAL replay dropped at this start because their series record was damaged",
+            wal_lost_samples.clone(),
+        );
+        let wal_evidence_not_kept = Counter::default();
+        registry.register(
+            "wal_evidence_not_kept",
+            "Evidence copies (*.broken) WAL replay did not keep at this start: the bound was reached",
+            wal_evidence_not_kept.clone(),
         );
         let store_up = Family::<OpLabels, Gauge>::default();
         // Both series exist from the start: an alert on `== 0` needs a sample to compare.
@@ -477,6 +509,10 @@ impl Metrics {
             wal_syncs,
             wal_segments,
             wal_poisoned,
+            wal_corruptions,
+            wal_corrupt_bytes,
+            wal_lost_samples,
+            wal_evidence_not_kept,
             store_up,
             store_uploads,
             store_upload_bytes,
@@ -516,6 +552,21 @@ impl Metrics {
         bump(&self.wal_syncs, stats.syncs);
         bump(&self.wal_segments, stats.segments_created);
         self.wal_poisoned.set(i64::from(stats.poisoned));
+    }
+
+    /// Counts what WAL replay skipped: damaged regions, their bytes, samples that could not
+    /// be attributed to a series, and evidence copies not kept. Called once, after replay.
+    pub fn observe_wal_replay(
+        &self,
+        corruptions: u64,
+        corrupt_bytes: u64,
+        lost_samples: u64,
+        evidence_not_kept: u64,
+    ) {
+        self.wal_corruptions.inc_by(corruptions);
+        self.wal_corrupt_bytes.inc_by(corrupt_bytes);
+        self.wal_lost_samples.inc_by(lost_samples);
+        self.wal_evidence_not_kept.inc_by(evidence_not_kept);
     }
 
     /// Brings the cache metrics up to `stats`, the catalog's object count included.

@@ -239,6 +239,12 @@ impl Node {
                     dir: cfg.wal_dir.clone(),
                     source,
                 })?;
+        metrics.observe_wal_replay(
+            stats.corrupt_regions,
+            stats.corrupt_bytes,
+            stats.lost_samples,
+            stats.evidence_not_kept,
+        );
         // wal::replay and ingest log what was replayed and how fast; this line marks
         // readiness (tests read it).
         tracing::info!(
@@ -462,6 +468,7 @@ impl NodeConfig {
             wal: WalConfig {
                 segment_size_bytes: 1 << 20,
                 sync: crate::wal::SyncMode::Always,
+                on_corruption: crate::wal::OnCorruption::Repair,
             },
             checkpoint: CheckpointPolicy {
                 interval: Duration::from_secs(3600),

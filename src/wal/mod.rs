@@ -25,7 +25,7 @@
 //! use weft::wal::{MemDir, RefSample, Record, ReplayItem, SyncMode, Wal, WalConfig};
 //!
 //! let dir = MemDir::new();
-//! let cfg = WalConfig { segment_size_bytes: 1 << 16, sync: SyncMode::Always };
+//! let cfg = WalConfig { segment_size_bytes: 1 << 16, sync: SyncMode::Always, ..Default::default() };
 //! let (wal, _) = Wal::open(Arc::new(dir.clone()), cfg.clone(), |_| Ok(())).unwrap();
 //! let s = [RefSample { series_ref: 1, t: 1000, v: 1.5f64.to_bits() }];
 //! let pos = wal.append(&[Record::Samples(Cow::Borrowed(&s))]).unwrap();
@@ -61,7 +61,10 @@ use tracing::{error, info, warn};
 
 pub use checkpoint::{write_checkpoint, CheckpointChunk, CheckpointSeries, CheckpointStats};
 pub use record::{Record, RecordError, RefSample};
-pub use replay::{replay, ApplyError, ReplayItem, ReplayStats, TornTail};
+pub use replay::{
+    replay, replay_with, ApplyError, Corruption, CorruptionKind, LostRef, ReplayItem, ReplayStats,
+    TornTail,
+};
 pub use schedule::{run_checkpoint_schedule, CheckpointPolicy};
 pub use segment::{FsDir, MemDir, SegmentFile, SyncFailed, WalDir};
 
@@ -89,6 +92,19 @@ pub enum SyncMode {
     Never,
 }
 
+/// What replay does with damage that is not a torn tail (`--wal.on-corruption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnCorruption {
+    /// `repair` (default): keep the evidence (`*.broken`, bounded), skip to the next valid
+    /// record (or checkpoint entry), log and count what was lost, and start. See
+    /// `docs/wal.md`, "Corruption in the middle".
+    #[default]
+    Repair,
+    /// `stop`: refuse to start with [`WalError::Corrupt`] or [`WalError::CorruptCheckpoint`],
+    /// changing nothing on disk, and let an operator decide.
+    Stop,
+}
+
 /// WAL settings. Every field is set explicitly at the call site.
 #[derive(Debug, Clone)]
 pub struct WalConfig {
@@ -96,6 +112,8 @@ pub struct WalConfig {
     pub segment_size_bytes: u64,
     /// `--wal.sync`.
     pub sync: SyncMode,
+    /// `--wal.on-corruption`.
+    pub on_corruption: OnCorruption,
 }
 
 impl Default for WalConfig {
@@ -103,6 +121,7 @@ impl Default for WalConfig {
         Self {
             segment_size_bytes: DEFAULT_SEGMENT_SIZE_BYTES,
             sync: SyncMode::Always,
+            on_corruption: OnCorruption::Repair,
         }
     }
 }
@@ -160,10 +179,13 @@ pub enum WalError {
         /// The limit.
         limit: usize,
     },
-    /// Corruption that is not a torn tail. Replay stopped; nothing was changed on disk.
+    /// Corruption that is not a torn tail, with `--wal.on-corruption=stop`. Replay stopped;
+    /// nothing was changed on disk.
     #[error(
         "WAL corrupt in segment {segment} at offset {offset}: {reason} \
-         ({later_segments} later segments kept); see docs/wal.md, operator's choices"
+         ({later_segments} later segments kept); stopping because --wal.on-corruption=stop \
+         (repair, the default, would keep the evidence, skip the damage and start); \
+         see docs/operations.md, \"Corruption recovery\""
     )]
     Corrupt {
         /// Segment file name.
@@ -183,7 +205,9 @@ pub enum WalError {
         /// The segment found in its place.
         found: String,
     },
-    /// A checkpoint failed validation.
+    /// A checkpoint failed validation. Returned by replay only with
+    /// `--wal.on-corruption=stop`, when no valid checkpoint and no complete set of segments
+    /// can stand in for it.
     #[error("checkpoint {name} corrupt at offset {offset}: {reason}")]
     CorruptCheckpoint {
         /// Checkpoint file name.
@@ -323,7 +347,7 @@ impl Wal {
         if usize::try_from(cfg.segment_size_bytes).is_err() {
             return Err(WalError::Config("segment size does not fit in memory"));
         }
-        let stats = replay::replay(dir.as_ref(), apply)?;
+        let stats = replay::replay_with(dir.as_ref(), cfg.on_corruption, apply)?;
         let bad = stats.corrupt_checkpoints.iter().map(|(i, _)| *i).collect();
         let start = WalPos {
             segment: stats.next_seq,

@@ -102,6 +102,7 @@ mod tests {
             segment_size_bytes: 1 << 20,
             // No sync thread: nothing here may run outside tokio's paused clock.
             sync: SyncMode::Never,
+            on_corruption: crate::wal::OnCorruption::Repair,
         };
         Arc::new(
             Wal::open(Arc::new(MemDir::new()), cfg, |_| Ok(()))

@@ -116,6 +116,9 @@ pub trait WalDir: Send + Sync + fmt::Debug {
     /// Makes renames, creations and removals durable (`fsync` of the directory).
     fn sync_dir(&self) -> io::Result<()>;
 
+    /// Size of `name` in bytes (to bound the evidence files replay keeps).
+    fn size(&self, name: &str) -> io::Result<u64>;
+
     /// Reads all of `name` into `buf` (cleared first).
     fn read_into(&self, name: &str, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
@@ -225,6 +228,10 @@ impl WalDir for FsDir {
 
     fn open_read(&self, name: &str) -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(File::open(self.path.join(name))?))
+    }
+
+    fn size(&self, name: &str) -> io::Result<u64> {
+        Ok(std::fs::metadata(self.path.join(name))?.len())
     }
 
     fn create(&self, name: &str) -> io::Result<Box<dyn FileWriter>> {
@@ -642,6 +649,12 @@ impl WalDir for MemDir {
         let s = self.inner.lock();
         let id = s.id(name)?;
         Ok(Box::new(io::Cursor::new(s.files[id].written.clone())))
+    }
+
+    fn size(&self, name: &str) -> io::Result<u64> {
+        let s = self.inner.lock();
+        let id = s.id(name)?;
+        Ok(s.files[id].written.len() as u64)
     }
 
     fn create(&self, name: &str) -> io::Result<Box<dyn FileWriter>> {
