@@ -38,6 +38,9 @@ pub struct HeadConfig {
     pub label_limits: LabelLimits,
     /// Most series one tenant may have in the head.
     pub max_series_per_tenant: usize,
+    /// `--head.series-idle-timeout`: a series with no new sample for this long (wall time)
+    /// leaves the head once all its chunks are flushed and released.
+    pub series_idle_timeout: Duration,
 }
 
 impl Default for HeadConfig {
@@ -45,6 +48,7 @@ impl Default for HeadConfig {
         Self {
             label_limits: LabelLimits::default(),
             max_series_per_tenant: 5_000_000,
+            series_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -100,6 +104,18 @@ impl HeadError {
             HeadError::NativeHistograms { .. } => "native_histograms",
         }
     }
+
+    /// Every `reason` label [`HeadError::reason`] can give.
+    pub const REASONS: [&'static str; 8] = [
+        "max_label_names_per_series",
+        "label_name_too_long",
+        "label_value_too_long",
+        "invalid_labels",
+        "per_tenant_series_limit",
+        "out_of_order",
+        "duplicate_timestamp",
+        "native_histograms",
+    ];
 
     /// Whether this is a tenant limit (429) rather than bad data (400).
     pub fn is_tenant_limit(&self) -> bool {
@@ -348,6 +364,46 @@ impl Head {
         heads
     }
 
+    /// `--head.series-idle-timeout`.
+    pub fn series_idle_timeout(&self) -> Duration {
+        self.cfg.series_idle_timeout
+    }
+
+    /// The series-lifecycle sweep (once per flush cycle): removes every series idle for
+    /// `--head.series-idle-timeout` whose chunks have all been flushed and released (see
+    /// [`TenantHead::remove_idle`]), then every tenant left without series that nothing else
+    /// holds, with its per-tenant metric series. Returns (series, tenants) removed.
+    pub fn remove_idle_series(&self) -> (u64, u64) {
+        self.remove_idle_series_after(self.cfg.series_idle_timeout)
+    }
+
+    /// [`Head::remove_idle_series`] with an explicit idle time (tests).
+    pub fn remove_idle_series_after(&self, idle: Duration) -> (u64, u64) {
+        let mut series = 0;
+        for t in self.tenant_heads() {
+            series += t.remove_idle(idle);
+        }
+        self.metrics.head_series_removed.inc_by(series);
+        let mut tenants = 0u64;
+        // A tenant is removed only while the map holds its one handle: no push or query is
+        // using it, and none can fetch it while the write lock is held. A push that fetched
+        // it earlier holds a handle, so its tenant stays.
+        self.tenants.write().retain(|_, t| {
+            if Arc::strong_count(t) == 1 && t.num_series() == 0 {
+                t.forget_metrics();
+                tenants += 1;
+                false
+            } else {
+                true
+            }
+        });
+        self.metrics.head_tenants_removed.inc_by(tenants);
+        if series > 0 || tenants > 0 {
+            tracing::info!(series, tenants, "idle series left the head");
+        }
+        (series, tenants)
+    }
+
     /// Re-creates a series from the WAL or a checkpoint under its original global ref.
     /// Labels are validated, but no limit applies: data that was accepted once is never
     /// dropped at replay because a limit was lowered since. If the tenant already has the
@@ -461,6 +517,64 @@ impl Index {
         r
     }
 
+    /// Removes every series `remove` picks and renumbers the rest, keeping their order (so
+    /// postings stay sorted). Postings lists, value and name maps that become empty are
+    /// dropped, spare capacity is given back, and interned strings nothing refers to any
+    /// more leave the interner. Returns the removed series.
+    ///
+    /// O(series + postings entries): the caller batches removals (one sweep, one rebuild).
+    fn remove_where(&mut self, mut remove: impl FnMut(&Series) -> bool) -> Vec<Arc<Series>> {
+        const GONE: u32 = u32::MAX;
+        let mut remap: Vec<u32> = Vec::with_capacity(self.series.len());
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(self.series.len());
+        for s in self.series.drain(..) {
+            if remove(&s) {
+                remap.push(GONE);
+                removed.push(s);
+            } else {
+                remap.push(kept.len() as u32);
+                kept.push(s);
+            }
+        }
+        if removed.is_empty() {
+            self.series = kept;
+            return removed;
+        }
+        kept.shrink_to(kept.len() + kept.len() / 8);
+        self.series = kept;
+        let map = |r: &mut u32| -> bool {
+            *r = remap[*r as usize];
+            *r != GONE
+        };
+        self.postings.retain(|_, values| {
+            values.retain(|_, list| {
+                list.retain_mut(|r| map(r));
+                if list.len() < list.capacity() / 2 {
+                    list.shrink_to_fit();
+                }
+                !list.is_empty()
+            });
+            shrink_map(values);
+            !values.is_empty()
+        });
+        shrink_map(&mut self.postings);
+        self.by_hash.retain(|_, r| map(r));
+        let mut promote = Vec::new();
+        self.collisions.retain(|hash, list| {
+            list.retain_mut(|r| map(r));
+            if !list.is_empty() && !self.by_hash.contains_key(hash) {
+                promote.push((*hash, list.remove(0)));
+            }
+            !list.is_empty()
+        });
+        for (hash, r) in promote {
+            self.by_hash.insert(hash, r);
+        }
+        shrink_map(&mut self.by_hash);
+        removed
+    }
+
     /// Refs of the series that match every matcher, sorted.
     fn select(&self, matchers: &[Matcher]) -> Vec<u32> {
         // Candidates come from the postings of matchers that cannot match an absent label;
@@ -513,6 +627,14 @@ impl Index {
                 all
             }
         }
+    }
+}
+
+/// Gives back a map's spare capacity once it is mostly empty (after removals), so that a
+/// tenant that shrinks returns its memory.
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut FxHashMap<K, V>) {
+    if m.len() < m.capacity() / 4 {
+        m.shrink_to_fit();
     }
 }
 
@@ -624,7 +746,24 @@ impl TenantHead {
         let hash = crate::model::hash_raw(&pairs);
         let mut index = self.index.write();
         if let Some(r) = index.lookup(hash, &pairs) {
-            return Ok(index.series[r as usize].clone());
+            let existing = &index.series[r as usize];
+            if existing.series_ref() == series_ref {
+                return Ok(existing.clone());
+            }
+            // The same labels under a new ref: the running head gives a label set a new ref
+            // only after its previous entry left (idle, every chunk flushed and released), so
+            // the earlier incarnation is replaced, as it was then. Its replayed samples are in
+            // the store (it could not leave otherwise); any flush mark of it that a crash lost
+            // would only have caused a repeated upload. The slot is reused: same labels, so
+            // postings and hashes stay valid.
+            let old = existing.clone();
+            let fresh = Arc::new(Series::new(old.labels().clone(), series_ref));
+            fresh.set_logged();
+            self.metrics.chunks.dec_by(old.num_chunks() as i64);
+            index.series[r as usize] = fresh.clone();
+            tracing::debug!(series = %old.labels(), old_ref = old.series_ref(), new_ref = series_ref,
+                "replay: series came back after it had left the head; earlier entry replaced");
+            return Ok(fresh);
         }
         let unlimited = LabelLimits {
             max_label_names_per_series: usize::MAX,
@@ -639,6 +778,53 @@ impl TenantHead {
         let s = index.series[r as usize].clone();
         s.set_logged();
         Ok(s)
+    }
+
+    /// Removes the series that had no new sample for `idle` and hold no chunk any more
+    /// (see [`Series::is_removable`]). A first pass under the read lock finds candidates, so
+    /// a sweep that removes nothing never blocks pushes; the removal itself re-checks every
+    /// series under the write lock (appends to known series run under the read lock, so
+    /// none can slip in between the check and the removal). Returns the series removed.
+    pub fn remove_idle(&self, idle: Duration) -> u64 {
+        let any = self
+            .index
+            .read()
+            .series
+            .iter()
+            .any(|s| s.is_removable(idle));
+        if !any {
+            return 0;
+        }
+        let mut index = self.index.write();
+        let removed = index.remove_where(|s| s.is_removable(idle));
+        let n = removed.len() as u64;
+        let bytes: u64 = removed.iter().map(|s| series_bytes(s.labels())).sum();
+        // Dropping the last handles frees the labels, so the interner sees the strings that
+        // only it still holds. A query may hold a removed series a little longer; its
+        // strings then go at a later sweep.
+        drop(removed);
+        index.interner.remove_unused();
+        drop(index);
+        self.index_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.metrics.series.dec_by(n as i64);
+        n
+    }
+
+    /// Removes the tenant's per-tenant metric series (it is leaving the head).
+    fn forget_metrics(&self) {
+        let l = TenantLabels {
+            tenant: self.metrics.tenant.clone(),
+        };
+        let m = &self.metrics.metrics;
+        m.head_series.remove(&l);
+        m.head_chunks.remove(&l);
+        m.samples_ingested.remove(&l);
+        for reason in HeadError::REASONS {
+            m.samples_rejected.remove(&RejectLabels {
+                tenant: self.metrics.tenant.clone(),
+                reason,
+            });
+        }
     }
 
     /// Every series of the tenant, in creation order.

@@ -329,6 +329,23 @@ impl Series {
         out
     }
 
+    /// Whether the series may leave the head: it holds no chunk at all (its open chunk was
+    /// cut, and every closed chunk was flushed and then released, so the catalog already
+    /// reads them from the local tier or the store) and nothing was appended for `idle`.
+    ///
+    /// Requiring the chunks to be *released*, not only flushed, keeps the release invariant
+    /// in one place: only `Flusher::release` drops chunks, after telling the catalog.
+    pub fn is_removable(&self, idle: Duration) -> bool {
+        let d = self.data.lock();
+        d.closed.is_empty() && d.open.num_samples() == 0 && d.last_append.elapsed() >= idle
+    }
+
+    /// Chunks held (closed ones and a non-empty open one).
+    pub(crate) fn num_chunks(&self) -> usize {
+        let d = self.data.lock();
+        d.closed.len() + usize::from(d.open.num_samples() > 0)
+    }
+
     /// Whether the series has a sample in `[mint, maxt]`'s span (by chunk time ranges).
     pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
         let d = self.data.lock();

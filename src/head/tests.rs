@@ -437,3 +437,218 @@ fn index_bytes_counts_each_new_series_once_with_its_label_bytes() {
     assert_eq!(head2.index_bytes(), one);
     drop(head);
 }
+
+/// Cuts, "uploads" (marks flushed) and releases every chunk of the tenant, as the flusher
+/// does once the store has acknowledged them.
+fn flush_and_release(t: &TenantHead) {
+    t.cut_due(0, i64::MAX, Duration::MAX, true);
+    for s in t.all_series() {
+        let mut p = Vec::new();
+        s.pending(&mut p);
+        let min_ts: Vec<i64> = p.iter().map(|c| c.min_t).collect();
+        s.take_for_flush(&min_ts);
+        s.finish_flush(&min_ts, true, 1);
+    }
+    t.release_flushed(Duration::ZERO, true, &|_| true);
+}
+
+#[test]
+fn an_idle_series_leaves_only_once_every_chunk_is_flushed_and_released() {
+    let (head, t) = head_with(100);
+    let a: &[(&str, &str)] = &[("__name__", "up"), ("job", "a")];
+    let b: &[(&str, &str)] = &[("__name__", "up"), ("job", "b")];
+    t.append(&batch(&[(a, &[(1, 1.0)]), (b, &[(1, 2.0)])]), None);
+    let two = head.index_bytes();
+    // Open chunks: nothing leaves.
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 0));
+    // Cut but not in the store: nothing leaves.
+    t.cut_due(0, i64::MAX, Duration::MAX, true);
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 0));
+    // Flushed but still held in memory (retain period): nothing leaves.
+    for s in t.all_series() {
+        s.take_for_flush(&[1]);
+        s.finish_flush(&[1], true, 1);
+    }
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 0));
+    // Not idle long enough: nothing leaves.
+    t.release_flushed(Duration::ZERO, true, &|_| true);
+    assert_eq!(
+        head.remove_idle_series_after(Duration::from_secs(3600)),
+        (0, 0)
+    );
+    // `b` gets a new sample: only `a` leaves.
+    t.append(&batch(&[(b, &[(2, 3.0)])]), None);
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (1, 0));
+    assert_eq!(t.num_series(), 1);
+    assert_eq!(head.index_bytes(), two / 2);
+    assert_eq!(
+        all_samples(&t, &[m(MatchOp::Eq, "__name__", "up")]),
+        vec![("up{job=\"b\"}".to_string(), vec![(2, 3f64.to_bits())])]
+    );
+    assert!(t
+        .select(&[m(MatchOp::Eq, "job", "a")], i64::MIN, i64::MAX)
+        .is_empty());
+}
+
+#[test]
+fn removal_keeps_postings_and_lookups_exact_for_the_series_left() {
+    let seed: u64 = std::env::var("WEFT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5e71e5);
+    println!("seed {seed} (WEFT_TEST_SEED to repeat)");
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (head, t) = head_with(100_000);
+    let labels: Vec<Vec<(String, String)>> = (0..500)
+        .map(|i| {
+            vec![
+                ("__name__".to_string(), format!("m{}", i % 7)),
+                ("i".to_string(), i.to_string()),
+                ("pod".to_string(), format!("p{}", i % 13)),
+            ]
+        })
+        .collect();
+    let push = |t: &TenantHead, idx: &[usize], ts: i64| {
+        let owned: Vec<Vec<(&str, &str)>> = idx
+            .iter()
+            .map(|&i| {
+                labels[i]
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect()
+            })
+            .collect();
+        let samples = [(ts, ts as f64)];
+        let series: Vec<TestSeries<'_, '_>> =
+            owned.iter().map(|l| (l.as_slice(), &samples[..])).collect();
+        t.append(&batch(&series), None)
+    };
+    let all: Vec<usize> = (0..labels.len()).collect();
+    push(&t, &all, 1);
+    let refs_before: HashMap<String, u64> = t
+        .all_series()
+        .iter()
+        .map(|s| (s.labels().to_string(), s.series_ref()))
+        .collect();
+    flush_and_release(&t);
+    // Half of them (at random) get a new sample and stay; the rest leave.
+    let stay: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    push(&t, &stay, 2);
+    let (removed, _) = head.remove_idle_series_after(Duration::ZERO);
+    assert_eq!(removed as usize, labels.len() - stay.len());
+    assert_eq!(t.num_series(), stay.len());
+    // Every matcher gives exactly the model's answer; refs of those that stayed are kept.
+    for (name, value) in [("__name__", "m3"), ("pod", "p5"), ("i", "17"), ("i", "18")] {
+        let got: Vec<String> = t
+            .select(&[m(MatchOp::Eq, name, value)], i64::MIN, i64::MAX)
+            .iter()
+            .map(|s| {
+                assert_eq!(refs_before[&s.labels().to_string()], s.series_ref());
+                s.labels().to_string()
+            })
+            .collect();
+        let mut want: Vec<String> = stay
+            .iter()
+            .filter(|&&i| labels[i].iter().any(|(n, v)| n == name && v == value))
+            .map(|&i| {
+                let l: Vec<(&str, &str)> = labels[i]
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                Labels::from_strs(l).unwrap().to_string()
+            })
+            .collect();
+        want.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want, "{name}={value}");
+    }
+    // Pushing every series again finds the ones that stayed (no duplicate) and gives the
+    // ones that left a fresh entry under a new ref.
+    let r = push(&t, &all, 3);
+    assert_eq!(r.series_created as usize, labels.len() - stay.len());
+    assert_eq!(t.num_series(), labels.len());
+    for s in t.all_series() {
+        let before = refs_before[&s.labels().to_string()];
+        let mut got = Vec::new();
+        s.samples(i64::MIN, i64::MAX, &mut got);
+        if got.len() == 2 {
+            assert_eq!(s.series_ref(), before, "a series that stayed keeps its ref");
+        } else {
+            assert_eq!(
+                got,
+                vec![(3, 3.0)],
+                "a fresh entry holds only the new sample"
+            );
+            assert!(s.series_ref() > before, "a fresh entry never reuses a ref");
+        }
+    }
+}
+
+#[test]
+fn once_every_series_left_the_maps_interner_and_tenant_give_memory_back() {
+    let metrics = Arc::new(Metrics::new());
+    let head = Head::new(HeadConfig::default(), metrics.clone());
+    let id = TenantId::parse("gone").unwrap();
+    let t = head.tenant_or_create(&id);
+    let series: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("m{i}"), format!("v{i}")))
+        .collect();
+    for (n, v) in &series {
+        t.append(&batch(&[(&[("__name__", n), ("x", v)], &[(1, 1.0)])]), None);
+    }
+    assert!(t.index.read().interner.len() >= 400);
+    flush_and_release(&t);
+    // While a push (here: this handle) holds the tenant, the tenant stays.
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (200, 0));
+    {
+        let index = t.index.read();
+        assert_eq!(index.series.len(), 0);
+        assert!(index.postings.is_empty());
+        assert!(index.by_hash.is_empty() && index.collisions.is_empty());
+        assert_eq!(index.interner.len(), 0, "interned strings left behind");
+    }
+    assert_eq!(head.index_bytes(), 0);
+    let text = |m: &Metrics| m.encode();
+    assert!(text(&metrics).contains("tenant=\"gone\""));
+    drop(t);
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 1));
+    assert!(head.tenant(&id).is_none());
+    let after = text(&metrics);
+    assert!(
+        !after.contains("tenant=\"gone\""),
+        "per-tenant metric series left behind:\n{after}"
+    );
+    assert!(after.contains("weft_head_series_removed_total 200"));
+    assert!(after.contains("weft_head_tenants_removed_total 1"));
+}
+
+#[test]
+fn replay_of_a_series_that_came_back_replaces_the_earlier_entry() {
+    let head = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
+    let id = TenantId::parse("t1").unwrap();
+    let a: &[(&str, &str)] = &[("__name__", "up"), ("job", "a")];
+    let old = head.restore_series(&id, 7, a).unwrap();
+    let t = head.tenant(&id).unwrap();
+    t.append_replayed(&old, &[(1000, 1.0), (2000, 2.0)]);
+    t.apply_flush_mark(&old, 2000);
+    // The same series again under its own ref is the same entry.
+    assert!(Arc::ptr_eq(&head.restore_series(&id, 7, a).unwrap(), &old));
+    // Under a new ref, it is the series' next life: a fresh, empty entry replaces the old.
+    let fresh = head.restore_series(&id, 9, a).unwrap();
+    assert_eq!(fresh.series_ref(), 9);
+    assert!(!Arc::ptr_eq(&fresh, &old));
+    assert_eq!(t.num_series(), 1);
+    // Samples older than the old life's newest are not refused as out of order.
+    t.append_replayed(&fresh, &[(1500, 5.0)]);
+    assert_eq!(
+        all_samples(&t, &[]),
+        vec![("up{job=\"a\"}".to_string(), vec![(1500, 5f64.to_bits())])]
+    );
+    assert_eq!(head.index_bytes(), series_bytes(fresh.labels()));
+}

@@ -130,6 +130,17 @@ impl Interner {
         shared
     }
 
+    /// Drops the strings nothing but the interner refers to any more (their series left
+    /// the head), and gives back spare table capacity. Returns the strings dropped.
+    pub fn remove_unused(&mut self) -> usize {
+        let before = self.set.len();
+        self.set.retain(|s| Arc::strong_count(s) > 1);
+        if self.set.len() < self.set.capacity() / 4 {
+            self.set.shrink_to_fit();
+        }
+        before - self.set.len()
+    }
+
     /// Distinct strings held.
     pub fn len(&self) -> usize {
         self.set.len()
