@@ -115,8 +115,14 @@ fn assert_reads_back(weft: &Weft, want: &BTreeMap<Labels, Samples>, tag: &str) {
         vec![matcher(MatcherType::Re, "__name__", "churn_.+")],
     );
     for (mode, got) in [
-        ("samples", weft.read_samples(Some(TENANT), &[q.clone()])),
-        ("chunks", weft.read_chunks(Some(TENANT), &[q.clone()])),
+        (
+            "samples",
+            weft.read_samples(Some(TENANT), std::slice::from_ref(&q)),
+        ),
+        (
+            "chunks",
+            weft.read_chunks(Some(TENANT), std::slice::from_ref(&q)),
+        ),
     ] {
         let got: BTreeMap<Labels, Samples> = got.into_iter().next().unwrap().into_iter().collect();
         assert_eq!(got.len(), want.len(), "{tag} ({mode}): series count");
