@@ -68,9 +68,13 @@ const MAX_SAMPLE_BITS: usize = 4 + 64 + 2 + 11 + 64;
 /// Marks "no leading/trailing window yet", as Prometheus's `xorAppender.leading = 0xff`.
 const NO_WINDOW: u8 = 0xff;
 
-/// Prometheus allocates a new chunk's stream with this capacity (`make([]byte, 2, 128)`);
-/// a 120-sample chunk of real data usually fits.
-const INITIAL_CAPACITY_BYTES: usize = 128;
+/// A new chunk's buffer capacity. Prometheus starts with 128 bytes (`make([]byte, 2, 128)`),
+/// which a 120-sample chunk of real data usually fills; but every active series holds an
+/// open chunk, and most of them hold only a few samples, so weft starts small and lets the
+/// buffer double as samples come (32 → 64 → 128 → 256: three moves for a full chunk). With
+/// 4 samples a series' buffer is 64 bytes instead of 128 (docs/benchmarks.md, "Memory per
+/// active series").
+const INITIAL_CAPACITY_BYTES: usize = 32;
 
 /// Appends samples to an open XOR chunk.
 ///

@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use thiserror::Error;
 
 use crate::metrics::{Metrics, RejectLabels, TenantLabels};
-use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
+use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, SharedStr, TenantId};
 use crate::proto::WriteBatch;
 
 pub use series::{
@@ -482,7 +482,56 @@ struct Index {
     /// Further series whose hash collided with an earlier one (rare).
     collisions: FxHashMap<u64, Vec<u32>>,
     /// name → value → sorted series refs.
-    postings: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Vec<u32>>>,
+    postings: FxHashMap<SharedStr, FxHashMap<SharedStr, PostingList>>,
+}
+
+/// One postings list: sorted series refs. Most values of a label that tells series apart
+/// (a pod, an instance, a series id) belong to one series: that one is kept inline, without
+/// an allocation of its own (32 bytes a series saved on node_exporter-like labels).
+#[derive(Debug)]
+enum PostingList {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl PostingList {
+    fn push(&mut self, r: u32) {
+        match self {
+            PostingList::One(a) => *self = PostingList::Many(vec![*a, r]),
+            PostingList::Many(v) => v.push(r),
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            PostingList::One(a) => std::slice::from_ref(a),
+            PostingList::Many(v) => v,
+        }
+    }
+
+    /// Maps every ref through `f`, dropping those it refuses; gives back spare capacity.
+    /// Returns whether anything is left.
+    fn retain_map(&mut self, mut f: impl FnMut(&mut u32) -> bool) -> bool {
+        match self {
+            PostingList::One(a) => f(a),
+            PostingList::Many(v) => {
+                v.retain_mut(|r| f(r));
+                match v.len() {
+                    0 => false,
+                    1 => {
+                        *self = PostingList::One(v[0]);
+                        true
+                    }
+                    n => {
+                        if n < v.capacity() / 2 {
+                            v.shrink_to_fit();
+                        }
+                        true
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Index {
@@ -501,12 +550,13 @@ impl Index {
     fn insert(&mut self, hash: u64, labels: Labels, series_ref: u64) -> u32 {
         let r = u32::try_from(self.series.len()).expect("series limit keeps refs within u32");
         for l in labels.iter() {
-            self.postings
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .push(r);
+            let values = self.postings.entry(l.name.clone()).or_default();
+            match values.get_mut(&*l.value) {
+                Some(list) => list.push(r),
+                None => {
+                    values.insert(l.value.clone(), PostingList::One(r));
+                }
+            }
         }
         self.series.push(Arc::new(Series::new(labels, series_ref)));
         if let Some(_existing) = self.by_hash.get(&hash) {
@@ -548,13 +598,7 @@ impl Index {
             *r != GONE
         };
         self.postings.retain(|_, values| {
-            values.retain(|_, list| {
-                list.retain_mut(|r| map(r));
-                if list.len() < list.capacity() / 2 {
-                    list.shrink_to_fit();
-                }
-                !list.is_empty()
-            });
+            values.retain(|_, list| list.retain_map(|r| map(r)));
             shrink_map(values);
             !values.is_empty()
         });
@@ -609,16 +653,19 @@ impl Index {
             return Vec::new();
         };
         if m.op == crate::model::MatchOp::Eq {
-            return values.get(m.value.as_str()).cloned().unwrap_or_default();
+            return values
+                .get(m.value.as_str())
+                .map(|l| l.as_slice().to_vec())
+                .unwrap_or_default();
         }
-        let mut lists: Vec<&Vec<u32>> = values
+        let mut lists: Vec<&[u32]> = values
             .iter()
             .filter(|(v, _)| m.matches(v))
-            .map(|(_, l)| l)
+            .map(|(_, l)| l.as_slice())
             .collect();
         match lists.len() {
             0 => Vec::new(),
-            1 => lists[0].clone(),
+            1 => lists[0].to_vec(),
             _ => {
                 lists.sort_by_key(|l| std::cmp::Reverse(l.len()));
                 let mut all: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();

@@ -652,3 +652,16 @@ fn replay_of_a_series_that_came_back_replaces_the_earlier_entry() {
     );
     assert_eq!(head.index_bytes(), series_bytes(fresh.labels()));
 }
+
+/// The series entry is the head's biggest per-series allocation; with the `Arc` counts it
+/// must stay at most 168 bytes, which glibc serves from a 176-byte chunk (see
+/// docs/benchmarks.md, "Memory per active series"). A field added carelessly shows here.
+#[test]
+fn a_series_entry_stays_within_its_allocation_class() {
+    assert!(
+        std::mem::size_of::<Series>() + 16 <= 168,
+        "Series is {} bytes",
+        std::mem::size_of::<Series>()
+    );
+    assert_eq!(std::mem::size_of::<crate::model::Label>(), 16);
+}
