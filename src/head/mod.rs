@@ -2,7 +2,7 @@
 //!
 //! **Invariant:** `head` knows nothing about HTTP or the object store.
 //!
-//! Locking: a tenant's index (series map, postings, interner) sits behind one `RwLock`; each
+//! Locking: a tenant's index (series map, postings) sits behind one `RwLock`; each
 //! series' chunks sit behind their own `Mutex`. A push resolves and appends under the read
 //! lock, so pushes to known series run in parallel; only a push that creates series takes
 //! the write lock, once, for all its new series.
@@ -21,7 +21,7 @@ use rustc_hash::FxHashMap;
 use thiserror::Error;
 
 use crate::metrics::{Metrics, RejectLabels, TenantLabels};
-use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, SharedStr, TenantId};
+use crate::model::{LabelError, LabelLimits, Labels, Matcher, SharedStr, TenantId};
 use crate::proto::WriteBatch;
 
 pub use series::{
@@ -475,12 +475,12 @@ fn series_bytes(labels: &Labels) -> u64 {
 /// creation order, so every postings list is sorted by construction.
 #[derive(Debug, Default)]
 struct Index {
-    interner: Interner,
     series: Vec<Arc<Series>>,
-    /// Label-set hash → the first series with that hash.
-    by_hash: FxHashMap<u64, u32>,
-    /// Further series whose hash collided with an earlier one (rare).
-    collisions: FxHashMap<u64, Vec<u32>>,
+    /// Series refs, found by their label set's hash ([`Labels::hash_key`]): 4 bytes a
+    /// slot. Series whose hashes collide share the table as any other entries do (a lookup
+    /// confirms by comparing labels). When the table grows, hashes are recomputed from the
+    /// labels rather than stored: 8 bytes a series saved for a rare, amortised cost.
+    by_hash: hashbrown::HashTable<u32>,
     /// name → value → sorted series refs.
     postings: FxHashMap<SharedStr, FxHashMap<SharedStr, PostingList>>,
 }
@@ -488,16 +488,20 @@ struct Index {
 /// One postings list: sorted series refs. Most values of a label that tells series apart
 /// (a pod, an instance, a series id) belong to one series: that one is kept inline, without
 /// an allocation of its own (32 bytes a series saved on node_exporter-like labels).
+///
+/// 16 bytes (a shared list is boxed), so a value's slot in its map is 24 bytes.
+// The box is the point: a `Vec` inline would make every slot 8 bytes bigger.
+#[allow(clippy::box_collection)]
 #[derive(Debug)]
 enum PostingList {
     One(u32),
-    Many(Vec<u32>),
+    Many(Box<Vec<u32>>),
 }
 
 impl PostingList {
     fn push(&mut self, r: u32) {
         match self {
-            PostingList::One(a) => *self = PostingList::Many(vec![*a, r]),
+            PostingList::One(a) => *self = PostingList::Many(Box::new(vec![*a, r])),
             PostingList::Many(v) => v.push(r),
         }
     }
@@ -536,15 +540,23 @@ impl PostingList {
 
 impl Index {
     fn lookup(&self, hash: u64, pairs: &[(&[u8], &[u8])]) -> Option<u32> {
-        let first = *self.by_hash.get(&hash)?;
-        if self.series[first as usize].labels().eq_raw(pairs) {
-            return Some(first);
-        }
-        self.collisions
-            .get(&hash)?
-            .iter()
+        self.by_hash
+            .find(hash, |&r| self.series[r as usize].labels().eq_raw(pairs))
             .copied()
-            .find(|&r| self.series[r as usize].labels().eq_raw(pairs))
+    }
+
+    /// The shared copies of a label's name and value: the postings keys when the index
+    /// has them already (so the head needs no interner of its own), else new ones.
+    fn share(&self, name: &str, value: &str) -> (SharedStr, SharedStr) {
+        match self.postings.get_key_value(name) {
+            Some((n, values)) => (
+                n.clone(),
+                values
+                    .get_key_value(value)
+                    .map_or_else(|| SharedStr::new(value), |(v, _)| v.clone()),
+            ),
+            None => (SharedStr::new(name), SharedStr::new(value)),
+        }
     }
 
     fn insert(&mut self, hash: u64, labels: Labels, series_ref: u64) -> u32 {
@@ -559,11 +571,9 @@ impl Index {
             }
         }
         self.series.push(Arc::new(Series::new(labels, series_ref)));
-        if let Some(_existing) = self.by_hash.get(&hash) {
-            self.collisions.entry(hash).or_default().push(r);
-        } else {
-            self.by_hash.insert(hash, r);
-        }
+        let series = &self.series;
+        self.by_hash
+            .insert_unique(hash, r, |&x| series[x as usize].labels().hash_key());
         r
     }
 
@@ -603,19 +613,13 @@ impl Index {
             !values.is_empty()
         });
         shrink_map(&mut self.postings);
-        self.by_hash.retain(|_, r| map(r));
-        let mut promote = Vec::new();
-        self.collisions.retain(|hash, list| {
-            list.retain_mut(|r| map(r));
-            if !list.is_empty() && !self.by_hash.contains_key(hash) {
-                promote.push((*hash, list.remove(0)));
-            }
-            !list.is_empty()
-        });
-        for (hash, r) in promote {
-            self.by_hash.insert(hash, r);
+        // Renumbering keeps each entry's labels, hence its hash and its bucket.
+        self.by_hash.retain(|r| map(r));
+        if self.by_hash.len() < self.by_hash.capacity() / 4 {
+            let series = &self.series;
+            self.by_hash
+                .shrink_to_fit(|&x| series[x as usize].labels().hash_key());
         }
-        shrink_map(&mut self.by_hash);
         removed
     }
 
@@ -817,7 +821,8 @@ impl TenantHead {
             max_label_name_length: usize::MAX,
             max_label_value_length: usize::MAX,
         };
-        let labels = Labels::from_raw_pairs(&mut pairs, &unlimited, &mut index.interner)?;
+        let labels =
+            Labels::from_raw_pairs_shared(&mut pairs, &unlimited, |n, v| index.share(n, v))?;
         self.index_bytes
             .fetch_add(series_bytes(&labels), Ordering::Relaxed);
         let r = index.insert(hash, labels, series_ref);
@@ -846,11 +851,10 @@ impl TenantHead {
         let removed = index.remove_where(|s| s.is_removable(idle));
         let n = removed.len() as u64;
         let bytes: u64 = removed.iter().map(|s| series_bytes(s.labels())).sum();
-        // Dropping the last handles frees the labels, so the interner sees the strings that
-        // only it still holds. A query may hold a removed series a little longer; its
-        // strings then go at a later sweep.
+        // Dropping the last handles frees the labels and their strings (the postings keys
+        // of values no series has any more went with the rebuild). A query may hold a
+        // removed series a little longer; its strings go when it lets go.
         drop(removed);
-        index.interner.remove_unused();
         drop(index);
         self.index_bytes.fetch_sub(bytes, Ordering::Relaxed);
         self.metrics.series.dec_by(n as i64);
@@ -1038,19 +1042,18 @@ impl TenantHead {
                         continue;
                     }
                     let idx = &mut *index;
-                    let labels = match Labels::from_raw_pairs(
-                        pairs,
-                        &self.label_limits,
-                        &mut idx.interner,
-                    ) {
-                        Ok(l) => l,
-                        Err(e) => {
-                            let e = HeadError::Labels(e);
-                            self.metrics.rejected(e.reason(), n_samples);
-                            report.push_error(|| describe_raw(pairs), e, n_samples);
-                            continue;
-                        }
-                    };
+                    let labels =
+                        match Labels::from_raw_pairs_shared(pairs, &self.label_limits, |n, v| {
+                            idx.share(n, v)
+                        }) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                let e = HeadError::Labels(e);
+                                self.metrics.rejected(e.reason(), n_samples);
+                                report.push_error(|| describe_raw(pairs), e, n_samples);
+                                continue;
+                            }
+                        };
                     report.series_created += 1;
                     self.metrics.series.inc();
                     let series_ref = self.next_ref.fetch_add(1, Ordering::AcqRel);

@@ -602,7 +602,14 @@ fn once_every_series_left_the_maps_interner_and_tenant_give_memory_back() {
     for (n, v) in &series {
         t.append(&batch(&[(&[("__name__", n), ("x", v)], &[(1, 1.0)])]), None);
     }
-    assert!(t.index.read().interner.len() >= 400);
+    let probe = t.index.read().postings["x"]
+        .get_key_value("v7")
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    assert!(
+        SharedStr::strong_count(&probe) >= 3,
+        "shared by labels and postings"
+    );
     flush_and_release(&t);
     // While a push (here: this handle) holds the tenant, the tenant stays.
     assert_eq!(head.remove_idle_series_after(Duration::ZERO), (200, 0));
@@ -610,10 +617,14 @@ fn once_every_series_left_the_maps_interner_and_tenant_give_memory_back() {
         let index = t.index.read();
         assert_eq!(index.series.len(), 0);
         assert!(index.postings.is_empty());
-        assert!(index.by_hash.is_empty() && index.collisions.is_empty());
-        assert_eq!(index.interner.len(), 0, "interned strings left behind");
+        assert!(index.by_hash.is_empty());
     }
     assert_eq!(head.index_bytes(), 0);
+    assert_eq!(
+        SharedStr::strong_count(&probe),
+        1,
+        "label strings left behind"
+    );
     let text = |m: &Metrics| m.encode();
     assert!(text(&metrics).contains("tenant=\"gone\""));
     drop(t);
@@ -664,4 +675,23 @@ fn a_series_entry_stays_within_its_allocation_class() {
         std::mem::size_of::<Series>()
     );
     assert_eq!(std::mem::size_of::<crate::model::Label>(), 16);
+}
+
+/// Label sets whose hashes collide share the table; each is found by its own labels, before
+/// and after the other one leaves.
+#[test]
+fn colliding_hashes_find_their_own_series_across_removal() {
+    let mut index = Index::default();
+    let a = Labels::from_strs([("__name__", "a")]).unwrap();
+    let b = Labels::from_strs([("__name__", "b")]).unwrap();
+    let (ra, rb) = (index.insert(42, a, 1), index.insert(42, b, 2));
+    let raw_a: &[(&[u8], &[u8])] = &[(b"__name__", b"a")];
+    let raw_b: &[(&[u8], &[u8])] = &[(b"__name__", b"b")];
+    assert_eq!(index.lookup(42, raw_a), Some(ra));
+    assert_eq!(index.lookup(42, raw_b), Some(rb));
+    let removed = index.remove_where(|s| s.series_ref() == 1);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(index.lookup(42, raw_a), None);
+    assert_eq!(index.lookup(42, raw_b), Some(0), "renumbered");
+    assert_eq!(index.series[0].series_ref(), 2);
 }

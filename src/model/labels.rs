@@ -130,17 +130,6 @@ impl Interner {
         shared
     }
 
-    /// Drops the strings nothing but the interner refers to any more (their series left
-    /// the head), and gives back spare table capacity. Returns the strings dropped.
-    pub fn remove_unused(&mut self) -> usize {
-        let before = self.set.len();
-        self.set.retain(|s| SharedStr::strong_count(s) > 1);
-        if self.set.len() < self.set.capacity() / 4 {
-            self.set.shrink_to_fit();
-        }
-        before - self.set.len()
-    }
-
     /// Distinct strings held.
     pub fn len(&self) -> usize {
         self.set.len()
@@ -250,6 +239,20 @@ impl Labels {
         sort_raw(pairs);
         validate(pairs, limits)?;
         Ok(build(pairs, |s| interner.intern(s)))
+    }
+
+    /// [`Labels::from_raw_pairs`] with the caller's own sharing of strings: `share(name,
+    /// value)` returns shared copies of one label's name and value (the head takes them from
+    /// its postings index, which holds each distinct name and value once already, so it
+    /// needs no interner of its own). Called only once the whole set is valid.
+    pub fn from_raw_pairs_shared(
+        pairs: &mut [(&[u8], &[u8])],
+        limits: &LabelLimits,
+        share: impl FnMut(&str, &str) -> (SharedStr, SharedStr),
+    ) -> Result<Labels, LabelError> {
+        sort_raw(pairs);
+        validate(pairs, limits)?;
+        Ok(build_pairs(pairs, share))
     }
 
     /// Builds a label set from trusted strings (tests, tools); validates the same way but
@@ -398,6 +401,14 @@ fn validate(pairs: &[(&[u8], &[u8])], limits: &LabelLimits) -> Result<(), LabelE
 
 /// Builds the set from pairs that [`validate`] accepted.
 fn build(pairs: &[(&[u8], &[u8])], mut share: impl FnMut(&str) -> SharedStr) -> Labels {
+    build_pairs(pairs, |n, v| (share(n), share(v)))
+}
+
+/// [`build`], sharing a name and its value together.
+fn build_pairs(
+    pairs: &[(&[u8], &[u8])],
+    mut share: impl FnMut(&str, &str) -> (SharedStr, SharedStr),
+) -> Labels {
     let mut out = Vec::with_capacity(pairs.len());
     for &(name, value) in pairs {
         if value.is_empty() {
@@ -407,10 +418,8 @@ fn build(pairs: &[(&[u8], &[u8])], mut share: impl FnMut(&str) -> SharedStr) -> 
         // but keep this function free of panics.
         let name = std::str::from_utf8(name).unwrap_or_default();
         let value = std::str::from_utf8(value).unwrap_or_default();
-        out.push(Label {
-            name: share(name),
-            value: share(value),
-        });
+        let (name, value) = share(name, value);
+        out.push(Label { name, value });
     }
     Labels(out.into_boxed_slice())
 }
