@@ -457,13 +457,13 @@ pub struct TenantHead {
 }
 
 /// What one series costs in the head beyond its label bytes: the `Series` with its lock
-/// and chunk list, the label pairs (two `Arc<str>` each), the hash map and postings
-/// entries, and an open chunk buffer.
+/// and open chunk buffer, the label pairs (two thin `SharedStr`s each), the hash table and
+/// postings entries.
 ///
-/// Measured with `examples/mem_per_series` (docs/benchmarks.md): 940 bytes of `RssAnon`
-/// per node_exporter-like series, whose ten labels hold 134 bytes of names and values
-/// on average; 940 − 134 = 806, rounded up to 808.
-pub const SERIES_OVERHEAD_BYTES: u64 = 808;
+/// Measured with `examples/mem_per_series` (docs/benchmarks.md): 567–572 bytes of `RssAnon`
+/// per node_exporter-like series with 4 samples, whose ten labels hold 134 bytes of names
+/// and values on average; 572 − 134 = 438, rounded up to 440.
+pub const SERIES_OVERHEAD_BYTES: u64 = 440;
 
 /// What [`Head::index_bytes`] counts for a series with these labels.
 fn series_bytes(labels: &Labels) -> u64 {
