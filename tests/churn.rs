@@ -78,6 +78,11 @@ fn rss_anon(pid: u32) -> u64 {
     kb * 1024
 }
 
+fn head_series_bytes(weft: &Weft) -> f64 {
+    weft.metric("weft_memory_bytes", &[("consumer", "head_series")])
+        .unwrap_or(0.0)
+}
+
 fn head_series(weft: &Weft) -> f64 {
     weft.metric("weft_head_series", &[("tenant", TENANT)])
         .unwrap_or(0.0)
@@ -220,7 +225,8 @@ fn churn_keeps_the_head_bounded_and_every_sample_readable_across_removal_and_kil
         let n = head_series(&weft);
         let rss = rss_anon(weft.pid());
         eprintln!(
-            "round {round:2}: weft_head_series {n:6}  RssAnon {:.1} MiB",
+            "round {round:2}: weft_head_series {n:6}  weft_memory_bytes{{consumer=\"head_series\"}} {:.2} MiB  RssAnon {:.1} MiB",
+            head_series_bytes(&weft) / (1 << 20) as f64,
             rss as f64 / (1 << 20) as f64
         );
         series_per_round.push(n);
@@ -281,9 +287,18 @@ fn churn_keeps_the_head_bounded_and_every_sample_readable_across_removal_and_kil
         removed >= (ROUNDS * PER_ROUND + RETURNING) as f64,
         "weft_head_series_removed_total {removed}"
     );
+    // The head's own accounting follows: only the stable series are left in it (each is
+    // counted as a fixed overhead plus its label bytes, well under 1 KiB here). The gauge
+    // is set by the balancer every 200 ms.
+    std::thread::sleep(Duration::from_millis(500));
+    let bytes_end = head_series_bytes(&weft);
+    assert!(
+        bytes_end > 0.0 && bytes_end <= (STABLE * 1024) as f64,
+        "weft_memory_bytes{{consumer=\"head_series\"}} is {bytes_end} with {STABLE} series left"
+    );
     let rss_end = rss_anon(weft.pid());
     eprintln!(
-        "drained: weft_head_series {STABLE}, removed {removed}, RssAnon {:.1} MiB (peak round {:.1} MiB)",
+        "drained: weft_head_series {STABLE}, removed {removed}, head_series bytes {bytes_end}, RssAnon {:.1} MiB (peak round {:.1} MiB)",
         rss_end as f64 / (1 << 20) as f64,
         rss_per_round.iter().max().copied().unwrap_or(0) as f64 / (1 << 20) as f64
     );
