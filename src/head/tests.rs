@@ -695,3 +695,105 @@ fn colliding_hashes_find_their_own_series_across_removal() {
     assert_eq!(index.lookup(42, raw_b), Some(0), "renumbered");
     assert_eq!(index.series[0].series_ref(), 2);
 }
+
+/// Replay after series left the head: the WAL still holds their series records, samples and
+/// flush marks (and, with a checkpoint taken after the removal, the checkpoint omits them).
+/// Nothing that left comes back as unflushed data; a series that came back under a new ref
+/// is one entry holding only its new life's samples (even one older than its old life's);
+/// a live series loses no sample. As after a kill -9: the ingester is dropped, not closed.
+#[test]
+fn replay_after_removal_brings_back_no_unflushed_data_and_loses_no_live_sample() {
+    use crate::ingest::Ingester;
+    use crate::wal::{SyncMode, WalConfig};
+    for checkpoint_after_removal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let open = || {
+            let head = Arc::new(Head::new(HeadConfig::default(), Arc::new(Metrics::new())));
+            let cfg = WalConfig {
+                sync: SyncMode::Always,
+                ..WalConfig::default()
+            };
+            let (ing, _) = Ingester::open(head.clone(), &wal_dir, cfg).unwrap();
+            (head, ing)
+        };
+        let id = TenantId::parse("t1").unwrap();
+        let gone: &[(&str, &str)] = &[("__name__", "gone")];
+        let back: &[(&str, &str)] = &[("__name__", "back")];
+        let live: &[(&str, &str)] = &[("__name__", "live")];
+        let by_name = |t: &TenantHead, name: &str| {
+            t.select(&[m(MatchOp::Eq, "__name__", name)], i64::MIN, i64::MAX)
+                .pop()
+        };
+
+        let (head, ing) = open();
+        let t = head.tenant_or_create(&id);
+        let mut log = WalLog::default();
+        ing.append(
+            &t,
+            &batch(&[
+                (gone, &[(1000, 1.0), (2000, 2.0)]),
+                (back, &[(1000, 3.0)]),
+                (live, &[(1000, 4.0)]),
+            ]),
+            &mut log,
+        )
+        .unwrap();
+        let old_back_ref = by_name(&t, "back").unwrap().series_ref();
+        // The flusher's work: cut, upload, flush marks, release.
+        t.cut_due(0, i64::MAX, Duration::MAX, true);
+        let mut marks = Vec::new();
+        for s in t.all_series() {
+            let mut p = Vec::new();
+            s.pending(&mut p);
+            let min_ts: Vec<i64> = p.iter().map(|c| c.min_t).collect();
+            s.take_for_flush(&min_ts);
+            s.finish_flush(&min_ts, true, 1);
+            marks.push((s.series_ref(), p.last().unwrap().max_t));
+        }
+        ing.log_flushed(&marks).unwrap();
+        t.release_flushed(Duration::ZERO, true, &|_| true);
+        // `live` goes on; the other two leave.
+        ing.append(&t, &batch(&[(live, &[(2000, 5.0)])]), &mut log)
+            .unwrap();
+        assert_eq!(head.remove_idle_series_after(Duration::ZERO), (2, 0));
+        if checkpoint_after_removal {
+            ing.checkpoint().unwrap();
+        }
+        // `back` comes back, with a sample older than its earlier life's.
+        ing.append(&t, &batch(&[(back, &[(500, 6.0)])]), &mut log)
+            .unwrap();
+        drop((t, ing, head));
+
+        let (head, _ing) = open();
+        let t = head.tenant(&id).unwrap();
+        let tag = format!("checkpoint after removal: {checkpoint_after_removal}");
+        if let Some(s) = by_name(&t, "gone") {
+            assert_eq!(s.unflushed(), (0, None), "{tag}: `gone` back as unflushed");
+        }
+        let b = by_name(&t, "back").unwrap();
+        assert!(b.series_ref() > old_back_ref, "{tag}");
+        let mut got = Vec::new();
+        b.samples(i64::MIN, i64::MAX, &mut got);
+        assert_eq!(
+            got,
+            vec![(500, 6.0)],
+            "{tag}: `back` holds its new life only"
+        );
+        let l = by_name(&t, "live").unwrap();
+        let mut got = Vec::new();
+        l.samples(i64::MIN, i64::MAX, &mut got);
+        // Its flushed first sample is in the store; a checkpoint taken after its release
+        // does not hold it, a replay of the segments brings it back as flushed.
+        let want: &[(i64, f64)] = if checkpoint_after_removal {
+            &[(2000, 5.0)]
+        } else {
+            &[(1000, 4.0), (2000, 5.0)]
+        };
+        assert_eq!(got, want, "{tag}: `live`");
+        // Pending (not in the store): only the samples pushed after the flush.
+        let mut oldest: Vec<i64> = [&b, &l].iter().filter_map(|s| s.unflushed().1).collect();
+        oldest.sort_unstable();
+        assert_eq!(oldest, vec![500, 2000], "{tag}");
+    }
+}
