@@ -63,7 +63,10 @@ impl Tick {
 
     /// Now.
     pub(crate) fn now() -> Tick {
-        Tick((Self::epoch().elapsed().as_millis() / Self::UNIT.as_millis()) as u32)
+        // Once per series per push: plain u64 arithmetic, no u128 division. The cast wraps
+        // after 13.6 years, as `elapsed`'s wrapping difference expects.
+        let e = Self::epoch().elapsed();
+        Tick((e.as_secs() * 10 + u64::from(e.subsec_millis() / 100)) as u32)
     }
 
     /// Time since this tick (rounded down to the resolution).
