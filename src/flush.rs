@@ -230,6 +230,9 @@ impl Flusher {
             });
         }
         self.release(false);
+        // Series lifecycle: series idle past --head.series-idle-timeout whose chunks have all
+        // been released (just above, or earlier) leave the head.
+        self.head.remove_idle_series();
         self.update_backlog(now_ms);
         if let Some(local) = self.local.clone() {
             tokio::task::spawn_blocking(move || {

@@ -253,6 +253,11 @@ struct ServeArgs {
     /// never touch the store.
     #[arg(long = "flush.retain-period", env = "WEFT_FLUSH_RETAIN_PERIOD", default_value = "5m", value_parser = parse_duration)]
     flush_retain_period: Duration,
+    /// A series with no new sample for this long (wall time) leaves the head (its postings,
+    /// labels and entry give their memory back) once every chunk of it has been flushed and
+    /// released; its data stays readable from the local tier and the store.
+    #[arg(long = "head.series-idle-timeout", env = "WEFT_HEAD_SERIES_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
+    head_series_idle_timeout: Duration,
     /// Tenants uploading at once.
     #[arg(
         long = "flush.concurrency",
@@ -632,6 +637,7 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
             max_tenants: args.max_tenants,
             creation_grace_period: args.creation_grace_period,
             overrides: Arc::new(Overrides::none()),
+            series_idle_timeout: args.head_series_idle_timeout,
         },
         memory_limit_bytes: memory_limit(args.memory_bytes),
         disk_budget_bytes: args.disk_bytes,

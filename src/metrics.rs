@@ -108,6 +108,10 @@ pub struct Metrics {
     pub head_series: Family<TenantLabels, Gauge>,
     /// Chunks in the head, the open ones included.
     pub head_chunks: Family<TenantLabels, Gauge>,
+    /// Series that left the head after `--head.series-idle-timeout` (all chunks flushed).
+    pub head_series_removed: Counter,
+    /// Tenants that left the head once their last series had left.
+    pub head_tenants_removed: Counter,
     /// Requests being served right now, by endpoint class (`write`, `read`).
     pub inflight_requests: Family<ReasonLabels, Gauge>,
     /// Request durations by endpoint and status code.
@@ -236,6 +240,18 @@ impl Metrics {
             "head_chunks",
             "Chunks in the head, open chunks included",
             head_chunks.clone(),
+        );
+        let head_series_removed = Counter::default();
+        registry.register(
+            "head_series_removed",
+            "Series removed from the head after --head.series-idle-timeout with every chunk flushed",
+            head_series_removed.clone(),
+        );
+        let head_tenants_removed = Counter::default();
+        registry.register(
+            "head_tenants_removed",
+            "Tenants removed from the head (with their per-tenant series) once their last series left",
+            head_tenants_removed.clone(),
         );
         let inflight_requests = Family::<ReasonLabels, Gauge>::default();
         registry.register(
@@ -502,6 +518,8 @@ impl Metrics {
             requests_rejected,
             head_series,
             head_chunks,
+            head_series_removed,
+            head_tenants_removed,
             inflight_requests,
             request_duration,
             wal_appends,

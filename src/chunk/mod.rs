@@ -68,9 +68,16 @@ const MAX_SAMPLE_BITS: usize = 4 + 64 + 2 + 11 + 64;
 /// Marks "no leading/trailing window yet", as Prometheus's `xorAppender.leading = 0xff`.
 const NO_WINDOW: u8 = 0xff;
 
-/// Prometheus allocates a new chunk's stream with this capacity (`make([]byte, 2, 128)`);
-/// a 120-sample chunk of real data usually fits.
-const INITIAL_CAPACITY_BYTES: usize = 128;
+/// A new chunk's buffer capacity. Prometheus starts with 128 bytes (`make([]byte, 2, 128)`),
+/// which a 120-sample chunk of real data usually fills; but every active series holds an
+/// open chunk, and most of them hold only a few samples, so weft starts small and lets the
+/// buffer double as samples come (56 → 112 → 224: two moves for a full chunk). 56 bytes and
+/// glibc's 8-byte chunk header make one 64-byte allocation, which holds the header, the
+/// first sample (up to 18 bytes), a few typical later ones, and the room `append` reserves
+/// (`MAX_SAMPLE_BITS` plus the writer's padding): 4 node_exporter-like samples fit without
+/// a move (docs/benchmarks.md, "Memory per active series": 80 bytes a series less than
+/// the 128-byte start).
+const INITIAL_CAPACITY_BYTES: usize = 56;
 
 /// Appends samples to an open XOR chunk.
 ///

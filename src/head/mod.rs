@@ -2,7 +2,7 @@
 //!
 //! **Invariant:** `head` knows nothing about HTTP or the object store.
 //!
-//! Locking: a tenant's index (series map, postings, interner) sits behind one `RwLock`; each
+//! Locking: a tenant's index (series map, postings) sits behind one `RwLock`; each
 //! series' chunks sit behind their own `Mutex`. A push resolves and appends under the read
 //! lock, so pushes to known series run in parallel; only a push that creates series takes
 //! the write lock, once, for all its new series.
@@ -23,7 +23,7 @@ use thiserror::Error;
 
 use crate::limits::Overrides;
 use crate::metrics::{Metrics, RejectLabels, TenantLabels};
-use crate::model::{Interner, LabelError, LabelLimits, Labels, Matcher, TenantId};
+use crate::model::{LabelError, LabelLimits, Labels, Matcher, SharedStr, TenantId};
 use crate::proto::WriteBatch;
 
 pub use series::{
@@ -48,6 +48,9 @@ pub struct HeadConfig {
     /// Per-tenant overrides of the limits above (`--limits.overrides-file`), read at each
     /// series creation, so a reloaded file applies to running tenants.
     pub overrides: Arc<Overrides>,
+    /// `--head.series-idle-timeout`: a series with no new sample for this long (wall time)
+    /// leaves the head once all its chunks are flushed and released.
+    pub series_idle_timeout: Duration,
 }
 
 impl Default for HeadConfig {
@@ -58,6 +61,7 @@ impl Default for HeadConfig {
             max_tenants: crate::limits::DEFAULT_MAX_TENANTS,
             creation_grace_period: crate::limits::DEFAULT_CREATION_GRACE_PERIOD,
             overrides: Arc::new(Overrides::none()),
+            series_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -372,6 +376,52 @@ impl Head {
         heads
     }
 
+    /// `--head.series-idle-timeout`.
+    pub fn series_idle_timeout(&self) -> Duration {
+        self.cfg.series_idle_timeout
+    }
+
+    /// The series-lifecycle sweep (once per flush cycle): removes every series idle for
+    /// `--head.series-idle-timeout` whose chunks have all been flushed and released (see
+    /// [`TenantHead::remove_idle`]), then every tenant left without series that nothing else
+    /// holds, with its per-tenant metric series. Returns (series, tenants) removed.
+    pub fn remove_idle_series(&self) -> (u64, u64) {
+        self.remove_idle_series_after(self.cfg.series_idle_timeout)
+    }
+
+    /// [`Head::remove_idle_series`] with an explicit idle time (tests).
+    pub fn remove_idle_series_after(&self, idle: Duration) -> (u64, u64) {
+        let mut series = 0;
+        for t in self.tenant_heads() {
+            series += t.remove_idle(idle);
+        }
+        self.metrics.head_series_removed.inc_by(series);
+        // A tenant is removed only while the map holds its one handle: no push or query is
+        // using it, and none can fetch it while the write lock is held. A push that fetched
+        // it earlier holds a handle, so its tenant stays.
+        let mut removed = Vec::new();
+        let left = {
+            let mut map = self.tenants.write();
+            map.retain(|id, t| {
+                let gone = Arc::strong_count(t) == 1 && t.num_series() == 0;
+                if gone {
+                    removed.push(id.clone());
+                }
+                !gone
+            });
+            map.len()
+        };
+        for id in &removed {
+            self.tenant_removed(id, left);
+        }
+        let tenants = removed.len() as u64;
+        self.metrics.head_tenants_removed.inc_by(tenants);
+        if series > 0 || tenants > 0 {
+            tracing::info!(series, tenants, "idle series left the head");
+        }
+        (series, tenants)
+    }
+
     /// Re-creates a series from the WAL or a checkpoint under its original global ref.
     /// Labels are validated, but no limit applies: data that was accepted once is never
     /// dropped at replay because a limit was lowered since. If the tenant already has the
@@ -426,13 +476,13 @@ pub struct TenantHead {
 }
 
 /// What one series costs in the head beyond its label bytes: the `Series` with its lock
-/// and chunk list, the label pairs (two `Arc<str>` each), the hash map and postings
-/// entries, and an open chunk buffer.
+/// and open chunk buffer, the label pairs (two thin `SharedStr`s each), the hash table and
+/// postings entries.
 ///
-/// Measured with `examples/mem_per_series` (docs/benchmarks.md): 940 bytes of `RssAnon`
-/// per node_exporter-like series, whose ten labels hold 134 bytes of names and values
-/// on average; 940 − 134 = 806, rounded up to 808.
-pub const SERIES_OVERHEAD_BYTES: u64 = 808;
+/// Measured with `examples/mem_per_series` (docs/benchmarks.md): 567–572 bytes of `RssAnon`
+/// per node_exporter-like series with 4 samples, whose ten labels hold 134 bytes of names
+/// and values on average; 572 − 134 = 438, rounded up to 440.
+pub const SERIES_OVERHEAD_BYTES: u64 = 440;
 
 /// What [`Head::index_bytes`] counts for a series with these labels.
 fn series_bytes(labels: &Labels) -> u64 {
@@ -444,46 +494,152 @@ fn series_bytes(labels: &Labels) -> u64 {
 /// creation order, so every postings list is sorted by construction.
 #[derive(Debug, Default)]
 struct Index {
-    interner: Interner,
     series: Vec<Arc<Series>>,
-    /// Label-set hash → the first series with that hash.
-    by_hash: FxHashMap<u64, u32>,
-    /// Further series whose hash collided with an earlier one (rare).
-    collisions: FxHashMap<u64, Vec<u32>>,
+    /// Series refs, found by their label set's hash ([`Labels::hash_key`]): 4 bytes a
+    /// slot. Series whose hashes collide share the table as any other entries do (a lookup
+    /// confirms by comparing labels). When the table grows, hashes are recomputed from the
+    /// labels rather than stored: 8 bytes a series saved for a rare, amortised cost.
+    by_hash: hashbrown::HashTable<u32>,
     /// name → value → sorted series refs.
-    postings: FxHashMap<Arc<str>, FxHashMap<Arc<str>, Vec<u32>>>,
+    postings: FxHashMap<SharedStr, FxHashMap<SharedStr, PostingList>>,
+}
+
+/// One postings list: sorted series refs. Most values of a label that tells series apart
+/// (a pod, an instance, a series id) belong to one series: that one is kept inline, without
+/// an allocation of its own (32 bytes a series saved on node_exporter-like labels).
+///
+/// 16 bytes (a shared list is boxed), so a value's slot in its map is 24 bytes.
+// The box is the point: a `Vec` inline would make every slot 8 bytes bigger.
+#[allow(clippy::box_collection)]
+#[derive(Debug)]
+enum PostingList {
+    One(u32),
+    Many(Box<Vec<u32>>),
+}
+
+impl PostingList {
+    fn push(&mut self, r: u32) {
+        match self {
+            PostingList::One(a) => *self = PostingList::Many(Box::new(vec![*a, r])),
+            PostingList::Many(v) => v.push(r),
+        }
+    }
+
+    fn as_slice(&self) -> &[u32] {
+        match self {
+            PostingList::One(a) => std::slice::from_ref(a),
+            PostingList::Many(v) => v,
+        }
+    }
+
+    /// Maps every ref through `f`, dropping those it refuses; gives back spare capacity.
+    /// Returns whether anything is left.
+    fn retain_map(&mut self, mut f: impl FnMut(&mut u32) -> bool) -> bool {
+        match self {
+            PostingList::One(a) => f(a),
+            PostingList::Many(v) => {
+                v.retain_mut(|r| f(r));
+                match v.len() {
+                    0 => false,
+                    1 => {
+                        *self = PostingList::One(v[0]);
+                        true
+                    }
+                    n => {
+                        if n < v.capacity() / 2 {
+                            v.shrink_to_fit();
+                        }
+                        true
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl Index {
     fn lookup(&self, hash: u64, pairs: &[(&[u8], &[u8])]) -> Option<u32> {
-        let first = *self.by_hash.get(&hash)?;
-        if self.series[first as usize].labels().eq_raw(pairs) {
-            return Some(first);
-        }
-        self.collisions
-            .get(&hash)?
-            .iter()
+        self.by_hash
+            .find(hash, |&r| self.series[r as usize].labels().eq_raw(pairs))
             .copied()
-            .find(|&r| self.series[r as usize].labels().eq_raw(pairs))
+    }
+
+    /// The shared copies of a label's name and value: the postings keys when the index
+    /// has them already (so the head needs no interner of its own), else new ones.
+    fn share(&self, name: &str, value: &str) -> (SharedStr, SharedStr) {
+        match self.postings.get_key_value(name) {
+            Some((n, values)) => (
+                n.clone(),
+                values
+                    .get_key_value(value)
+                    .map_or_else(|| SharedStr::new(value), |(v, _)| v.clone()),
+            ),
+            None => (SharedStr::new(name), SharedStr::new(value)),
+        }
     }
 
     fn insert(&mut self, hash: u64, labels: Labels, series_ref: u64) -> u32 {
         let r = u32::try_from(self.series.len()).expect("series limit keeps refs within u32");
         for l in labels.iter() {
-            self.postings
-                .entry(l.name.clone())
-                .or_default()
-                .entry(l.value.clone())
-                .or_default()
-                .push(r);
+            let values = self.postings.entry(l.name.clone()).or_default();
+            match values.get_mut(&*l.value) {
+                Some(list) => list.push(r),
+                None => {
+                    values.insert(l.value.clone(), PostingList::One(r));
+                }
+            }
         }
         self.series.push(Arc::new(Series::new(labels, series_ref)));
-        if let Some(_existing) = self.by_hash.get(&hash) {
-            self.collisions.entry(hash).or_default().push(r);
-        } else {
-            self.by_hash.insert(hash, r);
-        }
+        let series = &self.series;
+        self.by_hash
+            .insert_unique(hash, r, |&x| series[x as usize].labels().hash_key());
         r
+    }
+
+    /// Removes every series `remove` picks and renumbers the rest, keeping their order (so
+    /// postings stay sorted). Postings lists, value and name maps that become empty are
+    /// dropped, spare capacity is given back, and interned strings nothing refers to any
+    /// more leave the interner. Returns the removed series.
+    ///
+    /// O(series + postings entries): the caller batches removals (one sweep, one rebuild).
+    fn remove_where(&mut self, mut remove: impl FnMut(&Series) -> bool) -> Vec<Arc<Series>> {
+        const GONE: u32 = u32::MAX;
+        let mut remap: Vec<u32> = Vec::with_capacity(self.series.len());
+        let mut removed = Vec::new();
+        let mut kept = Vec::with_capacity(self.series.len());
+        for s in self.series.drain(..) {
+            if remove(&s) {
+                remap.push(GONE);
+                removed.push(s);
+            } else {
+                remap.push(kept.len() as u32);
+                kept.push(s);
+            }
+        }
+        if removed.is_empty() {
+            self.series = kept;
+            return removed;
+        }
+        kept.shrink_to(kept.len() + kept.len() / 8);
+        self.series = kept;
+        let map = |r: &mut u32| -> bool {
+            *r = remap[*r as usize];
+            *r != GONE
+        };
+        self.postings.retain(|_, values| {
+            values.retain(|_, list| list.retain_map(|r| map(r)));
+            shrink_map(values);
+            !values.is_empty()
+        });
+        shrink_map(&mut self.postings);
+        // Renumbering keeps each entry's labels, hence its hash and its bucket.
+        self.by_hash.retain(|r| map(r));
+        if self.by_hash.len() < self.by_hash.capacity() / 4 {
+            let series = &self.series;
+            self.by_hash
+                .shrink_to_fit(|&x| series[x as usize].labels().hash_key());
+        }
+        removed
     }
 
     /// Refs of the series that match every matcher, sorted.
@@ -520,16 +676,19 @@ impl Index {
             return Vec::new();
         };
         if m.op == crate::model::MatchOp::Eq {
-            return values.get(m.value.as_str()).cloned().unwrap_or_default();
+            return values
+                .get(m.value.as_str())
+                .map(|l| l.as_slice().to_vec())
+                .unwrap_or_default();
         }
-        let mut lists: Vec<&Vec<u32>> = values
+        let mut lists: Vec<&[u32]> = values
             .iter()
             .filter(|(v, _)| m.matches(v))
-            .map(|(_, l)| l)
+            .map(|(_, l)| l.as_slice())
             .collect();
         match lists.len() {
             0 => Vec::new(),
-            1 => lists[0].clone(),
+            1 => lists[0].to_vec(),
             _ => {
                 lists.sort_by_key(|l| std::cmp::Reverse(l.len()));
                 let mut all: Vec<u32> = lists.iter().flat_map(|l| l.iter().copied()).collect();
@@ -538,6 +697,14 @@ impl Index {
                 all
             }
         }
+    }
+}
+
+/// Gives back a map's spare capacity once it is mostly empty (after removals), so that a
+/// tenant that shrinks returns its memory.
+fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut FxHashMap<K, V>) {
+    if m.len() < m.capacity() / 4 {
+        m.shrink_to_fit();
     }
 }
 
@@ -650,14 +817,32 @@ impl TenantHead {
         let hash = crate::model::hash_raw(&pairs);
         let mut index = self.index.write();
         if let Some(r) = index.lookup(hash, &pairs) {
-            return Ok(index.series[r as usize].clone());
+            let existing = &index.series[r as usize];
+            if existing.series_ref() == series_ref {
+                return Ok(existing.clone());
+            }
+            // The same labels under a new ref: the running head gives a label set a new ref
+            // only after its previous entry left (idle, every chunk flushed and released), so
+            // the earlier incarnation is replaced, as it was then. Its replayed samples are in
+            // the store (it could not leave otherwise); any flush mark of it that a crash lost
+            // would only have caused a repeated upload. The slot is reused: same labels, so
+            // postings and hashes stay valid.
+            let old = existing.clone();
+            let fresh = Arc::new(Series::new(old.labels().clone(), series_ref));
+            fresh.set_logged();
+            self.metrics.chunks.dec_by(old.num_chunks() as i64);
+            index.series[r as usize] = fresh.clone();
+            tracing::debug!(series = %old.labels(), old_ref = old.series_ref(), new_ref = series_ref,
+                "replay: series came back after it had left the head; earlier entry replaced");
+            return Ok(fresh);
         }
         let unlimited = LabelLimits {
             max_label_names_per_series: usize::MAX,
             max_label_name_length: usize::MAX,
             max_label_value_length: usize::MAX,
         };
-        let labels = Labels::from_raw_pairs(&mut pairs, &unlimited, &mut index.interner)?;
+        let labels =
+            Labels::from_raw_pairs_shared(&mut pairs, &unlimited, |n, v| index.share(n, v))?;
         self.index_bytes
             .fetch_add(series_bytes(&labels), Ordering::Relaxed);
         let r = index.insert(hash, labels, series_ref);
@@ -665,6 +850,35 @@ impl TenantHead {
         let s = index.series[r as usize].clone();
         s.set_logged();
         Ok(s)
+    }
+
+    /// Removes the series that had no new sample for `idle` and hold no chunk any more
+    /// (see [`Series::is_removable`]). A first pass under the read lock finds candidates, so
+    /// a sweep that removes nothing never blocks pushes; the removal itself re-checks every
+    /// series under the write lock (appends to known series run under the read lock, so
+    /// none can slip in between the check and the removal). Returns the series removed.
+    pub fn remove_idle(&self, idle: Duration) -> u64 {
+        let any = self
+            .index
+            .read()
+            .series
+            .iter()
+            .any(|s| s.is_removable(idle));
+        if !any {
+            return 0;
+        }
+        let mut index = self.index.write();
+        let removed = index.remove_where(|s| s.is_removable(idle));
+        let n = removed.len() as u64;
+        let bytes: u64 = removed.iter().map(|s| series_bytes(s.labels())).sum();
+        // Dropping the last handles frees the labels and their strings (the postings keys
+        // of values no series has any more went with the rebuild). A query may hold a
+        // removed series a little longer; its strings go when it lets go.
+        drop(removed);
+        drop(index);
+        self.index_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.metrics.series.dec_by(n as i64);
+        n
     }
 
     /// Every series of the tenant, in creation order.
@@ -844,7 +1058,9 @@ impl TenantHead {
                     }
                     let idx = &mut *index;
                     let labels =
-                        match Labels::from_raw_pairs(pairs, &label_limits, &mut idx.interner) {
+                        match Labels::from_raw_pairs_shared(pairs, &label_limits, |n, v| {
+                            idx.share(n, v)
+                        }) {
                             Ok(l) => l,
                             Err(e) => {
                                 let e = HeadError::Labels(e);

@@ -1,6 +1,6 @@
 //! One series: its labels, its closed chunks and its open head chunk.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -13,26 +13,121 @@ use crate::wal::RefSample;
 use std::sync::Arc;
 
 /// A series in the head. The labels never change; the chunks sit behind a mutex.
+///
+/// Memory: every active series holds one of these (in an `Arc`), so its size is watched
+/// (docs/benchmarks.md, "Memory per active series"): 152 bytes, 176 with the `Arc` counts
+/// and the allocator's header. The closed chunks sit in a box of their own, allocated only
+/// while there are some; the logged flag shares the ref's word; the last append time is a
+/// 4-byte [`Tick`].
 #[derive(Debug)]
 pub struct Series {
     labels: Labels,
-    /// Global ref, unique across tenants, kept across restarts by the WAL and checkpoints.
-    series_ref: u64,
-    /// Whether a WAL `Series` record for this series has been appended.
-    logged: AtomicBool,
+    /// Global ref (unique across tenants, kept across restarts by the WAL and checkpoints)
+    /// in the low 63 bits; the top bit says whether a WAL `Series` record for this series
+    /// has been appended.
+    ref_and_logged: AtomicU64,
     data: Mutex<SeriesData>,
 }
 
+/// The top bit of [`Series::ref_and_logged`].
+const LOGGED: u64 = 1 << 63;
+
 #[derive(Debug)]
 struct SeriesData {
-    closed: Vec<ClosedChunk>,
+    closed: ClosedList,
     open: XorAppender,
     /// Timestamp of the open chunk's first sample (meaningless while it is empty).
     open_min_t: i64,
-    /// Newest sample, once there is one.
-    last: Option<(i64, u64)>,
-    /// When a sample was last appended (or the series restored): for `--flush.max-chunk-idle`.
-    last_append: Instant,
+    /// Newest sample's timestamp and value bits, valid when `has_last`.
+    last_t: i64,
+    last_v: u64,
+    has_last: bool,
+    /// When a sample was last appended (or the series restored): for `--flush.max-chunk-idle`
+    /// and `--head.series-idle-timeout`.
+    last_append: Tick,
+}
+
+/// A coarse wall-clock instant: tenths of a second since the process's first `Tick`, in 4
+/// bytes instead of `Instant`'s 16. Differences wrap after 13.6 years, far beyond any idle
+/// timeout. Resolution 100 ms: an idle check may fire up to 100 ms late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tick(u32);
+
+impl Tick {
+    const UNIT: Duration = Duration::from_millis(100);
+
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
+    }
+
+    /// Now.
+    pub(crate) fn now() -> Tick {
+        // Once per series per push: plain u64 arithmetic, no u128 division. The cast wraps
+        // after 13.6 years, as `elapsed`'s wrapping difference expects.
+        let e = Self::epoch().elapsed();
+        Tick((e.as_secs() * 10 + u64::from(e.subsec_millis() / 100)) as u32)
+    }
+
+    /// Time since this tick (rounded down to the resolution).
+    pub(crate) fn elapsed(self) -> Duration {
+        Self::UNIT * Tick::now().0.wrapping_sub(self.0)
+    }
+}
+
+/// A series' closed chunks: one pointer while there are none (most series, most of the
+/// time, once chunks are flushed and released), a boxed `Vec` otherwise.
+// The box is the point: 8 bytes in every series instead of a `Vec`'s 24.
+#[allow(clippy::box_collection)]
+#[derive(Debug, Default)]
+struct ClosedList(Option<Box<Vec<ClosedChunk>>>);
+
+impl std::ops::Deref for ClosedList {
+    type Target = [ClosedChunk];
+    fn deref(&self) -> &[ClosedChunk] {
+        self.0.as_deref().map_or(&[], |v| v.as_slice())
+    }
+}
+
+impl std::ops::DerefMut for ClosedList {
+    fn deref_mut(&mut self) -> &mut [ClosedChunk] {
+        match self.0.as_deref_mut() {
+            Some(v) => v.as_mut_slice(),
+            None => &mut [],
+        }
+    }
+}
+
+impl ClosedList {
+    fn vec(&mut self) -> &mut Vec<ClosedChunk> {
+        self.0.get_or_insert_with(Default::default)
+    }
+
+    fn push(&mut self, c: ClosedChunk) {
+        self.vec().push(c);
+    }
+
+    fn insert(&mut self, i: usize, c: ClosedChunk) {
+        self.vec().insert(i, c);
+    }
+
+    fn retain_mut(&mut self, f: impl FnMut(&mut ClosedChunk) -> bool) {
+        if let Some(v) = &mut self.0 {
+            v.retain_mut(f);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
+
+    fn retain(&mut self, f: impl FnMut(&ClosedChunk) -> bool) {
+        if let Some(v) = &mut self.0 {
+            v.retain(f);
+            if v.is_empty() {
+                self.0 = None;
+            }
+        }
+    }
 }
 
 /// A chunk that is never appended to again: full (120 samples), or cut early for a flush.
@@ -230,16 +325,18 @@ pub(crate) struct SeriesAppend {
 
 impl Series {
     pub(crate) fn new(labels: Labels, series_ref: u64) -> Self {
+        debug_assert!(series_ref < LOGGED, "series ref uses the logged bit");
         Self {
             labels,
-            series_ref,
-            logged: AtomicBool::new(false),
+            ref_and_logged: AtomicU64::new(series_ref & !LOGGED),
             data: Mutex::new(SeriesData {
-                closed: Vec::new(),
+                closed: ClosedList::default(),
                 open: XorAppender::new(),
                 open_min_t: 0,
-                last: None,
-                last_append: Instant::now(),
+                last_t: 0,
+                last_v: 0,
+                has_last: false,
+                last_append: Tick::now(),
             }),
         }
     }
@@ -251,17 +348,17 @@ impl Series {
 
     /// The global series ref.
     pub fn series_ref(&self) -> u64 {
-        self.series_ref
+        self.ref_and_logged.load(Ordering::Relaxed) & !LOGGED
     }
 
     /// Whether the WAL already has this series' `Series` record.
     pub fn is_logged(&self) -> bool {
-        self.logged.load(Ordering::Acquire)
+        self.ref_and_logged.load(Ordering::Acquire) & LOGGED != 0
     }
 
     /// Records that the WAL has this series' `Series` record.
     pub fn set_logged(&self) {
-        self.logged.store(true, Ordering::Release);
+        self.ref_and_logged.fetch_or(LOGGED, Ordering::Release);
     }
 
     /// Appends samples in order. A sample older than the newest is refused, as is a different
@@ -280,7 +377,7 @@ impl Series {
         let mut d = self.data.lock();
         for &(t, v) in samples {
             let bits = v.to_bits();
-            if let Some((last_t, last_bits)) = d.last {
+            if let Some((last_t, last_bits)) = d.last() {
                 if t <= last_t {
                     let e = if t < last_t {
                         HeadError::OutOfOrder { t, last: last_t }
@@ -290,7 +387,7 @@ impl Series {
                         out.duplicates += 1;
                         if let Some(l) = log.as_deref_mut() {
                             l.push(RefSample {
-                                series_ref: self.series_ref,
+                                series_ref: self.series_ref(),
                                 t,
                                 v: bits,
                             });
@@ -312,11 +409,11 @@ impl Series {
                 out.chunks_created += 1;
             }
             d.open.append(t, v);
-            d.last = Some((t, bits));
+            d.set_last(Some((t, bits)));
             out.appended += 1;
             if let Some(l) = log.as_deref_mut() {
                 l.push(RefSample {
-                    series_ref: self.series_ref,
+                    series_ref: self.series_ref(),
                     t,
                     v: bits,
                 });
@@ -324,9 +421,26 @@ impl Series {
         }
         // Once per push, not per sample: reading the clock is the costliest thing here.
         if out.appended > 0 {
-            d.last_append = Instant::now();
+            d.last_append = Tick::now();
         }
         out
+    }
+
+    /// Whether the series may leave the head: it holds no chunk at all (its open chunk was
+    /// cut, and every closed chunk was flushed and then released, so the catalog already
+    /// reads them from the local tier or the store) and nothing was appended for `idle`.
+    ///
+    /// Requiring the chunks to be *released*, not only flushed, keeps the release invariant
+    /// in one place: only `Flusher::release` drops chunks, after telling the catalog.
+    pub fn is_removable(&self, idle: Duration) -> bool {
+        let d = self.data.lock();
+        d.closed.is_empty() && d.open.num_samples() == 0 && d.last_append.elapsed() >= idle
+    }
+
+    /// Chunks held (closed ones and a non-empty open one).
+    pub(crate) fn num_chunks(&self) -> usize {
+        let d = self.data.lock();
+        d.closed.len() + usize::from(d.open.num_samples() > 0)
     }
 
     /// Whether the series has a sample in `[mint, maxt]`'s span (by chunk time ranges).
@@ -369,7 +483,7 @@ impl Series {
                 })
             })
             .collect();
-        if let Some((last_t, _)) = d.last {
+        if let Some((last_t, _)) = d.last() {
             if d.open.num_samples() > 0 && d.open_min_t <= maxt && last_t >= mint {
                 out.push(ChunkHandle {
                     min_t: d.open_min_t,
@@ -446,7 +560,7 @@ impl Series {
                 }
             })
             .collect();
-        if let Some((last_t, _)) = d.last {
+        if let Some((last_t, _)) = d.last() {
             if d.open.num_samples() > 0 {
                 out.push(SnapshotChunk {
                     min_t: d.open_min_t,
@@ -475,7 +589,7 @@ impl Series {
     ) -> Result<(usize, u64), crate::chunk::ChunkError> {
         let mut d = self.data.lock();
         debug_assert!(
-            d.last.is_none() && d.closed.is_empty(),
+            d.last().is_none() && d.closed.is_empty(),
             "restore into a used series"
         );
         let n = chunks.len();
@@ -492,7 +606,7 @@ impl Series {
                 };
                 if let Some(bytes) = bytes {
                     let open = XorAppender::from_chunk(&bytes)?;
-                    d.last = open.last();
+                    d.set_last(open.last());
                     if !c.flushed && c.spilled.is_none() {
                         d.open = open;
                         d.open_min_t = c.min_t;
@@ -686,7 +800,7 @@ impl Series {
                 Some((h, t)) => (h.data, Some(t)),
                 None => (bytes, None),
             };
-            let last_t = d.last.map_or(d.open_min_t, |(t, _)| t);
+            let last_t = d.last().map_or(d.open_min_t, |(t, _)| t);
             let head_max = rest.as_ref().map_or(last_t, |r| r.head_max_t);
             delta += head.len() as i64;
             let min_t = d.open_min_t;
@@ -737,7 +851,7 @@ impl Series {
     /// The objects of the chunks [`Series::release_flushed`] would drop now, added to `out`.
     pub fn releasable_objects(&self, retain: Duration, all: bool, out: &mut Vec<u64>) {
         let d = self.data.lock();
-        for c in &d.closed {
+        for c in d.closed.iter() {
             if let FlushState::Flushed { at, object } = c.flush {
                 if object != 0 && (all || at.elapsed() >= retain) && out.last() != Some(&object) {
                     out.push(object);
@@ -761,7 +875,7 @@ impl Series {
         let d = self.data.lock();
         let mut bytes = 0;
         let mut oldest = None;
-        for c in &d.closed {
+        for c in d.closed.iter() {
             if !matches!(c.flush, FlushState::Flushed { .. }) {
                 bytes += c.body.len() as u64;
                 oldest = Some(oldest.map_or(c.min_t, |o: i64| o.min(c.min_t)));
@@ -794,7 +908,7 @@ impl Series {
         };
         match (&c.body, c.flush) {
             (Body::Mem(bytes), FlushState::Pending | FlushState::InFlight) => spill
-                .write(self.series_ref, c.min_t, c.max_t, bytes)
+                .write(self.series_ref(), c.min_t, c.max_t, bytes)
                 .map(Some),
             _ => Ok(None),
         }
@@ -820,12 +934,22 @@ impl Series {
 }
 
 impl SeriesData {
+    /// The newest sample (timestamp, value bits), once there is one.
+    fn last(&self) -> Option<(i64, u64)> {
+        self.has_last.then_some((self.last_t, self.last_v))
+    }
+
+    fn set_last(&mut self, last: Option<(i64, u64)>) {
+        let (t, v) = last.unwrap_or_default();
+        (self.last_t, self.last_v, self.has_last) = (t, v, last.is_some());
+    }
+
     /// The span of the chunks held (not of samples released to the store).
     fn time_range(&self) -> Option<(i64, i64)> {
         let open = (self.open.num_samples() > 0).then(|| {
             (
                 self.open_min_t,
-                self.last.map_or(self.open_min_t, |(t, _)| t),
+                self.last().map_or(self.open_min_t, |(t, _)| t),
             )
         });
         let first = self.closed.first().map(|c| c.min_t).or(open.map(|o| o.0))?;
@@ -836,7 +960,7 @@ impl SeriesData {
     /// Closes the open chunk and starts a fresh one. Returns the closed chunk's size.
     fn cut(&mut self) -> usize {
         let full = std::mem::take(&mut self.open);
-        let max_t = self.last.map_or(self.open_min_t, |(t, _)| t);
+        let max_t = self.last().map_or(self.open_min_t, |(t, _)| t);
         let data: Arc<[u8]> = Arc::from(full.into_bytes());
         let len = data.len();
         self.closed.push(ClosedChunk {

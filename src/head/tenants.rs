@@ -85,7 +85,6 @@ impl Head {
     /// What removing a tenant from the head must also do (for whatever else removes
     /// tenants, e.g. idle ones): set `weft_tenants` and forget the tenant's metric series.
     /// Call it with the write lock of `tenants` released, `left` being the count after.
-    #[allow(dead_code)] // for the idle-tenant removal in the series lifecycle work
     pub(super) fn tenant_removed(&self, id: &TenantId, left: usize) {
         self.metrics.limits.tenants.set(left as i64);
         self.metrics.forget_tenant(id.as_str());

@@ -437,3 +437,363 @@ fn index_bytes_counts_each_new_series_once_with_its_label_bytes() {
     assert_eq!(head2.index_bytes(), one);
     drop(head);
 }
+
+/// Cuts, "uploads" (marks flushed) and releases every chunk of the tenant, as the flusher
+/// does once the store has acknowledged them.
+fn flush_and_release(t: &TenantHead) {
+    t.cut_due(0, i64::MAX, Duration::MAX, true);
+    for s in t.all_series() {
+        let mut p = Vec::new();
+        s.pending(&mut p);
+        let min_ts: Vec<i64> = p.iter().map(|c| c.min_t).collect();
+        s.take_for_flush(&min_ts);
+        s.finish_flush(&min_ts, true, 1);
+    }
+    t.release_flushed(Duration::ZERO, true, &|_| true);
+}
+
+#[test]
+fn an_idle_series_leaves_only_once_every_chunk_is_flushed_and_released() {
+    let (head, t) = head_with(100);
+    let a: &[(&str, &str)] = &[("__name__", "up"), ("job", "a")];
+    let b: &[(&str, &str)] = &[("__name__", "up"), ("job", "b")];
+    t.append(&batch(&[(a, &[(1, 1.0)]), (b, &[(1, 2.0)])]), None);
+    let two = head.index_bytes();
+    // Open chunks: nothing leaves.
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 0));
+    // Cut but not in the store: nothing leaves.
+    t.cut_due(0, i64::MAX, Duration::MAX, true);
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 0));
+    // Flushed but still held in memory (retain period): nothing leaves.
+    for s in t.all_series() {
+        s.take_for_flush(&[1]);
+        s.finish_flush(&[1], true, 1);
+    }
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 0));
+    // Not idle long enough: nothing leaves.
+    t.release_flushed(Duration::ZERO, true, &|_| true);
+    assert_eq!(
+        head.remove_idle_series_after(Duration::from_secs(3600)),
+        (0, 0)
+    );
+    // `b` gets a new sample: only `a` leaves.
+    t.append(&batch(&[(b, &[(2, 3.0)])]), None);
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (1, 0));
+    assert_eq!(t.num_series(), 1);
+    assert_eq!(head.index_bytes(), two / 2);
+    assert_eq!(
+        all_samples(&t, &[m(MatchOp::Eq, "__name__", "up")]),
+        vec![("up{job=\"b\"}".to_string(), vec![(2, 3f64.to_bits())])]
+    );
+    assert!(t
+        .select(&[m(MatchOp::Eq, "job", "a")], i64::MIN, i64::MAX)
+        .is_empty());
+}
+
+#[test]
+fn removal_keeps_postings_and_lookups_exact_for_the_series_left() {
+    let seed: u64 = std::env::var("WEFT_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5e71e5);
+    println!("seed {seed} (WEFT_TEST_SEED to repeat)");
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (head, t) = head_with(100_000);
+    let labels: Vec<Vec<(String, String)>> = (0..500)
+        .map(|i| {
+            vec![
+                ("__name__".to_string(), format!("m{}", i % 7)),
+                ("i".to_string(), i.to_string()),
+                ("pod".to_string(), format!("p{}", i % 13)),
+            ]
+        })
+        .collect();
+    let push = |t: &TenantHead, idx: &[usize], ts: i64| {
+        let owned: Vec<Vec<(&str, &str)>> = idx
+            .iter()
+            .map(|&i| {
+                labels[i]
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect()
+            })
+            .collect();
+        let samples = [(ts, ts as f64)];
+        let series: Vec<TestSeries<'_, '_>> =
+            owned.iter().map(|l| (l.as_slice(), &samples[..])).collect();
+        t.append(&batch(&series), None)
+    };
+    let all: Vec<usize> = (0..labels.len()).collect();
+    push(&t, &all, 1);
+    let refs_before: HashMap<String, u64> = t
+        .all_series()
+        .iter()
+        .map(|s| (s.labels().to_string(), s.series_ref()))
+        .collect();
+    flush_and_release(&t);
+    // Half of them (at random) get a new sample and stay; the rest leave.
+    let stay: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.5))
+        .collect();
+    push(&t, &stay, 2);
+    let (removed, _) = head.remove_idle_series_after(Duration::ZERO);
+    assert_eq!(removed as usize, labels.len() - stay.len());
+    assert_eq!(t.num_series(), stay.len());
+    // Every matcher gives exactly the model's answer; refs of those that stayed are kept.
+    for (name, value) in [("__name__", "m3"), ("pod", "p5"), ("i", "17"), ("i", "18")] {
+        let got: Vec<String> = t
+            .select(&[m(MatchOp::Eq, name, value)], i64::MIN, i64::MAX)
+            .iter()
+            .map(|s| {
+                assert_eq!(refs_before[&s.labels().to_string()], s.series_ref());
+                s.labels().to_string()
+            })
+            .collect();
+        let mut want: Vec<String> = stay
+            .iter()
+            .filter(|&&i| labels[i].iter().any(|(n, v)| n == name && v == value))
+            .map(|&i| {
+                let l: Vec<(&str, &str)> = labels[i]
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                Labels::from_strs(l).unwrap().to_string()
+            })
+            .collect();
+        want.sort();
+        let mut got_sorted = got.clone();
+        got_sorted.sort();
+        assert_eq!(got_sorted, want, "{name}={value}");
+    }
+    // Pushing every series again finds the ones that stayed (no duplicate) and gives the
+    // ones that left a fresh entry under a new ref.
+    let r = push(&t, &all, 3);
+    assert_eq!(r.series_created as usize, labels.len() - stay.len());
+    assert_eq!(t.num_series(), labels.len());
+    for s in t.all_series() {
+        let before = refs_before[&s.labels().to_string()];
+        let mut got = Vec::new();
+        s.samples(i64::MIN, i64::MAX, &mut got);
+        if got.len() == 2 {
+            assert_eq!(s.series_ref(), before, "a series that stayed keeps its ref");
+        } else {
+            assert_eq!(
+                got,
+                vec![(3, 3.0)],
+                "a fresh entry holds only the new sample"
+            );
+            assert!(s.series_ref() > before, "a fresh entry never reuses a ref");
+        }
+    }
+}
+
+#[test]
+fn once_every_series_left_the_maps_interner_and_tenant_give_memory_back() {
+    let metrics = Arc::new(Metrics::new());
+    let head = Head::new(HeadConfig::default(), metrics.clone());
+    let id = TenantId::parse("gone").unwrap();
+    let t = head.tenant_or_create(&id);
+    let series: Vec<(String, String)> = (0..200)
+        .map(|i| (format!("m{i}"), format!("v{i}")))
+        .collect();
+    for (n, v) in &series {
+        t.append(&batch(&[(&[("__name__", n), ("x", v)], &[(1, 1.0)])]), None);
+    }
+    let probe = t.index.read().postings["x"]
+        .get_key_value("v7")
+        .map(|(k, _)| k.clone())
+        .unwrap();
+    assert!(
+        SharedStr::strong_count(&probe) >= 3,
+        "shared by labels and postings"
+    );
+    flush_and_release(&t);
+    // While a push (here: this handle) holds the tenant, the tenant stays.
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (200, 0));
+    {
+        let index = t.index.read();
+        assert_eq!(index.series.len(), 0);
+        assert!(index.postings.is_empty());
+        assert!(index.by_hash.is_empty());
+    }
+    assert_eq!(head.index_bytes(), 0);
+    assert_eq!(
+        SharedStr::strong_count(&probe),
+        1,
+        "label strings left behind"
+    );
+    let text = |m: &Metrics| m.encode();
+    assert!(text(&metrics).contains("tenant=\"gone\""));
+    drop(t);
+    assert_eq!(head.remove_idle_series_after(Duration::ZERO), (0, 1));
+    assert!(head.tenant(&id).is_none());
+    let after = text(&metrics);
+    assert!(
+        !after.contains("tenant=\"gone\""),
+        "per-tenant metric series left behind:\n{after}"
+    );
+    assert!(after.contains("weft_head_series_removed_total 200"));
+    assert!(after.contains("weft_head_tenants_removed_total 1"));
+}
+
+#[test]
+fn replay_of_a_series_that_came_back_replaces_the_earlier_entry() {
+    let head = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
+    let id = TenantId::parse("t1").unwrap();
+    let a: &[(&str, &str)] = &[("__name__", "up"), ("job", "a")];
+    let old = head.restore_series(&id, 7, a).unwrap();
+    let t = head.tenant(&id).unwrap();
+    t.append_replayed(&old, &[(1000, 1.0), (2000, 2.0)]);
+    t.apply_flush_mark(&old, 2000);
+    // The same series again under its own ref is the same entry.
+    assert!(Arc::ptr_eq(&head.restore_series(&id, 7, a).unwrap(), &old));
+    // Under a new ref, it is the series' next life: a fresh, empty entry replaces the old.
+    let fresh = head.restore_series(&id, 9, a).unwrap();
+    assert_eq!(fresh.series_ref(), 9);
+    assert!(!Arc::ptr_eq(&fresh, &old));
+    assert_eq!(t.num_series(), 1);
+    // Samples older than the old life's newest are not refused as out of order.
+    t.append_replayed(&fresh, &[(1500, 5.0)]);
+    assert_eq!(
+        all_samples(&t, &[]),
+        vec![("up{job=\"a\"}".to_string(), vec![(1500, 5f64.to_bits())])]
+    );
+    assert_eq!(head.index_bytes(), series_bytes(fresh.labels()));
+}
+
+/// The series entry is the head's biggest per-series allocation; with the `Arc` counts it
+/// must stay at most 168 bytes, which glibc serves from a 176-byte chunk (see
+/// docs/benchmarks.md, "Memory per active series"). A field added carelessly shows here.
+#[test]
+fn a_series_entry_stays_within_its_allocation_class() {
+    assert!(
+        std::mem::size_of::<Series>() + 16 <= 168,
+        "Series is {} bytes",
+        std::mem::size_of::<Series>()
+    );
+    assert_eq!(std::mem::size_of::<crate::model::Label>(), 16);
+}
+
+/// Label sets whose hashes collide share the table; each is found by its own labels, before
+/// and after the other one leaves.
+#[test]
+fn colliding_hashes_find_their_own_series_across_removal() {
+    let mut index = Index::default();
+    let a = Labels::from_strs([("__name__", "a")]).unwrap();
+    let b = Labels::from_strs([("__name__", "b")]).unwrap();
+    let (ra, rb) = (index.insert(42, a, 1), index.insert(42, b, 2));
+    let raw_a: &[(&[u8], &[u8])] = &[(b"__name__", b"a")];
+    let raw_b: &[(&[u8], &[u8])] = &[(b"__name__", b"b")];
+    assert_eq!(index.lookup(42, raw_a), Some(ra));
+    assert_eq!(index.lookup(42, raw_b), Some(rb));
+    let removed = index.remove_where(|s| s.series_ref() == 1);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(index.lookup(42, raw_a), None);
+    assert_eq!(index.lookup(42, raw_b), Some(0), "renumbered");
+    assert_eq!(index.series[0].series_ref(), 2);
+}
+
+/// Replay after series left the head: the WAL still holds their series records, samples and
+/// flush marks (and, with a checkpoint taken after the removal, the checkpoint omits them).
+/// Nothing that left comes back as unflushed data; a series that came back under a new ref
+/// is one entry holding only its new life's samples (even one older than its old life's);
+/// a live series loses no sample. As after a kill -9: the ingester is dropped, not closed.
+#[test]
+fn replay_after_removal_brings_back_no_unflushed_data_and_loses_no_live_sample() {
+    use crate::ingest::Ingester;
+    use crate::wal::{SyncMode, WalConfig};
+    for checkpoint_after_removal in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let open = || {
+            let head = Arc::new(Head::new(HeadConfig::default(), Arc::new(Metrics::new())));
+            let cfg = WalConfig {
+                sync: SyncMode::Always,
+                ..WalConfig::default()
+            };
+            let (ing, _) = Ingester::open(head.clone(), &wal_dir, cfg).unwrap();
+            (head, ing)
+        };
+        let id = TenantId::parse("t1").unwrap();
+        let gone: &[(&str, &str)] = &[("__name__", "gone")];
+        let back: &[(&str, &str)] = &[("__name__", "back")];
+        let live: &[(&str, &str)] = &[("__name__", "live")];
+        let by_name = |t: &TenantHead, name: &str| {
+            t.select(&[m(MatchOp::Eq, "__name__", name)], i64::MIN, i64::MAX)
+                .pop()
+        };
+
+        let (head, ing) = open();
+        let t = head.tenant_or_create(&id);
+        let mut log = WalLog::default();
+        ing.append(
+            &t,
+            &batch(&[
+                (gone, &[(1000, 1.0), (2000, 2.0)]),
+                (back, &[(1000, 3.0)]),
+                (live, &[(1000, 4.0)]),
+            ]),
+            &mut log,
+        )
+        .unwrap();
+        let old_back_ref = by_name(&t, "back").unwrap().series_ref();
+        // The flusher's work: cut, upload, flush marks, release.
+        t.cut_due(0, i64::MAX, Duration::MAX, true);
+        let mut marks = Vec::new();
+        for s in t.all_series() {
+            let mut p = Vec::new();
+            s.pending(&mut p);
+            let min_ts: Vec<i64> = p.iter().map(|c| c.min_t).collect();
+            s.take_for_flush(&min_ts);
+            s.finish_flush(&min_ts, true, 1);
+            marks.push((s.series_ref(), p.last().unwrap().max_t));
+        }
+        ing.log_flushed(&marks).unwrap();
+        t.release_flushed(Duration::ZERO, true, &|_| true);
+        // `live` goes on; the other two leave.
+        ing.append(&t, &batch(&[(live, &[(2000, 5.0)])]), &mut log)
+            .unwrap();
+        assert_eq!(head.remove_idle_series_after(Duration::ZERO), (2, 0));
+        if checkpoint_after_removal {
+            ing.checkpoint().unwrap();
+        }
+        // `back` comes back, with a sample older than its earlier life's.
+        ing.append(&t, &batch(&[(back, &[(500, 6.0)])]), &mut log)
+            .unwrap();
+        drop((t, ing, head));
+
+        let (head, _ing) = open();
+        let t = head.tenant(&id).unwrap();
+        let tag = format!("checkpoint after removal: {checkpoint_after_removal}");
+        if let Some(s) = by_name(&t, "gone") {
+            assert_eq!(s.unflushed(), (0, None), "{tag}: `gone` back as unflushed");
+        }
+        let b = by_name(&t, "back").unwrap();
+        assert!(b.series_ref() > old_back_ref, "{tag}");
+        let mut got = Vec::new();
+        b.samples(i64::MIN, i64::MAX, &mut got);
+        assert_eq!(
+            got,
+            vec![(500, 6.0)],
+            "{tag}: `back` holds its new life only"
+        );
+        let l = by_name(&t, "live").unwrap();
+        let mut got = Vec::new();
+        l.samples(i64::MIN, i64::MAX, &mut got);
+        // Its flushed first sample is in the store; a checkpoint taken after its release
+        // does not hold it, a replay of the segments brings it back as flushed.
+        let want: &[(i64, f64)] = if checkpoint_after_removal {
+            &[(2000, 5.0)]
+        } else {
+            &[(1000, 4.0), (2000, 5.0)]
+        };
+        assert_eq!(got, want, "{tag}: `live`");
+        // Pending (not in the store): only the samples pushed after the flush.
+        let mut oldest: Vec<i64> = [&b, &l].iter().filter_map(|s| s.unflushed().1).collect();
+        oldest.sort_unstable();
+        assert_eq!(oldest, vec![500, 2000], "{tag}");
+    }
+}

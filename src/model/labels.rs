@@ -1,9 +1,9 @@
 //! Validated, sorted, interned label sets.
 
+use super::SharedStr;
 use std::collections::HashSet;
 use std::fmt::{self, Write as _};
 use std::hash::Hasher;
-use std::sync::Arc;
 
 use rustc_hash::FxHasher;
 use thiserror::Error;
@@ -12,9 +12,9 @@ use thiserror::Error;
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
     /// Label name; matches `[a-zA-Z_][a-zA-Z0-9_]*`.
-    pub name: Arc<str>,
+    pub name: SharedStr,
     /// Label value; UTF-8, never empty.
-    pub value: Arc<str>,
+    pub value: SharedStr,
 }
 
 /// A series' label set: sorted by name, names unique, no empty values, at least one label.
@@ -116,17 +116,17 @@ pub enum LabelError {
 /// degrading every lookup into a scan. (SipHash, std's default, cost 7% of a restart.)
 #[derive(Debug, Default)]
 pub struct Interner {
-    set: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    set: HashSet<SharedStr, foldhash::fast::RandomState>,
 }
 
 impl Interner {
     /// Returns the shared copy of `s`, adding it if new.
-    pub fn intern(&mut self, s: &str) -> Arc<str> {
+    pub fn intern(&mut self, s: &str) -> SharedStr {
         if let Some(shared) = self.set.get(s) {
-            return Arc::clone(shared);
+            return shared.clone();
         }
-        let shared: Arc<str> = Arc::from(s);
-        self.set.insert(Arc::clone(&shared));
+        let shared = SharedStr::new(s);
+        self.set.insert(shared.clone());
         shared
     }
 
@@ -241,6 +241,20 @@ impl Labels {
         Ok(build(pairs, |s| interner.intern(s)))
     }
 
+    /// [`Labels::from_raw_pairs`] with the caller's own sharing of strings: `share(name,
+    /// value)` returns shared copies of one label's name and value (the head takes them from
+    /// its postings index, which holds each distinct name and value once already, so it
+    /// needs no interner of its own). Called only once the whole set is valid.
+    pub fn from_raw_pairs_shared(
+        pairs: &mut [(&[u8], &[u8])],
+        limits: &LabelLimits,
+        share: impl FnMut(&str, &str) -> (SharedStr, SharedStr),
+    ) -> Result<Labels, LabelError> {
+        sort_raw(pairs);
+        validate(pairs, limits)?;
+        Ok(build_pairs(pairs, share))
+    }
+
     /// Builds a label set from trusted strings (tests, tools); validates the same way but
     /// without interning and without limits.
     pub fn from_strs<'a>(
@@ -257,7 +271,7 @@ impl Labels {
             max_label_value_length: usize::MAX,
         };
         validate(&raw, &unlimited)?;
-        Ok(build(&raw, |s| Arc::from(s)))
+        Ok(build(&raw, SharedStr::new))
     }
 
     /// The labels, sorted by name.
@@ -386,7 +400,15 @@ fn validate(pairs: &[(&[u8], &[u8])], limits: &LabelLimits) -> Result<(), LabelE
 }
 
 /// Builds the set from pairs that [`validate`] accepted.
-fn build(pairs: &[(&[u8], &[u8])], mut share: impl FnMut(&str) -> Arc<str>) -> Labels {
+fn build(pairs: &[(&[u8], &[u8])], mut share: impl FnMut(&str) -> SharedStr) -> Labels {
+    build_pairs(pairs, |n, v| (share(n), share(v)))
+}
+
+/// [`build`], sharing a name and its value together.
+fn build_pairs(
+    pairs: &[(&[u8], &[u8])],
+    mut share: impl FnMut(&str, &str) -> (SharedStr, SharedStr),
+) -> Labels {
     let mut out = Vec::with_capacity(pairs.len());
     for &(name, value) in pairs {
         if value.is_empty() {
@@ -396,10 +418,8 @@ fn build(pairs: &[(&[u8], &[u8])], mut share: impl FnMut(&str) -> Arc<str>) -> L
         // but keep this function free of panics.
         let name = std::str::from_utf8(name).unwrap_or_default();
         let value = std::str::from_utf8(value).unwrap_or_default();
-        out.push(Label {
-            name: share(name),
-            value: share(value),
-        });
+        let (name, value) = share(name, value);
+        out.push(Label { name, value });
     }
     Labels(out.into_boxed_slice())
 }
@@ -601,9 +621,9 @@ mod tests {
         let lb = Labels::from_raw_pairs(&mut b, &limits, &mut interner).unwrap();
         assert_eq!(interner.len(), 4); // __name__, up, job, x
         let [a0, a1] = [&la.0[0], &la.0[1]];
-        assert!(Arc::ptr_eq(&a0.value, &a1.value)); // "up" as value of both labels
-        assert!(Arc::ptr_eq(&a0.name, &lb.0[0].name));
-        assert!(Arc::ptr_eq(&a1.name, &lb.0[1].name));
+        assert!(SharedStr::ptr_eq(&a0.value, &a1.value)); // "up" as value of both labels
+        assert!(SharedStr::ptr_eq(&a0.name, &lb.0[0].name));
+        assert!(SharedStr::ptr_eq(&a1.name, &lb.0[1].name));
     }
 
     #[test]

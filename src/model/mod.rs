@@ -5,6 +5,7 @@
 mod labels;
 mod matcher;
 mod selector;
+mod shared_str;
 mod tenant;
 
 pub use labels::{
@@ -12,6 +13,7 @@ pub use labels::{
 };
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use selector::{parse_selector, SelectorError};
+pub use shared_str::SharedStr;
 pub use tenant::{TenantError, TenantId};
 
 /// The label that names a metric.

@@ -37,7 +37,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{error, info, warn};
 
 use super::checkpoint::{
@@ -540,9 +540,17 @@ pub fn replay_with(
     for c in &stats.corruptions {
         log_corruption(c);
     }
-    stats.lost_samples = tr.lost_samples;
+    let (lost, lost_refs, flushed) = tr.settle();
+    stats.lost_samples = lost;
     stats.evidence_not_kept = ev.not_kept;
-    stats.lost_refs = std::mem::take(&mut tr.lost_refs);
+    stats.lost_refs = lost_refs;
+    if flushed > 0 {
+        info!(
+            samples = flushed,
+            "WAL replay skipped samples of series that had left the head; their chunks are in \
+             the store"
+        );
+    }
     if stats.lost_samples > 0 {
         let listed: Vec<String> = stats
             .lost_refs
@@ -666,8 +674,13 @@ struct Tracker {
     /// Series refs defined by a checkpoint series or a `Series` record. Memory: about 16
     /// bytes a series while replay runs (the head keeps far more per series).
     known: FxHashSet<u64>,
-    lost_samples: u64,
-    lost_refs: BTreeMap<u64, LostRef>,
+    /// Samples of undefined refs, by ref. Memory: about 32 bytes a ref (bounded by the
+    /// series the replayed WAL names).
+    undefined: FxHashMap<u64, LostRef>,
+    /// The newest flush mark of each undefined ref: samples at or before it are in the
+    /// store (a series that left the head after its chunks were flushed; the checkpoint no
+    /// longer defines it), not lost.
+    flushed_undefined: FxHashMap<u64, i64>,
     /// Newest timestamp of the last valid `Samples` record.
     last_t: Option<i64>,
     /// Corruptions (indexes into `ReplayStats::corruptions`) still waiting for `t_after`.
@@ -726,8 +739,10 @@ impl Tracker {
                     Record::Samples(Cow::Owned(kept))
                 }
             }
-            Record::FlushMark { series_ref, .. } => {
+            Record::FlushMark { series_ref, max_t } => {
                 if !self.known.contains(&series_ref) {
+                    let m = self.flushed_undefined.entry(series_ref).or_insert(max_t);
+                    *m = (*m).max(max_t);
                     return Ok(());
                 }
                 rec
@@ -737,26 +752,39 @@ impl Tracker {
     }
 
     fn lose(&mut self, x: &RefSample) {
-        self.lost_samples += 1;
-        let listed = self.lost_refs.len();
-        match self.lost_refs.get_mut(&x.series_ref) {
-            Some(l) => {
-                l.samples += 1;
-                l.min_t = l.min_t.min(x.t);
-                l.max_t = l.max_t.max(x.t);
+        let l = self.undefined.entry(x.series_ref).or_insert(LostRef {
+            samples: 0,
+            min_t: x.t,
+            max_t: x.t,
+        });
+        l.samples += 1;
+        l.min_t = l.min_t.min(x.t);
+        l.max_t = l.max_t.max(x.t);
+    }
+
+    /// Splits the samples of undefined refs into lost ones (total, and the first
+    /// [`MAX_LOST_REFS_LISTED`] refs) and those a later flush mark covers (already in the
+    /// store: the series left the head), returned third.
+    fn settle(&mut self) -> (u64, BTreeMap<u64, LostRef>, u64) {
+        let mut lost = 0;
+        let mut refs = BTreeMap::new();
+        let mut flushed = 0;
+        for (r, l) in self.undefined.drain() {
+            if self
+                .flushed_undefined
+                .get(&r)
+                .is_some_and(|&m| m >= l.max_t)
+            {
+                flushed += l.samples;
+                continue;
             }
-            None if listed < MAX_LOST_REFS_LISTED => {
-                self.lost_refs.insert(
-                    x.series_ref,
-                    LostRef {
-                        samples: 1,
-                        min_t: x.t,
-                        max_t: x.t,
-                    },
-                );
-            }
-            None => {}
+            lost += l.samples;
+            refs.insert(r, l);
         }
+        while refs.len() > MAX_LOST_REFS_LISTED {
+            refs.pop_last();
+        }
+        (lost, refs, flushed)
     }
 
     /// Counts and lists one damaged region. Listed regions are logged at the end of replay,

@@ -1290,6 +1290,50 @@ mod repair {
         );
     }
 
+    /// Samples of a ref nothing defines are not lost when a later flush mark covers them:
+    /// that is a series which left the head (`--head.series-idle-timeout`) after its chunks
+    /// were flushed, so the checkpoint no longer defines it while later segments still hold
+    /// its samples. A ref with samples after its mark stays lost.
+    #[test]
+    fn undefined_ref_samples_under_a_later_flush_mark_are_flushed_not_lost() {
+        let (dir, _, end) = with_series_3();
+        let wal_tail = |dir: &MemDir, max_t: i64| {
+            let (wal, _, _) = open_repair(dir);
+            let p = wal
+                .append(&[Record::FlushMark {
+                    series_ref: 3,
+                    max_t,
+                }])
+                .unwrap();
+            block_on(wal.wait_durable(p)).unwrap();
+        };
+        wal_tail(&dir, 103);
+        let mut img = dir.written("00000000").unwrap();
+        img[end - 1] ^= 0x20;
+        dir.put("00000000", img);
+        let (_w, head, stats) = open_repair(&dir);
+        assert!(!head.series.contains_key(&3));
+        // Not wholly covered (t=104 is after the mark): the ref counts as lost, whole.
+        assert_eq!(stats.lost_samples, 5);
+        assert_eq!(
+            stats.lost_refs.get(&3),
+            Some(&LostRef {
+                samples: 5,
+                min_t: 100,
+                max_t: 104
+            })
+        );
+
+        let (dir, _, end) = with_series_3();
+        wal_tail(&dir, 104);
+        let mut img = dir.written("00000000").unwrap();
+        img[end - 1] ^= 0x20;
+        dir.put("00000000", img);
+        let (_w, _head, stats) = open_repair(&dir);
+        assert_eq!(stats.lost_samples, 0);
+        assert!(stats.lost_refs.is_empty());
+    }
+
     #[test]
     fn undecodable_record_mid_segment_is_skipped() {
         let (dir, full) = three_segments();
