@@ -458,3 +458,58 @@ fn two_compactors_race_for_the_lease_and_the_survivor_takes_over() {
     assert_same("after the race", &model, &read_all(&env, &url, "race"));
     let _ = loser;
 }
+
+/// `weft compact --limits.overrides-file`: a tenant's own `retention` wins over
+/// `--store.retention` (0 here, keep for ever): the tenant with a 2h retention loses every
+/// object (all end a day ago), the other keeps all its data.
+#[test]
+fn per_tenant_retention_from_the_overrides_file() {
+    self_check();
+    let seed = seed();
+    let Some(moto) = Moto::start(&[BUCKET]) else {
+        return;
+    };
+    let bucket = Bucket::new(&moto, BUCKET);
+    let env = s3_env(&moto.endpoint());
+    let prefix = "per-tenant-retention";
+    let url = format!("s3://{BUCKET}/{prefix}");
+    let mut model = write_objects(&bucket, prefix, seed, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("overrides.yaml");
+    std::fs::write(
+        &file,
+        format!("overrides:\n  {}:\n    retention: 2h\n", TENANTS[0]),
+    )
+    .unwrap();
+    let file_arg = file.display().to_string();
+    let mut c = Compact::spawn(
+        &env,
+        &url,
+        &[
+            "--once",
+            "--store.retention",
+            "0",
+            "--limits.overrides-file",
+            &file_arg,
+        ],
+        None,
+    );
+    assert!(
+        c.wait(Duration::from_secs(60)).success(),
+        "{}",
+        c.guard.log_tail()
+    );
+    let per_tenant = |t: &str| {
+        bucket
+            .list(prefix)
+            .iter()
+            .filter(|o| o.key.contains(&format!("/{t}/chunks/")))
+            .count()
+    };
+    assert_eq!(per_tenant(TENANTS[0]), 0, "{}", c.guard.log_tail());
+    assert!(per_tenant(TENANTS[1]) > 0);
+    model.remove(TENANTS[0]);
+    let got = read_all(&env, &url, "after retention");
+    assert!(got[TENANTS[0]].is_empty(), "{:?}", got[TENANTS[0]].keys());
+    assert_same("after per-tenant retention", &model, &got);
+}

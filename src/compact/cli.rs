@@ -133,6 +133,10 @@ pub struct CompactArgs {
     /// Log filter (`info`, `debug`, `weft=debug,...`).
     #[arg(long = "log.level", env = "WEFT_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
+    /// Per-tenant overrides (the ingesters' `--limits.overrides-file`): a tenant's
+    /// `retention` there wins over `--store.retention`. Re-read every 10s.
+    #[arg(long = "limits.overrides-file", env = "WEFT_LIMITS_OVERRIDES_FILE")]
+    pub overrides_file: Option<std::path::PathBuf>,
     /// Retention and compaction flags.
     #[command(flatten)]
     pub compactor: CompactorFlags,
@@ -181,7 +185,17 @@ async fn compact_main(args: CompactArgs) -> anyhow::Result<()> {
     let cfg = args
         .compactor
         .config(args.max_object_bytes, args.memory_bytes);
-    let c = Arc::new(Compactor::new(cfg, store.clone(), memory, metrics));
+    let mut c = Compactor::new(cfg, store.clone(), memory, metrics.clone());
+    if let Some(path) = &args.overrides_file {
+        let overrides = Arc::new(crate::limits::Overrides::load(path)?);
+        tokio::spawn(
+            overrides
+                .clone()
+                .run_reloader(Duration::from_secs(10), metrics),
+        );
+        c = c.with_retention(Arc::new(move |t| overrides.tenant(t).retention));
+    }
+    let c = Arc::new(c);
     tracing::info!(store = %args.store, holder = %c.config().holder, "weft compact starting");
     loop {
         match c.run_once().await {
