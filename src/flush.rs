@@ -232,7 +232,10 @@ impl Flusher {
         self.release(false);
         // Series lifecycle: series idle past --head.series-idle-timeout whose chunks have all
         // been released (just above, or earlier) leave the head.
-        self.head.remove_idle_series();
+        let (_, tenants_removed) = self.head.remove_idle_series();
+        if tenants_removed > 0 {
+            self.forget_tenant_locks();
+        }
         self.update_backlog(now_ms);
         if let Some(local) = self.local.clone() {
             tokio::task::spawn_blocking(move || {
@@ -301,6 +304,26 @@ impl Flusher {
             .entry(id.clone())
             .or_default()
             .clone()
+    }
+
+    /// Drops the upload locks of tenants that have left the head and that no flush holds,
+    /// so the map is bounded by the tenants in the head (and the tenant cap).
+    fn forget_tenant_locks(&self) {
+        let live: std::collections::HashSet<TenantId> = self
+            .head
+            .tenant_heads()
+            .iter()
+            .map(|t| t.id().clone())
+            .collect();
+        self.tenant_locks
+            .lock()
+            .retain(|id, l| live.contains(id) || Arc::strong_count(l) > 1);
+    }
+
+    /// The number of per-tenant upload locks (tests).
+    #[cfg(test)]
+    fn tenant_locks_len(&self) -> usize {
+        self.tenant_locks.lock().len()
     }
 
     /// Uploads the tenant's pending chunks, oldest first, one object after another, until
@@ -882,5 +905,39 @@ mod tests {
             chunks += index.chunk_count;
         }
         assert_eq!(chunks, 15);
+    }
+
+    /// The per-tenant upload locks follow the tenants: once a tenant has left the head (its
+    /// series idle, flushed and released), the flusher forgets its lock.
+    #[tokio::test]
+    async fn a_tenant_that_left_the_head_leaves_no_upload_lock() {
+        let (_dir, metrics, head, ing) = rig(3);
+        let store = Store::new(
+            Arc::new(InMemory::new()),
+            object_store::path::Path::default(),
+            &StoreOptions::default(),
+        );
+        let flusher = Arc::new(Flusher::new(
+            FlushConfig::default(),
+            head.clone(),
+            Arc::new(ing),
+            store,
+            Arc::new(CircuitBreaker::new(CircuitConfig::default())),
+            Arc::new(Seen::default()),
+            metrics.clone(),
+            Arc::new(Memory::new(u64::MAX, &metrics)),
+        ));
+        flusher.flush_all(Duration::from_secs(10)).await.unwrap();
+        assert_eq!(flusher.tenant_locks_len(), 1);
+        flusher.forget_tenant_locks();
+        assert_eq!(
+            flusher.tenant_locks_len(),
+            1,
+            "the tenant is still in the head"
+        );
+        flusher.release(true);
+        assert_eq!(head.remove_idle_series_after(Duration::ZERO), (3, 1));
+        flusher.forget_tenant_locks();
+        assert_eq!(flusher.tenant_locks_len(), 0);
     }
 }
