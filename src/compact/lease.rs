@@ -55,7 +55,7 @@ impl LeaseRecord {
         }
         let holder = lines.next()?.strip_prefix("holder ")?.to_owned();
         let expires_ms = lines.next()?.strip_prefix("expires_ms ")?.parse().ok()?;
-        if lines.next().is_some() || holder.is_empty() {
+        if lines.next().is_some() || holder.is_empty() || holder.chars().any(char::is_control) {
             return None;
         }
         Some(LeaseRecord { holder, expires_ms })
@@ -287,6 +287,14 @@ mod tests {
             let r = LeaseRecord { holder, expires_ms };
             proptest::prop_assert_eq!(LeaseRecord::decode(r.encode().as_bytes()), Some(r));
         }
+    }
+
+    #[test]
+    fn a_holder_with_a_control_character_does_not_decode() {
+        assert_eq!(
+            LeaseRecord::decode(b"weft-compactor-lease 1\nholder a\rb\nexpires_ms 5"),
+            None
+        );
     }
 
     #[test]

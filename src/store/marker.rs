@@ -97,8 +97,8 @@ impl Marker {
         s
     }
 
-    /// The inverse of [`encode`](Self::encode); `None` on anything else (a name with a `/`,
-    /// an unknown line, no outputs).
+    /// The inverse of [`encode`](Self::encode); `None` on anything else (a name with a `/`
+    /// or a control character, an unknown line, no outputs).
     pub fn decode(b: &[u8]) -> Option<Marker> {
         let text = std::str::from_utf8(b).ok()?;
         let mut lines = text.lines();
@@ -108,7 +108,13 @@ impl Marker {
         let mut m = Marker::default();
         for l in lines {
             let (kind, name) = l.split_once(' ')?;
-            if name.is_empty() || name.contains('/') || name == CHUNKS_DIR {
+            // Object names are printable: a control character (a `\r` above all, which
+            // `lines` strips before a `\n`) would not survive a round trip.
+            if name.is_empty()
+                || name.contains('/')
+                || name == CHUNKS_DIR
+                || name.chars().any(char::is_control)
+            {
                 return None;
             }
             match kind {
@@ -178,6 +184,12 @@ mod tests {
         );
         assert_eq!(
             Marker::decode(b"weft-compaction-marker 1\noutput a/b\n"),
+            None
+        );
+        // Found by the fuzz target: a name ending in `\r` decoded, and re-encoded to
+        // another name (`lines` drops a `\r` before the `\n`).
+        assert_eq!(
+            Marker::decode(b"weft-compaction-marker 1\noutput \x01\nsource \0\0\r\0\0\r"),
             None
         );
     }
