@@ -119,6 +119,10 @@ struct ServeArgs {
     /// Longest time a connection stays open with no request in progress (keep-alive).
     #[arg(long = "server.http-idle-timeout", env = "WEFT_SERVER_HTTP_IDLE_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     server_http_idle_timeout: Duration,
+    /// Longest time a response may wait for the client to take any of its bytes; a client
+    /// that stops reading is then disconnected.
+    #[arg(long = "server.http-write-timeout", env = "WEFT_SERVER_HTTP_WRITE_TIMEOUT", default_value = "1m", value_parser = parse_duration)]
+    server_http_write_timeout: Duration,
     /// Time a request body may take to arrive, plus its size at --server.http-body-min-rate;
     /// a slower body gets 408 and its connection is closed.
     #[arg(long = "server.http-body-read-timeout", env = "WEFT_SERVER_HTTP_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -525,6 +529,7 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_connections: api::server::fit_fd_limit(args.server_max_connections),
             header_read_timeout: args.server_http_read_header_timeout,
             idle_timeout: args.server_http_idle_timeout,
+            write_timeout: args.server_http_write_timeout,
         },
         metrics.server.clone(),
         stop_rx.clone(),

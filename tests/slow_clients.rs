@@ -516,3 +516,60 @@ fn with_slow_bodies_on_every_connection_ready_and_metrics_still_answer() {
         SLOW - (CAP - 4)
     );
 }
+
+/// A client that sends requests and never reads the answers (here: pipelined `/metrics`
+/// requests whose answers fill both socket buffers) holds its connection only until
+/// `--server.http-write-timeout`; meanwhile others are served.
+#[test]
+fn a_client_that_stops_reading_its_answers_is_cut_at_the_write_timeout() {
+    let w = Weft::start(&["--server.http-write-timeout", "2s"]);
+    let mut s = connect(w.port);
+    s.set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
+    let req = b"GET /metrics HTTP/1.1\r\nHost: weft\r\n\r\n";
+    let mut sent = 0;
+    for _ in 0..3000 {
+        if s.write_all(req).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    assert!(sent > 100, "could send only {sent} requests");
+    let started = Instant::now();
+    let cut = loop {
+        let n = w
+            .metric(
+                "weft_http_connections_closed_total",
+                &[("reason", "write_timeout")],
+            )
+            .unwrap_or(0.0);
+        if n >= 1.0 {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a client reading nothing for 20s was not cut (2s write timeout)\n{}",
+            w.log_tail()
+        );
+        // Others are served meanwhile.
+        let (status, took) = get(w.port, "/ready", Duration::from_secs(2)).expect("/ready");
+        assert_eq!(status, 200);
+        assert!(took < Duration::from_secs(2), "/ready took {took:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    eprintln!("{sent} pipelined requests never read; the connection was cut after {cut:?}");
+    // What the buffers held drains, then the stream ends.
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("read timeout");
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("after {total} bytes the connection neither ended nor reset: {e}"),
+        }
+    }
+    assert!(total > 0, "some answers were written before the stall");
+}

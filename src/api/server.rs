@@ -117,6 +117,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     /// Longest time a connection may stay open with no request in progress.
     pub idle_timeout: Duration,
+    /// Longest time a response may wait for the client to take any of its bytes (a
+    /// client that stops reading is cut then, as nginx's `send_timeout`).
+    pub write_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -125,6 +128,7 @@ impl Default for ServerConfig {
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -206,6 +210,9 @@ struct PhaseState {
     since: Instant,
     /// Requests in progress (HTTP/1 serves one at a time; counted all the same).
     busy: u32,
+    /// Since when a write to the client has been waiting for room (the client is not
+    /// reading); `None` while writes go through.
+    write_blocked_since: Option<Instant>,
 }
 
 /// One open connection, shared by its task, its I/O wrapper, its service and the registry.
@@ -226,6 +233,7 @@ impl Conn {
                 phase: Phase::Idle,
                 since: now,
                 busy: 0,
+                write_blocked_since: None,
             }),
             evicted: AtomicBool::new(false),
             killed: AtomicBool::new(false),
@@ -256,6 +264,24 @@ impl Conn {
             s.phase = Phase::Idle;
             s.since = Instant::now();
         }
+    }
+
+    /// A write to the client could not go through (its socket buffer is full).
+    fn write_blocked(&self) {
+        let mut s = self.state.lock();
+        if s.write_blocked_since.is_none() {
+            s.write_blocked_since = Some(Instant::now());
+        }
+    }
+
+    /// A write to the client went through (or failed: the connection ends anyway).
+    fn write_done(&self) {
+        self.state.lock().write_blocked_since = None;
+    }
+
+    /// When the write the client has not taken was first refused room, if any.
+    fn write_blocked_since(&self) -> Option<Instant> {
+        self.state.lock().write_blocked_since
     }
 
     fn phase(&self) -> (Phase, Instant) {
@@ -482,6 +508,16 @@ async fn run_connection(
                 break (Some(reason), phase == Phase::Idle);
             }
         }
+        // A client that takes none of a response's bytes for --server.http-write-timeout is
+        // cut, busy or not (also during a graceful end: it would hold the shutdown).
+        if let Some(at) = conn
+            .write_blocked_since()
+            .and_then(|b| b.checked_add(cfg.write_timeout))
+        {
+            if at <= now {
+                break (Some("write_timeout"), false);
+            }
+        }
         let wake_at = due.map_or(now + tick, |(at, _)| at.min(now + tick));
         tokio::select! {
             r = http.as_mut() => {
@@ -533,10 +569,20 @@ async fn run_connection(
     // which frees the slot.
 }
 
-/// The TCP stream, telling its [`Conn`] when bytes arrive.
+/// The TCP stream, telling its [`Conn`] when bytes arrive and when writes wait for the
+/// client.
 struct TrackedIo {
     inner: TcpStream,
     conn: Arc<Conn>,
+}
+
+impl TrackedIo {
+    fn note_write<T>(&self, r: &Poll<std::io::Result<T>>) {
+        match r {
+            Poll::Pending => self.conn.write_blocked(),
+            Poll::Ready(_) => self.conn.write_done(),
+        }
+    }
 }
 
 impl AsyncRead for TrackedIo {
@@ -560,7 +606,9 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.note_write(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -568,7 +616,9 @@ impl AsyncWrite for TrackedIo {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.note_write(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
