@@ -44,8 +44,8 @@ fn everything() -> Query {
 }
 
 /// Writes `windows` objects per tenant into `prefix`, 20 minutes of 15 s samples each for
-/// up to 12 series, ending a day ago; about one in eight is uploaded twice (same chunks,
-/// another seq), as a flush repeated after a crash does. Returns the model.
+/// up to 12 series, ending a day ago; about one in eight (and the last) is uploaded twice
+/// (same chunks, another seq), as a flush repeated after a crash does. Returns the model.
 fn write_objects(bucket: &Bucket, prefix: &str, seed: u64, windows: i64) -> Model {
     write_objects_at(bucket, prefix, seed, windows, 1)
 }
@@ -85,7 +85,8 @@ fn write_objects_at(
                 continue;
             }
             series.sort_by(|a, b| a.0.cmp(&b.0));
-            let repeats = if mix(seed ^ w as u64 ^ 77) % 8 == 0 {
+            // The last window is always uploaded twice, so every seed has a repeat.
+            let repeats = if w == windows - 1 || mix(seed ^ w as u64 ^ 77) % 8 == 0 {
                 2
             } else {
                 1

@@ -781,6 +781,7 @@ mod tests {
             max_connections: 8,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            write_timeout: Duration::from_secs(60),
         };
         let t = Instant::now();
         assert_eq!(
