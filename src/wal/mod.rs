@@ -27,8 +27,14 @@
 //! let dir = MemDir::new();
 //! let cfg = WalConfig { segment_size_bytes: 1 << 16, sync: SyncMode::Always, ..Default::default() };
 //! let (wal, _) = Wal::open(Arc::new(dir.clone()), cfg.clone(), |_| Ok(())).unwrap();
+//! // A series record defines ref 1; replay drops samples of refs nothing defines.
+//! let series = Record::Series {
+//!     series_ref: 1,
+//!     tenant: Cow::Borrowed("t"),
+//!     labels: vec![(Cow::Borrowed("__name__"), Cow::Borrowed("up"))],
+//! };
 //! let s = [RefSample { series_ref: 1, t: 1000, v: 1.5f64.to_bits() }];
-//! let pos = wal.append(&[Record::Samples(Cow::Borrowed(&s))]).unwrap();
+//! let pos = wal.append(&[series, Record::Samples(Cow::Borrowed(&s))]).unwrap();
 //! tokio::runtime::Builder::new_current_thread().build().unwrap()
 //!     .block_on(wal.wait_durable(pos)).unwrap();
 //! drop(wal);
