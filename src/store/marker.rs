@@ -17,7 +17,7 @@
 
 use object_store::path::{Path, PathPart};
 
-use super::object::CHUNKS_DIR;
+use super::object::{percent_decode, CHUNKS_DIR};
 use crate::model::TenantId;
 
 /// The directory segment (after the tenant) of compaction markers.
@@ -125,23 +125,6 @@ impl Marker {
         }
         (!m.outputs.is_empty()).then_some(m)
     }
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -785,7 +785,7 @@ fn validate_ingester(id: &str) -> Result<(), &'static str> {
 
 /// Undoes object_store's percent-encoding of a path segment (it escapes `*`, which tenant
 /// ids may contain). `None` on a malformed escape or non-UTF-8 result.
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
