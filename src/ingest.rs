@@ -281,7 +281,7 @@ pub fn refuse_future_samples(
     // reports those.
     batch
         .series
-        .retain(|s| s.samples_end > s.samples_start || s.histograms > 0);
+        .retain(|s| s.samples_end > s.samples_start || s.num_histograms() > 0);
     removed
 }
 
@@ -542,7 +542,7 @@ mod tests {
                 (now, 4.0),
                 (now + 600_001, 5.0),
             ],
-            metadata: 0,
+            ..WriteBatch::default()
         };
         let mut report = AppendReport::default();
         let removed = refuse_future_samples(&th, &mut batch, now, grace, &mut report);
@@ -564,7 +564,7 @@ mod tests {
             series: vec![batch.series[0]],
             labels: vec![up[0]],
             samples: vec![(now * 1_000_000, 1.0), (now + 600_001, 2.0)],
-            metadata: 0,
+            ..WriteBatch::default()
         };
         only_future.series[0].samples_end = 2;
         let mut r = AppendReport::default();

@@ -165,7 +165,7 @@ fn flatten(batch: &WriteBatch<'_>) -> Vec<Flat> {
                 .iter()
                 .map(|&(t, v)| (t, v.to_bits()))
                 .collect();
-            (labels, samples, s.exemplars, s.histograms)
+            (labels, samples, s.num_exemplars(), s.num_histograms())
         })
         .collect()
 }
@@ -264,7 +264,7 @@ proptest! {
         decode_write_request(&body, &mut batch).unwrap();
         check_batch_shape(&batch);
         prop_assert_eq!(flatten(&batch), expected(&req));
-        prop_assert_eq!(batch.metadata as usize, req.metadata.len());
+        prop_assert_eq!(batch.metadata.len(), req.metadata.len());
 
         // The plain prompb message (no field 4) decodes to the same, minus histograms.
         let plain = without_histograms(&req).encode_to_vec();
@@ -311,7 +311,7 @@ proptest! {
                         0,
                     )).collect();
                     prop_assert_eq!(ours, want);
-                    prop_assert_eq!(batch.metadata as usize, theirs.metadata.len());
+                    prop_assert_eq!(batch.metadata.len(), theirs.metadata.len());
                 }
             }
             Err(ProtoError::Malformed { offset, .. }) => prop_assert!(offset <= body.len()),

@@ -1091,12 +1091,17 @@ impl TenantHead {
         mut log: Option<&mut WalLog>,
     ) {
         let s = &batch.series[i];
-        if s.histograms > 0 {
+        if s.num_histograms() > 0 {
             let e = HeadError::NativeHistograms {
-                count: s.histograms,
+                count: s.num_histograms(),
             };
-            self.metrics.rejected(e.reason(), u64::from(s.histograms));
-            report.push_error(|| series.labels().to_string(), e, u64::from(s.histograms));
+            self.metrics
+                .rejected(e.reason(), u64::from(s.num_histograms()));
+            report.push_error(
+                || series.labels().to_string(),
+                e,
+                u64::from(s.num_histograms()),
+            );
         }
         let samples = &batch.samples[s.samples_start as usize..s.samples_end as usize];
         if samples.is_empty() {

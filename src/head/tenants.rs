@@ -164,7 +164,7 @@ mod tests {
             }],
             labels: labels.to_vec(),
             samples: samples.to_vec(),
-            metadata: 0,
+            ..WriteBatch::default()
         }
     }
 

@@ -2,12 +2,17 @@
 //!
 //! **Invariant:** `model` knows nothing about storage.
 
+mod histogram;
 mod labels;
 mod matcher;
 mod selector;
 mod shared_str;
 mod tenant;
 
+pub use histogram::{
+    spans_len, CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span,
+    CUSTOM_BUCKETS_SCHEMA, MAX_EXPONENTIAL_SCHEMA, MIN_EXPONENTIAL_SCHEMA,
+};
 pub use labels::{
     hash_raw, sort_and_drop_empty, sort_raw, Interner, Label, LabelError, LabelLimits, Labels,
 };

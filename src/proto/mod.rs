@@ -6,7 +6,10 @@ mod snappy;
 mod write;
 
 pub use snappy::{compress, decompress, decompress_into, SnappyError};
-pub use write::{decode_write_request, ProtoError, WriteBatch, WriteSeries};
+pub use write::{
+    decode_write_request, MetricType, ProtoError, WriteBatch, WriteExemplar, WriteMetadata,
+    WriteSeries,
+};
 
 /// Content type of a remote-read response in STREAMED_XOR_CHUNKS mode.
 pub const STREAMED_CHUNKS_CONTENT_TYPE: &str =

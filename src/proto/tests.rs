@@ -70,12 +70,12 @@ fn decode(body: &[u8]) -> Result<Decoded, ProtoError> {
                 .iter()
                 .map(|&(t, v)| (t, v.to_bits()))
                 .collect();
-            (labels, samples, ws.exemplars, ws.histograms)
+            (labels, samples, ws.num_exemplars(), ws.num_histograms())
         })
         .collect();
     Ok(Decoded {
         series,
-        metadata: batch.metadata,
+        metadata: batch.metadata.len() as u32,
     })
 }
 

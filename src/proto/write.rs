@@ -5,6 +5,8 @@
 
 use thiserror::Error;
 
+use crate::model::HistogramValue;
+
 /// A protobuf body that is not a valid message of the expected type.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -40,7 +42,8 @@ pub enum ProtoError {
     Prost(String),
 }
 
-/// One series of a write request: ranges into the batch's `labels` and `samples`.
+/// One series of a write request: ranges into the batch's `labels`, `samples`,
+/// `histograms` and `exemplars`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct WriteSeries {
     /// Start of this series' labels in [`WriteBatch::labels`].
@@ -51,13 +54,116 @@ pub struct WriteSeries {
     pub samples_start: u32,
     /// End (exclusive) of its samples.
     pub samples_end: u32,
-    /// Native histograms it carried (weft does not store them yet).
-    pub histograms: u32,
-    /// Exemplars it carried (ignored).
-    pub exemplars: u32,
+    /// Start of its native histograms in [`WriteBatch::histograms`].
+    pub histograms_start: u32,
+    /// End (exclusive) of its histograms.
+    pub histograms_end: u32,
+    /// Start of its exemplars in [`WriteBatch::exemplars`].
+    pub exemplars_start: u32,
+    /// End (exclusive) of its exemplars.
+    pub exemplars_end: u32,
 }
 
-/// A decoded write request. Label names and values borrow from the body.
+impl WriteSeries {
+    /// Number of float samples.
+    pub fn num_samples(&self) -> u32 {
+        self.samples_end - self.samples_start
+    }
+
+    /// Number of native histogram samples.
+    pub fn num_histograms(&self) -> u32 {
+        self.histograms_end - self.histograms_start
+    }
+
+    /// Number of exemplars.
+    pub fn num_exemplars(&self) -> u32 {
+        self.exemplars_end - self.exemplars_start
+    }
+}
+
+/// One exemplar of a write request: its labels are a range of [`WriteBatch::exemplar_labels`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct WriteExemplar {
+    /// Start of its labels in [`WriteBatch::exemplar_labels`].
+    pub labels_start: u32,
+    /// End (exclusive) of its labels.
+    pub labels_end: u32,
+    /// The exemplar's value.
+    pub value: f64,
+    /// Its timestamp (ms); 0 when the sender gave none.
+    pub timestamp: i64,
+}
+
+/// A metric family's type, as `prometheus.MetricMetadata.MetricType` and the 2.0
+/// `Metadata.MetricType` number it (same numbers in both).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[repr(u8)]
+pub enum MetricType {
+    /// Unknown / unspecified.
+    #[default]
+    Unknown = 0,
+    /// Counter.
+    Counter = 1,
+    /// Gauge.
+    Gauge = 2,
+    /// Histogram (classic or native).
+    Histogram = 3,
+    /// Gauge histogram.
+    GaugeHistogram = 4,
+    /// Summary.
+    Summary = 5,
+    /// Info.
+    Info = 6,
+    /// State set.
+    StateSet = 7,
+}
+
+impl MetricType {
+    /// From the wire number; an unknown number is `None`.
+    pub fn from_wire(v: u64) -> Option<Self> {
+        Some(match v {
+            0 => Self::Unknown,
+            1 => Self::Counter,
+            2 => Self::Gauge,
+            3 => Self::Histogram,
+            4 => Self::GaugeHistogram,
+            5 => Self::Summary,
+            6 => Self::Info,
+            7 => Self::StateSet,
+            _ => return None,
+        })
+    }
+
+    /// The name Prometheus's `/api/v1/metadata` uses (`counter`, `gaugehistogram`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Counter => "counter",
+            Self::Gauge => "gauge",
+            Self::Histogram => "histogram",
+            Self::GaugeHistogram => "gaugehistogram",
+            Self::Summary => "summary",
+            Self::Info => "info",
+            Self::StateSet => "stateset",
+        }
+    }
+}
+
+/// Metadata of one metric family: 1.0 sends it per family in `WriteRequest.metadata`, 2.0
+/// per series (the family is then the series' `__name__`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteMetadata<'a> {
+    /// The type.
+    pub kind: MetricType,
+    /// Metric family name.
+    pub family: &'a [u8],
+    /// Help text.
+    pub help: &'a [u8],
+    /// Unit.
+    pub unit: &'a [u8],
+}
+
+/// A decoded write request (1.0 or 2.0). Label names and values borrow from the body.
 #[derive(Debug, Default)]
 pub struct WriteBatch<'a> {
     /// Series in request order.
@@ -66,8 +172,14 @@ pub struct WriteBatch<'a> {
     pub labels: Vec<(&'a [u8], &'a [u8])>,
     /// All series' samples as (timestamp ms, value).
     pub samples: Vec<(i64, f64)>,
-    /// Metadata entries in the request (ignored).
-    pub metadata: u32,
+    /// All series' native histogram samples as (timestamp ms, histogram).
+    pub histograms: Vec<(i64, HistogramValue)>,
+    /// All exemplars' labels.
+    pub exemplar_labels: Vec<(&'a [u8], &'a [u8])>,
+    /// All series' exemplars.
+    pub exemplars: Vec<WriteExemplar>,
+    /// Metadata entries in the request.
+    pub metadata: Vec<WriteMetadata<'a>>,
 }
 
 impl<'a> WriteBatch<'a> {
@@ -76,7 +188,10 @@ impl<'a> WriteBatch<'a> {
         self.series.clear();
         self.labels.clear();
         self.samples.clear();
-        self.metadata = 0;
+        self.histograms.clear();
+        self.exemplar_labels.clear();
+        self.exemplars.clear();
+        self.metadata.clear();
     }
 
     /// Empties the batch and releases its borrow of the body, keeping the vectors'
@@ -96,27 +211,38 @@ impl<'a> WriteBatch<'a> {
     pub fn recycle<'b>(self) -> WriteBatch<'b> {
         let WriteBatch {
             mut series,
-            mut labels,
+            labels,
             mut samples,
-            ..
+            mut histograms,
+            exemplar_labels,
+            mut exemplars,
+            metadata,
         } = self;
         series.clear();
         samples.clear();
-        labels.clear();
-        // An empty vector holds no borrows. Collecting `IntoIter` into a vector of a type with
-        // the same layout reuses the allocation (std's in-place collect), so this neither
-        // allocates nor copies.
-        let labels = labels
-            .into_iter()
-            .map(|_| unreachable!("the vector is empty"))
-            .collect();
+        histograms.clear();
+        exemplars.clear();
         WriteBatch {
             series,
-            labels,
+            labels: unborrow(labels),
             samples,
-            metadata: 0,
+            histograms,
+            exemplar_labels: unborrow(exemplar_labels),
+            exemplars,
+            metadata: unborrow(metadata),
         }
     }
+}
+
+/// Empties a vector of borrowed items and returns its allocation for items of another
+/// lifetime. An empty vector holds no borrows. Collecting `IntoIter` into a vector of a type
+/// with the same layout reuses the allocation (std's in-place collect), so this neither
+/// allocates nor copies.
+fn unborrow<T, U>(mut v: Vec<T>) -> Vec<U> {
+    v.clear();
+    v.into_iter()
+        .map(|_| unreachable!("the vector is empty"))
+        .collect()
 }
 
 /// Decodes a `WriteRequest` into `out` (cleared first). Unknown fields are skipped; every
@@ -364,6 +490,7 @@ fn index(len: usize, offset: usize) -> Res<u32> {
 fn decode_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Res<()> {
     let mut r = Reader::new(body, 0);
     let mut metadata = 0u32;
+    // Until histograms, exemplars and metadata are decoded, they are counted only.
     while r.has_more() {
         let key_at = r.pos;
         let (field, wire_type) = r.key()?;
@@ -386,7 +513,7 @@ fn decode_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Res<()> {
                 .map_err(|f| f.at(0, Seg::Unknown(field)))?,
         }
     }
-    out.metadata = metadata;
+    let _ = metadata;
     Ok(())
 }
 
@@ -459,9 +586,12 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
         labels_end: index(out.labels.len(), r.offset())?,
         samples_start,
         samples_end: index(out.samples.len(), r.offset())?,
-        histograms,
-        exemplars,
+        histograms_start: 0,
+        histograms_end: 0,
+        exemplars_start: 0,
+        exemplars_end: 0,
     });
+    let _ = (histograms, exemplars);
     Ok(())
 }
 
