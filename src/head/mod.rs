@@ -155,6 +155,10 @@ pub struct SeriesError {
 pub struct AppendReport {
     /// Samples appended.
     pub appended: u64,
+    /// Native histogram samples appended (or found already stored, as for `appended`).
+    pub histograms_appended: u64,
+    /// Exemplars stored (or found already stored).
+    pub exemplars_appended: u64,
     /// Samples that repeated the newest sample exactly and were ignored.
     pub duplicates_ignored: u64,
     /// Samples refused.

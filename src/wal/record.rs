@@ -26,6 +26,8 @@ pub const TYPE_SERIES: u8 = 1;
 pub const TYPE_SAMPLES: u8 = 2;
 /// Type byte of a [`Record::FlushMark`].
 pub const TYPE_FLUSH_MARK: u8 = 3;
+// Reserved for issue 10 (not written yet): 4 integer histogram samples, 5 float histogram
+// samples, 6 exemplars, 7 metric metadata.
 
 /// Smallest encoding of one sample: 1-byte ref delta, 1-byte time delta, 8 value bytes.
 /// Used to bound the capacity reserved for a decoded batch by the bytes actually present.
