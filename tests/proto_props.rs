@@ -435,6 +435,9 @@ fn mutate(mut bytes: Vec<u8>, mutations: &[Mutation]) -> Vec<u8> {
     bytes
 }
 
+/// An exemplar: labels, value, timestamp.
+type V2Exemplar = (Vec<(String, String)>, f64, i64);
+
 /// A remote write 2.0 request as data: series of labels, samples, histograms, exemplars and
 /// optional metadata (type, help, unit).
 #[derive(Debug, Clone)]
@@ -442,7 +445,7 @@ struct V2Series {
     labels: Vec<(String, String)>,
     samples: Vec<(i64, f64)>,
     histograms: Vec<(i64, HistogramValue)>,
-    exemplars: Vec<(Vec<(String, String)>, f64, i64)>,
+    exemplars: Vec<V2Exemplar>,
     metadata: Option<(i32, String, String)>,
     created_timestamp: i64,
 }

@@ -236,7 +236,8 @@ mod tests {
     #[test]
     fn content_type_and_encoding_negotiation() {
         use WriteProto::*;
-        let cases: &[(Option<&str>, Option<&str>, Result<WriteProto, u16>)] = &[
+        type Case<'a> = (Option<&'a str>, Option<&'a str>, Result<WriteProto, u16>);
+        let cases: &[Case<'_>] = &[
             (None, None, Ok(V1)),
             (None, Some("snappy"), Ok(V1)),
             (Some("application/x-protobuf"), Some("snappy"), Ok(V1)),
