@@ -35,13 +35,16 @@ fn v2_headers() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// An exemplar: labels, value, timestamp.
+type Exemplar = (Vec<(String, String)>, f64, i64);
+
 /// One series of a 2.0 request.
 #[derive(Debug, Clone, Default)]
 struct S {
     labels: Vec<(String, String)>,
     samples: Vec<(i64, f64)>,
     histograms: Vec<(i64, HistogramValue)>,
-    exemplars: Vec<(Vec<(String, String)>, f64, i64)>,
+    exemplars: Vec<Exemplar>,
     metadata: Option<(i32, String, String)>,
     created_timestamp: i64,
 }
