@@ -567,6 +567,27 @@ fn recode_histogram(h: &mut Histogram, pos: &[Insert], neg: &[Insert]) {
     }
 }
 
+/// Every decoded sample carries a copy of the layout (spans, custom bounds), which costs
+/// the stream no bits per sample; a hostile chunk could claim thousands of empty spans and
+/// 65535 samples. Legitimate layouts are small next to the bits the samples take, so copies
+/// are limited to 8 layout entries per bit left plus 2^20.
+pub(crate) fn check_layout_copies(
+    layout: &Layout,
+    num_samples: u16,
+    remaining_bits: usize,
+) -> Result<(), StreamError> {
+    let entries =
+        layout.positive_spans.len() + layout.negative_spans.len() + layout.custom_values.len();
+    if entries.saturating_mul(usize::from(num_samples))
+        > remaining_bits.saturating_mul(8).saturating_add(1 << 20)
+    {
+        return Err(StreamError::Corrupt(
+            "layout too large for the samples claimed",
+        ));
+    }
+    Ok(())
+}
+
 /// Iterates the samples of an encoding-2 chunk. Never panics; allocation is bounded by the
 /// input's length (every bucket of every sample takes at least one bit). After an error it
 /// yields `None`.
@@ -634,6 +655,7 @@ impl<'a> HistogramIterator<'a> {
 
     fn read_first(&mut self) -> Result<(), StreamError> {
         self.layout = read_layout(&mut self.r)?;
+        check_layout_copies(&self.layout, self.num_total, self.r.remaining_bits())?;
         let np = count_spans(&self.layout.positive_spans);
         let nn = count_spans(&self.layout.negative_spans);
         // Every bucket takes at least one bit in every sample.

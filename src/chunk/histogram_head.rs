@@ -488,4 +488,30 @@ mod tests {
         }
         assert_eq!(n, vec![240]);
     }
+
+    #[test]
+    fn many_empty_spans_times_many_samples_are_rejected() {
+        use crate::chunk::varbit::{put_varbit_uint, GoBitWriter};
+        let mut w = GoBitWriter::with_header(3);
+        w.stream[..2].copy_from_slice(&u16::MAX.to_be_bytes());
+        w.write_byte(0); // zero threshold 0
+        w.write_bit(false); // schema 0
+        put_varbit_uint(&mut w, 1000);
+        for _ in 0..1000 {
+            w.write_bits(0, 2); // length 0, offset 0
+        }
+        w.write_bit(false); // no negative spans
+        w.write_bits(0, 3); // t, count, zero count
+        w.write_bits(0, 64); // sum
+        for _ in 1..u16::MAX {
+            w.write_bits(0, 4);
+        }
+        // 65535 samples in 33 KB, each with a copy of 1000 spans: refused.
+        for enc in [ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM] {
+            assert!(matches!(
+                decode_histogram_chunk(enc, w.bytes()),
+                Err(ChunkError::Corrupt { .. })
+            ));
+        }
+    }
 }
