@@ -7,7 +7,7 @@
 //! previous sample's value of the same field, each field with its own window.
 
 use super::histogram::{
-    check_layout_copies, floats_match, hint_for, is_stale, Appendability, Appended,
+    check_layout_copies, floats_match, hint_for, is_stale, same_stream, Appendability, Appended,
     CounterResetHeader, GaugeAppendability, HISTOGRAM_HEADER_BYTES,
 };
 use super::histogram_meta::{
@@ -87,7 +87,7 @@ impl FloatHistogramAppender {
             let (t, h) = s?;
             app.append_raw(t, &h);
         }
-        if app.bytes() != chunk {
+        if !same_stream(app.bytes(), chunk) {
             return Err(ChunkError::Corrupt {
                 sample: it.num_total,
                 what: "float histogram chunk is not in the form an appender writes",

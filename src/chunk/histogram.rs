@@ -163,7 +163,8 @@ impl HistogramAppender {
 
     /// Re-opens a chunk to go on appending. The chunk is decoded and its samples appended
     /// again from scratch, which reproduces the writer's exact state; a chunk that is not
-    /// what an appender writes for its own samples is rejected.
+    /// what an appender writes for its own samples is rejected. A chunk in Prometheus 3's
+    /// form (without 2.42's empty last byte) is accepted and continues in 2.42's form.
     pub fn from_chunk(chunk: &[u8]) -> Result<Self, ChunkError> {
         let mut it = HistogramIterator::new(chunk)?;
         let mut app = Self::new();
@@ -173,7 +174,7 @@ impl HistogramAppender {
             app.append_raw(t, &h);
         }
         let n = usize::from(it.num_total);
-        if app.bytes() != chunk {
+        if !same_stream(app.bytes(), chunk) {
             return Err(ChunkError::Corrupt {
                 sample: it.num_total,
                 what: "histogram chunk is not in the form an appender writes",
@@ -531,6 +532,13 @@ impl HistogramAppender {
         self.sum = h.sum;
         self.last = Some(h.clone());
     }
+}
+
+/// Whether `chunk` is the stream `ours` (2.42's form), or that stream as Prometheus 3
+/// writes it: without 2.42's empty last byte (see `varbit.rs`).
+pub(crate) fn same_stream(ours: &[u8], chunk: &[u8]) -> bool {
+    ours == chunk
+        || (ours.len() == chunk.len() + 1 && ours.last() == Some(&0) && ours.starts_with(chunk))
 }
 
 /// Go's `copy(dst, src)`.
