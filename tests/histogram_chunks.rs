@@ -666,13 +666,11 @@ fn same(a: &HistogramValue, b: &HistogramValue) -> bool {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
-    /// Appending raw samples of one layout into one chunk and decoding gives them back.
+    /// Samples of one layout (random counts, so counters may be cut at resets; gauges stay
+    /// in one chunk) come back from the cut chunks bit for bit and in order.
     #[test]
     fn same_layout_round_trips(series in arb_int_series(), float in any::<bool>()) {
         let series = if float { to_float_series(&series) } else { series };
-        // One chunk, no head decisions: the appender with gauge hints keeps all samples of
-        // one layout in one chunk; counters may be cut by resets, so use the head and check
-        // that every sample comes back from the chunks in order.
         let chunks = encode_histograms(&series);
         let mut back = Vec::new();
         for (enc, bytes, min_t, max_t) in &chunks {
