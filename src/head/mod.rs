@@ -1226,4 +1226,6 @@ impl TenantHead {
 }
 
 #[cfg(test)]
+mod append_tests;
+#[cfg(test)]
 mod tests;
