@@ -81,10 +81,8 @@ fn out_of_order_samples_inside_the_window_read_back_exactly_in_every_tier() {
         let req = push_of(&inorder);
         weft.push_ok("team", &req);
         newest = base + 40_000;
-        for i in 0..SERIES {
-            for (t, v) in inorder(i) {
-                want[i].insert(t, v);
-            }
+        for (i, w) in want.iter_mut().enumerate() {
+            w.extend(inorder(i));
         }
         let back: Vec<i64> = (0..rng.random_range(1..6usize))
             .map(|_| newest - 5000 - 10_000 * rng.random_range(0..120i64))
@@ -102,10 +100,8 @@ fn out_of_order_samples_inside_the_window_read_back_exactly_in_every_tier() {
         if rng.random_bool(0.5) {
             weft.push_ok("team", &req); // a retry: no-ops
         }
-        for i in 0..SERIES {
-            for (t, v) in ooo(i) {
-                want[i].insert(t, v);
-            }
+        for (i, w) in want.iter_mut().enumerate() {
+            w.extend(ooo(i));
         }
     }
     let want: SeriesSet = (0..SERIES)
