@@ -28,6 +28,7 @@ use crate::model::{LabelError, LabelLimits, Labels, Matcher, SharedStr, TenantId
 use crate::proto::WriteBatch;
 
 pub use ooo::OOO_CAP;
+use series::Tick;
 pub use series::{
     ChunkCopy, ChunkHandle, FlushState, PendingChunk, Released, Series, SnapshotChunk,
 };
@@ -776,6 +777,14 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     out
 }
 
+/// What every series of one push shares: the tenant's out-of-order window (ms) and one
+/// clock reading.
+#[derive(Debug, Clone, Copy)]
+struct PushClock {
+    window: i64,
+    now: Tick,
+}
+
 /// Reused per push: the current series' labels, sorted and without empty values.
 type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
@@ -1052,33 +1061,46 @@ impl TenantHead {
     /// refused individually; the rest of the request is kept.
     pub fn append(&self, batch: &WriteBatch<'_>, mut log: Option<&mut WalLog>) -> AppendReport {
         let mut report = AppendReport::default();
-        let window = self.ooo_window_ms();
+        let push = PushClock {
+            window: self.ooo_window_ms(),
+            now: Tick::now(),
+        };
         let mut pairs: Pairs<'_> = Vec::with_capacity(16);
         // Series not yet in the head: (index into batch.series, hash).
         let mut missing: Vec<(usize, u64)> = Vec::new();
         {
             let index = self.index.read();
             for (i, s) in batch.series.iter().enumerate() {
-                let pairs = normalise(
-                    &batch.labels[s.labels_start as usize..s.labels_end as usize],
-                    &mut pairs,
-                );
-                let hash = crate::model::hash_raw(pairs);
-                match index.lookup(hash, pairs) {
+                let raw = &batch.labels[s.labels_start as usize..s.labels_end as usize];
+                // Known series first, on the pairs as sent: `hash_raw` and `eq_raw` skip
+                // empty values, and `eq_raw` matches only pairs in the stored (sorted)
+                // order, so a hit is exact without checking the order first (what
+                // Prometheus sends is sorted: the check cost a sixth of the append phase).
+                // A miss is normalised and looked up again.
+                let mut hash = crate::model::hash_raw(raw);
+                let mut found = index.lookup(hash, raw);
+                if found.is_none() {
+                    let normal = normalise(raw, &mut pairs);
+                    if !std::ptr::eq(normal, raw) {
+                        hash = crate::model::hash_raw(normal);
+                        found = index.lookup(hash, normal);
+                    }
+                }
+                match found {
                     Some(r) => self.append_samples(
                         &index.series[r as usize],
                         batch,
                         i,
                         &mut report,
                         log.as_deref_mut(),
-                        window,
+                        push,
                     ),
                     None => missing.push((i, hash)),
                 }
             }
         }
         if !missing.is_empty() {
-            self.create_and_append(batch, &missing, &mut pairs, &mut report, log, window);
+            self.create_and_append(batch, &missing, &mut pairs, &mut report, log, push);
         }
         self.metrics
             .ingested
@@ -1099,7 +1121,7 @@ impl TenantHead {
         pairs: &mut Pairs<'a>,
         report: &mut AppendReport,
         mut log: Option<&mut WalLog>,
-        window: i64,
+        push: PushClock,
     ) {
         // The flags' limits, or the overrides file's for this tenant as it is now.
         let o = self.overrides.tenant(&self.id);
@@ -1157,7 +1179,7 @@ impl TenantHead {
                 }
             };
             let series = index.series[r as usize].clone();
-            self.append_samples(&series, batch, i, report, log.as_deref_mut(), window);
+            self.append_samples(&series, batch, i, report, log.as_deref_mut(), push);
         }
     }
 
@@ -1168,7 +1190,7 @@ impl TenantHead {
         i: usize,
         report: &mut AppendReport,
         mut log: Option<&mut WalLog>,
-        window: i64,
+        push: PushClock,
     ) {
         let s = &batch.series[i];
         if s.num_histograms() > 0 {
@@ -1192,7 +1214,7 @@ impl TenantHead {
                 l.series.push(series.clone());
             }
         }
-        let out = series.append_with(samples, log.map(|l| &mut l.samples), window);
+        let out = series.append_at(samples, log.map(|l| &mut l.samples), push.window, push.now);
         if out.closed_bytes > 0 {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
