@@ -109,7 +109,10 @@ fn main() {
             .spawn()
             .expect("starting victoria-metrics");
         wait_ok(&format!("http://127.0.0.1:{port}/health"));
-        let rate = push_all(&format!("http://127.0.0.1:{port}/api/v1/write"), bodies.clone());
+        let rate = push_all(
+            &format!("http://127.0.0.1:{port}/api/v1/write"),
+            bodies.clone(),
+        );
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -124,7 +127,10 @@ fn main() {
         let port = free_port();
         let mut child = std::process::Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--web.enable-remote-write-receiver")
             .stdout(std::process::Stdio::null())
