@@ -372,3 +372,40 @@ fn replay_keeps_out_of_order_samples_after_the_window_shrank() {
     let t = head.tenant(&id).unwrap();
     assert_eq!(read(&t, 0), bits(&want));
 }
+
+/// A checkpoint of a series whose in-order chunks were all released holds only out-of-order
+/// chunks, the newest sample not necessarily in the last one: restore takes the newest of
+/// all as "the newest", so older samples are still looked up (a repeat is a no-op) instead
+/// of being appended as new.
+#[test]
+fn restoring_only_out_of_order_chunks_takes_the_newest_sample_of_all() {
+    let chunk = |ts: std::ops::Range<i64>| {
+        let s: Vec<(i64, f64)> = ts.map(|i| (i * 1000, i as f64)).collect();
+        SnapshotChunk {
+            min_t: s[0].0,
+            max_t: s[s.len() - 1].0,
+            data: crate::chunk::encode(s),
+            flushed: false,
+            spilled: None,
+            ooo: true,
+        }
+    };
+    let s = Series::new(
+        crate::model::Labels::from_strs([("__name__", "r")]).unwrap(),
+        1,
+    );
+    s.restore(vec![chunk(50..60), chunk(10..20)], None).unwrap();
+    let r = s.append_with(&[(55_000, 55.0), (59_000, 59.0)], None, 0);
+    assert_eq!((r.duplicates, r.appended), (2, 0));
+    let r = s.append_with(&[(58_500, 1.0)], None, 0);
+    assert_eq!(
+        r.appended, 0,
+        "older than the newest held: not appended in order"
+    );
+    let r = s.append_with(&[(60_000, 60.0)], None, 0);
+    assert_eq!(r.appended, 1);
+    let mut got = Vec::new();
+    s.samples(i64::MIN, i64::MAX, &mut got);
+    assert_eq!(got.len(), 21);
+    assert!(got.windows(2).all(|w| w[0].0 < w[1].0));
+}

@@ -713,18 +713,25 @@ impl Series {
         );
         let n = chunks.len();
         let mut closed_bytes = 0u64;
+        if chunks.last().is_some_and(|c| c.ooo) {
+            // Only out-of-order chunks are left (the in-order ones were released): the
+            // newest sample among them bounds what is "newer than the newest".
+            let newest = chunks.iter().max_by_key(|c| c.max_t);
+            let bytes = newest.and_then(|c| match (&c.spilled, spill) {
+                (Some(r), Some(sp)) => sp.read(r).ok(),
+                (Some(_), None) => None,
+                (None, _) => Some(c.data.clone()),
+            });
+            if let Some(last) = bytes
+                .and_then(|b| XorAppender::from_chunk(&b).ok())
+                .and_then(|a| a.last())
+            {
+                d.set_last(Some(last));
+            }
+        }
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_none() && c.ooo {
-                // Only out-of-order chunks are left (the in-order ones were released): the
-                // newest of them bounds what is "newer than the newest".
-                if let Some(last) = crate::chunk::XorAppender::from_chunk(&c.data)
-                    .ok()
-                    .and_then(|a| a.last())
-                {
-                    d.set_last(Some(last));
-                }
-            } else if it.peek().is_none() {
+            if it.peek().is_none() && !c.ooo {
                 // The newest sample: appends must follow it. Decoding the chunk once rebuilds
                 // the appender too.
                 let bytes = match (&c.spilled, spill) {
