@@ -407,10 +407,15 @@ impl Flusher {
             let id = self.next_object_id.fetch_add(1, Ordering::Relaxed);
             self.local_objects.lock().insert(id, key.clone());
             batch.finish(true, id);
+            // A mark speaks for the in-order chunks only (see `Series::flush_mark`).
             let marks: Vec<(u64, i64)> = batch
                 .series
                 .iter()
-                .map(|(s, c)| (s.series_ref(), c.last().map_or(i64::MIN, |c| c.max_t)))
+                .filter_map(|(s, cs)| {
+                    let mut min_ts: Vec<i64> = cs.iter().map(|c| c.min_t).collect();
+                    min_ts.sort_unstable();
+                    Some((s.series_ref(), s.flush_mark(&min_ts)?))
+                })
                 .collect();
             if let Err(e) = self.ingester.log_flushed(&marks) {
                 // Only costs a repeated upload after a restart.

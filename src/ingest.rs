@@ -358,6 +358,7 @@ fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
                     data,
                     flushed: c.flushed,
                     spilled,
+                    ooo: c.ooo,
                 }
             })
             .collect(),
@@ -460,6 +461,7 @@ impl Replayer<'_> {
                             data: if c.spilled { Vec::new() } else { c.data },
                             flushed: c.flushed,
                             spilled,
+                            ooo: c.ooo,
                         })
                     })
                     .collect::<Result<Vec<_>, ApplyError>>()?;

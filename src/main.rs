@@ -262,6 +262,11 @@ struct ServeArgs {
     /// released; its data stays readable from the local tier and the store.
     #[arg(long = "head.series-idle-timeout", env = "WEFT_HEAD_SERIES_IDLE_TIMEOUT", default_value = "1h", value_parser = parse_duration)]
     head_series_idle_timeout: Duration,
+    /// Samples up to this long before their series' newest sample are still accepted, kept
+    /// in out-of-order chunks and merged at read time (0, the default: none, as in
+    /// Prometheus). Per tenant: `out_of_order_time_window` in the overrides file.
+    #[arg(long = "ingest.out-of-order-window", env = "WEFT_INGEST_OUT_OF_ORDER_WINDOW", default_value = "0", value_parser = parse_duration)]
+    ingest_out_of_order_window: Duration,
     /// Tenants uploading at once.
     #[arg(
         long = "flush.concurrency",
@@ -643,6 +648,7 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
             creation_grace_period: args.creation_grace_period,
             overrides: Arc::new(Overrides::none()),
             series_idle_timeout: args.head_series_idle_timeout,
+            out_of_order_window: args.ingest_out_of_order_window,
         },
         memory_limit_bytes: memory_limit(args.memory_bytes),
         disk_budget_bytes: args.disk_bytes,

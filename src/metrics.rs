@@ -102,6 +102,10 @@ pub struct Metrics {
     pub samples_ingested: Family<TenantLabels, Counter>,
     /// Samples refused, by reason.
     pub samples_rejected: Family<RejectLabels, Counter>,
+    /// Of the samples ingested, those appended out of order (inside the window).
+    pub ooo_samples_appended: Family<TenantLabels, Counter>,
+    /// Samples equal to one already held: no-ops counted as written (retries).
+    pub samples_repeated: Family<TenantLabels, Counter>,
     /// Whole requests refused before any sample was looked at, by reason.
     pub requests_rejected: Family<ReasonLabels, Counter>,
     /// Series in the head.
@@ -220,6 +224,18 @@ impl Metrics {
             "samples_ingested",
             "Samples appended to the head",
             samples_ingested.clone(),
+        );
+        let ooo_samples_appended = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "ooo_samples_appended",
+            "Samples appended out of order, inside --ingest.out-of-order-window",
+            ooo_samples_appended.clone(),
+        );
+        let samples_repeated = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "samples_repeated",
+            "Samples equal to one already held (retries): no-ops counted as written",
+            samples_repeated.clone(),
         );
         let samples_rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
@@ -514,6 +530,8 @@ impl Metrics {
             local_objects,
             local_evictions,
             samples_ingested,
+            ooo_samples_appended,
+            samples_repeated,
             samples_rejected,
             requests_rejected,
             head_series,
@@ -645,6 +663,8 @@ impl Metrics {
             tenant: tenant.to_string(),
         };
         self.samples_ingested.remove(&l);
+        self.ooo_samples_appended.remove(&l);
+        self.samples_repeated.remove(&l);
         self.head_series.remove(&l);
         self.head_chunks.remove(&l);
         for &reason in SAMPLE_REJECT_REASONS {
@@ -689,6 +709,8 @@ pub const SAMPLE_REJECT_REASONS: &[&str] = &[
     "per_tenant_series_limit",
     "out_of_order",
     "duplicate_timestamp",
+    "sample_out_of_bounds",
+    "too_old",
     "native_histograms",
     "too_far_in_future",
 ];

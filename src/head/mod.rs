@@ -7,6 +7,7 @@
 //! lock, so pushes to known series run in parallel; only a push that creates series takes
 //! the write lock, once, for all its new series.
 
+mod ooo;
 mod series;
 mod tenants;
 
@@ -26,6 +27,8 @@ use crate::metrics::{Metrics, RejectLabels, TenantLabels};
 use crate::model::{LabelError, LabelLimits, Labels, Matcher, SharedStr, TenantId};
 use crate::proto::WriteBatch;
 
+pub use ooo::OOO_CAP;
+use series::Tick;
 pub use series::{
     ChunkCopy, ChunkHandle, FlushState, PendingChunk, Released, Series, SnapshotChunk,
 };
@@ -51,6 +54,9 @@ pub struct HeadConfig {
     /// `--head.series-idle-timeout`: a series with no new sample for this long (wall time)
     /// leaves the head once all its chunks are flushed and released.
     pub series_idle_timeout: Duration,
+    /// `--ingest.out-of-order-window`: how far before a series' newest sample a new sample
+    /// is still accepted (0: none). The overrides file's `out_of_order_time_window` wins.
+    pub out_of_order_window: Duration,
 }
 
 impl Default for HeadConfig {
@@ -62,6 +68,7 @@ impl Default for HeadConfig {
             creation_grace_period: crate::limits::DEFAULT_CREATION_GRACE_PERIOD,
             overrides: Arc::new(Overrides::none()),
             series_idle_timeout: Duration::from_secs(3600),
+            out_of_order_window: Duration::ZERO,
         }
     }
 }
@@ -89,11 +96,43 @@ pub enum HeadError {
         /// The series' newest timestamp.
         last: i64,
     },
-    /// A second, different value at the newest timestamp.
-    #[error("duplicate sample for timestamp {t} with a different value")]
+    /// A different value at a timestamp the series already has a sample at (an equal one
+    /// is a no-op: a retry).
+    #[error(
+        "duplicate sample for timestamp {t} with a different value: stored {}, new {}",
+        f64::from_bits(*.stored),
+        f64::from_bits(*.new)
+    )]
     DuplicateTimestamp {
         /// The timestamp.
         t: i64,
+        /// The stored value's bits.
+        stored: u64,
+        /// The refused value's bits.
+        new: u64,
+    },
+    /// A sample older than everything the head holds for the series: whether the store
+    /// has it cannot be told, so it is refused (Mimir's `sample-out-of-bounds`).
+    #[error(
+        "out of order sample out of bounds: timestamp {t} is older than the oldest sample the head holds for the series ({oldest}), so a repeat cannot be told from a conflict"
+    )]
+    OutOfBounds {
+        /// The refused sample's timestamp.
+        t: i64,
+        /// The oldest timestamp held.
+        oldest: i64,
+    },
+    /// Outside the out-of-order window (Prometheus's "too old").
+    #[error(
+        "sample timestamp {t} is too old: more than the out-of-order window of {window_ms} ms before the series' newest sample at {last}"
+    )]
+    TooOld {
+        /// The refused sample's timestamp.
+        t: i64,
+        /// The series' newest timestamp.
+        last: i64,
+        /// The window, in ms.
+        window_ms: i64,
     },
     /// A sample further in the future than the creation grace period allows (a client
     /// sending nanoseconds, or a bad clock); taking it would refuse every later sample of
@@ -128,6 +167,8 @@ impl HeadError {
             HeadError::SeriesLimit { .. } => "per_tenant_series_limit",
             HeadError::OutOfOrder { .. } => "out_of_order",
             HeadError::DuplicateTimestamp { .. } => "duplicate_timestamp",
+            HeadError::OutOfBounds { .. } => "sample_out_of_bounds",
+            HeadError::TooOld { .. } => "too_old",
             HeadError::NativeHistograms { .. } => "native_histograms",
             HeadError::TooFarInFuture { .. } => "too_far_in_future",
         }
@@ -153,14 +194,17 @@ pub struct SeriesError {
 /// What a push did.
 #[derive(Debug, Default)]
 pub struct AppendReport {
-    /// Samples appended.
+    /// Samples written: appended, or equal to a sample already held (a retry's no-op,
+    /// also counted in `duplicates_ignored`). The `Samples-Written` header.
     pub appended: u64,
     /// Native histogram samples appended (or found already stored, as for `appended`).
     pub histograms_appended: u64,
     /// Exemplars stored (or found already stored).
     pub exemplars_appended: u64,
-    /// Samples that repeated the newest sample exactly and were ignored.
+    /// Samples equal (timestamp and value bits) to one already held: no-ops.
     pub duplicates_ignored: u64,
+    /// Of `appended`, those that went to out-of-order chunks.
+    pub ooo_appended: u64,
     /// Samples refused.
     pub rejected: u64,
     /// Series created.
@@ -446,6 +490,8 @@ impl Head {
 #[derive(Debug)]
 struct TenantMetrics {
     ingested: Counter,
+    ooo_appended: Counter,
+    repeated: Counter,
     series: Gauge,
     chunks: Gauge,
     metrics: Arc<Metrics>,
@@ -470,6 +516,7 @@ pub struct TenantHead {
     id: TenantId,
     label_limits: LabelLimits,
     max_series: usize,
+    ooo_window: Duration,
     overrides: Arc<Overrides>,
     index: RwLock<Index>,
     metrics: TenantMetrics,
@@ -730,6 +777,14 @@ fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     out
 }
 
+/// What every series of one push shares: the tenant's out-of-order window (ms) and one
+/// clock reading.
+#[derive(Debug, Clone, Copy)]
+struct PushClock {
+    window: i64,
+    now: Tick,
+}
+
 /// Reused per push: the current series' labels, sorted and without empty values.
 type Pairs<'a> = Vec<(&'a [u8], &'a [u8])>;
 
@@ -789,6 +844,8 @@ impl TenantHead {
         };
         let tm = TenantMetrics {
             ingested: metrics.samples_ingested.get_or_create(&l).clone(),
+            ooo_appended: metrics.ooo_samples_appended.get_or_create(&l).clone(),
+            repeated: metrics.samples_repeated.get_or_create(&l).clone(),
             series: metrics.head_series.get_or_create(&l).clone(),
             chunks: metrics.head_chunks.get_or_create(&l).clone(),
             metrics: metrics.clone(),
@@ -798,6 +855,7 @@ impl TenantHead {
             id,
             label_limits: cfg.label_limits,
             max_series: cfg.max_series_per_tenant,
+            ooo_window: cfg.out_of_order_window,
             overrides: cfg.overrides.clone(),
             index: RwLock::new(Index::default()),
             metrics: tm,
@@ -961,17 +1019,32 @@ impl TenantHead {
         out
     }
 
-    /// Appends replayed samples to a series; refusals (repeats of what a checkpoint already
-    /// holds) are expected and only counted. Returns the samples appended.
+    /// Appends replayed samples to a series. Repeats (of what a checkpoint already holds,
+    /// or logged retries) are no-ops. Every window is open: a sample that was accepted once
+    /// is never refused at replay (the window may have shrunk since), and one older than
+    /// the newest lands in out-of-order chunks as it did when it was pushed (WAL order is
+    /// push order). Returns the samples appended.
     pub fn append_replayed(&self, series: &Series, samples: &[(i64, f64)]) -> u64 {
-        let out = series.append(samples, None);
+        let out = series.append_with(samples, None, i64::MAX);
         self.closed_bytes
             .fetch_add(out.closed_bytes, Ordering::Relaxed);
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }
         self.metrics.ingested.inc_by(out.appended);
+        self.metrics.ooo_appended.inc_by(out.ooo_appended);
         out.appended
+    }
+
+    /// The out-of-order window of this tenant now, in ms: the overrides file's
+    /// `out_of_order_time_window`, else `--ingest.out-of-order-window`.
+    pub fn ooo_window_ms(&self) -> i64 {
+        let w = self
+            .overrides
+            .tenant(&self.id)
+            .out_of_order_time_window
+            .unwrap_or(self.ooo_window);
+        i64::try_from(w.as_millis()).unwrap_or(i64::MAX)
     }
 
     /// The tenant.
@@ -988,33 +1061,56 @@ impl TenantHead {
     /// refused individually; the rest of the request is kept.
     pub fn append(&self, batch: &WriteBatch<'_>, mut log: Option<&mut WalLog>) -> AppendReport {
         let mut report = AppendReport::default();
+        let push = PushClock {
+            window: self.ooo_window_ms(),
+            now: Tick::now(),
+        };
         let mut pairs: Pairs<'_> = Vec::with_capacity(16);
         // Series not yet in the head: (index into batch.series, hash).
         let mut missing: Vec<(usize, u64)> = Vec::new();
         {
             let index = self.index.read();
             for (i, s) in batch.series.iter().enumerate() {
-                let pairs = normalise(
-                    &batch.labels[s.labels_start as usize..s.labels_end as usize],
-                    &mut pairs,
-                );
-                let hash = crate::model::hash_raw(pairs);
-                match index.lookup(hash, pairs) {
+                let raw = &batch.labels[s.labels_start as usize..s.labels_end as usize];
+                // Known series first, on the pairs as sent: `hash_raw` and `eq_raw` skip
+                // empty values, and `eq_raw` matches only pairs in the stored (sorted)
+                // order, so a hit is exact without checking the order first (what
+                // Prometheus sends is sorted: the check cost a sixth of the append phase).
+                // A miss is normalised and looked up again.
+                let mut hash = crate::model::hash_raw(raw);
+                let mut found = index.lookup(hash, raw);
+                if found.is_none() {
+                    let normal = normalise(raw, &mut pairs);
+                    if !std::ptr::eq(normal, raw) {
+                        hash = crate::model::hash_raw(normal);
+                        found = index.lookup(hash, normal);
+                    }
+                }
+                match found {
                     Some(r) => self.append_samples(
                         &index.series[r as usize],
                         batch,
                         i,
                         &mut report,
                         log.as_deref_mut(),
+                        push,
                     ),
                     None => missing.push((i, hash)),
                 }
             }
         }
         if !missing.is_empty() {
-            self.create_and_append(batch, &missing, &mut pairs, &mut report, log);
+            self.create_and_append(batch, &missing, &mut pairs, &mut report, log, push);
         }
-        self.metrics.ingested.inc_by(report.appended);
+        self.metrics
+            .ingested
+            .inc_by(report.appended - report.duplicates_ignored);
+        if report.ooo_appended > 0 {
+            self.metrics.ooo_appended.inc_by(report.ooo_appended);
+        }
+        if report.duplicates_ignored > 0 {
+            self.metrics.repeated.inc_by(report.duplicates_ignored);
+        }
         report
     }
 
@@ -1025,6 +1121,7 @@ impl TenantHead {
         pairs: &mut Pairs<'a>,
         report: &mut AppendReport,
         mut log: Option<&mut WalLog>,
+        push: PushClock,
     ) {
         // The flags' limits, or the overrides file's for this tenant as it is now.
         let o = self.overrides.tenant(&self.id);
@@ -1082,7 +1179,7 @@ impl TenantHead {
                 }
             };
             let series = index.series[r as usize].clone();
-            self.append_samples(&series, batch, i, report, log.as_deref_mut());
+            self.append_samples(&series, batch, i, report, log.as_deref_mut(), push);
         }
     }
 
@@ -1093,6 +1190,7 @@ impl TenantHead {
         i: usize,
         report: &mut AppendReport,
         mut log: Option<&mut WalLog>,
+        push: PushClock,
     ) {
         let s = &batch.series[i];
         if s.num_histograms() > 0 {
@@ -1116,12 +1214,13 @@ impl TenantHead {
                 l.series.push(series.clone());
             }
         }
-        let out = series.append(samples, log.map(|l| &mut l.samples));
+        let out = series.append_at(samples, log.map(|l| &mut l.samples), push.window, push.now);
         if out.closed_bytes > 0 {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
         }
-        report.appended += out.appended;
+        report.appended += out.appended + out.duplicates;
+        report.ooo_appended += out.ooo_appended;
         report.duplicates_ignored += out.duplicates;
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
@@ -1148,5 +1247,7 @@ impl TenantHead {
     }
 }
 
+#[cfg(test)]
+mod append_tests;
 #[cfg(test)]
 mod tests;

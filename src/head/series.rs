@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use super::ooo::{find_in_chunk, in_window, OooOpen, OOO_CAP};
 use super::HeadError;
 use crate::chunk::{XorAppender, XorIterator, SAMPLES_PER_CHUNK};
 use crate::model::Labels;
@@ -75,24 +76,32 @@ impl Tick {
     }
 }
 
-/// A series' closed chunks: one pointer while there are none (most series, most of the
-/// time, once chunks are flushed and released), a boxed `Vec` otherwise.
-// The box is the point: 8 bytes in every series instead of a `Vec`'s 24.
-#[allow(clippy::box_collection)]
+/// A series' closed chunks and its out-of-order buffer: one pointer while there are none
+/// (most series, most of the time, once chunks are flushed and released), a box otherwise.
+/// Sharing the box keeps `Series` at its size (the out-of-order state costs nothing in a
+/// series that never had an out-of-order sample).
 #[derive(Debug, Default)]
-struct ClosedList(Option<Box<Vec<ClosedChunk>>>);
+struct ClosedList(Option<Box<Cold>>);
+
+#[derive(Debug, Default)]
+struct Cold {
+    /// Sorted by `min_t` (unique: timestamps are unique within a series).
+    chunks: Vec<ClosedChunk>,
+    /// Out-of-order samples not in a chunk yet.
+    ooo: OooOpen,
+}
 
 impl std::ops::Deref for ClosedList {
     type Target = [ClosedChunk];
     fn deref(&self) -> &[ClosedChunk] {
-        self.0.as_deref().map_or(&[], |v| v.as_slice())
+        self.0.as_deref().map_or(&[], |v| v.chunks.as_slice())
     }
 }
 
 impl std::ops::DerefMut for ClosedList {
     fn deref_mut(&mut self) -> &mut [ClosedChunk] {
         match self.0.as_deref_mut() {
-            Some(v) => v.as_mut_slice(),
+            Some(v) => v.chunks.as_mut_slice(),
             None => &mut [],
         }
     }
@@ -100,43 +109,64 @@ impl std::ops::DerefMut for ClosedList {
 
 impl ClosedList {
     fn vec(&mut self) -> &mut Vec<ClosedChunk> {
-        self.0.get_or_insert_with(Default::default)
+        &mut self.0.get_or_insert_with(Default::default).chunks
     }
 
+    /// Adds a chunk where its `min_t` sorts it (at the end, for in-order cuts).
     fn push(&mut self, c: ClosedChunk) {
-        self.vec().push(c);
+        let v = self.vec();
+        let i = v.partition_point(|x| x.min_t < c.min_t);
+        v.insert(i, c);
     }
 
     fn insert(&mut self, i: usize, c: ClosedChunk) {
         self.vec().insert(i, c);
     }
 
+    /// The out-of-order buffer, if there is one.
+    fn ooo(&self) -> Option<&OooOpen> {
+        self.0.as_deref().map(|c| &c.ooo).filter(|o| !o.is_empty())
+    }
+
+    fn ooo_mut(&mut self) -> &mut OooOpen {
+        &mut self.0.get_or_insert_with(Default::default).ooo
+    }
+
+    /// Drops the box once it holds nothing.
+    fn tidy(&mut self) {
+        if self
+            .0
+            .as_deref()
+            .is_some_and(|c| c.chunks.is_empty() && c.ooo.is_empty())
+        {
+            self.0 = None;
+        }
+    }
+
     fn retain_mut(&mut self, f: impl FnMut(&mut ClosedChunk) -> bool) {
         if let Some(v) = &mut self.0 {
-            v.retain_mut(f);
-            if v.is_empty() {
-                self.0 = None;
-            }
+            v.chunks.retain_mut(f);
         }
+        self.tidy();
     }
 
     fn retain(&mut self, f: impl FnMut(&ClosedChunk) -> bool) {
         if let Some(v) = &mut self.0 {
-            v.retain(f);
-            if v.is_empty() {
-                self.0 = None;
-            }
+            v.chunks.retain(f);
         }
+        self.tidy();
     }
 }
 
-/// A chunk that is never appended to again: full (120 samples), or cut early for a flush.
+/// A chunk that is never appended to again: full (120 samples), cut early for a flush, or
+/// an encoded out-of-order buffer (`ooo`: it may overlap other chunks in time).
 #[derive(Debug)]
 struct ClosedChunk {
     min_t: i64,
     max_t: i64,
     body: Body,
     flush: FlushState,
+    ooo: bool,
 }
 
 /// Where a closed chunk's bytes are.
@@ -315,6 +345,9 @@ impl ChunkHandle {
 #[derive(Debug, Default)]
 pub(crate) struct SeriesAppend {
     pub(crate) appended: u64,
+    /// Of `appended`, those that went to the out-of-order buffer.
+    pub(crate) ooo_appended: u64,
+    /// Samples equal to one already held (no-ops).
     pub(crate) duplicates: u64,
     pub(crate) chunks_created: u64,
     /// The first refusal and how many samples were refused in all.
@@ -361,38 +394,90 @@ impl Series {
         self.ref_and_logged.fetch_or(LOGGED, Ordering::Release);
     }
 
-    /// Appends samples in order. A sample older than the newest is refused, as is a different
-    /// value at the newest timestamp; an exact repeat of the newest sample is ignored.
-    ///
-    /// With `log`, every appended sample *and every exact repeat* is added to it for the WAL.
-    /// Repeats are logged because the original may have reached memory in a push whose WAL
-    /// append failed (and was therefore never acknowledged): the client's retry must make it
-    /// durable before it is acknowledged. Replay treats the repeat as a no-op.
+    /// Appends samples with no out-of-order window (see [`Series::append_with`]).
+    #[cfg(test)]
     pub(crate) fn append(
         &self,
         samples: &[(i64, f64)],
+        log: Option<&mut Vec<RefSample>>,
+    ) -> SeriesAppend {
+        self.append_with(samples, log, 0)
+    }
+
+    /// Appends samples. Newer than the newest: appended in order. At or before the newest:
+    /// looked up among the samples the series holds (see `head::ooo`): an equal sample is
+    /// a no-op counted in `duplicates`, another value at that timestamp is refused, a new
+    /// one inside `window_ms` goes to the out-of-order buffer, the rest is refused.
+    ///
+    /// With `log`, every appended sample *and every equal repeat* is added to it for the
+    /// WAL. Repeats are logged because the original may have reached memory in a push whose
+    /// WAL append failed (and was therefore never acknowledged): the client's retry must
+    /// make it durable before it is acknowledged. Replay treats the repeat as a no-op.
+    pub(crate) fn append_with(
+        &self,
+        samples: &[(i64, f64)],
+        log: Option<&mut Vec<RefSample>>,
+        window_ms: i64,
+    ) -> SeriesAppend {
+        self.append_at(samples, log, window_ms, Tick::now())
+    }
+
+    /// [`Series::append_with`] with the push's clock reading: one `Tick::now` a push, not
+    /// one a series (the clock read was a tenth of the append phase, `docs/benchmarks.md`).
+    pub(crate) fn append_at(
+        &self,
+        samples: &[(i64, f64)],
         mut log: Option<&mut Vec<RefSample>>,
+        window_ms: i64,
+        now: Tick,
     ) -> SeriesAppend {
         let mut out = SeriesAppend::default();
         let mut d = self.data.lock();
+        let mut logged = |t: i64, v: u64| {
+            if let Some(l) = log.as_deref_mut() {
+                l.push(RefSample {
+                    series_ref: self.series_ref(),
+                    t,
+                    v,
+                });
+            }
+        };
         for &(t, v) in samples {
             let bits = v.to_bits();
             if let Some((last_t, last_bits)) = d.last() {
                 if t <= last_t {
-                    let e = if t < last_t {
-                        HeadError::OutOfOrder { t, last: last_t }
-                    } else if bits != last_bits {
-                        HeadError::DuplicateTimestamp { t }
+                    let stored = if t == last_t {
+                        Some(last_bits)
                     } else {
-                        out.duplicates += 1;
-                        if let Some(l) = log.as_deref_mut() {
-                            l.push(RefSample {
-                                series_ref: self.series_ref(),
-                                t,
-                                v: bits,
-                            });
+                        d.find(t, &self.labels)
+                    };
+                    let e = match stored {
+                        Some(s) if s == bits => {
+                            out.duplicates += 1;
+                            logged(t, bits);
+                            continue;
                         }
-                        continue;
+                        Some(stored) => HeadError::DuplicateTimestamp {
+                            t,
+                            stored,
+                            new: bits,
+                        },
+                        None if in_window(t, last_t, window_ms) => {
+                            out.closed_bytes += d.append_ooo(t, bits, &mut out.chunks_created);
+                            out.appended += 1;
+                            out.ooo_appended += 1;
+                            logged(t, bits);
+                            continue;
+                        }
+                        None => match d.oldest() {
+                            Some(oldest) if t < oldest => HeadError::OutOfBounds { t, oldest },
+                            _ if window_ms > 0 => HeadError::TooOld {
+                                t,
+                                last: last_t,
+                                window_ms,
+                            },
+                            _ => HeadError::OutOfOrder { t, last: last_t },
+                        },
                     };
                     match &mut out.first_error {
                         Some((_, n)) => *n += 1,
@@ -411,17 +496,10 @@ impl Series {
             d.open.append(t, v);
             d.set_last(Some((t, bits)));
             out.appended += 1;
-            if let Some(l) = log.as_deref_mut() {
-                l.push(RefSample {
-                    series_ref: self.series_ref(),
-                    t,
-                    v: bits,
-                });
-            }
+            logged(t, bits);
         }
-        // Once per push, not per sample: reading the clock is the costliest thing here.
         if out.appended > 0 {
-            d.last_append = Tick::now();
+            d.last_append = now;
         }
         out
     }
@@ -434,13 +512,18 @@ impl Series {
     /// in one place: only `Flusher::release` drops chunks, after telling the catalog.
     pub fn is_removable(&self, idle: Duration) -> bool {
         let d = self.data.lock();
-        d.closed.is_empty() && d.open.num_samples() == 0 && d.last_append.elapsed() >= idle
+        d.closed.is_empty()
+            && d.closed.ooo().is_none()
+            && d.open.num_samples() == 0
+            && d.last_append.elapsed() >= idle
     }
 
     /// Chunks held (closed ones and a non-empty open one).
     pub(crate) fn num_chunks(&self) -> usize {
         let d = self.data.lock();
-        d.closed.len() + usize::from(d.open.num_samples() > 0)
+        d.closed.len()
+            + usize::from(d.open.num_samples() > 0)
+            + usize::from(d.closed.ooo().is_some())
     }
 
     /// Whether the series has a sample in `[mint, maxt]`'s span (by chunk time ranges).
@@ -493,6 +576,18 @@ impl Series {
                 });
             }
         }
+        if let Some((lo, hi)) = d.closed.ooo().and_then(|o| o.range()) {
+            if lo <= maxt && hi >= mint {
+                out.push(ChunkHandle {
+                    min_t: lo,
+                    max_t: hi,
+                    flushed: false,
+                    body: HandleBody::Copy(d.closed.ooo().map(|o| o.encode()).unwrap_or_default()),
+                });
+            }
+        }
+        // Out-of-order chunks overlap the others: oldest first by start; readers merge.
+        out.sort_by_key(|h| h.min_t);
         out
     }
 
@@ -501,7 +596,7 @@ impl Series {
     /// [`Series::chunk_handles`]); one that cannot be read is logged and left out.
     pub fn chunks(&self, mint: i64, maxt: i64) -> Vec<ChunkCopy> {
         let handles = self.chunk_handles(mint, maxt);
-        handles
+        let copies: Vec<ChunkCopy> = handles
             .into_iter()
             .filter_map(|h| {
                 let min_t = h.min_t;
@@ -511,7 +606,8 @@ impl Series {
                     })
                     .ok()
             })
-            .collect()
+            .collect();
+        crate::query::merge::merge_if_overlapping(copies)
     }
 
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
@@ -536,16 +632,22 @@ pub struct SnapshotChunk {
     pub flushed: bool,
     /// Where it is if it was spilled (then `data` is empty).
     pub spilled: Option<SpillRef>,
+    /// An out-of-order chunk: it may overlap others, and flush marks never cover it.
+    pub ooo: bool,
 }
 
 impl Series {
     /// Every chunk, oldest first, the open one last: for a checkpoint.
     /// Spilled chunks are given by reference (`spilled`, with `data` empty).
+    ///
+    /// Out-of-order chunks (and the out-of-order buffer, as a closed chunk) come first, so
+    /// that the last chunk is the one with the newest sample, which restore reopens.
     pub fn snapshot(&self) -> Vec<SnapshotChunk> {
         let d = self.data.lock();
-        let mut out: Vec<SnapshotChunk> = d
-            .closed
-            .iter()
+        let mut order: Vec<&ClosedChunk> = d.closed.iter().filter(|c| c.ooo).collect();
+        order.extend(d.closed.iter().filter(|c| !c.ooo));
+        let mut out: Vec<SnapshotChunk> = order
+            .into_iter()
             .map(|c| {
                 let (data, spilled) = match &c.body {
                     Body::Mem(b) => (b.to_vec(), None),
@@ -557,9 +659,25 @@ impl Series {
                     data,
                     flushed: matches!(c.flush, FlushState::Flushed { .. }),
                     spilled,
+                    ooo: c.ooo,
                 }
             })
             .collect();
+        if let Some(o) = d.closed.ooo() {
+            let (min_t, max_t) = o.range().unwrap_or_default();
+            let at = out.iter().take_while(|c| c.ooo).count();
+            out.insert(
+                at,
+                SnapshotChunk {
+                    min_t,
+                    max_t,
+                    data: o.encode(),
+                    flushed: false,
+                    spilled: None,
+                    ooo: true,
+                },
+            );
+        }
         if let Some((last_t, _)) = d.last() {
             if d.open.num_samples() > 0 {
                 out.push(SnapshotChunk {
@@ -568,6 +686,7 @@ impl Series {
                     data: d.open.bytes().to_vec(),
                     flushed: false,
                     spilled: None,
+                    ooo: false,
                 });
             }
         }
@@ -594,9 +713,25 @@ impl Series {
         );
         let n = chunks.len();
         let mut closed_bytes = 0u64;
+        if chunks.last().is_some_and(|c| c.ooo) {
+            // Only out-of-order chunks are left (the in-order ones were released): the
+            // newest sample among them bounds what is "newer than the newest".
+            let newest = chunks.iter().max_by_key(|c| c.max_t);
+            let bytes = newest.and_then(|c| match (&c.spilled, spill) {
+                (Some(r), Some(sp)) => sp.read(r).ok(),
+                (Some(_), None) => None,
+                (None, _) => Some(c.data.clone()),
+            });
+            if let Some(last) = bytes
+                .and_then(|b| XorAppender::from_chunk(&b).ok())
+                .and_then(|a| a.last())
+            {
+                d.set_last(Some(last));
+            }
+        }
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_none() {
+            if it.peek().is_none() && !c.ooo {
                 // The newest sample: appends must follow it. Decoding the chunk once rebuilds
                 // the appender too.
                 let bytes = match (&c.spilled, spill) {
@@ -641,6 +776,7 @@ impl Series {
                 min_t: c.min_t,
                 max_t: c.max_t,
                 body,
+                ooo: c.ooo,
                 flush: if c.flushed {
                     FlushState::Flushed {
                         at: Instant::now(),
@@ -650,6 +786,10 @@ impl Series {
                     FlushState::Pending
                 },
             });
+        }
+        // Snapshots list out-of-order chunks first; the list is kept sorted by start.
+        if let Some(v) = d.closed.0.as_deref_mut() {
+            v.chunks.sort_by_key(|c| c.min_t);
         }
         Ok((n, closed_bytes))
     }
@@ -662,17 +802,34 @@ impl Series {
     /// `max_idle`. Returns the bytes that became a closed chunk (0 if none).
     pub fn cut_if_due(&self, now_ms: i64, max_age_ms: i64, max_idle: Duration, force: bool) -> u64 {
         let mut d = self.data.lock();
+        let idle = d.last_append.elapsed() > max_idle;
+        let mut bytes = 0;
+        // The out-of-order buffer is cut by the same rules, by its oldest sample.
+        if let Some((ooo_min, _)) = d.closed.ooo().and_then(|o| o.range()) {
+            if force || idle || now_ms.saturating_sub(ooo_min) > max_age_ms {
+                bytes += d.cut_ooo() as u64;
+            }
+        }
         if d.open.num_samples() == 0 {
-            return 0;
+            return bytes;
         }
-        let due = force
-            || now_ms.saturating_sub(d.open_min_t) > max_age_ms
-            || d.last_append.elapsed() > max_idle;
+        let due = force || now_ms.saturating_sub(d.open_min_t) > max_age_ms || idle;
         if due {
-            d.cut() as u64
-        } else {
-            0
+            bytes += d.cut() as u64;
         }
+        bytes
+    }
+
+    /// What a WAL flush mark may say after the chunks starting at `min_ts` (sorted) were
+    /// uploaded: the newest sample of the in-order ones among them. `None` if they were all
+    /// out-of-order chunks, which a mark never speaks for (see [`Series::apply_flush_mark`]).
+    pub fn flush_mark(&self, min_ts: &[i64]) -> Option<i64> {
+        let d = self.data.lock();
+        d.closed
+            .iter()
+            .filter(|c| !c.ooo && min_ts.binary_search(&c.min_t).is_ok())
+            .map(|c| c.max_t)
+            .max()
     }
 
     /// Adds the closed chunks not yet in the store (and not being uploaded) to `out`.
@@ -752,7 +909,10 @@ impl Series {
         let mut i = 0;
         while i < d.closed.len() {
             let c = &mut d.closed[i];
-            if matches!(c.flush, FlushState::Flushed { .. }) || c.min_t > max_t {
+            // A mark speaks for in-order samples only (the flusher marks the newest in-order
+            // chunk it uploaded): an out-of-order chunk may hold older samples that were
+            // never uploaded. It stays pending, and at worst is uploaded again.
+            if matches!(c.flush, FlushState::Flushed { .. }) || c.min_t > max_t || c.ooo {
                 i += 1;
                 continue;
             }
@@ -781,6 +941,7 @@ impl Series {
                 max_t: tail.max_t,
                 body: Body::Mem(Arc::from(tail.data)),
                 flush: state,
+                ooo: false,
             };
             d.closed.insert(
                 i,
@@ -789,6 +950,7 @@ impl Series {
                     max_t: head.max_t,
                     body: Body::Mem(Arc::from(head.data)),
                     flush: flushed,
+                    ooo: false,
                 },
             );
             i += 2;
@@ -809,6 +971,7 @@ impl Series {
                 max_t: head_max,
                 body: Body::Mem(Arc::from(head)),
                 flush: flushed,
+                ooo: false,
             });
             if let Some(r) = rest {
                 match XorAppender::from_chunk(&r.data) {
@@ -884,6 +1047,9 @@ impl Series {
         if d.open.num_samples() > 0 {
             oldest = Some(oldest.map_or(d.open_min_t, |o: i64| o.min(d.open_min_t)));
         }
+        if let Some((lo, _)) = d.closed.ooo().and_then(|o| o.range()) {
+            oldest = Some(oldest.map_or(lo, |o: i64| o.min(lo)));
+        }
         (bytes, oldest)
     }
 
@@ -944,7 +1110,8 @@ impl SeriesData {
         (self.last_t, self.last_v, self.has_last) = (t, v, last.is_some());
     }
 
-    /// The span of the chunks held (not of samples released to the store).
+    /// The span of the chunks held (not of samples released to the store), out-of-order
+    /// ones included.
     fn time_range(&self) -> Option<(i64, i64)> {
         let open = (self.open.num_samples() > 0).then(|| {
             (
@@ -952,9 +1119,106 @@ impl SeriesData {
                 self.last().map_or(self.open_min_t, |(t, _)| t),
             )
         });
-        let first = self.closed.first().map(|c| c.min_t).or(open.map(|o| o.0))?;
-        let last = open.map(|o| o.1).or(self.closed.last().map(|c| c.max_t))?;
-        Some((first, last))
+        let mut range: Option<(i64, i64)> = None;
+        let mut widen = |(lo, hi): (i64, i64)| {
+            range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        };
+        if let Some(o) = open {
+            widen(o);
+        }
+        if let Some(o) = self.closed.ooo().and_then(|o| o.range()) {
+            widen(o);
+        }
+        // Sorted by min_t: the first has the oldest sample; any may have the newest (an
+        // out-of-order chunk sorts after the in-order one it overlaps).
+        if let Some(c) = self.closed.first() {
+            widen((c.min_t, c.max_t));
+        }
+        if let Some(hi) = self.closed.iter().map(|c| c.max_t).max() {
+            widen((hi, hi));
+        }
+        range
+    }
+
+    /// The oldest timestamp held, if any.
+    fn oldest(&self) -> Option<i64> {
+        self.time_range().map(|r| r.0)
+    }
+
+    /// The value bits stored at `t` (older than the newest sample), if the head holds a
+    /// sample there: in the open chunk, the out-of-order buffer, or a closed chunk, in
+    /// memory or spilled. A spilled chunk is read here, under the series lock: a `pread`
+    /// of at most a few hundred bytes, only for a sample that is not newer than the newest
+    /// (retries and out-of-order samples), and the flusher already reads spilled chunks
+    /// under this lock. A chunk that cannot be read counts as not holding `t`.
+    fn find(&self, t: i64, labels: &Labels) -> Option<u64> {
+        // Out-of-order samples may fall between any others: every place is searched.
+        if self.open.num_samples() > 0 && t >= self.open_min_t {
+            if let Some(v) = find_in_chunk(self.open.bytes(), t) {
+                return Some(v);
+            }
+        }
+        if let Some(v) = self.closed.ooo().and_then(|o| o.get(t)) {
+            return Some(v);
+        }
+        for c in self.closed.iter() {
+            if c.min_t > t {
+                break; // sorted by min_t
+            }
+            if c.max_t < t {
+                continue;
+            }
+            let found = match &c.body {
+                Body::Mem(b) => find_in_chunk(b, t),
+                Body::Spilled(s) => match s.spill.read(&s.r) {
+                    Ok(b) => find_in_chunk(&b, t),
+                    Err(e) => {
+                        tracing::error!(series = %labels, min_t = c.min_t, error = %e, "spilled chunk unreadable while looking up a repeated sample");
+                        None
+                    }
+                },
+            };
+            if found.is_some() {
+                return found;
+            }
+        }
+        None
+    }
+
+    /// Adds a sample (not held yet) to the out-of-order buffer, creating it if need be (one
+    /// more chunk) and encoding it into a closed chunk once full. Returns the bytes that
+    /// moved into closed chunks.
+    fn append_ooo(&mut self, t: i64, bits: u64, chunks_created: &mut u64) -> u64 {
+        let o = self.closed.ooo_mut();
+        if o.is_empty() {
+            *chunks_created += 1;
+        }
+        o.insert(t, bits);
+        if o.len() >= OOO_CAP {
+            self.cut_ooo() as u64
+        } else {
+            0
+        }
+    }
+
+    /// Encodes the out-of-order buffer into a closed chunk, if it has samples. Returns the
+    /// chunk's size (0 if none).
+    fn cut_ooo(&mut self) -> usize {
+        let Some(o) = self.closed.ooo() else {
+            return 0;
+        };
+        let (min_t, max_t) = o.range().unwrap_or_default();
+        let data: Arc<[u8]> = Arc::from(o.encode());
+        let len = data.len();
+        self.closed.ooo_mut().clear();
+        self.closed.push(ClosedChunk {
+            min_t,
+            max_t,
+            body: Body::Mem(data),
+            flush: FlushState::Pending,
+            ooo: true,
+        });
+        len
     }
 
     /// Closes the open chunk and starts a fresh one. Returns the closed chunk's size.
@@ -968,6 +1232,7 @@ impl SeriesData {
             max_t,
             body: Body::Mem(data),
             flush: FlushState::Pending,
+            ooo: false,
         });
         len
     }

@@ -228,7 +228,17 @@ mod tests {
             HeadError::Labels(LabelError::TooManyLabels { count: 1, limit: 0 }),
             HeadError::SeriesLimit { limit: 1 },
             HeadError::OutOfOrder { t: 0, last: 1 },
-            HeadError::DuplicateTimestamp { t: 0 },
+            HeadError::DuplicateTimestamp {
+                t: 0,
+                stored: 0,
+                new: 1,
+            },
+            HeadError::OutOfBounds { t: 0, oldest: 1 },
+            HeadError::TooOld {
+                t: 0,
+                last: 1,
+                window_ms: 1,
+            },
             HeadError::NativeHistograms { count: 1 },
             HeadError::TooFarInFuture {
                 t: 0,

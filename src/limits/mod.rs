@@ -83,6 +83,10 @@ pub struct TenantOverrides {
     /// deleted. `0` keeps the tenant's data for ever.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub retention: Option<Duration>,
+    /// `--ingest.out-of-order-window` (Mimir's name): how far before a series' newest
+    /// sample a new sample is still accepted. `0` accepts none.
+    #[serde(default, deserialize_with = "duration::deserialize_opt")]
+    pub out_of_order_time_window: Option<Duration>,
 }
 
 /// The whole file.

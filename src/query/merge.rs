@@ -40,6 +40,20 @@ pub fn merge_chunks(mut chunks: Vec<ChunkCopy>) -> (Vec<ChunkCopy>, usize) {
     (out, bad)
 }
 
+/// `chunks` as they are if they are sorted by start and disjoint (the usual case, no
+/// decoding), else [`merge_chunks`] of them: one tier's chunks overlap when out-of-order
+/// chunks are among them. Chunks that do not decode are logged and left out.
+pub fn merge_if_overlapping(chunks: Vec<ChunkCopy>) -> Vec<ChunkCopy> {
+    if chunks.windows(2).all(|w| w[0].max_t < w[1].min_t) {
+        return chunks;
+    }
+    let (merged, bad) = merge_chunks(chunks);
+    if bad > 0 {
+        tracing::error!(bad, "chunks that do not decode were left out");
+    }
+    merged
+}
+
 fn merge_run(run: &[ChunkCopy], out: &mut Vec<ChunkCopy>) -> usize {
     let mut samples: Vec<(i64, f64)> = Vec::new();
     let mut bad = 0;

@@ -84,7 +84,8 @@ impl Selected {
             })
             .collect();
         if self.fetched.is_empty() {
-            return (labels, all); // already ordered and disjoint
+            // Ordered; disjoint unless out-of-order chunks are among them.
+            return (labels, merge::merge_if_overlapping(all));
         }
         all.extend(self.fetched.into_iter().filter(in_range));
         let (merged, bad) = merge::merge_chunks(all);

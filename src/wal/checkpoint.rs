@@ -45,6 +45,9 @@ pub struct CheckpointChunk {
     /// Whether the chunk is in a local spill file; `data` is then the encoded spill
     /// reference (20 bytes, see `spill::SpillRef`), not the chunk.
     pub spilled: bool,
+    /// An out-of-order chunk (flag bit 2): it may overlap the series' other chunks, and a
+    /// flush mark never covers it. Never the open chunk.
+    pub ooo: bool,
 }
 
 /// One live series in a checkpoint.
@@ -217,7 +220,7 @@ fn encode_series(s: &CheckpointSeries, buf: &mut Vec<u8>) {
     for c in &s.chunks {
         buf.extend_from_slice(&c.min_t.to_le_bytes());
         buf.extend_from_slice(&c.max_t.to_le_bytes());
-        buf.push(u8::from(c.flushed) | (u8::from(c.spilled) << 1));
+        buf.push(u8::from(c.flushed) | (u8::from(c.spilled) << 1) | (u8::from(c.ooo) << 2));
         put_uvarint(buf, c.data.len() as u64);
         buf.extend_from_slice(&c.data);
     }
@@ -245,7 +248,7 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
         let min_t = r.u64_le()? as i64;
         let max_t = r.u64_le()? as i64;
         let flags = r.u8()?;
-        if flags > 3 {
+        if flags > 7 {
             return Err(RecordError::Malformed("unknown chunk flags"));
         }
         let len = r.uvarint()?;
@@ -258,6 +261,7 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
             data: r.bytes(len as usize)?.to_vec(),
             flushed: flags & 1 != 0,
             spilled: flags & 2 != 0,
+            ooo: flags & 4 != 0,
         });
     }
     if r.remaining() != 0 {
@@ -561,6 +565,7 @@ mod tests {
                         data: vec![0, 2, 0x80, 0x7f, 0xff, 0x00, 0x01],
                         flushed: i % 2 == 0,
                         spilled: false,
+                        ooo: false,
                     },
                     CheckpointChunk {
                         min_t: 2500,
@@ -568,6 +573,7 @@ mod tests {
                         data: vec![7; 20],
                         flushed: i % 3 == 0,
                         spilled: true,
+                        ooo: i % 5 == 0,
                     },
                     CheckpointChunk {
                         min_t: 3000,
@@ -575,6 +581,7 @@ mod tests {
                         data: vec![0, 1, 2],
                         flushed: false,
                         spilled: false,
+                        ooo: false,
                     },
                 ],
             })

@@ -765,6 +765,11 @@ impl Tracker {
     /// Splits the samples of undefined refs into lost ones (total, and the first
     /// [`MAX_LOST_REFS_LISTED`] refs) and those a later flush mark covers (already in the
     /// store: the series left the head), returned third.
+    ///
+    /// A mark speaks for in-order samples only (`Series::flush_mark`), so out-of-order
+    /// samples of an undefined ref under a mark may be counted as flushed when they were
+    /// not; for a series that left the head they were (it leaves only once every chunk is
+    /// released), so this only matters when a `Series` record was lost to corruption.
     fn settle(&mut self) -> (u64, BTreeMap<u64, LostRef>, u64) {
         let mut lost = 0;
         let mut refs = BTreeMap::new();
