@@ -337,6 +337,7 @@ fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
                     data,
                     flushed: c.flushed,
                     spilled,
+                    encoding: c.encoding,
                 }
             })
             .collect(),
@@ -439,6 +440,7 @@ impl Replayer<'_> {
                             data: if c.spilled { Vec::new() } else { c.data },
                             flushed: c.flushed,
                             spilled,
+                            encoding: c.encoding,
                         })
                     })
                     .collect::<Result<Vec<_>, ApplyError>>()?;

@@ -76,6 +76,7 @@ async fn put(
                 min_t: *a,
                 max_t: *z,
                 data: d,
+                encoding: crate::store::object::ENCODING_XOR,
             })
             .collect();
         b.add_series(l, &data).unwrap();
@@ -108,6 +109,7 @@ async fn answer(catalog: &Catalog, tenant: &TenantId) -> BTreeMap<Labels, Vec<(i
                 max_t: c.meta.max_t,
                 data: b.unwrap().to_vec(),
                 flushed: true,
+                encoding: crate::store::object::ENCODING_XOR,
             })
             .collect();
         let (merged, bad) = crate::query::merge::merge_chunks(copies);

@@ -9,6 +9,7 @@ use super::HeadError;
 use crate::chunk::{XorAppender, XorIterator, SAMPLES_PER_CHUNK};
 use crate::model::Labels;
 use crate::spill::{Spill, SpillError, SpillRef};
+use crate::store::object::ENCODING_XOR;
 use crate::wal::RefSample;
 use std::sync::Arc;
 
@@ -137,6 +138,8 @@ struct ClosedChunk {
     max_t: i64,
     body: Body,
     flush: FlushState,
+    /// Chunk encoding (`store::object::ENCODING_*`): XOR, histogram or float histogram.
+    encoding: u8,
 }
 
 /// Where a closed chunk's bytes are.
@@ -221,6 +224,8 @@ pub struct PendingChunk {
     pub max_t: i64,
     /// Its size in bytes.
     pub len: usize,
+    /// Its chunk encoding (`store::object::ENCODING_*`).
+    pub encoding: u8,
 }
 
 /// What releasing flushed chunks freed.
@@ -235,16 +240,30 @@ pub struct Released {
 }
 
 /// A copy of one chunk's bytes and time range, taken for a query.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkCopy {
     /// First sample's timestamp.
     pub min_t: i64,
     /// Last sample's timestamp.
     pub max_t: i64,
-    /// The XOR chunk (2-byte count and bit stream).
+    /// The chunk (2-byte count and bit stream), in `encoding`.
     pub data: Vec<u8>,
     /// Whether the object store holds it too.
     pub flushed: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`): XOR, histogram or float histogram.
+    pub encoding: u8,
+}
+
+impl Default for ChunkCopy {
+    fn default() -> Self {
+        Self {
+            min_t: 0,
+            max_t: 0,
+            data: Vec::new(),
+            flushed: false,
+            encoding: ENCODING_XOR,
+        }
+    }
 }
 
 /// One chunk picked for a query by [`Series::chunk_handles`]: its bytes shared with the
@@ -257,6 +276,8 @@ pub struct ChunkHandle {
     pub max_t: i64,
     /// Whether the object store holds it too.
     pub flushed: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`).
+    pub encoding: u8,
     body: HandleBody,
 }
 
@@ -307,6 +328,7 @@ impl ChunkHandle {
             max_t: self.max_t,
             data,
             flushed: self.flushed,
+            encoding: self.encoding,
         })
     }
 }
@@ -479,6 +501,7 @@ impl Series {
                     min_t: c.min_t,
                     max_t: c.max_t,
                     flushed: matches!(c.flush, FlushState::Flushed { .. }),
+                    encoding: c.encoding,
                     body,
                 })
             })
@@ -489,6 +512,7 @@ impl Series {
                     min_t: d.open_min_t,
                     max_t: last_t,
                     flushed: false,
+                    encoding: ENCODING_XOR,
                     body: HandleBody::Copy(d.open.bytes().to_vec()),
                 });
             }
@@ -517,6 +541,9 @@ impl Series {
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
     pub fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in self.chunks(mint, maxt) {
+            if c.encoding != ENCODING_XOR {
+                continue;
+            }
             let ok = crate::chunk::push_range(&c.data, mint, maxt, out);
             debug_assert!(ok, "head chunk does not decode");
         }
@@ -536,6 +563,8 @@ pub struct SnapshotChunk {
     pub flushed: bool,
     /// Where it is if it was spilled (then `data` is empty).
     pub spilled: Option<SpillRef>,
+    /// Chunk encoding (`store::object::ENCODING_*`).
+    pub encoding: u8,
 }
 
 impl Series {
@@ -557,6 +586,7 @@ impl Series {
                     data,
                     flushed: matches!(c.flush, FlushState::Flushed { .. }),
                     spilled,
+                    encoding: c.encoding,
                 }
             })
             .collect();
@@ -568,6 +598,7 @@ impl Series {
                     data: d.open.bytes().to_vec(),
                     flushed: false,
                     spilled: None,
+                    encoding: ENCODING_XOR,
                 });
             }
         }
@@ -596,7 +627,7 @@ impl Series {
         let mut closed_bytes = 0u64;
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_none() {
+            if it.peek().is_none() && c.encoding == ENCODING_XOR {
                 // The newest sample: appends must follow it. Decoding the chunk once rebuilds
                 // the appender too.
                 let bytes = match (&c.spilled, spill) {
@@ -649,6 +680,7 @@ impl Series {
                 } else {
                     FlushState::Pending
                 },
+                encoding: c.encoding,
             });
         }
         Ok((n, closed_bytes))
@@ -686,6 +718,7 @@ impl Series {
                     min_t: c.min_t,
                     max_t: c.max_t,
                     len: c.body.len(),
+                    encoding: c.encoding,
                 }),
         );
     }
@@ -708,6 +741,7 @@ impl Series {
                         max_t: c.max_t,
                         data,
                         flushed: false,
+                        encoding: c.encoding,
                     });
                     true
                 }
@@ -765,7 +799,9 @@ impl Series {
             // record, which splitting would release. (Spilled chunks come from checkpoints
             // with their original boundaries, so they do not straddle a mark anyway; if
             // one did, it would only be uploaded again, which readers dedupe.)
-            if matches!(c.body, Body::Spilled(_)) {
+            // Only XOR chunks are split; a histogram chunk that straddles the mark stays
+            // pending and is uploaded whole again (readers merge the overlap).
+            if matches!(c.body, Body::Spilled(_)) || c.encoding != ENCODING_XOR {
                 i += 1;
                 continue;
             }
@@ -781,6 +817,7 @@ impl Series {
                 max_t: tail.max_t,
                 body: Body::Mem(Arc::from(tail.data)),
                 flush: state,
+                encoding: ENCODING_XOR,
             };
             d.closed.insert(
                 i,
@@ -789,6 +826,7 @@ impl Series {
                     max_t: head.max_t,
                     body: Body::Mem(Arc::from(head.data)),
                     flush: flushed,
+                    encoding: ENCODING_XOR,
                 },
             );
             i += 2;
@@ -809,6 +847,7 @@ impl Series {
                 max_t: head_max,
                 body: Body::Mem(Arc::from(head)),
                 flush: flushed,
+                encoding: ENCODING_XOR,
             });
             if let Some(r) = rest {
                 match XorAppender::from_chunk(&r.data) {
@@ -968,6 +1007,7 @@ impl SeriesData {
             max_t,
             body: Body::Mem(data),
             flush: FlushState::Pending,
+            encoding: ENCODING_XOR,
         });
         len
     }

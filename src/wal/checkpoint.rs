@@ -45,6 +45,10 @@ pub struct CheckpointChunk {
     /// Whether the chunk is in a local spill file; `data` is then the encoded spill
     /// reference (20 bytes, see `spill::SpillRef`), not the chunk.
     pub spilled: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`: 1 XOR, 2 histogram, 3 float
+    /// histogram), kept in bits 2-3 of the flags byte as `encoding - 1` (0 for XOR, so
+    /// checkpoints written before histograms read unchanged).
+    pub encoding: u8,
 }
 
 /// One live series in a checkpoint.
@@ -217,7 +221,8 @@ fn encode_series(s: &CheckpointSeries, buf: &mut Vec<u8>) {
     for c in &s.chunks {
         buf.extend_from_slice(&c.min_t.to_le_bytes());
         buf.extend_from_slice(&c.max_t.to_le_bytes());
-        buf.push(u8::from(c.flushed) | (u8::from(c.spilled) << 1));
+        let enc_bits = c.encoding.saturating_sub(1) & 3;
+        buf.push(u8::from(c.flushed) | (u8::from(c.spilled) << 1) | (enc_bits << 2));
         put_uvarint(buf, c.data.len() as u64);
         buf.extend_from_slice(&c.data);
     }
@@ -245,7 +250,8 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
         let min_t = r.u64_le()? as i64;
         let max_t = r.u64_le()? as i64;
         let flags = r.u8()?;
-        if flags > 3 {
+        // Bits 0-1: flushed, spilled; bits 2-3: encoding - 1 (0..=2).
+        if flags > 0b1011 {
             return Err(RecordError::Malformed("unknown chunk flags"));
         }
         let len = r.uvarint()?;
@@ -258,6 +264,7 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
             data: r.bytes(len as usize)?.to_vec(),
             flushed: flags & 1 != 0,
             spilled: flags & 2 != 0,
+            encoding: ((flags >> 2) & 3) + 1,
         });
     }
     if r.remaining() != 0 {
@@ -561,6 +568,7 @@ mod tests {
                         data: vec![0, 2, 0x80, 0x7f, 0xff, 0x00, 0x01],
                         flushed: i % 2 == 0,
                         spilled: false,
+                        encoding: crate::store::object::ENCODING_XOR,
                     },
                     CheckpointChunk {
                         min_t: 2500,
@@ -568,6 +576,12 @@ mod tests {
                         data: vec![7; 20],
                         flushed: i % 3 == 0,
                         spilled: true,
+                        // Histogram chunks keep their encoding in the flags byte.
+                        encoding: if i % 2 == 0 {
+                            crate::store::object::ENCODING_HISTOGRAM
+                        } else {
+                            crate::store::object::ENCODING_XOR
+                        },
                     },
                     CheckpointChunk {
                         min_t: 3000,
@@ -575,6 +589,7 @@ mod tests {
                         data: vec![0, 1, 2],
                         flushed: false,
                         spilled: false,
+                        encoding: 1 + (i % 3) as u8,
                     },
                 ],
             })

@@ -78,6 +78,7 @@ impl Head {
                     data: encode_test_chunk(samples),
                     flushed: false,
                     spilled: false,
+                    encoding: crate::store::object::ENCODING_XOR,
                 }]
             },
         })
