@@ -23,6 +23,27 @@
 //! one more, empty byte (so a one-sample chunk is 2 + varint + 8 + 1 bytes long).
 
 mod bstream;
+mod float_histogram;
+mod histogram;
+mod histogram_head;
+mod histogram_meta;
+mod varbit;
+
+pub use float_histogram::{FloatHistogramAppender, FloatHistogramIterator};
+pub use histogram::{
+    Appended, CounterResetHeader, HistogramAppender, HistogramIterator, STALE_NAN_BITS,
+};
+pub use histogram_head::{
+    decode_histogram_chunk, encode_histograms, ClosedChunk, HistogramChunkIter,
+    HistogramHeadAppender, DEFAULT_CHUNK_RANGE_MS,
+};
+
+/// Chunk encoding of float samples (Prometheus `EncXOR`).
+pub const ENCODING_XOR: u8 = 1;
+/// Chunk encoding of integer native histograms (Prometheus `EncHistogram`).
+pub const ENCODING_HISTOGRAM: u8 = 2;
+/// Chunk encoding of float native histograms (Prometheus `EncFloatHistogram`).
+pub const ENCODING_FLOAT_HISTOGRAM: u8 = 3;
 
 use thiserror::Error;
 
