@@ -6,8 +6,8 @@
 //! **Invariant:** like `chunk`, this module knows nothing about series, tenants or I/O.
 
 use crate::chunk::{ChunkError, XorIterator, SAMPLES_PER_CHUNK};
+use crate::chunk::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR};
 use crate::model::HistogramValue;
-use crate::store::object::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR};
 
 /// One decoded sample of any kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,11 +64,7 @@ pub fn decode_histograms(
     encoding: u8,
     data: &[u8],
 ) -> Result<Vec<(i64, HistogramValue)>, ChunkError> {
-    let _ = (encoding, data);
-    Err(ChunkError::Corrupt {
-        sample: 0,
-        what: "histogram chunks need the codec",
-    })
+    crate::chunk::decode_histogram_chunk(encoding, data)
 }
 
 /// Encodes samples (ordered by time, unique timestamps) into chunks: a new chunk whenever
@@ -114,8 +110,106 @@ pub fn encode(samples: &[(i64, Value)]) -> Vec<Encoded> {
 
 /// Encodes histogram samples of one kind into chunks, cut as the codec cuts them.
 pub fn encode_histograms(samples: &[(i64, HistogramValue)]) -> Vec<Encoded> {
-    let _ = samples;
-    Vec::new()
+    crate::chunk::encode_histograms(samples)
+        .into_iter()
+        .map(|(encoding, data, min_t, max_t)| Encoded {
+            min_t,
+            max_t,
+            encoding,
+            data,
+        })
+        .collect()
+}
+
+/// Most buckets (positive and negative together) a histogram may have. Rationale:
+/// Prometheus's `native_histogram_bucket_limit` is off by default, but schema 8 spans the
+/// whole f64 range in about 2^19 buckets; 2^16 is well above real histograms (160 by
+/// default in client libraries) and bounds what one sample costs.
+pub const MAX_BUCKETS: u64 = 1 << 16;
+
+/// Checks a histogram is consistent before it is stored: a known schema, spans that cover
+/// exactly the buckets given, no span after the first with a negative offset, custom bucket
+/// bounds only (and then no negative buckets) with schema -53, at most [`MAX_BUCKETS`].
+pub fn validate(h: &HistogramValue) -> Result<(), &'static str> {
+    use crate::model::{
+        spans_len, CUSTOM_BUCKETS_SCHEMA, MAX_EXPONENTIAL_SCHEMA, MIN_EXPONENTIAL_SCHEMA,
+    };
+    let (schema, pos, neg, npos, nneg, custom) = match h {
+        HistogramValue::Int(h) => (
+            h.schema,
+            &h.positive_spans,
+            &h.negative_spans,
+            h.positive_buckets.len(),
+            h.negative_buckets.len(),
+            &h.custom_values,
+        ),
+        HistogramValue::Float(h) => (
+            h.schema,
+            &h.positive_spans,
+            &h.negative_spans,
+            h.positive_buckets.len(),
+            h.negative_buckets.len(),
+            &h.custom_values,
+        ),
+    };
+    let custom_schema = schema == CUSTOM_BUCKETS_SCHEMA;
+    if !custom_schema && !(MIN_EXPONENTIAL_SCHEMA..=MAX_EXPONENTIAL_SCHEMA).contains(&schema) {
+        return Err("histogram schema out of range");
+    }
+    if spans_len(pos) != npos as u64 || spans_len(neg) != nneg as u64 {
+        return Err("histogram spans do not match its buckets");
+    }
+    if (npos + nneg) as u64 > MAX_BUCKETS {
+        return Err("histogram has too many buckets");
+    }
+    if pos.iter().skip(1).any(|s| s.offset < 0) || neg.iter().skip(1).any(|s| s.offset < 0) {
+        return Err("histogram span has a negative offset");
+    }
+    if custom_schema {
+        if nneg > 0 || !neg.is_empty() {
+            return Err("custom-bucket histogram has negative buckets");
+        }
+    } else if !custom.is_empty() {
+        return Err("exponential histogram has custom bucket bounds");
+    }
+    Ok(())
+}
+
+/// Whether two histograms are the same sample bit for bit (floats by their bits, so a NaN
+/// sum equals itself): what the head's "exact repeat is a no-op" rule compares.
+pub fn same(a: &HistogramValue, b: &HistogramValue) -> bool {
+    fn fbits(v: &[f64]) -> impl Iterator<Item = u64> + '_ {
+        v.iter().map(|f| f.to_bits())
+    }
+    match (a, b) {
+        (HistogramValue::Int(a), HistogramValue::Int(b)) => {
+            a.counter_reset_hint == b.counter_reset_hint
+                && a.schema == b.schema
+                && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+                && a.zero_count == b.zero_count
+                && a.count == b.count
+                && a.sum.to_bits() == b.sum.to_bits()
+                && a.positive_spans == b.positive_spans
+                && a.negative_spans == b.negative_spans
+                && a.positive_buckets == b.positive_buckets
+                && a.negative_buckets == b.negative_buckets
+                && fbits(&a.custom_values).eq(fbits(&b.custom_values))
+        }
+        (HistogramValue::Float(a), HistogramValue::Float(b)) => {
+            a.counter_reset_hint == b.counter_reset_hint
+                && a.schema == b.schema
+                && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+                && a.zero_count.to_bits() == b.zero_count.to_bits()
+                && a.count.to_bits() == b.count.to_bits()
+                && a.sum.to_bits() == b.sum.to_bits()
+                && a.positive_spans == b.positive_spans
+                && a.negative_spans == b.negative_spans
+                && fbits(&a.positive_buckets).eq(fbits(&b.positive_buckets))
+                && fbits(&a.negative_buckets).eq(fbits(&b.negative_buckets))
+                && fbits(&a.custom_values).eq(fbits(&b.custom_values))
+        }
+        _ => false,
+    }
 }
 
 /// A histogram sample as remote read returns it (`prometheus.Histogram`): integer counts
@@ -220,4 +314,297 @@ pub fn from_prompb(p: &crate::proto::prompb::Histogram) -> Option<(i64, Histogra
         _ => return None,
     };
     Some((p.timestamp, v))
+}
+
+/// The non-empty buckets of one side as (index, absolute count bits).
+fn populated(spans: &[crate::model::Span], counts: impl Iterator<Item = f64>) -> Vec<(i64, u64)> {
+    let mut out = Vec::new();
+    let mut counts = counts;
+    let mut idx: i64 = 0;
+    for s in spans {
+        idx += i64::from(s.offset);
+        for _ in 0..s.length {
+            let Some(c) = counts.next() else {
+                return out;
+            };
+            if c != 0.0 {
+                out.push((idx, c.to_bits()));
+            }
+            idx += 1;
+        }
+    }
+    out
+}
+
+/// Whether two histograms hold the same observations as Prometheus reads them back from
+/// its chunks: same kind, schema, zero bucket, count, sum (bits), custom bounds, and the
+/// same counts in the same non-empty buckets. Bucket layouts may differ by empty buckets
+/// (an appender widens earlier samples' layouts when a bucket appears, as Prometheus's
+/// does), and counter-reset hints are what the chunk says, not what was sent (only
+/// "gauge" is kept by every reader), so layouts and hints other than gauge are not
+/// compared.
+pub fn equivalent(a: &HistogramValue, b: &HistogramValue) -> bool {
+    use crate::model::CounterResetHint::Gauge;
+    fn abs(deltas: &[i64]) -> Vec<f64> {
+        let mut acc = 0i64;
+        deltas
+            .iter()
+            .map(|d| {
+                acc = acc.wrapping_add(*d);
+                acc as f64
+            })
+            .collect()
+    }
+    match (a, b) {
+        (HistogramValue::Int(a), HistogramValue::Int(b)) => {
+            (a.counter_reset_hint == Gauge) == (b.counter_reset_hint == Gauge)
+                && a.schema == b.schema
+                && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+                && a.zero_count == b.zero_count
+                && a.count == b.count
+                && a.sum.to_bits() == b.sum.to_bits()
+                && a.custom_values
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .eq(b.custom_values.iter().map(|f| f.to_bits()))
+                && populated(&a.positive_spans, abs(&a.positive_buckets).into_iter())
+                    == populated(&b.positive_spans, abs(&b.positive_buckets).into_iter())
+                && populated(&a.negative_spans, abs(&a.negative_buckets).into_iter())
+                    == populated(&b.negative_spans, abs(&b.negative_buckets).into_iter())
+        }
+        (HistogramValue::Float(a), HistogramValue::Float(b)) => {
+            (a.counter_reset_hint == Gauge) == (b.counter_reset_hint == Gauge)
+                && a.schema == b.schema
+                && a.zero_threshold.to_bits() == b.zero_threshold.to_bits()
+                && a.zero_count.to_bits() == b.zero_count.to_bits()
+                && a.count.to_bits() == b.count.to_bits()
+                && a.sum.to_bits() == b.sum.to_bits()
+                && a.custom_values
+                    .iter()
+                    .map(|f| f.to_bits())
+                    .eq(b.custom_values.iter().map(|f| f.to_bits()))
+                && populated(&a.positive_spans, a.positive_buckets.iter().copied())
+                    == populated(&b.positive_spans, b.positive_buckets.iter().copied())
+                && populated(&a.negative_spans, a.negative_buckets.iter().copied())
+                    == populated(&b.negative_spans, b.negative_buckets.iter().copied())
+        }
+        _ => false,
+    }
+}
+
+/// Bytes of histogram samples one WAL record carries at most (estimated, see
+/// [`approx_record_bytes`]). Rationale: far below the frame limit (16 MiB) even for the
+/// largest histogram [`validate`] accepts (2^16 buckets, about 0.6 MiB), so one push never
+/// makes a record the WAL refuses.
+pub const HISTOGRAMS_PER_RECORD_BYTES: usize = 4 << 20;
+
+/// An upper bound on the bytes one histogram sample takes in a WAL record.
+pub fn approx_record_bytes(h: &crate::wal::RefHistogram) -> usize {
+    let (spans, buckets, custom) = match &h.h {
+        HistogramValue::Int(x) => (
+            x.positive_spans.len() + x.negative_spans.len(),
+            x.positive_buckets.len() + x.negative_buckets.len(),
+            x.custom_values.len(),
+        ),
+        HistogramValue::Float(x) => (
+            x.positive_spans.len() + x.negative_spans.len(),
+            x.positive_buckets.len() + x.negative_buckets.len(),
+            x.custom_values.len(),
+        ),
+    };
+    80 + spans * 15 + buckets * 10 + custom * 8
+}
+
+/// `hs` cut into parts of at most [`HISTOGRAMS_PER_RECORD_BYTES`] each (a part always
+/// holds at least one sample), one WAL record each.
+pub fn record_parts(hs: &[crate::wal::RefHistogram]) -> Vec<&[crate::wal::RefHistogram]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, h) in hs.iter().enumerate() {
+        let b = approx_record_bytes(h);
+        if i > start && bytes + b > HISTOGRAMS_PER_RECORD_BYTES {
+            out.push(&hs[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += b;
+    }
+    if start < hs.len() {
+        out.push(&hs[start..]);
+    }
+    out
+}
+
+/// Histogram series of every shape, for tests (unit and integration): integer and float,
+/// new buckets, negative buckets, a zero bucket, a counter reset, a schema change, a gauge,
+/// custom buckets (schema -53), enough samples to cut several chunks, all at increasing
+/// timestamps `start + i * step`.
+#[doc(hidden)]
+pub mod fixtures {
+    use crate::model::{
+        CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span, CUSTOM_BUCKETS_SCHEMA,
+    };
+
+    fn span(offset: i32, length: u32) -> Span {
+        Span { offset, length }
+    }
+
+    /// Integer histograms: several shapes in a row, then `n` growing samples.
+    pub fn int_series(start: i64, step: i64, n: usize) -> Vec<(i64, HistogramValue)> {
+        let base = Histogram {
+            schema: 0,
+            zero_threshold: 0.001,
+            zero_count: 1,
+            count: 5,
+            sum: 10.0,
+            positive_spans: vec![span(0, 2)],
+            positive_buckets: vec![2, 0],
+            ..Default::default()
+        };
+        let mut out = vec![base.clone()];
+        // New bucket.
+        out.push(Histogram {
+            count: 8,
+            sum: 18.5,
+            positive_spans: vec![span(0, 3)],
+            positive_buckets: vec![2, 0, 1],
+            ..base.clone()
+        });
+        // Negative buckets, a gap in the positive ones.
+        out.push(Histogram {
+            count: 13,
+            sum: 12.25,
+            zero_count: 2,
+            positive_spans: vec![span(0, 3), span(2, 1)],
+            positive_buckets: vec![2, 0, 1, -2],
+            negative_spans: vec![span(-2, 2)],
+            negative_buckets: vec![1, 1],
+            ..base.clone()
+        });
+        // Counter reset.
+        out.push(Histogram {
+            count: 2,
+            sum: 1.0,
+            zero_count: 0,
+            positive_spans: vec![span(0, 1)],
+            positive_buckets: vec![2],
+            ..base.clone()
+        });
+        // Schema change, with the hint set.
+        out.push(Histogram {
+            counter_reset_hint: CounterResetHint::Unknown,
+            schema: 1,
+            count: 3,
+            sum: 2.0,
+            zero_count: 0,
+            positive_spans: vec![span(1, 2)],
+            positive_buckets: vec![1, 1],
+            ..base.clone()
+        });
+        let mut h = out.last().cloned().expect("just pushed");
+        for i in 0..n as u64 {
+            h.count += 3 + i % 2;
+            h.sum += 1.5;
+            h.zero_count += i % 2;
+            h.positive_buckets = vec![1 + (h.count as i64 - 3) / 2, 1];
+            // Keep count = zero + buckets.
+            let b0 = h.positive_buckets[0];
+            let b1 = b0 + h.positive_buckets[1];
+            h.count = h.zero_count + (b0 + b1) as u64;
+            out.push(h.clone());
+        }
+        number(start, step, out.into_iter().map(HistogramValue::Int))
+    }
+
+    /// A gauge histogram going up and down.
+    pub fn gauge_series(start: i64, step: i64, n: usize) -> Vec<(i64, HistogramValue)> {
+        number(
+            start,
+            step,
+            (0..n).map(|i| {
+                let a = (i % 7) as f64 + 0.5;
+                let b = (i % 3) as f64;
+                HistogramValue::Float(FloatHistogram {
+                    counter_reset_hint: CounterResetHint::Gauge,
+                    schema: 3,
+                    zero_threshold: 0.0,
+                    zero_count: 0.25,
+                    count: 0.25 + a + b,
+                    sum: -3.5 + i as f64,
+                    positive_spans: vec![span(-4, 1), span(3, 1)],
+                    positive_buckets: vec![a, b],
+                    ..Default::default()
+                })
+            }),
+        )
+    }
+
+    /// Float histograms with negative buckets and a counter reset in the middle.
+    pub fn float_series(start: i64, step: i64, n: usize) -> Vec<(i64, HistogramValue)> {
+        number(
+            start,
+            step,
+            (0..n).map(|i| {
+                let k = if i < n / 2 { i } else { i - n / 2 } as f64;
+                HistogramValue::Float(FloatHistogram {
+                    schema: -1,
+                    zero_threshold: 1e-9,
+                    zero_count: k,
+                    count: 4.0 * k + 1.0,
+                    sum: k * 2.75 - 1.0,
+                    positive_spans: vec![span(0, 2)],
+                    positive_buckets: vec![k, k + 1.0],
+                    negative_spans: vec![span(1, 1)],
+                    negative_buckets: vec![k * 1.0],
+                    ..Default::default()
+                })
+            }),
+        )
+    }
+
+    /// Custom buckets (schema -53), integer counts.
+    pub fn custom_series(start: i64, step: i64, n: usize) -> Vec<(i64, HistogramValue)> {
+        number(
+            start,
+            step,
+            (0..n as u64).map(|i| {
+                HistogramValue::Int(Histogram {
+                    schema: CUSTOM_BUCKETS_SCHEMA,
+                    count: 3 * i + 4,
+                    sum: i as f64 * 0.7,
+                    positive_spans: vec![span(0, 2), span(1, 1)],
+                    positive_buckets: vec![i as i64 + 1, 0, 1],
+                    custom_values: vec![0.1, 1.0, 10.0],
+                    ..Default::default()
+                })
+            }),
+        )
+    }
+
+    fn number(
+        start: i64,
+        step: i64,
+        hs: impl Iterator<Item = HistogramValue>,
+    ) -> Vec<(i64, HistogramValue)> {
+        hs.enumerate()
+            .map(|(i, h)| (start + i as i64 * step, h))
+            .collect()
+    }
+
+    /// Whether two sample lists hold the same observations at the same times (see
+    /// [`super::equivalent`]: what Prometheus's own reads guarantee).
+    pub fn same_samples(a: &[(i64, HistogramValue)], b: &[(i64, HistogramValue)]) -> bool {
+        first_difference(a, b).is_none()
+    }
+
+    /// The index of the first sample that differs (or where one list ends early).
+    pub fn first_difference(
+        a: &[(i64, HistogramValue)],
+        b: &[(i64, HistogramValue)],
+    ) -> Option<usize> {
+        let i = a
+            .iter()
+            .zip(b)
+            .position(|((ta, ha), (tb, hb))| ta != tb || !super::equivalent(ha, hb));
+        i.or((a.len() != b.len()).then(|| a.len().min(b.len())))
+    }
 }

@@ -102,6 +102,8 @@ pub struct Metrics {
     pub samples_ingested: Family<TenantLabels, Counter>,
     /// Samples refused, by reason.
     pub samples_rejected: Family<RejectLabels, Counter>,
+    /// Native histogram samples appended to the head (refusals count in `samples_rejected`).
+    pub histograms_ingested: Family<TenantLabels, Counter>,
     /// Whole requests refused before any sample was looked at, by reason.
     pub requests_rejected: Family<ReasonLabels, Counter>,
     /// Series in the head.
@@ -220,6 +222,12 @@ impl Metrics {
             "samples_ingested",
             "Samples appended to the head",
             samples_ingested.clone(),
+        );
+        let histograms_ingested = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "histograms_ingested",
+            "Native histogram samples appended to the head",
+            histograms_ingested.clone(),
         );
         let samples_rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
@@ -514,6 +522,7 @@ impl Metrics {
             local_objects,
             local_evictions,
             samples_ingested,
+            histograms_ingested,
             samples_rejected,
             requests_rejected,
             head_series,
@@ -645,6 +654,7 @@ impl Metrics {
             tenant: tenant.to_string(),
         };
         self.samples_ingested.remove(&l);
+        self.histograms_ingested.remove(&l);
         self.head_series.remove(&l);
         self.head_chunks.remove(&l);
         for &reason in SAMPLE_REJECT_REASONS {
@@ -691,6 +701,7 @@ pub const SAMPLE_REJECT_REASONS: &[&str] = &[
     "duplicate_timestamp",
     "native_histograms",
     "too_far_in_future",
+    "invalid_histogram",
 ];
 
 /// Tenants and per-tenant limits.

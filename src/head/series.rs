@@ -10,6 +10,8 @@ use crate::chunk::{XorAppender, XorIterator, SAMPLES_PER_CHUNK};
 use crate::model::Labels;
 use crate::spill::{Spill, SpillError, SpillRef};
 use crate::store::object::ENCODING_XOR;
+
+mod hist;
 use crate::wal::RefSample;
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ struct SeriesData {
     /// When a sample was last appended (or the series restored): for `--flush.max-chunk-idle`
     /// and `--head.series-idle-timeout`.
     last_append: Tick,
+    /// Native histogram state, once the series has had a histogram (`series/hist.rs`).
+    hist: Option<Box<hist::HistState>>,
 }
 
 /// A coarse wall-clock instant: tenths of a second since the process's first `Tick`, in 4
@@ -359,6 +363,7 @@ impl Series {
                 last_v: 0,
                 has_last: false,
                 last_append: Tick::now(),
+                hist: None,
             }),
         }
     }
@@ -399,6 +404,18 @@ impl Series {
         let mut d = self.data.lock();
         for &(t, v) in samples {
             let bits = v.to_bits();
+            if d.hist.is_some() {
+                match d.float_after_histogram(t) {
+                    Ok(closed) => out.closed_bytes += closed as u64,
+                    Err(e) => {
+                        match &mut out.first_error {
+                            Some((_, n)) => *n += 1,
+                            None => out.first_error = Some((e, 1)),
+                        }
+                        continue;
+                    }
+                }
+            }
             if let Some((last_t, last_bits)) = d.last() {
                 if t <= last_t {
                     let e = if t < last_t {
@@ -456,13 +473,18 @@ impl Series {
     /// in one place: only `Flusher::release` drops chunks, after telling the catalog.
     pub fn is_removable(&self, idle: Duration) -> bool {
         let d = self.data.lock();
-        d.closed.is_empty() && d.open.num_samples() == 0 && d.last_append.elapsed() >= idle
+        d.closed.is_empty()
+            && d.open.num_samples() == 0
+            && d.hist_open().is_none()
+            && d.last_append.elapsed() >= idle
     }
 
     /// Chunks held (closed ones and a non-empty open one).
     pub(crate) fn num_chunks(&self) -> usize {
         let d = self.data.lock();
-        d.closed.len() + usize::from(d.open.num_samples() > 0)
+        d.closed.len()
+            + usize::from(d.open.num_samples() > 0)
+            + usize::from(d.hist_open().is_some())
     }
 
     /// Whether the series has a sample in `[mint, maxt]`'s span (by chunk time ranges).
@@ -514,6 +536,17 @@ impl Series {
                     flushed: false,
                     encoding: ENCODING_XOR,
                     body: HandleBody::Copy(d.open.bytes().to_vec()),
+                });
+            }
+        }
+        if let (Some((lo, hi)), Some(h)) = (d.hist_open(), d.hist.as_deref()) {
+            if lo <= maxt && hi >= mint {
+                out.push(ChunkHandle {
+                    min_t: lo,
+                    max_t: hi,
+                    flushed: false,
+                    encoding: h.app.encoding(),
+                    body: HandleBody::Copy(h.app.open_bytes().to_vec()),
                 });
             }
         }
@@ -602,6 +635,16 @@ impl Series {
                 });
             }
         }
+        if let (Some((lo, hi)), Some(h)) = (d.hist_open(), d.hist.as_deref()) {
+            out.push(SnapshotChunk {
+                min_t: lo,
+                max_t: hi,
+                data: h.app.open_bytes().to_vec(),
+                flushed: false,
+                spilled: None,
+                encoding: h.app.encoding(),
+            });
+        }
         out
     }
 
@@ -627,6 +670,17 @@ impl Series {
         let mut closed_bytes = 0u64;
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
+            if it.peek().is_none() && c.encoding != ENCODING_XOR {
+                // A histogram chunk stays closed; appends follow its newest sample.
+                let bytes = match (&c.spilled, spill) {
+                    (Some(r), Some(sp)) => sp.read(r).ok(),
+                    (Some(_), None) => None,
+                    (None, _) => Some(c.data.clone()),
+                };
+                if let Some(bytes) = bytes {
+                    d.restore_hist_last(c.encoding, &bytes)?;
+                }
+            }
             if it.peek().is_none() && c.encoding == ENCODING_XOR {
                 // The newest sample: appends must follow it. Decoding the chunk once rebuilds
                 // the appender too.
@@ -694,16 +748,20 @@ impl Series {
     /// `max_idle`. Returns the bytes that became a closed chunk (0 if none).
     pub fn cut_if_due(&self, now_ms: i64, max_age_ms: i64, max_idle: Duration, force: bool) -> u64 {
         let mut d = self.data.lock();
-        if d.open.num_samples() == 0 {
-            return 0;
-        }
+        let open_min_t = match (d.open.num_samples() > 0, d.hist_open()) {
+            (true, _) => d.open_min_t,
+            (false, Some((lo, _))) => lo,
+            (false, None) => return 0,
+        };
         let due = force
-            || now_ms.saturating_sub(d.open_min_t) > max_age_ms
+            || now_ms.saturating_sub(open_min_t) > max_age_ms
             || d.last_append.elapsed() > max_idle;
-        if due {
+        if !due {
+            0
+        } else if d.open.num_samples() > 0 {
             d.cut() as u64
         } else {
-            0
+            d.cut_hist() as u64
         }
     }
 
@@ -831,6 +889,17 @@ impl Series {
             );
             i += 2;
         }
+        if d.hist_open().is_some_and(|(lo, _)| lo <= max_t) {
+            // The open histogram chunk is closed whole (histogram chunks are not split):
+            // flushed if the mark covers all of it, else pending (uploaded again, merged).
+            let at = d.closed.len();
+            delta += d.cut_hist() as i64;
+            if let Some(c) = d.closed.get_mut(at) {
+                if c.max_t <= max_t {
+                    c.flush = flushed;
+                }
+            }
+        }
         if d.open.num_samples() > 0 && d.open_min_t <= max_t {
             let open = std::mem::take(&mut d.open);
             let bytes = open.into_bytes();
@@ -923,6 +992,9 @@ impl Series {
         if d.open.num_samples() > 0 {
             oldest = Some(oldest.map_or(d.open_min_t, |o: i64| o.min(d.open_min_t)));
         }
+        if let Some((lo, _)) = d.hist_open() {
+            oldest = Some(oldest.map_or(lo, |o: i64| o.min(lo)));
+        }
         (bytes, oldest)
     }
 
@@ -985,12 +1057,14 @@ impl SeriesData {
 
     /// The span of the chunks held (not of samples released to the store).
     fn time_range(&self) -> Option<(i64, i64)> {
-        let open = (self.open.num_samples() > 0).then(|| {
-            (
-                self.open_min_t,
-                self.last().map_or(self.open_min_t, |(t, _)| t),
-            )
-        });
+        let open = (self.open.num_samples() > 0)
+            .then(|| {
+                (
+                    self.open_min_t,
+                    self.last().map_or(self.open_min_t, |(t, _)| t),
+                )
+            })
+            .or_else(|| self.hist_open());
         let first = self.closed.first().map(|c| c.min_t).or(open.map(|o| o.0))?;
         let last = open.map(|o| o.1).or(self.closed.last().map(|c| c.max_t))?;
         Some((first, last))

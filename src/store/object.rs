@@ -30,12 +30,9 @@ pub const VERSION: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 /// Size of the footer: index offset, index length, index CRC32, version, magic.
 pub const FOOTER_LEN: u64 = 32;
-/// Chunk encoding byte for a Prometheus XOR chunk (chunkenc encoding 1).
-pub const ENCODING_XOR: u8 = 1;
-/// Chunk encoding byte for a Prometheus integer native histogram chunk (chunkenc encoding 2).
-pub const ENCODING_HISTOGRAM: u8 = 2;
-/// Chunk encoding byte for a Prometheus float native histogram chunk (chunkenc encoding 3).
-pub const ENCODING_FLOAT_HISTOGRAM: u8 = 3;
+/// Chunk encoding bytes: Prometheus's chunkenc encodings 1 (XOR), 2 (histogram) and 3
+/// (float histogram), as the codec numbers them.
+pub use crate::chunk::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR};
 
 /// The name `weft inspect` prints for a chunk encoding (Prometheus's `chunkenc` names).
 pub fn encoding_name(e: u8) -> &'static str {

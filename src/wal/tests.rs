@@ -59,7 +59,9 @@ impl Head {
                     }
                 }
             }
-            ReplayItem::Record(Record::FlushMark { .. }) => {}
+            ReplayItem::Record(
+                Record::FlushMark { .. } | Record::Histograms(_) | Record::FloatHistograms(_),
+            ) => {}
         }
         Ok(())
     }
@@ -1628,7 +1630,9 @@ mod repair {
                             }
                         }
                     }
-                    Record::FlushMark { .. } => {}
+                    Record::FlushMark { .. }
+                    | Record::Histograms(_)
+                    | Record::FloatHistograms(_) => {}
                 }
             }
         }
