@@ -123,9 +123,10 @@ pub fn encode_histograms(samples: &[(i64, HistogramValue)]) -> Vec<Encoded> {
 
 /// Most buckets (positive and negative together) a histogram may have. Rationale:
 /// Prometheus's `native_histogram_bucket_limit` is off by default, but schema 8 spans the
-/// whole f64 range in about 2^19 buckets; 2^16 is well above real histograms (160 by
-/// default in client libraries) and bounds what one sample costs.
-pub const MAX_BUCKETS: u64 = 1 << 16;
+/// whole f64 range in about 2^19 buckets; 2^14 is far above real histograms (160 by
+/// default in client libraries) and bounds what one sample costs in a chunk (about 200
+/// KiB at worst), a WAL record and a query.
+pub const MAX_BUCKETS: u64 = 1 << 14;
 
 /// Checks a histogram is consistent before it is stored: a known schema, spans that cover
 /// exactly the buckets given, no span after the first with a negative offset, custom bucket
@@ -394,7 +395,7 @@ pub fn equivalent(a: &HistogramValue, b: &HistogramValue) -> bool {
 
 /// Bytes of histogram samples one WAL record carries at most (estimated, see
 /// [`approx_record_bytes`]). Rationale: far below the frame limit (16 MiB) even for the
-/// largest histogram [`validate`] accepts (2^16 buckets, about 0.6 MiB), so one push never
+/// largest histogram [`validate`] accepts (2^14 buckets, about 160 KiB), so one push never
 /// makes a record the WAL refuses.
 pub const HISTOGRAMS_PER_RECORD_BYTES: usize = 4 << 20;
 

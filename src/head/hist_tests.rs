@@ -282,3 +282,116 @@ fn histograms_come_back_from_the_wal_and_from_a_checkpoint() {
     let (head, _ing) = open();
     check_all(&head.tenant(&tenant).unwrap(), &series);
 }
+
+/// A histogram with very many buckets: its chunks are closed at the size bound (so the
+/// spill and the store accept them), and one with too many buckets is refused.
+#[test]
+fn huge_histograms_cut_chunks_at_the_size_bound_and_too_many_buckets_are_refused() {
+    use crate::model::{FloatHistogram, Span};
+    let (_h, t) = head();
+    let n = crate::hist::MAX_BUCKETS as usize;
+    let hs: Vec<(i64, HistogramValue)> = (0..20)
+        .map(|i| {
+            (
+                1000 + i as i64 * 1000,
+                HistogramValue::Float(FloatHistogram {
+                    schema: 8,
+                    count: 1e9,
+                    sum: i as f64,
+                    positive_spans: vec![Span {
+                        offset: 0,
+                        length: n as u32,
+                    }],
+                    // Values that change every sample, so each takes many bits.
+                    positive_buckets: (0..n)
+                        .map(|k| ((k * 7919 + i * 104_729) % 1_000_003) as f64 + 0.37)
+                        .collect(),
+                    ..Default::default()
+                }),
+            )
+        })
+        .collect();
+    let series = vec![(vec![("__name__", "huge")], hs.clone())];
+    let r = t.append(&hbatch(&series), None);
+    assert_eq!(r.histograms_appended, 20, "{:?}", r.errors);
+    let m = Matcher::new(crate::model::MatchOp::Eq, "__name__", "huge").unwrap();
+    let s = &t.select(&[m], i64::MIN, i64::MAX)[0];
+    let chunks = s.chunks(i64::MIN, i64::MAX);
+    assert!(chunks.len() > 1, "cut by size");
+    let bound = series::MAX_OPEN_HISTOGRAM_CHUNK_BYTES;
+    assert!(
+        chunks.iter().all(|c| c.data.len() < bound + 300 * 1024),
+        "sizes {:?}",
+        chunks.iter().map(|c| c.data.len()).collect::<Vec<_>>()
+    );
+    assert!(same_samples(&read_back(&t, "huge"), &hs));
+    let mut too_many = hs[0].clone();
+    too_many.0 = 1_000_000;
+    if let HistogramValue::Float(h) = &mut too_many.1 {
+        h.positive_spans[0].length += 1;
+        h.positive_buckets.push(1.0);
+    }
+    let r = t.append(
+        &hbatch(&[(vec![("__name__", "huge")], vec![too_many])]),
+        None,
+    );
+    assert!(
+        matches!(r.errors[0].error, HeadError::InvalidHistogram { .. }),
+        "{:?}",
+        r.errors
+    );
+}
+
+/// Closed histogram chunks spill like XOR chunks, and a checkpoint that refers to the
+/// spilled ones restores them with their encoding.
+#[test]
+fn spilled_histogram_chunks_read_back_and_restore_from_a_snapshot() {
+    use crate::spill::{Spill, SpillConfig, MIN_FILE_SIZE_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let spill = Arc::new(
+        Spill::open(SpillConfig {
+            dir: dir.path().to_path_buf(),
+            file_size: MIN_FILE_SIZE_BYTES,
+        })
+        .unwrap(),
+    );
+    let hs = float_series(0, 15_000, 400);
+    let s = Series::new(
+        crate::model::Labels::from_strs([("__name__", "h")]).unwrap(),
+        1,
+    );
+    assert_eq!(s.append_histograms(&hs, None).appended, hs.len() as u64);
+    let mut spillable = Vec::new();
+    s.spillable(&mut spillable);
+    assert!(spillable.len() >= 2, "{spillable:?}");
+    for (min_t, _) in &spillable {
+        let r = s.spill_write(*min_t, &spill).unwrap().expect("in memory");
+        spill.sync().unwrap();
+        assert!(s.spill_commit(*min_t, r, &spill) > 0);
+    }
+    let mut got = Vec::new();
+    s.histograms(i64::MIN, i64::MAX, &mut got);
+    assert!(same_samples(&got, &hs), "read through the spill");
+    let snap = s.snapshot();
+    assert!(snap.iter().filter(|c| c.spilled.is_some()).count() >= 2);
+    assert!(snap
+        .iter()
+        .all(|c| c.encoding == crate::chunk::ENCODING_FLOAT_HISTOGRAM));
+    let back = Series::new(
+        crate::model::Labels::from_strs([("__name__", "h")]).unwrap(),
+        1,
+    );
+    back.restore(snap, Some(&spill)).unwrap();
+    let mut got = Vec::new();
+    back.histograms(i64::MIN, i64::MAX, &mut got);
+    assert!(same_samples(&got, &hs), "restored from the snapshot");
+    // Appends continue after the restored newest sample; a repeat of it is a no-op.
+    let next = float_series(hs[hs.len() - 1].0 + 15_000, 15_000, 1);
+    let again = back.append_histograms(&[hs[hs.len() - 1].clone(), next[0].clone()], None);
+    assert_eq!(
+        (again.duplicates, again.appended),
+        (1, 1),
+        "{:?}",
+        again.first_error
+    );
+}

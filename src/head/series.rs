@@ -13,6 +13,7 @@ use crate::store::object::ENCODING_XOR;
 
 mod hist;
 use crate::wal::RefSample;
+pub(crate) use hist::MAX_OPEN_HISTOGRAM_CHUNK_BYTES;
 use std::sync::Arc;
 
 /// A series in the head. The labels never change; the chunks sit behind a mutex.

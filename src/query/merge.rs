@@ -116,6 +116,71 @@ mod tests {
         assert_eq!(out.len(), 1);
     }
 
+    fn hist_chunks(hs: &[(i64, crate::model::HistogramValue)]) -> Vec<ChunkCopy> {
+        crate::hist::encode_histograms(hs)
+            .into_iter()
+            .map(|e| ChunkCopy {
+                min_t: e.min_t,
+                max_t: e.max_t,
+                data: e.data,
+                flushed: false,
+                encoding: e.encoding,
+            })
+            .collect()
+    }
+
+    fn decode_hists(chunks: &[ChunkCopy]) -> Vec<(i64, crate::model::HistogramValue)> {
+        chunks
+            .iter()
+            .flat_map(|c| crate::hist::decode_histograms(c.encoding, &c.data).unwrap())
+            .collect()
+    }
+
+    /// Overlapping histogram chunks (a chunk cut early and the whole one, of both kinds)
+    /// merge into each sample once, re-encoded as histogram chunks of the same kind.
+    #[test]
+    fn overlapping_histogram_chunks_merge_per_encoding() {
+        use crate::hist::fixtures::{float_series, int_series, same_samples};
+        for hs in [int_series(0, 1000, 150), float_series(0, 1000, 150)] {
+            let whole = hist_chunks(&hs);
+            let early = hist_chunks(&hs[..40]);
+            let mut tiers = whole.clone();
+            tiers.extend(early);
+            tiers.reverse();
+            let (out, bad) = merge_chunks(tiers);
+            assert_eq!(bad, 0);
+            assert!(out.iter().all(|c| c.encoding == whole[0].encoding));
+            assert!(out.windows(2).all(|w| w[0].max_t < w[1].min_t));
+            assert!(same_samples(&decode_hists(&out), &hs));
+        }
+    }
+
+    /// A float and a histogram at one timestamp in overlapping chunks: the float wins
+    /// (lowest encoding), whatever order the tiers come in; the rest is kept.
+    #[test]
+    fn a_float_and_a_histogram_at_one_timestamp_keep_the_float() {
+        use crate::hist::fixtures::int_series;
+        let hs = int_series(1000, 1000, 3);
+        let floats = chunk(&[(1000, 1.5), (50_000, 2.5)]);
+        let hist = hist_chunks(&hs);
+        for order in [0, 1] {
+            let mut tiers = hist.clone();
+            if order == 0 {
+                tiers.insert(0, floats.clone());
+            } else {
+                tiers.push(floats.clone());
+            }
+            let (out, bad) = merge_chunks(tiers);
+            assert_eq!(bad, 0);
+            let encs: Vec<u8> = out.iter().map(|c| c.encoding).collect();
+            assert_eq!(encs.first(), Some(&crate::chunk::ENCODING_XOR));
+            assert_eq!(encs.last(), Some(&crate::chunk::ENCODING_XOR));
+            assert_eq!(decode(&out[..1]), vec![(1000, 1.5f64.to_bits())]);
+            let got = decode_hists(&out[1..out.len() - 1]);
+            assert!(crate::hist::fixtures::same_samples(&got, &hs[1..]));
+        }
+    }
+
     proptest! {
         /// Any tiering of a series (its samples cut into chunks anywhere, each chunk present
         /// in one or more tiers, tiers re-cut differently) merges back to the series.

@@ -205,3 +205,181 @@ fn floats(r: &mut Reader<'_>) -> Result<Vec<f64>, RecordError> {
     }
     (0..n).map(|_| Ok(f64::from_bits(r.u64_le()?))).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+
+    use proptest::prelude::*;
+
+    use super::super::record::{decode, decode_payload, encode, Record, TYPE_HISTOGRAMS};
+    use super::*;
+    use crate::model::CUSTOM_BUCKETS_SCHEMA;
+
+    /// Spans and a bucket count that match.
+    fn spans_strategy() -> impl Strategy<Value = (Vec<Span>, usize)> {
+        prop::collection::vec((-5i32..5, 0u32..4), 0..4).prop_map(|v| {
+            let spans: Vec<Span> = v
+                .into_iter()
+                .enumerate()
+                .map(|(i, (o, length))| Span {
+                    offset: if i == 0 { o } else { o.abs() },
+                    length,
+                })
+                .collect();
+            let n = spans.iter().map(|s| s.length as usize).sum();
+            (spans, n)
+        })
+    }
+
+    fn float_bits() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>(),
+            Just(f64::from_bits(crate::chunk::STALE_NAN_BITS)),
+            Just(f64::INFINITY),
+            Just(-0.0),
+        ]
+    }
+
+    fn any_histogram(float: bool) -> impl Strategy<Value = HistogramValue> {
+        (
+            0u8..4,
+            prop_oneof![-4i32..=8, Just(CUSTOM_BUCKETS_SCHEMA)],
+            float_bits(),
+            any::<u64>(),
+            any::<u64>(),
+            float_bits(),
+            spans_strategy(),
+            spans_strategy(),
+            prop::collection::vec(any::<i64>(), 64),
+            prop::collection::vec(float_bits(), 64),
+        )
+            .prop_map(
+                move |(hint, schema, zt, zc, c, sum, (ps, np), (ns, nn), ints, fs)| {
+                    let hint = CounterResetHint::from_wire(i32::from(hint)).unwrap();
+                    let custom = schema == CUSTOM_BUCKETS_SCHEMA;
+                    let (ns, nn) = if custom { (Vec::new(), 0) } else { (ns, nn) };
+                    let custom_values = if custom { fs[..3].to_vec() } else { Vec::new() };
+                    if float {
+                        HistogramValue::Float(FloatHistogram {
+                            counter_reset_hint: hint,
+                            schema,
+                            zero_threshold: zt,
+                            zero_count: f64::from_bits(zc),
+                            count: f64::from_bits(c),
+                            sum,
+                            positive_spans: ps,
+                            negative_spans: ns,
+                            positive_buckets: fs[..np].to_vec(),
+                            negative_buckets: fs[np..np + nn].to_vec(),
+                            custom_values,
+                        })
+                    } else {
+                        HistogramValue::Int(Histogram {
+                            counter_reset_hint: hint,
+                            schema,
+                            zero_threshold: zt,
+                            zero_count: zc,
+                            count: c,
+                            sum,
+                            positive_spans: ps,
+                            negative_spans: ns,
+                            positive_buckets: ints[..np].to_vec(),
+                            negative_buckets: ints[np..np + nn].to_vec(),
+                            custom_values,
+                        })
+                    }
+                },
+            )
+    }
+
+    fn any_record() -> impl Strategy<Value = Record<'static>> {
+        any::<bool>().prop_flat_map(|float| {
+            prop::collection::vec((any::<u64>(), any::<i64>(), any_histogram(float)), 1..12)
+                .prop_map(move |v| {
+                    let hs: Vec<RefHistogram> = v
+                        .into_iter()
+                        .map(|(series_ref, t, h)| RefHistogram { series_ref, t, h })
+                        .collect();
+                    if float {
+                        Record::FloatHistograms(Cow::Owned(hs))
+                    } else {
+                        Record::Histograms(Cow::Owned(hs))
+                    }
+                })
+        })
+    }
+
+    fn bytes_of(rec: &Record<'_>) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode(rec, &mut buf).unwrap();
+        buf
+    }
+
+    proptest! {
+        /// Every histogram record decodes back to the same samples, bit for bit (compared
+        /// through re-encoding, so NaN sums and payloads count as equal to themselves).
+        #[test]
+        fn histogram_records_round_trip_bit_exact(rec in any_record()) {
+            let buf = bytes_of(&rec);
+            let (back, used) = decode(&buf).unwrap().unwrap();
+            prop_assert_eq!(used, buf.len());
+            prop_assert_eq!(back.num_samples(), rec.num_samples());
+            prop_assert_eq!(&bytes_of(&back), &buf);
+            if let (Record::Histograms(a) | Record::FloatHistograms(a), Record::Histograms(b) | Record::FloatHistograms(b)) = (&back, &rec) {
+                for (x, y) in a.iter().zip(b.iter()) {
+                    prop_assert!(x.series_ref == y.series_ref && x.t == y.t && crate::hist::same(&x.h, &y.h));
+                }
+            }
+        }
+
+        /// Any payload behind a valid CRC: an error or a record, never a panic, and never
+        /// more memory than the payload could describe.
+        #[test]
+        fn histogram_payload_decode_never_panics(float in any::<bool>(), payload in prop::collection::vec(any::<u8>(), 1..256)) {
+            let _ = decode_payload(if float { 5 } else { 4 }, &payload);
+        }
+
+        #[test]
+        fn truncated_histogram_records_are_errors(rec in any_record(), cut in any::<prop::sample::Index>()) {
+            let buf = bytes_of(&rec);
+            let cut = 4 + cut.index(buf.len() - 4);
+            prop_assert!(decode(&buf[..cut]).is_err());
+        }
+    }
+
+    #[test]
+    fn a_mixed_or_empty_record_is_refused_and_an_inconsistent_histogram_does_not_decode() {
+        let int = HistogramValue::Int(Histogram {
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 1,
+            }],
+            positive_buckets: vec![3],
+            count: 3,
+            ..Default::default()
+        });
+        let mixed = [RefHistogram {
+            series_ref: 1,
+            t: 5,
+            h: int.clone(),
+        }];
+        let mut buf = Vec::new();
+        assert!(encode(&Record::FloatHistograms(Cow::Borrowed(&mixed)), &mut buf).is_err());
+        assert!(buf.is_empty(), "nothing left behind");
+        assert!(encode(&Record::Histograms(Cow::Borrowed(&[])), &mut buf).is_err());
+        // A payload whose spans claim two buckets but hold one.
+        let mut payload = Vec::new();
+        super::encode(&mixed, false, &mut payload).unwrap();
+        let good = decode_payload(TYPE_HISTOGRAMS, &payload).unwrap();
+        assert_eq!(good.num_samples(), 1);
+        // Layout: n, ref, t, hint, schema, zt(8), zc, count, sum(8), spans n, offset, length.
+        let length_at = 1 + 1 + 1 + 1 + 1 + 8 + 1 + 1 + 8 + 1 + 1;
+        assert_eq!(payload[length_at], 1);
+        payload[length_at] = 2;
+        assert!(matches!(
+            decode_payload(TYPE_HISTOGRAMS, &payload),
+            Err(RecordError::Malformed(_))
+        ));
+    }
+}

@@ -29,6 +29,14 @@ pub(super) struct HistState {
 /// the bits (see [`SeriesData::float_after_histogram`]).
 const HISTOGRAM_LAST_BITS: u64 = 0x7ff4_4849_5354_0000;
 
+/// An open histogram chunk is closed once it reaches this size, whatever Prometheus's cut
+/// rules say. Rationale: every tier bounds a chunk (spill records 64 KiB, store objects 2
+/// MiB); with at most [`crate::hist::MAX_BUCKETS`] buckets a sample takes at most about
+/// 200 KiB, so a chunk stays far below the store's bound. Histograms of real sizes (160
+/// buckets by default in client libraries) never reach it within Prometheus's 240-sample
+/// cut.
+pub(crate) const MAX_OPEN_HISTOGRAM_CHUNK_BYTES: usize = 64 << 10;
+
 impl SeriesData {
     /// The open histogram chunk's (min_t, max_t), if it has samples.
     pub(super) fn hist_open(&self) -> Option<(i64, i64)> {
@@ -100,9 +108,12 @@ impl SeriesData {
 impl Series {
     /// Appends native histogram samples in order, with the float path's rules: older than
     /// the newest sample (float or histogram) is out of order, the same timestamp with
-    /// another value (or kind) is a duplicate-timestamp error, and an exact repeat of the
-    /// newest histogram (bit for bit, see [`crate::hist::same`]) is a no-op that is logged
-    /// again (see [`Series::append`] for why).
+    /// another value (or kind) is a duplicate-timestamp error, and a repeat of the newest
+    /// histogram is a no-op that is logged again (see [`Series::append`] for why). A repeat
+    /// is [`crate::hist::equivalent`]: the same observations in the same buckets, bit for
+    /// bit; its layout may differ by empty buckets and its hint may differ (after a restart
+    /// the newest histogram is read back from its chunk, which widens layouts and keeps
+    /// the chunk's hint, not the sender's).
     pub(crate) fn append_histograms(
         &self,
         samples: &[(i64, HistogramValue)],
@@ -130,7 +141,7 @@ impl Series {
                         .hist
                         .as_deref()
                         .and_then(|h| h.last.as_ref())
-                        .is_some_and(|(lt, lv)| *lt == t && crate::hist::same(lv, v));
+                        .is_some_and(|(lt, lv)| *lt == t && crate::hist::equivalent(lv, v));
                     if repeat {
                         out.duplicates += 1;
                         if let Some(l) = log.as_deref_mut() {
@@ -159,6 +170,12 @@ impl Series {
             }
             if let Some(c) = closed {
                 out.closed_bytes += d.push_closed_hist(c) as u64;
+            }
+            if d.hist
+                .as_deref()
+                .is_some_and(|h| h.app.open_bytes().len() >= MAX_OPEN_HISTOGRAM_CHUNK_BYTES)
+            {
+                out.closed_bytes += d.cut_hist() as u64;
             }
             d.set_last(Some((t, HISTOGRAM_LAST_BITS)));
             out.appended += 1;
