@@ -13,6 +13,7 @@ use crate::store::object::ENCODING_XOR;
 
 mod hist;
 use crate::wal::RefSample;
+#[cfg(test)]
 pub(crate) use hist::MAX_OPEN_HISTOGRAM_CHUNK_BYTES;
 use std::sync::Arc;
 
