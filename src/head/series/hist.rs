@@ -1,7 +1,8 @@
 //! A series' native histogram samples: the open histogram chunk (the codec's
 //! [`HistogramHeadAppender`], which cuts where Prometheus 2.42's head cuts) and the newest
-//! histogram, kept in a box that only series that ever received a histogram allocate (8
-//! bytes in every [`SeriesData`], see `docs/benchmarks.md`, "Memory per active series").
+//! histogram, kept in the closed list's box (`ClosedList`), which only series with closed
+//! chunks or histograms allocate: float-only series pay nothing (see
+//! `docs/benchmarks.md`, "Memory per active series").
 //!
 //! A series holds float samples, histogram samples, or both over time: as in Prometheus, a
 //! change of value type closes the open chunk, so at most one chunk (XOR or histogram) is
@@ -40,13 +41,13 @@ pub(crate) const MAX_OPEN_HISTOGRAM_CHUNK_BYTES: usize = 64 << 10;
 impl SeriesData {
     /// The open histogram chunk's (min_t, max_t), if it has samples.
     pub(super) fn hist_open(&self) -> Option<(i64, i64)> {
-        let h = self.hist.as_deref()?;
+        let h = self.closed.hist()?;
         (h.app.num_samples() > 0).then(|| (h.app.min_t(), h.app.max_t()))
     }
 
     /// Closes the open histogram chunk, if any. Returns its size.
     pub(super) fn cut_hist(&mut self) -> usize {
-        let Some(h) = self.hist.as_deref_mut() else {
+        let Some(h) = self.closed.hist_mut() else {
             return 0;
         };
         match h.app.force_cut() {
@@ -74,7 +75,7 @@ impl SeriesData {
     /// newest sample is a histogram at or after `t`; otherwise closes the open histogram
     /// chunk (a change of value type) and returns the bytes closed.
     pub(super) fn float_after_histogram(&mut self, t: i64) -> Result<usize, HeadError> {
-        let Some(h) = self.hist.as_deref_mut() else {
+        let Some(h) = self.closed.hist_mut() else {
             return Ok(0);
         };
         match h.last {
@@ -99,7 +100,7 @@ impl SeriesData {
         let last = crate::chunk::decode_histogram_chunk(encoding, data)?.pop();
         if let Some((t, v)) = last {
             self.set_last(Some((t, HISTOGRAM_LAST_BITS)));
-            self.hist.get_or_insert_with(Default::default).last = Some((t, v));
+            self.closed.hist_or_insert().last = Some((t, v));
         }
         Ok(())
     }
@@ -138,8 +139,8 @@ impl Series {
                 }
                 if t == last_t {
                     let repeat = d
-                        .hist
-                        .as_deref()
+                        .closed
+                        .hist()
                         .and_then(|h| h.last.as_ref())
                         .is_some_and(|(lt, lv)| *lt == t && crate::hist::equivalent(lv, v));
                     if repeat {
@@ -161,7 +162,7 @@ impl Series {
             if d.open.num_samples() > 0 {
                 out.closed_bytes += d.cut() as u64;
             }
-            let h = d.hist.get_or_insert_with(Default::default);
+            let h = d.closed.hist_or_insert();
             let was_empty = h.app.num_samples() == 0;
             let closed = h.app.append(t, v);
             h.last = Some((t, v.clone()));
@@ -171,8 +172,8 @@ impl Series {
             if let Some(c) = closed {
                 out.closed_bytes += d.push_closed_hist(c) as u64;
             }
-            if d.hist
-                .as_deref()
+            if d.closed
+                .hist()
                 .is_some_and(|h| h.app.open_bytes().len() >= MAX_OPEN_HISTOGRAM_CHUNK_BYTES)
             {
                 out.closed_bytes += d.cut_hist() as u64;
