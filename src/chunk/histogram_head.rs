@@ -289,6 +289,7 @@ impl Iterator for HistogramChunkIter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chunk::{HistogramIterator, STALE_NAN_BITS};
     use crate::model::{CounterResetHint, Histogram, Span};
 
     fn h(count: u64, spans: &[(i32, u32)], buckets: &[i64]) -> HistogramValue {
@@ -355,5 +356,136 @@ mod tests {
             panic!()
         };
         assert_eq!(a.append(6000, &next), Appended::Appended);
+    }
+
+    fn custom(count: u64, bounds: &[f64], buckets: &[i64]) -> Histogram {
+        Histogram {
+            schema: crate::model::CUSTOM_BUCKETS_SCHEMA,
+            count,
+            sum: 1.0,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: buckets.len() as u32,
+            }],
+            positive_buckets: buckets.to_vec(),
+            custom_values: bounds.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn custom_bucket_histograms_keep_their_bounds_and_cut_when_bounds_change() {
+        let mut a = HistogramAppender::new();
+        let bounds = [0.005, 0.1, 1.0, 2.5, 1e9];
+        assert_eq!(
+            a.append(1, &custom(3, &bounds, &[1, 1, -1])),
+            Appended::Appended
+        );
+        assert_eq!(
+            a.append(2, &custom(5, &bounds, &[2, 0, -1])),
+            Appended::Appended
+        );
+        let back = HistogramIterator::new(a.bytes())
+            .unwrap()
+            .map(|s| s.unwrap().1)
+            .collect::<Vec<_>>();
+        assert_eq!(back[1].custom_values, bounds);
+        assert_eq!(back[1].positive_buckets, vec![2, 0, -1]);
+        // Other bounds: a counter reset (Prometheus v3's rule for schema -53).
+        assert_eq!(
+            a.append(3, &custom(6, &[0.1, 1.0], &[3, 0, -1])),
+            Appended::NewChunk(CounterResetHeader::CounterReset)
+        );
+        // The bounds that take one varbit (thousandths up to 33554.430) and the ones that
+        // take 65 bits both come back exactly.
+        assert_eq!(
+            HistogramAppender::from_chunk(a.bytes()).unwrap().bytes(),
+            a.bytes()
+        );
+    }
+
+    #[test]
+    fn stale_markers_fit_but_nothing_fits_after_them() {
+        let mut a = HistogramAppender::new();
+        let HistogramValue::Int(h1) = h(2, &[(0, 1)], &[2]) else {
+            panic!()
+        };
+        let stale = Histogram {
+            sum: f64::from_bits(STALE_NAN_BITS),
+            ..Default::default()
+        };
+        assert_eq!(a.append(1, &h1), Appended::Appended);
+        assert_eq!(a.append(2, &stale), Appended::Appended);
+        assert_eq!(a.append(3, &stale), Appended::Appended);
+        assert_eq!(
+            a.append(4, &h1),
+            Appended::NewChunk(CounterResetHeader::Unknown)
+        );
+        let back = decode_histogram_chunk(ENCODING_HISTOGRAM, a.bytes()).unwrap();
+        assert_eq!(back.len(), 3);
+        let HistogramValue::Int(s) = &back[2].1 else {
+            panic!()
+        };
+        assert_eq!(s.sum.to_bits(), STALE_NAN_BITS);
+    }
+
+    #[test]
+    fn gauge_histograms_take_missing_buckets_as_empty_ones() {
+        let gauge = |count, spans: &[(i32, u32)], buckets: &[i64]| {
+            with_hint(h(count, spans, buckets), CounterResetHint::Gauge)
+        };
+        let mut head = HistogramHeadAppender::new();
+        assert!(head.append(1, &gauge(5, &[(0, 2)], &[3, -1])).is_none());
+        // Bucket 0 gone, bucket 2 new, counts down: still the same gauge chunk.
+        assert!(head.append(2, &gauge(1, &[(1, 2)], &[1, -1])).is_none());
+        let back = decode_histogram_chunk(head.encoding(), head.open_bytes()).unwrap();
+        assert_eq!(head.open_bytes()[2], CounterResetHeader::Gauge as u8);
+        let HistogramValue::Int(last) = &back[1].1 else {
+            panic!()
+        };
+        assert_eq!(
+            last.positive_spans,
+            vec![Span {
+                offset: 0,
+                length: 3
+            }]
+        );
+        assert_eq!(last.positive_buckets, vec![0, 1, -1]);
+        let HistogramValue::Int(first) = &back[0].1 else {
+            panic!()
+        };
+        assert_eq!(first.positive_buckets, vec![3, -1, -2]);
+    }
+
+    #[test]
+    fn chunks_are_cut_by_prometheus_time_and_size_rule() {
+        // 1 s samples from the start of a 2h window: the end is predicted at 30 samples.
+        let mut head = HistogramHeadAppender::new();
+        let mut closed = Vec::new();
+        for i in 0..400i64 {
+            let v = h(i as u64, &[(0, 1)], &[i]);
+            closed.extend(head.append(7_200_000 + i * 1000, &v));
+        }
+        let sizes: Vec<usize> = closed
+            .iter()
+            .map(|c| u16::from_be_bytes([c.1[0], c.1[1]]) as usize)
+            .collect();
+        // At 30 samples (29 s in): n = 7_200_000 / (29_001 * 4) = 62 chunks in the window,
+        // so the chunk ends at 7_200_000 / 62 = 116_129 ms: 117 samples (0 s ..= 116 s).
+        assert_eq!(sizes, vec![117, 117, 117]);
+        assert!(closed
+            .iter()
+            .all(|c| c.1[2] == CounterResetHeader::NotCounterReset as u8 || c.2 == 7_200_000));
+        // 1 s steps while the end is predicted (at 116_129 ms), then 1 ms steps: the
+        // 240-sample cap cuts first.
+        let mut head = HistogramHeadAppender::new();
+        let mut n = Vec::new();
+        for i in 0..300i64 {
+            let t = if i <= 30 { i * 1000 } else { 30_000 + i };
+            if let Some(c) = head.append(t, &h(i as u64, &[(0, 1)], &[i])) {
+                n.push(u16::from_be_bytes([c.1[0], c.1[1]]));
+            }
+        }
+        assert_eq!(n, vec![240]);
     }
 }

