@@ -89,10 +89,12 @@ impl Tick {
 #[derive(Debug, Default)]
 struct ClosedList(Option<Box<ClosedBox>>);
 
+/// 32 bytes: the `Vec` and a pointer to the histogram state, which is large (an open
+/// chunk's appender and the newest histogram) and only series with histograms allocate.
 #[derive(Debug, Default)]
 struct ClosedBox {
     chunks: Vec<ClosedChunk>,
-    hist: Option<hist::HistState>,
+    hist: Option<Box<hist::HistState>>,
 }
 
 impl std::ops::Deref for ClosedList {
@@ -118,11 +120,11 @@ impl ClosedList {
 
     /// The histogram state, if the series has had a histogram.
     fn hist(&self) -> Option<&hist::HistState> {
-        self.0.as_deref()?.hist.as_ref()
+        self.0.as_deref()?.hist.as_deref()
     }
 
     fn hist_mut(&mut self) -> Option<&mut hist::HistState> {
-        self.0.as_deref_mut()?.hist.as_mut()
+        self.0.as_deref_mut()?.hist.as_deref_mut()
     }
 
     fn hist_or_insert(&mut self) -> &mut hist::HistState {
