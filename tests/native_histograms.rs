@@ -1,7 +1,8 @@
 //! Native histograms (integer and float, every shape) through every tier of the binary:
 //! pushed over remote write 1.0 (`TimeSeries.histograms`), read back by remote read in both
 //! modes (SAMPLES `histograms`, STREAMED_XOR_CHUNKS chunks of encodings 2 and 3) from
-//! memory, after `kill -9` (WAL), after a graceful restart (checkpoint), and from the
+//! memory, after `kill -9` (WAL), after a graceful restart (checkpoint), from the local
+//! tier once flushed chunks left memory, and from the
 //! store alone (a fresh ingester after `POST /ingester/flush?wait=true`); listed by
 //! `/api/v1/series`.
 //!
@@ -189,6 +190,12 @@ fn store_args(store: &std::path::Path, id: &str) -> Vec<String> {
         format!("file://{}", store.display()),
         "--ingester.id".into(),
         id.into(),
+        // Flushed chunks leave memory a second after their flush: reads then come from
+        // the local tier (or the store).
+        "--flush.retain-period".into(),
+        "1s".into(),
+        "--flush.period".into(),
+        "500ms".into(),
     ]
 }
 
@@ -230,11 +237,22 @@ fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
     // Everything into the store; then a fresh ingester reads it from there alone.
     let r = w.flush_wait("60s");
     assert_eq!(r.status, 200, "flush: {}", r.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.metric("weft_released_chunks_total", &[]).unwrap_or(0.0) == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk released after the flush"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check_everything("after the flush, chunks released (local tier)", &w, &data);
     let dir_b = TempDir::new("weft-hist-b");
     let args_b = store_args(store.path(), "hist-b");
     let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
     let b = Weft::start_on(dir_b.path(), &args_b, None);
     check_everything("from the store (fresh ingester)", &b, &data);
+    let series = b.series(Some(TENANT), &["{job=\"hist\"}"], &[]);
+    assert_eq!(series.len(), 4, "/api/v1/series from the store: {series:?}");
     drop(b);
 
     // A graceful restart (a checkpoint at shutdown, or the WAL) of A after the flush.
