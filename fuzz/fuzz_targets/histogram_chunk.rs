@@ -1,6 +1,5 @@
 //! Decoding arbitrary bytes as a histogram chunk (encodings 2 and 3) must never panic or
-//! over-allocate; a chunk that decodes and re-opens must re-open to the same bytes, and
-//! re-encoding its samples with a fresh head appender must decode to the same samples.
+//! over-allocate; a chunk that decodes and re-opens must re-open to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -24,11 +23,14 @@ fuzz_target!(|data: &[u8]| {
         })
         .sum();
     assert!(buckets <= bytes.len() * 8 + 8, "decoded more buckets than bits");
+    // Re-opened: the same bytes, or for a chunk in Prometheus 3's form, the same plus 2.42's
+    // empty last byte.
+    let same = |ours: &[u8]| ours == bytes || ours == [bytes, &[0]].concat();
     if enc == ENCODING_HISTOGRAM {
         if let Ok(app) = HistogramAppender::from_chunk(bytes) {
-            assert_eq!(app.bytes(), bytes);
+            assert!(same(app.bytes()));
         }
     } else if let Ok(app) = FloatHistogramAppender::from_chunk(bytes) {
-        assert_eq!(app.bytes(), bytes);
+        assert!(same(app.bytes()));
     }
 });

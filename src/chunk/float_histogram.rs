@@ -7,8 +7,8 @@
 //! previous sample's value of the same field, each field with its own window.
 
 use super::histogram::{
-    floats_match, hint_for, is_stale, Appendability, Appended, CounterResetHeader,
-    GaugeAppendability, HISTOGRAM_HEADER_BYTES,
+    check_layout_copies, floats_match, hint_for, is_stale, same_stream, Appendability, Appended,
+    CounterResetHeader, GaugeAppendability, HISTOGRAM_HEADER_BYTES,
 };
 use super::histogram_meta::{
     count_spans, counter_reset_in_any_bucket, expand_spans_both_ways, expand_spans_forward, insert,
@@ -87,7 +87,7 @@ impl FloatHistogramAppender {
             let (t, h) = s?;
             app.append_raw(t, &h);
         }
-        if app.bytes() != chunk {
+        if !same_stream(app.bytes(), chunk) {
             return Err(ChunkError::Corrupt {
                 sample: it.num_total,
                 what: "float histogram chunk is not in the form an appender writes",
@@ -489,6 +489,7 @@ impl<'a> FloatHistogramIterator<'a> {
 
     fn read_first(&mut self) -> Result<(), StreamError> {
         self.layout = read_layout(&mut self.r)?;
+        check_layout_copies(&self.layout, self.num_total, self.r.remaining_bits())?;
         let np = count_spans(&self.layout.positive_spans);
         let nn = count_spans(&self.layout.negative_spans);
         // The first sample spends 64 bits on every bucket.

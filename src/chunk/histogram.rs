@@ -163,7 +163,8 @@ impl HistogramAppender {
 
     /// Re-opens a chunk to go on appending. The chunk is decoded and its samples appended
     /// again from scratch, which reproduces the writer's exact state; a chunk that is not
-    /// what an appender writes for its own samples is rejected.
+    /// what an appender writes for its own samples is rejected. A chunk in Prometheus 3's
+    /// form (without 2.42's empty last byte) is accepted and continues in 2.42's form.
     pub fn from_chunk(chunk: &[u8]) -> Result<Self, ChunkError> {
         let mut it = HistogramIterator::new(chunk)?;
         let mut app = Self::new();
@@ -173,7 +174,7 @@ impl HistogramAppender {
             app.append_raw(t, &h);
         }
         let n = usize::from(it.num_total);
-        if app.bytes() != chunk {
+        if !same_stream(app.bytes(), chunk) {
             return Err(ChunkError::Corrupt {
                 sample: it.num_total,
                 what: "histogram chunk is not in the form an appender writes",
@@ -533,6 +534,13 @@ impl HistogramAppender {
     }
 }
 
+/// Whether `chunk` is the stream `ours` (2.42's form), or that stream as Prometheus 3
+/// writes it: without 2.42's empty last byte (see `varbit.rs`).
+pub(crate) fn same_stream(ours: &[u8], chunk: &[u8]) -> bool {
+    ours == chunk
+        || (ours.len() == chunk.len() + 1 && ours.last() == Some(&0) && ours.starts_with(chunk))
+}
+
 /// Go's `copy(dst, src)`.
 pub(crate) fn copy_prefix<T: Copy>(dst: &mut [T], src: &[T]) {
     let n = dst.len().min(src.len());
@@ -565,6 +573,27 @@ fn recode_histogram(h: &mut Histogram, pos: &[Insert], neg: &[Insert]) {
             true,
         );
     }
+}
+
+/// Every decoded sample carries a copy of the layout (spans, custom bounds), which costs
+/// the stream no bits per sample; a hostile chunk could claim thousands of empty spans and
+/// 65535 samples. Legitimate layouts are small next to the bits the samples take, so copies
+/// are limited to 8 layout entries per bit left plus 2^20.
+pub(crate) fn check_layout_copies(
+    layout: &Layout,
+    num_samples: u16,
+    remaining_bits: usize,
+) -> Result<(), StreamError> {
+    let entries =
+        layout.positive_spans.len() + layout.negative_spans.len() + layout.custom_values.len();
+    if entries.saturating_mul(usize::from(num_samples))
+        > remaining_bits.saturating_mul(8).saturating_add(1 << 20)
+    {
+        return Err(StreamError::Corrupt(
+            "layout too large for the samples claimed",
+        ));
+    }
+    Ok(())
 }
 
 /// Iterates the samples of an encoding-2 chunk. Never panics; allocation is bounded by the
@@ -634,6 +663,7 @@ impl<'a> HistogramIterator<'a> {
 
     fn read_first(&mut self) -> Result<(), StreamError> {
         self.layout = read_layout(&mut self.r)?;
+        check_layout_copies(&self.layout, self.num_total, self.r.remaining_bits())?;
         let np = count_spans(&self.layout.positive_spans);
         let nn = count_spans(&self.layout.negative_spans);
         // Every bucket takes at least one bit in every sample.

@@ -69,6 +69,53 @@ impl HistogramHeadAppender {
         }
     }
 
+    /// Re-opens an open chunk (for example from a checkpoint after a restart), with the
+    /// state Prometheus's head would have after appending its samples: the same cut
+    /// decisions follow.
+    pub fn from_open_chunk(
+        encoding: u8,
+        bytes: &[u8],
+        chunk_range_ms: i64,
+    ) -> Result<Self, ChunkError> {
+        let mut head = Self::with_chunk_range(chunk_range_ms);
+        head.open = match encoding {
+            ENCODING_HISTOGRAM => Open::Int(HistogramAppender::from_chunk(bytes)?),
+            ENCODING_FLOAT_HISTOGRAM => Open::Float(FloatHistogramAppender::from_chunk(bytes)?),
+            _ => {
+                return Err(ChunkError::Corrupt {
+                    sample: 0,
+                    what: "not a histogram chunk encoding",
+                })
+            }
+        };
+        let mut ts = Vec::with_capacity(head.num_samples());
+        for s in HistogramChunkIter::new(encoding, bytes)? {
+            ts.push(s?.0);
+        }
+        let (Some(&first), Some(&last)) = (ts.first(), ts.last()) else {
+            return Ok(Self::with_chunk_range(chunk_range_ms));
+        };
+        head.min_t = first;
+        head.max_t = last;
+        head.next_at = range_for_timestamp(first, head.chunk_range);
+        // The end predicted when the chunk held 30 samples (max_t was the 30th's time).
+        if let Some(&t30) = ts.get(SAMPLES_PER_HISTOGRAM_CHUNK / 4 - 1) {
+            if ts.len() > SAMPLES_PER_HISTOGRAM_CHUNK / 4 {
+                head.next_at = compute_chunk_end_time(first, t30, head.next_at);
+            }
+        }
+        Ok(head)
+    }
+
+    /// The newest sample of the open chunk, as appended.
+    pub fn last(&self) -> Option<(i64, HistogramValue)> {
+        match &self.open {
+            Open::None => None,
+            Open::Int(a) => a.last().map(|(t, h)| (t, HistogramValue::Int(h.clone()))),
+            Open::Float(a) => a.last().map(|(t, h)| (t, HistogramValue::Float(h.clone()))),
+        }
+    }
+
     /// Encoding of the open chunk: 2 or 3, or 0 if none is open.
     pub fn encoding(&self) -> u8 {
         match self.open {
@@ -487,5 +534,57 @@ mod tests {
             }
         }
         assert_eq!(n, vec![240]);
+    }
+
+    #[test]
+    fn many_empty_spans_times_many_samples_are_rejected() {
+        use crate::chunk::varbit::{put_varbit_uint, GoBitWriter};
+        let mut w = GoBitWriter::with_header(3);
+        w.stream[..2].copy_from_slice(&u16::MAX.to_be_bytes());
+        w.write_byte(0); // zero threshold 0
+        w.write_bit(false); // schema 0
+        put_varbit_uint(&mut w, 1000);
+        for _ in 0..1000 {
+            w.write_bits(0, 2); // length 0, offset 0
+        }
+        w.write_bit(false); // no negative spans
+        w.write_bits(0, 3); // t, count, zero count
+        w.write_bits(0, 64); // sum
+        for _ in 1..u16::MAX {
+            w.write_bits(0, 4);
+        }
+        // 65535 samples in 33 KB, each with a copy of 1000 spans: refused.
+        for enc in [ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM] {
+            assert!(matches!(
+                decode_histogram_chunk(enc, w.bytes()),
+                Err(ChunkError::Corrupt { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_reopened_open_chunk_cuts_where_the_original_would_have() {
+        let samples: Vec<_> = (0..300i64)
+            .map(|i| (7_200_000 + i * 1000, h(i as u64, &[(0, 1)], &[i])))
+            .collect();
+        let want = encode_histograms(&samples);
+        for split in [1usize, 29, 30, 31, 100, 150] {
+            let mut head = HistogramHeadAppender::new();
+            let mut got = Vec::new();
+            for (t, v) in &samples[..split] {
+                got.extend(head.append(*t, v));
+            }
+            let mut head = HistogramHeadAppender::from_open_chunk(
+                head.encoding(),
+                head.open_bytes(),
+                DEFAULT_CHUNK_RANGE_MS,
+            )
+            .unwrap();
+            for (t, v) in &samples[split..] {
+                got.extend(head.append(*t, v));
+            }
+            got.extend(head.force_cut());
+            assert_eq!(got, want, "re-opened after {split} samples");
+        }
     }
 }

@@ -171,7 +171,7 @@ fn read_custom_bound(r: &mut GoBitReader<'_>) -> Result<f64, StreamError> {
     Ok((v - 1) as f64 / 1000.0)
 }
 
-/// Buckets the spans cover, as `usize`, or `None` if absurd.
+/// Buckets the spans cover. Decoders check this against the bits left before allocating.
 pub(crate) fn count_spans(spans: &[Span]) -> usize {
     spans.iter().map(|s| s.length as usize).sum()
 }

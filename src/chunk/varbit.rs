@@ -52,6 +52,7 @@ impl GoBitWriter {
 
     /// Writes the low `nbits` (0..=64) bits of `u`, most significant first.
     pub(crate) fn write_bits(&mut self, u: u64, nbits: u32) {
+        debug_assert!(nbits <= 64);
         if nbits == 0 {
             return;
         }
