@@ -677,6 +677,30 @@ proptest! {
     }
 
     #[test]
+    fn v1_and_v2_of_the_same_series_decode_to_the_same_batch(series in prop::collection::vec(v2_series(), 0..6)) {
+        let to_labels = |l: &[(String, String)]| -> Vec<Label> {
+            l.iter().map(|(name, value)| Label { name: name.clone(), value: value.clone() }).collect()
+        };
+        let v1 = WriteRequestWithHistograms {
+            timeseries: series.iter().map(|s| TimeSeriesWithHistograms {
+                labels: to_labels(&s.labels),
+                samples: s.samples.iter().map(|&(timestamp, value)| Sample { value, timestamp }).collect(),
+                exemplars: s.exemplars.iter().map(|(l, value, timestamp)| Exemplar {
+                    labels: to_labels(l), value: *value, timestamp: *timestamp,
+                }).collect(),
+                histograms: s.histograms.iter().map(|(t, h)| Histogram::from_model(*t, h)).collect(),
+            }).collect(),
+            metadata: vec![],
+        }.encode_to_vec();
+        let v2 = encode_v2(&series);
+        let (mut a, mut b) = (WriteBatch::default(), WriteBatch::default());
+        decode_write_request(&v1, &mut a).unwrap();
+        decode_write_request_v2(&v2, &mut b).unwrap();
+        prop_assert_eq!(&a.series, &b.series);
+        prop_assert_eq!(flatten(&a), flatten(&b));
+    }
+
+    #[test]
     fn v2_decoder_on_mutated_requests_never_panics(
         series in prop::collection::vec(v2_series(), 1..4),
         mutations in prop::collection::vec(mutation(), 1..4),

@@ -995,3 +995,49 @@ fn invalid_histograms_are_refused_with_400() {
         assert!(r.text().contains(says), "{what}: {}", r.text());
     }
 }
+
+/// More than `MAX_HISTOGRAMS_PER_REQUEST` histogram samples (each 2 bytes on the wire, ~180
+/// in memory) are refused whole with 413, counted in
+/// `weft_requests_rejected_total{reason="too_large"}`, and nothing of the request is stored.
+#[test]
+fn too_many_histograms_in_one_request_get_413() {
+    let w = Weft::start(&[]);
+    let n = weft::proto::MAX_HISTOGRAMS_PER_REQUEST + 1;
+    let mut series = Vec::new();
+    // Symbols "", "__name__", "rw2_hmany"; one good sample first, then the histograms.
+    for sym in ["", "__name__", "rw2_hmany"] {
+        series.push(0x22);
+        put_uvarint(&mut series, sym.len() as u64);
+        series.extend_from_slice(sym.as_bytes());
+    }
+    // labels_refs [1, 2], then a sample (0x09 value, 0x10 timestamp: 11 bytes).
+    let mut ts = vec![0x0a, 0x02, 0x01, 0x02, 0x12, 0x0b, 0x09];
+    ts.extend_from_slice(&1.0f64.to_le_bytes());
+    ts.push(0x10);
+    put_uvarint(&mut ts, 1);
+    for _ in 0..n {
+        ts.extend_from_slice(&[0x1a, 0x00]); // an empty histogram (field 3)
+    }
+    series.push(0x2a);
+    put_uvarint(&mut series, ts.len() as u64);
+    series.extend_from_slice(&ts);
+    let metric = |w: &Weft| {
+        w.metric("weft_requests_rejected_total", &[("reason", "too_large")])
+            .unwrap_or(0.0)
+    };
+    let before = metric(&w);
+    let r = w.push_raw(&v2_headers(), snappy(&series));
+    check(&r, 413, 0, 0, 0, "too many histograms");
+    assert!(
+        r.text().contains("native histogram samples"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(metric(&w) - before, 1.0);
+    let q = query(
+        0,
+        i64::MAX,
+        vec![matcher(MatcherType::Eq, "__name__", "rw2_hmany")],
+    );
+    assert!(w.read_samples(Some(TENANT), &[q])[0].is_empty());
+}

@@ -53,8 +53,9 @@ pub(crate) enum WriteProto {
 
 /// Picks the message from `Content-Type` and checks `Content-Encoding` (see the module docs).
 ///
-/// The media type and the parameter name are matched without regard to case, and spaces and
-/// quotes around the value are tolerated (RFC 9110 §8.3.1). Other parameters are ignored.
+/// The media type, the parameter name and its value are matched without regard to case (as
+/// weft's 1.0 check always did; Prometheus compares the value exactly), and spaces and quotes
+/// around the value are tolerated (RFC 9110 §8.3.1). Other parameters are ignored.
 pub(crate) fn negotiate(headers: &HeaderMap) -> Result<WriteProto, ApiError> {
     let unsupported = |msg: String| ApiError::new(ErrorClass::UnsupportedMedia, msg);
     let mut proto = WriteProto::V1;
@@ -76,9 +77,9 @@ pub(crate) fn negotiate(headers: &HeaderMap) -> Result<WriteProto, ApiError> {
                 continue;
             }
             let value = value.trim().trim_matches('"').trim();
-            proto = if value == PROTO_V1 {
+            proto = if value.eq_ignore_ascii_case(PROTO_V1) {
                 WriteProto::V1
-            } else if value == PROTO_V2 {
+            } else if value.eq_ignore_ascii_case(PROTO_V2) {
                 WriteProto::V2
             } else {
                 return Err(unsupported(format!(

@@ -282,8 +282,8 @@ fn unborrow<T, U>(mut v: Vec<T>) -> Vec<U> {
 /// | Exemplar       | 1-3   | labels, double, int64 ts   | labels into `out.exemplar_labels` |
 /// | MetricMetadata | 1,2,4,5 | type, family, help, unit | borrowed; unknown type = Unknown |
 ///
-/// A `Histogram` is decoded by the rules in [`decode_write_request_v2`]'s sibling,
-/// `decode_histogram`: integer fields (`count_int`, `zero_count_int`, `*_deltas`) make a
+/// A `Histogram` (the same message in 2.0, see [`decode_write_request_v2`]) is decoded
+/// thus: integer fields (`count_int`, `zero_count_int`, `*_deltas`) make a
 /// [`HistogramValue::Int`], float fields (`count_float`, `zero_count_float`, `*_counts`) a
 /// [`HistogramValue::Float`]; both in one histogram is an error, none is an empty integer
 /// histogram (as Prometheus's `IsFloatHistogram`). Spans must cover exactly as many buckets
