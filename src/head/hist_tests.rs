@@ -395,3 +395,32 @@ fn spilled_histogram_chunks_read_back_and_restore_from_a_snapshot() {
         again.first_error
     );
 }
+
+/// A checkpoint taken with a histogram chunk open re-opens it: appends after the restart
+/// continue the same chunk, and the chunks are byte for byte those one appender would
+/// have cut for all the samples (as Prometheus's head, which never restarts mid-chunk).
+#[test]
+fn an_open_histogram_chunk_resumes_after_a_restore() {
+    for hs in [int_series(0, 15_000, 100), gauge_series(0, 15_000, 150)] {
+        let labels = || crate::model::Labels::from_strs([("__name__", "h")]).unwrap();
+        let s = Series::new(labels(), 1);
+        let cut = hs.len() - 17;
+        assert_eq!(s.append_histograms(&hs[..cut], None).appended, cut as u64);
+        let snap = s.snapshot();
+        let back = Series::new(labels(), 1);
+        back.restore(snap, None).unwrap();
+        let more = back.append_histograms(&hs[cut..], None);
+        assert_eq!(more.appended, 17, "{:?}", more.first_error);
+        let got: Vec<(i64, i64, u8, Vec<u8>)> = back
+            .chunks(i64::MIN, i64::MAX)
+            .into_iter()
+            .map(|c| (c.min_t, c.max_t, c.encoding, c.data))
+            .collect();
+        let want: Vec<(i64, i64, u8, Vec<u8>)> = crate::hist::encode_histograms(&hs)
+            .into_iter()
+            .map(|e| (e.min_t, e.max_t, e.encoding, e.data))
+            .collect();
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "chunks differ from one appender's");
+    }
+}

@@ -696,14 +696,18 @@ impl Series {
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
             if it.peek().is_none() && c.encoding != ENCODING_XOR {
-                // A histogram chunk stays closed; appends follow its newest sample.
+                // The newest sample is a histogram: appends follow it, in the same open
+                // chunk unless the store already has it or it was spilled.
                 let bytes = match (&c.spilled, spill) {
                     (Some(r), Some(sp)) => sp.read(r).ok(),
                     (Some(_), None) => None,
                     (None, _) => Some(c.data.clone()),
                 };
                 if let Some(bytes) = bytes {
-                    d.restore_hist_last(c.encoding, &bytes)?;
+                    let reopen = !c.flushed && c.spilled.is_none();
+                    if d.restore_hist(c.encoding, &bytes, reopen)? {
+                        break;
+                    }
                 }
             }
             if it.peek().is_none() && c.encoding == ENCODING_XOR {

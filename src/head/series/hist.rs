@@ -89,20 +89,37 @@ impl SeriesData {
         }
     }
 
-    /// Restores the newest sample from a closed histogram chunk (the last one a checkpoint
-    /// had): appends must follow it. The chunk stays closed; the next histogram opens a
-    /// new chunk.
-    pub(super) fn restore_hist_last(
+    /// Restores the newest sample from the last histogram chunk a checkpoint had: appends
+    /// must follow it. With `reopen` the chunk becomes the open histogram chunk again (the
+    /// codec resumes it with the state Prometheus's head would have), and `true` is
+    /// returned; otherwise it stays closed and the next histogram opens a new chunk.
+    pub(super) fn restore_hist(
         &mut self,
         encoding: u8,
         data: &[u8],
-    ) -> Result<(), ChunkError> {
+        reopen: bool,
+    ) -> Result<bool, ChunkError> {
+        if reopen {
+            let app = HistogramHeadAppender::from_open_chunk(
+                encoding,
+                data,
+                crate::chunk::DEFAULT_CHUNK_RANGE_MS,
+            )?;
+            if let Some((t, v)) = app.last() {
+                self.set_last(Some((t, HISTOGRAM_LAST_BITS)));
+                let h = self.closed.hist_or_insert();
+                h.app = app;
+                h.last = Some((t, v));
+                return Ok(true);
+            }
+            return Ok(false);
+        }
         let last = crate::chunk::decode_histogram_chunk(encoding, data)?.pop();
         if let Some((t, v)) = last {
             self.set_last(Some((t, HISTOGRAM_LAST_BITS)));
             self.closed.hist_or_insert().last = Some((t, v));
         }
-        Ok(())
+        Ok(false)
     }
 }
 
