@@ -133,6 +133,7 @@ fn request(rng: &mut StdRng) -> WriteRequest {
                     timestamp: now_ms + rng.random_range(0..15_000),
                 }],
                 exemplars: vec![],
+                histograms: Vec::new(),
             }
         })
         .collect();

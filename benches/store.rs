@@ -63,6 +63,7 @@ fn encode(input: &Input) -> EncodedObject {
                 min_t: t,
                 max_t: t + 1_785_000,
                 data: chunk,
+                encoding: weft::store::object::ENCODING_XOR,
             }],
         )
         .unwrap();

@@ -80,6 +80,7 @@ async fn write_objects(store: &Store, tenant: &TenantId) {
                     min_t,
                     max_t: min_t + WINDOW_MS / 2,
                     data,
+                    encoding: weft::store::object::ENCODING_XOR,
                 }],
             )
             .unwrap();

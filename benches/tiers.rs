@@ -84,6 +84,7 @@ fn tiers(c: &mut Criterion) {
                 min_t: c.min_t,
                 max_t: c.max_t,
                 data: &c.data,
+                encoding: weft::store::object::ENCODING_XOR,
             })
             .collect();
         b.add_series(s.labels(), &data).unwrap();

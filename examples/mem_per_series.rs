@@ -158,6 +158,7 @@ fn measure(mut server: Server, n: usize, client: &reqwest::blocking::Client) -> 
                             timestamp: t,
                         }],
                         exemplars: vec![],
+                        histograms: Vec::new(),
                     })
                     .collect(),
                 metadata: vec![],

@@ -241,6 +241,7 @@ fn write_bodies(labels: &[Vec<prompb::Label>], samples: &[Vec<prompb::Sample>]) 
                         labels: l.clone(),
                         samples: s[k..(k + SAMPLES_PER_PUSH).min(SAMPLES)].to_vec(),
                         exemplars: Vec::new(),
+                        histograms: Vec::new(),
                     })
                     .collect(),
                 metadata: Vec::new(),

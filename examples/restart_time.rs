@@ -251,6 +251,7 @@ fn load(base: &str, series: usize, ks: std::ops::Range<usize>) {
                                 })
                                 .collect(),
                             exemplars: vec![],
+                            histograms: Vec::new(),
                         })
                         .collect();
                     let req = prompb::WriteRequest {

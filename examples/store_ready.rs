@@ -145,6 +145,7 @@ fn write_objects(url: &str, n: usize, now: i64) -> u64 {
                         min_t: samples[0].0,
                         max_t: samples[119].0,
                         data: &data,
+                        encoding: weft::store::object::ENCODING_XOR,
                     }],
                 )
                 .unwrap();

@@ -508,6 +508,7 @@ impl Flusher {
                     min_t: c.min_t,
                     max_t: c.max_t,
                     data: &c.data,
+                    encoding: c.encoding,
                 })
                 .collect();
             chunks += data.len() as u64;

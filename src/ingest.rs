@@ -114,7 +114,7 @@ impl Ingester {
     ) -> Result<(AppendReport, Option<WalPos>), IngestError> {
         log.clear();
         let report = tenant.append(batch, Some(log));
-        if log.series.is_empty() && log.samples.is_empty() {
+        if log.is_empty() {
             return Ok((report, None));
         }
         let mut records: Vec<Record<'_>> = Vec::with_capacity(log.series.len() + 1);
@@ -124,6 +124,12 @@ impl Ingester {
         }
         for part in log.samples.chunks(SAMPLES_PER_RECORD) {
             records.push(Record::Samples(Cow::Borrowed(part)));
+        }
+        for part in crate::hist::record_parts(&log.histograms) {
+            records.push(Record::Histograms(Cow::Borrowed(part)));
+        }
+        for part in crate::hist::record_parts(&log.float_histograms) {
+            records.push(Record::FloatHistograms(Cow::Borrowed(part)));
         }
         let pos = self.wal.append(&records)?;
         for s in &log.series {
@@ -359,6 +365,7 @@ fn checkpoint_series(tenant: &str, s: &Series) -> CheckpointSeries {
                     flushed: c.flushed,
                     spilled,
                     ooo: c.ooo,
+                    encoding: c.encoding,
                 }
             })
             .collect(),
@@ -462,6 +469,7 @@ impl Replayer<'_> {
                             flushed: c.flushed,
                             spilled,
                             ooo: c.ooo,
+                            encoding: c.encoding,
                         })
                     })
                     .collect::<Result<Vec<_>, ApplyError>>()?;
@@ -494,8 +502,32 @@ impl Replayer<'_> {
                     th.apply_flush_mark(s, max_t);
                 }
             }
+            ReplayItem::Record(Record::Histograms(hs) | Record::FloatHistograms(hs)) => {
+                self.progress.records += 1;
+                self.progress.segment_samples += hs.len() as u64;
+                self.apply_histograms(&hs);
+            }
         }
         Ok(())
+    }
+
+    fn apply_histograms(&mut self, hs: &[crate::wal::RefHistogram]) {
+        let mut i = 0;
+        let mut run = Vec::new();
+        while i < hs.len() {
+            let r = hs[i].series_ref;
+            run.clear();
+            while i < hs.len() && hs[i].series_ref == r {
+                run.push((hs[i].t, hs[i].h.clone()));
+                i += 1;
+            }
+            match self.by_ref.get(&r) {
+                Some((th, s)) => {
+                    th.append_replayed_histograms(s, &run);
+                }
+                None => self.unknown_refs += run.len() as u64,
+            }
+        }
     }
 
     fn apply_samples(&mut self, samples: &[RefSample]) {

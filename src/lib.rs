@@ -39,6 +39,7 @@ pub mod chunk;
 pub mod compact;
 pub mod flush;
 pub mod head;
+pub mod hist;
 pub mod ingest;
 pub mod limits;
 pub mod local;

@@ -106,6 +106,8 @@ pub struct Metrics {
     pub ooo_samples_appended: Family<TenantLabels, Counter>,
     /// Samples equal to one already held: no-ops counted as written (retries).
     pub samples_repeated: Family<TenantLabels, Counter>,
+    /// Native histogram samples appended to the head (refusals count in `samples_rejected`).
+    pub histograms_ingested: Family<TenantLabels, Counter>,
     /// Whole requests refused before any sample was looked at, by reason.
     pub requests_rejected: Family<ReasonLabels, Counter>,
     /// Series in the head.
@@ -236,6 +238,12 @@ impl Metrics {
             "samples_repeated",
             "Samples equal to one already held (retries): no-ops counted as written",
             samples_repeated.clone(),
+        );
+        let histograms_ingested = Family::<TenantLabels, Counter>::default();
+        registry.register(
+            "histograms_ingested",
+            "Native histogram samples appended to the head",
+            histograms_ingested.clone(),
         );
         let samples_rejected = Family::<RejectLabels, Counter>::default();
         registry.register(
@@ -532,6 +540,7 @@ impl Metrics {
             samples_ingested,
             ooo_samples_appended,
             samples_repeated,
+            histograms_ingested,
             samples_rejected,
             requests_rejected,
             head_series,
@@ -665,6 +674,7 @@ impl Metrics {
         self.samples_ingested.remove(&l);
         self.ooo_samples_appended.remove(&l);
         self.samples_repeated.remove(&l);
+        self.histograms_ingested.remove(&l);
         self.head_series.remove(&l);
         self.head_chunks.remove(&l);
         for &reason in SAMPLE_REJECT_REASONS {
@@ -713,6 +723,7 @@ pub const SAMPLE_REJECT_REASONS: &[&str] = &[
     "too_old",
     "native_histograms",
     "too_far_in_future",
+    "invalid_histogram",
 ];
 
 /// Tenants and per-tenant limits.

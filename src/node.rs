@@ -512,6 +512,7 @@ mod tests {
                     .map(|&(timestamp, value)| prompb::Sample { value, timestamp })
                     .collect(),
                 exemplars: vec![],
+                histograms: Vec::new(),
             }],
             metadata: vec![],
         };

@@ -162,6 +162,7 @@ fn bad_series(
             timestamp: t,
         }],
         exemplars: vec![],
+        histograms: Vec::new(),
     };
     let metric = bad_labels
         .iter()

@@ -156,6 +156,7 @@ fn inspect_object_lists_series_and_chunks_and_refuses_a_corrupt_object() {
                 min_t,
                 max_t,
                 data: &c.chunk,
+                encoding: weft::store::object::ENCODING_XOR,
             }],
         )
         .unwrap();

@@ -123,6 +123,7 @@ fn put_object(bucket: &Bucket, prefix: &str, t: &TenantId, seq: u64, series: &[(
                 min_t: *a,
                 max_t: *z,
                 data: d,
+                encoding: weft::store::object::ENCODING_XOR,
             })
             .collect();
         let wl = weft::model::Labels::from_strs(l.iter().map(|(n, v)| (n.as_str(), v.as_str())))

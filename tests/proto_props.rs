@@ -229,6 +229,7 @@ fn without_histograms(req: &WriteRequestWithHistograms) -> WriteRequest {
                 labels: ts.labels.clone(),
                 samples: ts.samples.clone(),
                 exemplars: ts.exemplars.clone(),
+                histograms: Vec::new(),
             })
             .collect(),
         metadata: req.metadata.clone(),

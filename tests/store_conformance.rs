@@ -158,6 +158,7 @@ fn object(tenant_id: &str, n: usize, seq: u64) -> (ObjectKey, Bytes) {
                 min_t: c as i64 * 1_800_000,
                 max_t: c as i64 * 1_800_000 + 1_785_000,
                 data: d,
+                encoding: weft::store::object::ENCODING_XOR,
             })
             .collect();
         b.add_series(&labels, &data).unwrap();

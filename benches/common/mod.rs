@@ -78,6 +78,7 @@ pub fn write_request(series: &[Vec<prompb::Label>], t_ms: i64, step: u64) -> pro
                     timestamp: t_ms,
                 }],
                 exemplars: Vec::new(),
+                histograms: Vec::new(),
             })
             .collect(),
         metadata: Vec::new(),

@@ -18,8 +18,17 @@ fuzz_target!(|data: &[u8]| {
             Ok(None) | Err(_) => break,
         }
     }
-    // Payload decoders behind a (pretend) valid CRC see the raw bytes too.
+    // Payload decoders behind a (pretend) valid CRC see the raw bytes too, histogram
+    // records (types 4 and 5) included: what decodes re-encodes to the same payload.
     if let Some((&ty, payload)) = data.split_first() {
-        let _ = record::decode_payload(ty, payload);
+        if let Ok(rec) = record::decode_payload(ty, payload) {
+            let mut buf = Vec::new();
+            record::encode(&rec, &mut buf).expect("a decoded payload re-encodes");
+            assert_eq!(
+                &buf[record::FRAME_HEADER_BYTES..],
+                payload,
+                "one encoding per payload"
+            );
+        }
     }
 });

@@ -281,6 +281,7 @@ pub fn encode_samples(
     let mut out = Vec::new();
     let mut total = 0usize;
     let mut buf: Vec<(i64, f64)> = Vec::new();
+    let mut hbuf: Vec<(i64, crate::model::HistogramValue)> = Vec::new();
     for (q, series) in prepared.queries {
         // One `QueryResult`'s body; copied into `out` behind its length when complete.
         let mut result = Vec::new();
@@ -289,11 +290,12 @@ pub fn encode_samples(
                 return Err(QueryError::Cancelled);
             }
             buf.clear();
-            let labels = s.into_samples(q.start, q.end, &mut buf);
-            if buf.is_empty() {
+            hbuf.clear();
+            let labels = s.into_samples_and_histograms(q.start, q.end, &mut buf, &mut hbuf);
+            if buf.is_empty() && hbuf.is_empty() {
                 continue;
             }
-            total += buf.len();
+            total += buf.len() + hbuf.len();
             if total > max_samples {
                 return Err(QueryError::TooManySamples { limit: max_samples });
             }
@@ -307,11 +309,17 @@ pub fn encode_samples(
                     })
                     .collect(),
                 exemplars: Vec::new(),
+                histograms: hbuf
+                    .iter()
+                    .map(|(t, h)| crate::hist::to_prompb(*t, h))
+                    .collect(),
             };
             message::encode(1, &ts, &mut result);
             let held = charged
                 + (out.len() + result.len()) as u64
-                + (buf.capacity() * std::mem::size_of::<(i64, f64)>()) as u64;
+                + (buf.capacity() * std::mem::size_of::<(i64, f64)>()) as u64
+                + (hbuf.capacity() * std::mem::size_of::<(i64, crate::model::HistogramValue)>())
+                    as u64;
             if held > limit_bytes {
                 return Err(QueryError::TooManyBytes { limit_bytes });
             }
@@ -391,7 +399,13 @@ pub fn encode_chunk_frames(
                 current.chunks.push(prompb::Chunk {
                     min_time_ms: c.min_t,
                     max_time_ms: c.max_t,
-                    r#type: ChunkEncoding::Xor as i32,
+                    r#type: match c.encoding {
+                        crate::store::object::ENCODING_HISTOGRAM => ChunkEncoding::Histogram,
+                        crate::store::object::ENCODING_FLOAT_HISTOGRAM => {
+                            ChunkEncoding::FloatHistogram
+                        }
+                        _ => ChunkEncoding::Xor,
+                    } as i32,
                     data: c.data,
                 });
             }

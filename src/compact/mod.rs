@@ -670,7 +670,7 @@ impl Compactor {
             .collect()
             .await;
         // Per series, its chunks from every source: slices of the fetched bytes, no copies.
-        let mut series: BTreeMap<Labels, Vec<(i64, i64, Bytes)>> = BTreeMap::new();
+        let mut series: BTreeMap<Labels, Vec<(i64, i64, Bytes, u8)>> = BTreeMap::new();
         for (bytes, (key, _)) in fetched.into_iter().zip(&job.sources) {
             let bytes = bytes?;
             let ix = decode_object(&bytes)?;
@@ -688,6 +688,7 @@ impl Compactor {
                         c.min_t,
                         c.max_t,
                         bytes.slice(c.offset as usize..c.offset as usize + c.len as usize),
+                        c.encoding,
                     ));
                 }
             }
@@ -700,14 +701,18 @@ impl Compactor {
         let mut builder = ObjectBuilder::new();
         let cut = self.cfg.max_object_bytes.max(1 << 16);
         for (labels, mut chunks) in series {
-            chunks.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| a.2.cmp(&b.2)));
+            chunks.sort_by(|a, b| {
+                (a.0, a.1, a.3)
+                    .cmp(&(b.0, b.1, b.3))
+                    .then_with(|| a.2.cmp(&b.2))
+            });
             let before = chunks.len();
-            chunks.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1 && a.2 == b.2);
+            chunks.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1 && a.2 == b.2 && a.3 == b.3);
             dups += (before - chunks.len()) as u64;
             let chunks = merge_overlaps(chunks);
             // Pieces of at most a quarter of the cut each, so one series never makes an
             // object much larger than the bound.
-            let mut piece: Vec<(i64, i64, Bytes)> = Vec::new();
+            let mut piece: Vec<(i64, i64, Bytes, u8)> = Vec::new();
             let mut piece_bytes = 0u64;
             let mut pieces = Vec::new();
             for c in chunks {
@@ -728,10 +733,11 @@ impl Compactor {
                 }
                 let data: Vec<ChunkData<'_>> = p
                     .iter()
-                    .map(|(min_t, max_t, d)| ChunkData {
+                    .map(|(min_t, max_t, d, encoding)| ChunkData {
                         min_t: *min_t,
                         max_t: *max_t,
                         data: d,
+                        encoding: *encoding,
                     })
                     .collect();
                 builder.add_series(&labels, &data)?;
@@ -833,18 +839,19 @@ impl Compactor {
 
 /// Chunks sorted by time and without exact duplicates → the same, with every run of
 /// overlapping chunks merged sample by sample (`query::merge`, the readers' rule).
-fn merge_overlaps(chunks: Vec<(i64, i64, Bytes)>) -> Vec<(i64, i64, Bytes)> {
+fn merge_overlaps(chunks: Vec<(i64, i64, Bytes, u8)>) -> Vec<(i64, i64, Bytes, u8)> {
     let overlapping = chunks.windows(2).any(|w| w[1].0 <= w[0].1);
     if !overlapping {
         return chunks;
     }
     let copies = chunks
         .into_iter()
-        .map(|(min_t, max_t, d)| ChunkCopy {
+        .map(|(min_t, max_t, d, encoding)| ChunkCopy {
             min_t,
             max_t,
             data: d.to_vec(),
             flushed: true,
+            encoding,
         })
         .collect();
     let (merged, bad) = crate::query::merge::merge_chunks(copies);
@@ -856,7 +863,7 @@ fn merge_overlaps(chunks: Vec<(i64, i64, Bytes)>) -> Vec<(i64, i64, Bytes)> {
     }
     merged
         .into_iter()
-        .map(|c| (c.min_t, c.max_t, Bytes::from(c.data)))
+        .map(|c| (c.min_t, c.max_t, Bytes::from(c.data), c.encoding))
         .collect()
 }
 

@@ -76,6 +76,7 @@ async fn put(
                 min_t: *a,
                 max_t: *z,
                 data: d,
+                encoding: crate::store::object::ENCODING_XOR,
             })
             .collect();
         b.add_series(l, &data).unwrap();
@@ -108,6 +109,7 @@ async fn answer(catalog: &Catalog, tenant: &TenantId) -> BTreeMap<Labels, Vec<(i
                 max_t: c.meta.max_t,
                 data: b.unwrap().to_vec(),
                 flushed: true,
+                encoding: c.meta.encoding,
             })
             .collect();
         let (merged, bad) = crate::query::merge::merge_chunks(copies);
@@ -429,4 +431,108 @@ async fn outputs_are_cut_at_the_object_size_bound() {
         );
     }
     assert_eq!(answer(&r.catalog, &t).await, model);
+}
+
+/// Objects holding native histogram chunks (both kinds, some uploaded twice, some cut
+/// differently so that chunks overlap) compact into objects whose chunks keep their
+/// encodings and read back every histogram once.
+#[tokio::test]
+async fn histogram_chunks_compact_with_their_encodings() {
+    use crate::hist::fixtures::{float_series, int_series, same_samples};
+    let r = rig(cfg());
+    let t = TenantId::parse("team-h").unwrap();
+    let start = (now_ms() - 5 * 24 * H).div_euclid(H) * H;
+    let series = [
+        (
+            Labels::from_strs([("__name__", "hi")]).unwrap(),
+            int_series(start, 15_000, 900),
+        ),
+        (
+            Labels::from_strs([("__name__", "hf")]).unwrap(),
+            float_series(start, 15_000, 900),
+        ),
+    ];
+    let mut seq = 0;
+    // One object a quarter of the samples; the second quarter also again, cut at other
+    // points (an upload after a crash that rebuilt chunks).
+    for part in [0..225usize, 225..450, 450..675, 675..905, 200..460] {
+        let mut b = ObjectBuilder::new();
+        let mut owned = Vec::new();
+        for (l, hs) in &series {
+            let end = part.end.min(hs.len());
+            owned.push((
+                l.clone(),
+                crate::hist::encode_histograms(&hs[part.start..end]),
+            ));
+        }
+        owned.sort_by(|a, b| a.0.cmp(&b.0));
+        for (l, chunks) in &owned {
+            let data: Vec<ChunkData<'_>> = chunks
+                .iter()
+                .map(|e| ChunkData {
+                    min_t: e.min_t,
+                    max_t: e.max_t,
+                    data: &e.data,
+                    encoding: e.encoding,
+                })
+                .collect();
+            b.add_series(l, &data).unwrap();
+        }
+        let obj = b.finish().unwrap();
+        seq += 1;
+        let key = ObjectKey::new(t.clone(), obj.min_t, obj.max_t, "ing-h", seq).unwrap();
+        r.store
+            .put(&key.to_path(r.store.prefix()), obj.bytes)
+            .await
+            .unwrap();
+    }
+    r.catalog.load().await.unwrap();
+    let check = |what: String| {
+        let catalog = r.catalog.clone();
+        let t = t.clone();
+        let series = series.clone();
+        async move {
+            let m = [Matcher::new(MatchOp::Re, "__name__", "h.").unwrap()];
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let sel = catalog.select(&t, &m, i64::MIN, i64::MAX, deadline).await;
+            assert_eq!(sel.series.len(), 2, "{what}");
+            for s in sel.series {
+                let bytes = catalog.read_chunks(&s.chunks, deadline).await;
+                let copies = s
+                    .chunks
+                    .iter()
+                    .zip(bytes)
+                    .map(|(c, b)| ChunkCopy {
+                        min_t: c.meta.min_t,
+                        max_t: c.meta.max_t,
+                        data: b.unwrap().to_vec(),
+                        flushed: true,
+                        encoding: c.meta.encoding,
+                    })
+                    .collect();
+                let (merged, bad) = crate::query::merge::merge_chunks(copies);
+                assert_eq!(bad, 0, "{what}");
+                assert!(merged
+                    .iter()
+                    .all(|c| c.encoding != crate::chunk::ENCODING_XOR));
+                let got: Vec<_> = merged
+                    .iter()
+                    .flat_map(|c| crate::hist::decode_histograms(c.encoding, &c.data).unwrap())
+                    .collect();
+                let want = &series.iter().find(|x| x.0 == s.labels).unwrap().1;
+                assert!(same_samples(&got, want), "{what}: {}", s.labels);
+            }
+        }
+    };
+    check("before compaction".into()).await;
+    let mut runs = 0;
+    loop {
+        let s = r.compactor.run_once().await.unwrap();
+        check(format!("after run {runs}")).await;
+        runs += 1;
+        if s.jobs == 0 || runs > 5 {
+            break;
+        }
+    }
+    assert!(runs > 1, "the compactor had work");
 }

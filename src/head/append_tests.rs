@@ -388,6 +388,7 @@ fn restoring_only_out_of_order_chunks_takes_the_newest_sample_of_all() {
             flushed: false,
             spilled: None,
             ooo: true,
+            encoding: crate::chunk::ENCODING_XOR,
         }
     };
     let s = Series::new(

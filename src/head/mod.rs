@@ -111,6 +111,13 @@ pub enum HeadError {
         /// The refused value's bits.
         new: u64,
     },
+    /// A sample at the timestamp of a native histogram the series already has, and not equal
+    /// to it (or of the other value type).
+    #[error("duplicate sample for timestamp {t}: a different native histogram or value is stored there")]
+    DuplicateHistogram {
+        /// The timestamp.
+        t: i64,
+    },
     /// A sample older than everything the head holds for the series: whether the store
     /// has it cannot be told, so it is refused (Mimir's `sample-out-of-bounds`).
     #[error(
@@ -154,6 +161,14 @@ pub enum HeadError {
         /// How many were dropped.
         count: u32,
     },
+    /// A native histogram that is not consistent (see `hist::validate`).
+    #[error("invalid native histogram at {t}: {reason}")]
+    InvalidHistogram {
+        /// Its timestamp.
+        t: i64,
+        /// What is wrong.
+        reason: &'static str,
+    },
 }
 
 impl HeadError {
@@ -166,10 +181,13 @@ impl HeadError {
             HeadError::Labels(_) => "invalid_labels",
             HeadError::SeriesLimit { .. } => "per_tenant_series_limit",
             HeadError::OutOfOrder { .. } => "out_of_order",
-            HeadError::DuplicateTimestamp { .. } => "duplicate_timestamp",
+            HeadError::DuplicateTimestamp { .. } | HeadError::DuplicateHistogram { .. } => {
+                "duplicate_timestamp"
+            }
             HeadError::OutOfBounds { .. } => "sample_out_of_bounds",
             HeadError::TooOld { .. } => "too_old",
             HeadError::NativeHistograms { .. } => "native_histograms",
+            HeadError::InvalidHistogram { .. } => "invalid_histogram",
             HeadError::TooFarInFuture { .. } => "too_far_in_future",
         }
     }
@@ -250,6 +268,10 @@ pub struct WalLog {
     pub series: Vec<Arc<Series>>,
     /// Samples appended (and exact repeats; see [`Series`]'s append).
     pub samples: Vec<RefSample>,
+    /// Integer native histograms appended (and exact repeats): WAL record 4.
+    pub histograms: Vec<crate::wal::RefHistogram>,
+    /// Float native histograms appended (and exact repeats): WAL record 5.
+    pub float_histograms: Vec<crate::wal::RefHistogram>,
 }
 
 impl WalLog {
@@ -257,6 +279,16 @@ impl WalLog {
     pub fn clear(&mut self) {
         self.series.clear();
         self.samples.clear();
+        self.histograms.clear();
+        self.float_histograms.clear();
+    }
+
+    /// Whether there is nothing to log.
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+            && self.samples.is_empty()
+            && self.histograms.is_empty()
+            && self.float_histograms.is_empty()
     }
 }
 
@@ -492,6 +524,7 @@ struct TenantMetrics {
     ingested: Counter,
     ooo_appended: Counter,
     repeated: Counter,
+    histograms_ingested: Counter,
     series: Gauge,
     chunks: Gauge,
     metrics: Arc<Metrics>,
@@ -846,6 +879,7 @@ impl TenantHead {
             ingested: metrics.samples_ingested.get_or_create(&l).clone(),
             ooo_appended: metrics.ooo_samples_appended.get_or_create(&l).clone(),
             repeated: metrics.samples_repeated.get_or_create(&l).clone(),
+            histograms_ingested: metrics.histograms_ingested.get_or_create(&l).clone(),
             series: metrics.head_series.get_or_create(&l).clone(),
             chunks: metrics.head_chunks.get_or_create(&l).clone(),
             metrics: metrics.clone(),
@@ -1193,20 +1227,11 @@ impl TenantHead {
         push: PushClock,
     ) {
         let s = &batch.series[i];
-        if s.num_histograms() > 0 {
-            let e = HeadError::NativeHistograms {
-                count: s.num_histograms(),
-            };
-            self.metrics
-                .rejected(e.reason(), u64::from(s.num_histograms()));
-            report.push_error(
-                || series.labels().to_string(),
-                e,
-                u64::from(s.num_histograms()),
-            );
-        }
         let samples = &batch.samples[s.samples_start as usize..s.samples_end as usize];
         if samples.is_empty() {
+            if s.num_histograms() > 0 {
+                self.append_histograms(series, batch, i, report, log);
+            }
             return;
         }
         if let Some(l) = log.as_deref_mut() {
@@ -1214,7 +1239,12 @@ impl TenantHead {
                 l.series.push(series.clone());
             }
         }
-        let out = series.append_at(samples, log.map(|l| &mut l.samples), push.window, push.now);
+        let out = series.append_at(
+            samples,
+            log.as_deref_mut().map(|l| &mut l.samples),
+            push.window,
+            push.now,
+        );
         if out.closed_bytes > 0 {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
@@ -1229,6 +1259,72 @@ impl TenantHead {
             self.metrics.rejected(e.reason(), n);
             report.push_error(|| series.labels().to_string(), e, n);
         }
+        // After the floats: a series' floats and histograms in one request go in that order.
+        if s.num_histograms() > 0 {
+            self.append_histograms(series, batch, i, report, log);
+        }
+    }
+
+    /// Appends the native histograms of `batch.series[i]` (see
+    /// [`Series::append_histograms`]); the WAL log gets them as records 4 and 5.
+    fn append_histograms(
+        &self,
+        series: &Arc<Series>,
+        batch: &WriteBatch<'_>,
+        i: usize,
+        report: &mut AppendReport,
+        mut log: Option<&mut WalLog>,
+    ) {
+        let s = &batch.series[i];
+        let hs = &batch.histograms[s.histograms_start as usize..s.histograms_end as usize];
+        if let Some(l) = log.as_deref_mut() {
+            if !series.is_logged()
+                && l.series.last().map(|x| x.series_ref()) != Some(series.series_ref())
+            {
+                l.series.push(series.clone());
+            }
+        }
+        let mut logged = Vec::new();
+        let out = series.append_histograms(hs, log.is_some().then_some(&mut logged));
+        if let Some(l) = log {
+            for h in logged {
+                match h.h {
+                    crate::model::HistogramValue::Int(_) => l.histograms.push(h),
+                    crate::model::HistogramValue::Float(_) => l.float_histograms.push(h),
+                }
+            }
+        }
+        if out.closed_bytes > 0 {
+            self.closed_bytes
+                .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        }
+        report.histograms_appended += out.appended + out.duplicates;
+        report.duplicates_ignored += out.duplicates;
+        self.metrics.histograms_ingested.inc_by(out.appended);
+        if out.chunks_created > 0 {
+            self.metrics.chunks.inc_by(out.chunks_created as i64);
+        }
+        if let Some((e, n)) = out.first_error {
+            self.metrics.rejected(e.reason(), n);
+            report.push_error(|| series.labels().to_string(), e, n);
+        }
+    }
+
+    /// Appends replayed histogram samples to a series; refusals (repeats of what a
+    /// checkpoint already holds) are expected and only counted. Returns those appended.
+    pub fn append_replayed_histograms(
+        &self,
+        series: &Series,
+        samples: &[(i64, crate::model::HistogramValue)],
+    ) -> u64 {
+        let out = series.append_histograms(samples, None);
+        self.closed_bytes
+            .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        if out.chunks_created > 0 {
+            self.metrics.chunks.inc_by(out.chunks_created as i64);
+        }
+        self.metrics.histograms_ingested.inc_by(out.appended);
+        out.appended
     }
 
     /// The series matching every matcher and having data in `[mint, maxt]`, sorted by labels.
@@ -1251,3 +1347,6 @@ impl TenantHead {
 mod append_tests;
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hist_tests;

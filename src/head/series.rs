@@ -10,7 +10,12 @@ use super::HeadError;
 use crate::chunk::{XorAppender, XorIterator, SAMPLES_PER_CHUNK};
 use crate::model::Labels;
 use crate::spill::{Spill, SpillError, SpillRef};
+use crate::store::object::ENCODING_XOR;
+
+mod hist;
 use crate::wal::RefSample;
+#[cfg(test)]
+pub(crate) use hist::MAX_OPEN_HISTOGRAM_CHUNK_BYTES;
 use std::sync::Arc;
 
 /// A series in the head. The labels never change; the chunks sit behind a mutex.
@@ -76,10 +81,11 @@ impl Tick {
     }
 }
 
-/// A series' closed chunks and its out-of-order buffer: one pointer while there are none
-/// (most series, most of the time, once chunks are flushed and released), a box otherwise.
-/// Sharing the box keeps `Series` at its size (the out-of-order state costs nothing in a
-/// series that never had an out-of-order sample).
+/// A series' closed chunks, its out-of-order buffer and its native histogram state: one
+/// pointer while there are none (most series, most of the time, once chunks are flushed and
+/// released), a box otherwise. Sharing the box keeps `Series` at its size: the out-of-order
+/// and histogram states cost nothing in a float series that never had an out-of-order
+/// sample (see `a_series_entry_stays_within_its_allocation_class`).
 #[derive(Debug, Default)]
 struct ClosedList(Option<Box<Cold>>);
 
@@ -89,6 +95,9 @@ struct Cold {
     chunks: Vec<ClosedChunk>,
     /// Out-of-order samples not in a chunk yet.
     ooo: OooOpen,
+    /// The histogram state (`series/hist.rs`): an open chunk's appender and the newest
+    /// histogram, allocated only by series with histograms.
+    hist: Option<Box<hist::HistState>>,
 }
 
 impl std::ops::Deref for ClosedList {
@@ -110,6 +119,22 @@ impl std::ops::DerefMut for ClosedList {
 impl ClosedList {
     fn vec(&mut self) -> &mut Vec<ClosedChunk> {
         &mut self.0.get_or_insert_with(Default::default).chunks
+    }
+
+    /// The histogram state, if the series has had a histogram.
+    fn hist(&self) -> Option<&hist::HistState> {
+        self.0.as_deref()?.hist.as_deref()
+    }
+
+    fn hist_mut(&mut self) -> Option<&mut hist::HistState> {
+        self.0.as_deref_mut()?.hist.as_deref_mut()
+    }
+
+    fn hist_or_insert(&mut self) -> &mut hist::HistState {
+        self.0
+            .get_or_insert_with(Default::default)
+            .hist
+            .get_or_insert_with(Default::default)
     }
 
     /// Adds a chunk where its `min_t` sorts it (at the end, for in-order cuts).
@@ -167,6 +192,8 @@ struct ClosedChunk {
     body: Body,
     flush: FlushState,
     ooo: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`): XOR, histogram or float histogram.
+    encoding: u8,
 }
 
 /// Where a closed chunk's bytes are.
@@ -251,6 +278,8 @@ pub struct PendingChunk {
     pub max_t: i64,
     /// Its size in bytes.
     pub len: usize,
+    /// Its chunk encoding (`store::object::ENCODING_*`).
+    pub encoding: u8,
 }
 
 /// What releasing flushed chunks freed.
@@ -265,16 +294,30 @@ pub struct Released {
 }
 
 /// A copy of one chunk's bytes and time range, taken for a query.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkCopy {
     /// First sample's timestamp.
     pub min_t: i64,
     /// Last sample's timestamp.
     pub max_t: i64,
-    /// The XOR chunk (2-byte count and bit stream).
+    /// The chunk (2-byte count and bit stream), in `encoding`.
     pub data: Vec<u8>,
     /// Whether the object store holds it too.
     pub flushed: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`): XOR, histogram or float histogram.
+    pub encoding: u8,
+}
+
+impl Default for ChunkCopy {
+    fn default() -> Self {
+        Self {
+            min_t: 0,
+            max_t: 0,
+            data: Vec::new(),
+            flushed: false,
+            encoding: ENCODING_XOR,
+        }
+    }
 }
 
 /// One chunk picked for a query by [`Series::chunk_handles`]: its bytes shared with the
@@ -287,6 +330,8 @@ pub struct ChunkHandle {
     pub max_t: i64,
     /// Whether the object store holds it too.
     pub flushed: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`).
+    pub encoding: u8,
     body: HandleBody,
 }
 
@@ -337,6 +382,7 @@ impl ChunkHandle {
             max_t: self.max_t,
             data,
             flushed: self.flushed,
+            encoding: self.encoding,
         })
     }
 }
@@ -444,6 +490,18 @@ impl Series {
         };
         for &(t, v) in samples {
             let bits = v.to_bits();
+            if d.closed.hist().is_some() {
+                match d.float_after_histogram(t) {
+                    Ok(closed) => out.closed_bytes += closed as u64,
+                    Err(e) => {
+                        match &mut out.first_error {
+                            Some((_, n)) => *n += 1,
+                            None => out.first_error = Some((e, 1)),
+                        }
+                        continue;
+                    }
+                }
+            }
             if let Some((last_t, last_bits)) = d.last() {
                 if t <= last_t {
                     let stored = if t == last_t {
@@ -515,6 +573,7 @@ impl Series {
         d.closed.is_empty()
             && d.closed.ooo().is_none()
             && d.open.num_samples() == 0
+            && d.hist_open().is_none()
             && d.last_append.elapsed() >= idle
     }
 
@@ -524,6 +583,7 @@ impl Series {
         d.closed.len()
             + usize::from(d.open.num_samples() > 0)
             + usize::from(d.closed.ooo().is_some())
+            + usize::from(d.hist_open().is_some())
     }
 
     /// Whether the series has a sample in `[mint, maxt]`'s span (by chunk time ranges).
@@ -562,6 +622,7 @@ impl Series {
                     min_t: c.min_t,
                     max_t: c.max_t,
                     flushed: matches!(c.flush, FlushState::Flushed { .. }),
+                    encoding: c.encoding,
                     body,
                 })
             })
@@ -572,7 +633,19 @@ impl Series {
                     min_t: d.open_min_t,
                     max_t: last_t,
                     flushed: false,
+                    encoding: ENCODING_XOR,
                     body: HandleBody::Copy(d.open.bytes().to_vec()),
+                });
+            }
+        }
+        if let (Some((lo, hi)), Some(h)) = (d.hist_open(), d.closed.hist()) {
+            if lo <= maxt && hi >= mint {
+                out.push(ChunkHandle {
+                    min_t: lo,
+                    max_t: hi,
+                    flushed: false,
+                    encoding: h.app.encoding(),
+                    body: HandleBody::Copy(h.app.open_bytes().to_vec()),
                 });
             }
         }
@@ -582,6 +655,7 @@ impl Series {
                     min_t: lo,
                     max_t: hi,
                     flushed: false,
+                    encoding: ENCODING_XOR,
                     body: HandleBody::Copy(d.closed.ooo().map(|o| o.encode()).unwrap_or_default()),
                 });
             }
@@ -613,6 +687,9 @@ impl Series {
     /// The samples in `[mint, maxt]`, appended to `out` as (t, value).
     pub fn samples(&self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) {
         for c in self.chunks(mint, maxt) {
+            if c.encoding != ENCODING_XOR {
+                continue;
+            }
             let ok = crate::chunk::push_range(&c.data, mint, maxt, out);
             debug_assert!(ok, "head chunk does not decode");
         }
@@ -634,6 +711,8 @@ pub struct SnapshotChunk {
     pub spilled: Option<SpillRef>,
     /// An out-of-order chunk: it may overlap others, and flush marks never cover it.
     pub ooo: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`).
+    pub encoding: u8,
 }
 
 impl Series {
@@ -660,6 +739,7 @@ impl Series {
                     flushed: matches!(c.flush, FlushState::Flushed { .. }),
                     spilled,
                     ooo: c.ooo,
+                    encoding: c.encoding,
                 }
             })
             .collect();
@@ -675,6 +755,7 @@ impl Series {
                     flushed: false,
                     spilled: None,
                     ooo: true,
+                    encoding: ENCODING_XOR,
                 },
             );
         }
@@ -687,8 +768,20 @@ impl Series {
                     flushed: false,
                     spilled: None,
                     ooo: false,
+                    encoding: ENCODING_XOR,
                 });
             }
+        }
+        if let (Some((lo, hi)), Some(h)) = (d.hist_open(), d.closed.hist()) {
+            out.push(SnapshotChunk {
+                min_t: lo,
+                max_t: hi,
+                data: h.app.open_bytes().to_vec(),
+                flushed: false,
+                spilled: None,
+                ooo: false,
+                encoding: h.app.encoding(),
+            });
         }
         out
     }
@@ -731,7 +824,22 @@ impl Series {
         }
         let mut it = chunks.into_iter().peekable();
         while let Some(c) = it.next() {
-            if it.peek().is_none() && !c.ooo {
+            if it.peek().is_none() && c.encoding != ENCODING_XOR {
+                // The newest sample is a histogram: appends follow it, in the same open
+                // chunk unless the store already has it or it was spilled.
+                let bytes = match (&c.spilled, spill) {
+                    (Some(r), Some(sp)) => sp.read(r).ok(),
+                    (Some(_), None) => None,
+                    (None, _) => Some(c.data.clone()),
+                };
+                if let Some(bytes) = bytes {
+                    let reopen = !c.flushed && c.spilled.is_none();
+                    if d.restore_hist(c.encoding, &bytes, reopen)? {
+                        break;
+                    }
+                }
+            }
+            if it.peek().is_none() && c.encoding == ENCODING_XOR && !c.ooo {
                 // The newest sample: appends must follow it. Decoding the chunk once rebuilds
                 // the appender too.
                 let bytes = match (&c.spilled, spill) {
@@ -785,6 +893,7 @@ impl Series {
                 } else {
                     FlushState::Pending
                 },
+                encoding: c.encoding,
             });
         }
         // Snapshots list out-of-order chunks first; the list is kept sorted by start.
@@ -810,12 +919,20 @@ impl Series {
                 bytes += d.cut_ooo() as u64;
             }
         }
-        if d.open.num_samples() == 0 {
-            return bytes;
-        }
-        let due = force || now_ms.saturating_sub(d.open_min_t) > max_age_ms || idle;
+        // At most one of the float and histogram open chunks has samples (a change of
+        // type cuts the other).
+        let open_min_t = match (d.open.num_samples() > 0, d.hist_open()) {
+            (true, _) => d.open_min_t,
+            (false, Some((lo, _))) => lo,
+            (false, None) => return bytes,
+        };
+        let due = force || now_ms.saturating_sub(open_min_t) > max_age_ms || idle;
         if due {
-            bytes += d.cut() as u64;
+            bytes += if d.open.num_samples() > 0 {
+                d.cut()
+            } else {
+                d.cut_hist()
+            } as u64;
         }
         bytes
     }
@@ -843,6 +960,7 @@ impl Series {
                     min_t: c.min_t,
                     max_t: c.max_t,
                     len: c.body.len(),
+                    encoding: c.encoding,
                 }),
         );
     }
@@ -865,6 +983,7 @@ impl Series {
                         max_t: c.max_t,
                         data,
                         flushed: false,
+                        encoding: c.encoding,
                     });
                     true
                 }
@@ -925,7 +1044,9 @@ impl Series {
             // record, which splitting would release. (Spilled chunks come from checkpoints
             // with their original boundaries, so they do not straddle a mark anyway; if
             // one did, it would only be uploaded again, which readers dedupe.)
-            if matches!(c.body, Body::Spilled(_)) {
+            // Only XOR chunks are split; a histogram chunk that straddles the mark stays
+            // pending and is uploaded whole again (readers merge the overlap).
+            if matches!(c.body, Body::Spilled(_)) || c.encoding != ENCODING_XOR {
                 i += 1;
                 continue;
             }
@@ -942,6 +1063,7 @@ impl Series {
                 body: Body::Mem(Arc::from(tail.data)),
                 flush: state,
                 ooo: false,
+                encoding: ENCODING_XOR,
             };
             d.closed.insert(
                 i,
@@ -951,9 +1073,21 @@ impl Series {
                     body: Body::Mem(Arc::from(head.data)),
                     flush: flushed,
                     ooo: false,
+                    encoding: ENCODING_XOR,
                 },
             );
             i += 2;
+        }
+        if d.hist_open().is_some_and(|(lo, _)| lo <= max_t) {
+            // The open histogram chunk is closed whole (histogram chunks are not split):
+            // flushed if the mark covers all of it, else pending (uploaded again, merged).
+            let at = d.closed.len();
+            delta += d.cut_hist() as i64;
+            if let Some(c) = d.closed.get_mut(at) {
+                if c.max_t <= max_t {
+                    c.flush = flushed;
+                }
+            }
         }
         if d.open.num_samples() > 0 && d.open_min_t <= max_t {
             let open = std::mem::take(&mut d.open);
@@ -972,6 +1106,7 @@ impl Series {
                 body: Body::Mem(Arc::from(head)),
                 flush: flushed,
                 ooo: false,
+                encoding: ENCODING_XOR,
             });
             if let Some(r) = rest {
                 match XorAppender::from_chunk(&r.data) {
@@ -1050,6 +1185,9 @@ impl Series {
         if let Some((lo, _)) = d.closed.ooo().and_then(|o| o.range()) {
             oldest = Some(oldest.map_or(lo, |o: i64| o.min(lo)));
         }
+        if let Some((lo, _)) = d.hist_open() {
+            oldest = Some(oldest.map_or(lo, |o: i64| o.min(lo)));
+        }
         (bytes, oldest)
     }
 
@@ -1113,12 +1251,14 @@ impl SeriesData {
     /// The span of the chunks held (not of samples released to the store), out-of-order
     /// ones included.
     fn time_range(&self) -> Option<(i64, i64)> {
-        let open = (self.open.num_samples() > 0).then(|| {
-            (
-                self.open_min_t,
-                self.last().map_or(self.open_min_t, |(t, _)| t),
-            )
-        });
+        let open = (self.open.num_samples() > 0)
+            .then(|| {
+                (
+                    self.open_min_t,
+                    self.last().map_or(self.open_min_t, |(t, _)| t),
+                )
+            })
+            .or_else(|| self.hist_open());
         let mut range: Option<(i64, i64)> = None;
         let mut widen = |(lo, hi): (i64, i64)| {
             range = Some(range.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
@@ -1165,8 +1305,8 @@ impl SeriesData {
             if c.min_t > t {
                 break; // sorted by min_t
             }
-            if c.max_t < t {
-                continue;
+            if c.max_t < t || c.encoding != ENCODING_XOR {
+                continue; // a histogram chunk holds no float sample
             }
             let found = match &c.body {
                 Body::Mem(b) => find_in_chunk(b, t),
@@ -1217,6 +1357,7 @@ impl SeriesData {
             body: Body::Mem(data),
             flush: FlushState::Pending,
             ooo: true,
+            encoding: ENCODING_XOR,
         });
         len
     }
@@ -1233,6 +1374,7 @@ impl SeriesData {
             body: Body::Mem(data),
             flush: FlushState::Pending,
             ooo: false,
+            encoding: ENCODING_XOR,
         });
         len
     }

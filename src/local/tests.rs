@@ -18,6 +18,7 @@ fn object(min_t: i64, max_t: i64, seq: u64, series: usize) -> (ObjectKey, Vec<u8
                 min_t,
                 max_t,
                 data: &chunk,
+                encoding: crate::store::object::ENCODING_XOR,
             }],
         )
         .unwrap();

@@ -22,6 +22,8 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
     #[prost(message, repeated, tag = "3")]
     pub exemplars: Vec<Exemplar>,
+    #[prost(message, repeated, tag = "4")]
+    pub histograms: Vec<Histogram>,
 }
 
 /// `prometheus.Label`.
@@ -40,6 +42,69 @@ pub struct Sample {
     pub value: f64,
     #[prost(int64, tag = "2")]
     pub timestamp: i64,
+}
+
+/// `prometheus.Histogram` (2.42's fields and 3.x's `custom_values`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Histogram {
+    #[prost(oneof = "histogram::Count", tags = "1, 2")]
+    pub count: Option<histogram::Count>,
+    #[prost(double, tag = "3")]
+    pub sum: f64,
+    #[prost(sint32, tag = "4")]
+    pub schema: i32,
+    #[prost(double, tag = "5")]
+    pub zero_threshold: f64,
+    #[prost(oneof = "histogram::ZeroCount", tags = "6, 7")]
+    pub zero_count: Option<histogram::ZeroCount>,
+    #[prost(message, repeated, tag = "8")]
+    pub negative_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "9")]
+    pub negative_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "10")]
+    pub negative_counts: Vec<f64>,
+    #[prost(message, repeated, tag = "11")]
+    pub positive_spans: Vec<BucketSpan>,
+    #[prost(sint64, repeated, tag = "12")]
+    pub positive_deltas: Vec<i64>,
+    #[prost(double, repeated, tag = "13")]
+    pub positive_counts: Vec<f64>,
+    #[prost(int32, tag = "14")]
+    pub reset_hint: i32,
+    #[prost(int64, tag = "15")]
+    pub timestamp: i64,
+    #[prost(double, repeated, tag = "16")]
+    pub custom_values: Vec<f64>,
+}
+
+/// The oneofs of [`Histogram`].
+pub mod histogram {
+    /// `count`: integer or float.
+    #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+    pub enum Count {
+        #[prost(uint64, tag = "1")]
+        CountInt(u64),
+        #[prost(double, tag = "2")]
+        CountFloat(f64),
+    }
+
+    /// `zero_count`: integer or float.
+    #[derive(Clone, Copy, PartialEq, prost::Oneof)]
+    pub enum ZeroCount {
+        #[prost(uint64, tag = "6")]
+        ZeroCountInt(u64),
+        #[prost(double, tag = "7")]
+        ZeroCountFloat(f64),
+    }
+}
+
+/// `prometheus.BucketSpan`.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct BucketSpan {
+    #[prost(sint32, tag = "1")]
+    pub offset: i32,
+    #[prost(uint32, tag = "2")]
+    pub length: u32,
 }
 
 /// `prometheus.Exemplar`.
@@ -187,4 +252,6 @@ pub struct Chunk {
 pub enum ChunkEncoding {
     Unknown = 0,
     Xor = 1,
+    Histogram = 2,
+    FloatHistogram = 3,
 }

@@ -9,16 +9,26 @@
 //!   value seen for a timestamp wins: the head refuses a second value for one, so all
 //!   tiers agree), and re-encoded into chunks of at most 120 samples;
 //! - everything else passes through untouched, so the common case costs no decoding.
+//!
+//! Chunks of every encoding (XOR floats, integer and float native histograms) take part:
+//! a run is decoded per encoding (`crate::hist::decode`) and re-encoded with a new chunk
+//! wherever the kind of value changes (histograms as the codec cuts them). If a float and
+//! a histogram (or an integer and a float histogram) sample share a timestamp, which the
+//! head never allows within one series but tiers written by different ingesters could
+//! hold, the value of the lowest encoding wins: float, then integer histogram, then float
+//! histogram. Equal-encoding ties keep the first chunk's value in (min_t, max_t) order.
 
-use crate::chunk::{encode, XorIterator, SAMPLES_PER_CHUNK};
 use crate::head::ChunkCopy;
+use crate::hist::{self, Value};
 
 /// Sorts, dedupes and merges `chunks` (see the module docs). Chunks that do not decode are
 /// dropped and counted in the returned number; they were validated when they were read, so
 /// this only happens on a bug.
 pub fn merge_chunks(mut chunks: Vec<ChunkCopy>) -> (Vec<ChunkCopy>, usize) {
-    chunks.sort_by_key(|c| (c.min_t, c.max_t));
-    chunks.dedup_by(|b, a| a.min_t == b.min_t && a.max_t == b.max_t && a.data == b.data);
+    chunks.sort_by_key(|c| (c.min_t, c.max_t, c.encoding));
+    chunks.dedup_by(|b, a| {
+        a.min_t == b.min_t && a.max_t == b.max_t && a.encoding == b.encoding && a.data == b.data
+    });
     let mut out = Vec::with_capacity(chunks.len());
     let mut bad = 0;
     let mut i = 0;
@@ -55,44 +65,32 @@ pub fn merge_if_overlapping(chunks: Vec<ChunkCopy>) -> Vec<ChunkCopy> {
 }
 
 fn merge_run(run: &[ChunkCopy], out: &mut Vec<ChunkCopy>) -> usize {
-    let mut samples: Vec<(i64, f64)> = Vec::new();
+    let mut samples: Vec<(i64, Value)> = Vec::new();
     let mut bad = 0;
     for c in run {
-        let Ok(it) = XorIterator::new(&c.data) else {
-            bad += 1;
-            continue;
-        };
-        let before = samples.len();
-        for s in it {
-            match s {
-                Ok(s) => samples.push(s),
-                Err(_) => {
-                    samples.truncate(before);
-                    bad += 1;
-                    break;
-                }
-            }
+        match hist::decode(c.encoding, &c.data) {
+            Ok(s) => samples.extend(s),
+            Err(_) => bad += 1,
         }
     }
-    // Stable: for one timestamp the first chunk's value comes first and is kept.
-    samples.sort_by_key(|s| s.0);
+    // Stable: for one timestamp the lowest encoding, then the first chunk, is kept.
+    samples.sort_by_key(|s| (s.0, s.1.encoding()));
     samples.dedup_by_key(|s| s.0);
     let flushed = run.iter().all(|c| c.flushed);
-    for part in samples.chunks(SAMPLES_PER_CHUNK) {
-        out.push(ChunkCopy {
-            min_t: part[0].0,
-            max_t: part[part.len() - 1].0,
-            data: encode(part.iter().copied()),
-            flushed,
-        });
-    }
+    out.extend(hist::encode(&samples).into_iter().map(|e| ChunkCopy {
+        min_t: e.min_t,
+        max_t: e.max_t,
+        data: e.data,
+        flushed,
+        encoding: e.encoding,
+    }));
     bad
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chunk::decode_bits;
+    use crate::chunk::{decode_bits, encode, SAMPLES_PER_CHUNK};
     use proptest::prelude::*;
 
     fn chunk(samples: &[(i64, f64)]) -> ChunkCopy {
@@ -101,6 +99,7 @@ mod tests {
             max_t: samples[samples.len() - 1].0,
             data: encode(samples.iter().copied()),
             flushed: false,
+            encoding: crate::store::object::ENCODING_XOR,
         }
     }
 
@@ -129,6 +128,71 @@ mod tests {
         let want: Vec<(i64, u64)> = all.iter().map(|&(t, v)| (t, v.to_bits())).collect();
         assert_eq!(decode(&out), want);
         assert_eq!(out.len(), 1);
+    }
+
+    fn hist_chunks(hs: &[(i64, crate::model::HistogramValue)]) -> Vec<ChunkCopy> {
+        crate::hist::encode_histograms(hs)
+            .into_iter()
+            .map(|e| ChunkCopy {
+                min_t: e.min_t,
+                max_t: e.max_t,
+                data: e.data,
+                flushed: false,
+                encoding: e.encoding,
+            })
+            .collect()
+    }
+
+    fn decode_hists(chunks: &[ChunkCopy]) -> Vec<(i64, crate::model::HistogramValue)> {
+        chunks
+            .iter()
+            .flat_map(|c| crate::hist::decode_histograms(c.encoding, &c.data).unwrap())
+            .collect()
+    }
+
+    /// Overlapping histogram chunks (a chunk cut early and the whole one, of both kinds)
+    /// merge into each sample once, re-encoded as histogram chunks of the same kind.
+    #[test]
+    fn overlapping_histogram_chunks_merge_per_encoding() {
+        use crate::hist::fixtures::{float_series, int_series, same_samples};
+        for hs in [int_series(0, 1000, 150), float_series(0, 1000, 150)] {
+            let whole = hist_chunks(&hs);
+            let early = hist_chunks(&hs[..40]);
+            let mut tiers = whole.clone();
+            tiers.extend(early);
+            tiers.reverse();
+            let (out, bad) = merge_chunks(tiers);
+            assert_eq!(bad, 0);
+            assert!(out.iter().all(|c| c.encoding == whole[0].encoding));
+            assert!(out.windows(2).all(|w| w[0].max_t < w[1].min_t));
+            assert!(same_samples(&decode_hists(&out), &hs));
+        }
+    }
+
+    /// A float and a histogram at one timestamp in overlapping chunks: the float wins
+    /// (lowest encoding), whatever order the tiers come in; the rest is kept.
+    #[test]
+    fn a_float_and_a_histogram_at_one_timestamp_keep_the_float() {
+        use crate::hist::fixtures::int_series;
+        let hs = int_series(1000, 1000, 3);
+        let floats = chunk(&[(1000, 1.5), (50_000, 2.5)]);
+        let hist = hist_chunks(&hs);
+        for order in [0, 1] {
+            let mut tiers = hist.clone();
+            if order == 0 {
+                tiers.insert(0, floats.clone());
+            } else {
+                tiers.push(floats.clone());
+            }
+            let (out, bad) = merge_chunks(tiers);
+            assert_eq!(bad, 0);
+            let encs: Vec<u8> = out.iter().map(|c| c.encoding).collect();
+            assert_eq!(encs.first(), Some(&crate::chunk::ENCODING_XOR));
+            assert_eq!(encs.last(), Some(&crate::chunk::ENCODING_XOR));
+            assert_eq!(decode(&out[..1]), vec![(1000, 1.5f64.to_bits())]);
+            let got = decode_hists(&out[1..out.len() - 1]);
+            assert!(crate::hist::fixtures::same_samples(&got, &hs[1..]));
+        }
     }
 
     proptest! {

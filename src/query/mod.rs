@@ -98,8 +98,31 @@ impl Selected {
     /// The samples in `[mint, maxt]`, appended to `out`; returns the labels. Blocking, like
     /// [`Selected::into_chunks`].
     pub fn into_samples(self, mint: i64, maxt: i64, out: &mut Vec<(i64, f64)>) -> Labels {
+        self.into_samples_and_histograms(mint, maxt, out, &mut Vec::new())
+    }
+
+    /// [`Selected::into_samples`] with the native histogram samples in `[mint, maxt]` too,
+    /// appended to `hists`. Blocking, like [`Selected::into_chunks`].
+    pub fn into_samples_and_histograms(
+        self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<(i64, f64)>,
+        hists: &mut Vec<(i64, crate::model::HistogramValue)>,
+    ) -> Labels {
         let (labels, chunks) = self.into_chunks(mint, maxt);
         for c in chunks {
+            if c.encoding != crate::store::object::ENCODING_XOR {
+                match crate::hist::decode_histograms(c.encoding, &c.data) {
+                    Ok(hs) => {
+                        hists.extend(hs.into_iter().filter(|(t, _)| (mint..=maxt).contains(t)))
+                    }
+                    Err(e) => {
+                        tracing::error!(series = %labels, error = %e, "a histogram chunk does not decode; left out")
+                    }
+                }
+                continue;
+            }
             if !crate::chunk::push_range(&c.data, mint, maxt, out) {
                 tracing::error!(series = %labels, "a chunk does not decode; its samples from the bad spot on are left out");
             }
@@ -351,6 +374,7 @@ impl Querier {
                     max_t: rc.meta.max_t,
                     data: b.to_vec(),
                     flushed: true,
+                    encoding: rc.meta.encoding,
                 }),
                 Err(e) => add_warning(
                     warnings,

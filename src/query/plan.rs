@@ -335,6 +335,7 @@ mod tests {
                         })
                         .collect(),
                     exemplars: vec![],
+                    histograms: Vec::new(),
                 })
                 .collect(),
             metadata: vec![],

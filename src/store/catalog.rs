@@ -1124,6 +1124,7 @@ mod tests {
                     min_t: *min_t,
                     max_t: *max_t,
                     data: d,
+                    encoding: crate::store::object::ENCODING_XOR,
                 })
                 .collect();
             b.add_series(l, &data).unwrap();

@@ -236,6 +236,7 @@ mod tests {
                     min_t: 0,
                     max_t: 10,
                     data: &[1, 2, 3],
+                    encoding: crate::store::object::ENCODING_XOR,
                 }],
             )
             .unwrap();

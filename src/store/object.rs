@@ -30,8 +30,27 @@ pub const VERSION: u32 = 1;
 pub const HEADER_LEN: u64 = 16;
 /// Size of the footer: index offset, index length, index CRC32, version, magic.
 pub const FOOTER_LEN: u64 = 32;
-/// Chunk encoding byte for a Prometheus XOR chunk (chunkenc encoding 1).
-pub const ENCODING_XOR: u8 = 1;
+/// Chunk encoding bytes: Prometheus's chunkenc encodings 1 (XOR), 2 (histogram) and 3
+/// (float histogram), as the codec numbers them.
+pub use crate::chunk::{ENCODING_FLOAT_HISTOGRAM, ENCODING_HISTOGRAM, ENCODING_XOR};
+
+/// The name `weft inspect` prints for a chunk encoding (Prometheus's `chunkenc` names).
+pub fn encoding_name(e: u8) -> &'static str {
+    match e {
+        ENCODING_XOR => "XOR",
+        ENCODING_HISTOGRAM => "histogram",
+        ENCODING_FLOAT_HISTOGRAM => "floathistogram",
+        _ => "unknown",
+    }
+}
+
+/// Whether `e` is a chunk encoding weft stores (XOR, histogram, float histogram).
+pub fn is_known_encoding(e: u8) -> bool {
+    matches!(
+        e,
+        ENCODING_XOR | ENCODING_HISTOGRAM | ENCODING_FLOAT_HISTOGRAM
+    )
+}
 
 /// Largest chunk accepted. A XOR chunk holds at most 65535 samples (its count is a u16) of
 /// at most about 19 bytes each, so 2 MiB is above anything a valid chunk can be.
@@ -57,8 +76,11 @@ pub struct ChunkData<'a> {
     pub min_t: i64,
     /// Timestamp of its last sample, ms.
     pub max_t: i64,
-    /// The complete XOR chunk (from the 2-byte sample count on).
+    /// The complete chunk (from the 2-byte sample count on).
     pub data: &'a [u8],
+    /// Its chunk encoding ([`ENCODING_XOR`], [`ENCODING_HISTOGRAM`] or
+    /// [`ENCODING_FLOAT_HISTOGRAM`]).
+    pub encoding: u8,
 }
 
 /// Builds one object: add series with their chunks, then [`finish`](Self::finish).
@@ -140,6 +162,12 @@ impl ObjectBuilder {
                     c.data.len()
                 )));
             }
+            if !is_known_encoding(c.encoding) {
+                return Err(StoreError::InvalidInput(format!(
+                    "chunk of series {labels} has unknown encoding {}",
+                    c.encoding
+                )));
+            }
             if c.min_t > c.max_t {
                 return Err(StoreError::InvalidInput(format!(
                     "chunk of series {labels} has min_t {} after max_t {}",
@@ -158,7 +186,7 @@ impl ObjectBuilder {
         put_uvarint(&mut entry, chunks.len() as u64);
         let mut offset = self.buf.len() as u64;
         for c in chunks {
-            entry.push(ENCODING_XOR);
+            entry.push(c.encoding);
             entry.extend_from_slice(&c.min_t.to_le_bytes());
             entry.extend_from_slice(&c.max_t.to_le_bytes());
             entry.extend_from_slice(&offset.to_le_bytes());
@@ -257,7 +285,8 @@ impl Footer {
 /// Where one chunk sits in an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkMeta {
-    /// The chunk encoding; [`ENCODING_XOR`] is the only one so far.
+    /// The chunk encoding: [`ENCODING_XOR`], [`ENCODING_HISTOGRAM`] or
+    /// [`ENCODING_FLOAT_HISTOGRAM`].
     pub encoding: u8,
     /// Timestamp of its first sample, ms.
     pub min_t: i64,
@@ -429,7 +458,7 @@ pub fn decode_index(index: &[u8], footer: &Footer) -> Result<ObjectIndex, StoreE
             let offset = r.u64()?;
             let len = r.u32()?;
             let crc32 = r.u32()?;
-            if encoding != ENCODING_XOR {
+            if !is_known_encoding(encoding) {
                 return Err(corrupt(format!("unknown chunk encoding {encoding}")));
             }
             if c_min > c_max {
@@ -848,8 +877,15 @@ pub fn inspect(bytes: &[u8]) -> Result<String, StoreError> {
             };
             let _ = writeln!(
                 out,
-                "  chunk {}..{} offset {} len {} crc32 {:08x} samples {} {}",
-                c.min_t, c.max_t, c.offset, c.len, c.crc32, samples, check
+                "  chunk {}..{} {} offset {} len {} crc32 {:08x} samples {} {}",
+                c.min_t,
+                c.max_t,
+                encoding_name(c.encoding),
+                c.offset,
+                c.len,
+                c.crc32,
+                samples,
+                check
             );
         }
     }

@@ -45,9 +45,13 @@ pub struct CheckpointChunk {
     /// Whether the chunk is in a local spill file; `data` is then the encoded spill
     /// reference (20 bytes, see `spill::SpillRef`), not the chunk.
     pub spilled: bool,
-    /// An out-of-order chunk (flag bit 2): it may overlap the series' other chunks, and a
+    /// An out-of-order chunk (flag bit 4): it may overlap the series' other chunks, and a
     /// flush mark never covers it. Never the open chunk.
     pub ooo: bool,
+    /// Chunk encoding (`store::object::ENCODING_*`: 1 XOR, 2 histogram, 3 float
+    /// histogram), kept in bits 2-3 of the flags byte as `encoding - 1` (0 for XOR, so
+    /// checkpoints written before histograms read unchanged).
+    pub encoding: u8,
 }
 
 /// One live series in a checkpoint.
@@ -220,7 +224,13 @@ fn encode_series(s: &CheckpointSeries, buf: &mut Vec<u8>) {
     for c in &s.chunks {
         buf.extend_from_slice(&c.min_t.to_le_bytes());
         buf.extend_from_slice(&c.max_t.to_le_bytes());
-        buf.push(u8::from(c.flushed) | (u8::from(c.spilled) << 1) | (u8::from(c.ooo) << 2));
+        let enc_bits = c.encoding.saturating_sub(1) & 3;
+        buf.push(
+            u8::from(c.flushed)
+                | (u8::from(c.spilled) << 1)
+                | (enc_bits << 2)
+                | (u8::from(c.ooo) << 4),
+        );
         put_uvarint(buf, c.data.len() as u64);
         buf.extend_from_slice(&c.data);
     }
@@ -248,7 +258,10 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
         let min_t = r.u64_le()? as i64;
         let max_t = r.u64_le()? as i64;
         let flags = r.u8()?;
-        if flags > 7 {
+        // Bits 0-1: flushed, spilled; bits 2-3: encoding - 1 (0..=2); bit 4: out-of-order
+        // (XOR only).
+        let (enc_bits, ooo) = ((flags >> 2) & 3, flags & 16 != 0);
+        if flags > 0b1_1111 || enc_bits == 3 || (ooo && enc_bits != 0) {
             return Err(RecordError::Malformed("unknown chunk flags"));
         }
         let len = r.uvarint()?;
@@ -261,7 +274,8 @@ pub fn decode_series(payload: &[u8]) -> Result<CheckpointSeries, RecordError> {
             data: r.bytes(len as usize)?.to_vec(),
             flushed: flags & 1 != 0,
             spilled: flags & 2 != 0,
-            ooo: flags & 4 != 0,
+            ooo,
+            encoding: enc_bits + 1,
         });
     }
     if r.remaining() != 0 {
@@ -566,6 +580,7 @@ mod tests {
                         flushed: i % 2 == 0,
                         spilled: false,
                         ooo: false,
+                        encoding: crate::store::object::ENCODING_XOR,
                     },
                     CheckpointChunk {
                         min_t: 2500,
@@ -573,7 +588,13 @@ mod tests {
                         data: vec![7; 20],
                         flushed: i % 3 == 0,
                         spilled: true,
-                        ooo: i % 5 == 0,
+                        ooo: i % 5 == 0 && i % 2 == 1,
+                        // Histogram chunks keep their encoding in the flags byte.
+                        encoding: if i % 2 == 0 {
+                            crate::store::object::ENCODING_HISTOGRAM
+                        } else {
+                            crate::store::object::ENCODING_XOR
+                        },
                     },
                     CheckpointChunk {
                         min_t: 3000,
@@ -582,6 +603,7 @@ mod tests {
                         flushed: false,
                         spilled: false,
                         ooo: false,
+                        encoding: 1 + (i % 3) as u8,
                     },
                 ],
             })

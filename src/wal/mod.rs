@@ -49,6 +49,7 @@
 //! ```
 
 pub mod checkpoint;
+mod hist_record;
 pub mod record;
 pub mod replay;
 pub mod schedule;
@@ -66,7 +67,7 @@ use tokio::sync::watch;
 use tracing::{error, info, warn};
 
 pub use checkpoint::{write_checkpoint, CheckpointChunk, CheckpointSeries, CheckpointStats};
-pub use record::{Record, RecordError, RefSample};
+pub use record::{Record, RecordError, RefHistogram, RefSample};
 pub use replay::{
     replay, replay_with, ApplyError, Corruption, CorruptionKind, LostRef, ReplayItem, ReplayStats,
     TornTail,

@@ -12,6 +12,8 @@ use std::borrow::Cow;
 
 use thiserror::Error;
 
+use crate::model::HistogramValue;
+
 /// Bytes before a frame's payload: length (4), type (1), CRC (4).
 pub const FRAME_HEADER_BYTES: usize = 9;
 
@@ -26,8 +28,11 @@ pub const TYPE_SERIES: u8 = 1;
 pub const TYPE_SAMPLES: u8 = 2;
 /// Type byte of a [`Record::FlushMark`].
 pub const TYPE_FLUSH_MARK: u8 = 3;
-// Reserved for issue 10 (not written yet): 4 integer histogram samples, 5 float histogram
-// samples, 6 exemplars, 7 metric metadata.
+/// Type byte of a [`Record::Histograms`] of integer histograms.
+pub const TYPE_HISTOGRAMS: u8 = 4;
+/// Type byte of a [`Record::FloatHistograms`].
+pub const TYPE_FLOAT_HISTOGRAMS: u8 = 5;
+// Reserved for issue 10: 6 exemplars, 7 metric metadata.
 
 /// Smallest encoding of one sample: 1-byte ref delta, 1-byte time delta, 8 value bytes.
 /// Used to bound the capacity reserved for a decoded batch by the bytes actually present.
@@ -44,6 +49,23 @@ pub struct RefSample {
     /// `f64::to_bits` of the value.
     pub v: u64,
 }
+
+/// One native histogram sample as the WAL stores it. In a [`Record::Histograms`] every value
+/// is [`HistogramValue::Int`], in a [`Record::FloatHistograms`] every one is
+/// [`HistogramValue::Float`]; the encoder refuses a mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefHistogram {
+    /// Global series ref.
+    pub series_ref: u64,
+    /// Timestamp, milliseconds since the epoch.
+    pub t: i64,
+    /// The histogram.
+    pub h: HistogramValue,
+}
+
+// `Record` is `Eq` for its other variants; histogram floats compare with `==` (NaN sums
+// never equal), which tests compare through `crate::hist::same`.
+impl Eq for RefHistogram {}
 
 /// A WAL record. Encoding takes borrowed data; decoding borrows strings from the read buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +88,10 @@ pub enum Record<'a> {
         /// Newest timestamp covered by the flushed chunks.
         max_t: i64,
     },
+    /// A batch of integer native histogram samples (type 4).
+    Histograms(Cow<'a, [RefHistogram]>),
+    /// A batch of float native histogram samples (type 5).
+    FloatHistograms(Cow<'a, [RefHistogram]>),
 }
 
 impl Record<'_> {
@@ -75,6 +101,8 @@ impl Record<'_> {
             Record::Series { .. } => TYPE_SERIES,
             Record::Samples(_) => TYPE_SAMPLES,
             Record::FlushMark { .. } => TYPE_FLUSH_MARK,
+            Record::Histograms(_) => TYPE_HISTOGRAMS,
+            Record::FloatHistograms(_) => TYPE_FLOAT_HISTOGRAMS,
         }
     }
 
@@ -82,6 +110,7 @@ impl Record<'_> {
     pub fn num_samples(&self) -> usize {
         match self {
             Record::Samples(s) => s.len(),
+            Record::Histograms(h) | Record::FloatHistograms(h) => h.len(),
             _ => 0,
         }
     }
@@ -103,6 +132,8 @@ impl Record<'_> {
             },
             Record::Samples(s) => Record::Samples(Cow::Owned(s.into_owned())),
             Record::FlushMark { series_ref, max_t } => Record::FlushMark { series_ref, max_t },
+            Record::Histograms(h) => Record::Histograms(Cow::Owned(h.into_owned())),
+            Record::FloatHistograms(h) => Record::FloatHistograms(Cow::Owned(h.into_owned())),
         }
     }
 }
@@ -176,6 +207,13 @@ pub fn encode(record: &Record<'_>, buf: &mut Vec<u8>) -> Result<usize, RecordErr
         Record::FlushMark { series_ref, max_t } => {
             buf.extend_from_slice(&series_ref.to_le_bytes());
             buf.extend_from_slice(&max_t.to_le_bytes());
+        }
+        Record::Histograms(hs) | Record::FloatHistograms(hs) => {
+            let float = ty == TYPE_FLOAT_HISTOGRAMS;
+            if let Err(e) = super::hist_record::encode(hs, float, buf) {
+                buf.truncate(start);
+                return Err(e);
+            }
         }
     }
     finish_frame(buf, start, ty)
@@ -317,6 +355,12 @@ pub fn decode_payload(ty: u8, payload: &[u8]) -> Result<Record<'_>, RecordError>
             series_ref: r.u64_le()?,
             max_t: r.u64_le()? as i64,
         },
+        TYPE_HISTOGRAMS => {
+            Record::Histograms(Cow::Owned(super::hist_record::decode(&mut r, false)?))
+        }
+        TYPE_FLOAT_HISTOGRAMS => {
+            Record::FloatHistograms(Cow::Owned(super::hist_record::decode(&mut r, true)?))
+        }
         other => return Err(RecordError::UnknownType(other)),
     };
     if r.remaining() != 0 {

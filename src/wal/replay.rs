@@ -747,6 +747,33 @@ impl Tracker {
                 }
                 rec
             }
+            // Histogram samples of undefined refs are lost as float samples are.
+            Record::Histograms(ref h) | Record::FloatHistograms(ref h)
+                if h.iter().any(|x| !self.known.contains(&x.series_ref)) =>
+            {
+                let float = matches!(rec, Record::FloatHistograms(_));
+                let mut kept = Vec::with_capacity(h.len());
+                for x in h.iter() {
+                    if self.known.contains(&x.series_ref) {
+                        kept.push(x.clone());
+                    } else {
+                        self.lose(&RefSample {
+                            series_ref: x.series_ref,
+                            t: x.t,
+                            v: 0,
+                        });
+                    }
+                }
+                if kept.is_empty() {
+                    return Ok(());
+                }
+                if float {
+                    Record::FloatHistograms(Cow::Owned(kept))
+                } else {
+                    Record::Histograms(Cow::Owned(kept))
+                }
+            }
+            Record::Histograms(_) | Record::FloatHistograms(_) => rec,
         };
         apply(ReplayItem::Record(rec)).map_err(WalError::Apply)
     }
@@ -901,6 +928,14 @@ fn describe(
                 }
                 Ok(Record::FlushMark { series_ref, .. }) => {
                     refs.insert(series_ref);
+                }
+                Ok(Record::Histograms(h) | Record::FloatHistograms(h)) => {
+                    c.damaged_samples += h.len() as u64;
+                    for x in h.iter() {
+                        if refs.len() < MAX_REFS_PER_CORRUPTION {
+                            refs.insert(x.series_ref);
+                        }
+                    }
                 }
                 Err(_) => {}
             }
@@ -1196,6 +1231,7 @@ pub fn inspect_dir(dir: &dyn WalDir) -> Result<String, WalError> {
                     Record::Series { .. } => series += 1,
                     Record::Samples(s) => samples += s.len() as u64,
                     Record::FlushMark { .. } => marks += 1,
+                    Record::Histograms(h) | Record::FloatHistograms(h) => samples += h.len() as u64,
                 }
                 Ok(())
             })?;

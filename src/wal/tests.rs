@@ -59,7 +59,9 @@ impl Head {
                     }
                 }
             }
-            ReplayItem::Record(Record::FlushMark { .. }) => {}
+            ReplayItem::Record(
+                Record::FlushMark { .. } | Record::Histograms(_) | Record::FloatHistograms(_),
+            ) => {}
         }
         Ok(())
     }
@@ -79,6 +81,7 @@ impl Head {
                     flushed: false,
                     spilled: false,
                     ooo: false,
+                    encoding: crate::store::object::ENCODING_XOR,
                 }]
             },
         })
@@ -1628,7 +1631,9 @@ mod repair {
                             }
                         }
                     }
-                    Record::FlushMark { .. } => {}
+                    Record::FlushMark { .. }
+                    | Record::Histograms(_)
+                    | Record::FloatHistograms(_) => {}
                 }
             }
         }

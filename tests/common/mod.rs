@@ -888,6 +888,7 @@ pub fn series_proto(labels: &Labels, samples: &[(i64, u64)]) -> weft::proto::pro
             })
             .collect(),
         exemplars: vec![],
+        histograms: Vec::new(),
     }
 }
 

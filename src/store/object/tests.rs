@@ -30,6 +30,7 @@ fn check_round_trip(series: &[TestSeries]) -> Bytes {
                 min_t: *a,
                 max_t: *z,
                 data: d,
+                encoding: crate::store::object::ENCODING_XOR,
             })
             .collect();
         b.add_series(l, &cs).unwrap();
@@ -121,6 +122,7 @@ fn builder_refuses_what_the_format_cannot_hold() {
                 min_t: 0,
                 max_t: 0,
                 data: &[],
+                encoding: crate::store::object::ENCODING_XOR,
             }],
             "empty chunk",
         ),
@@ -129,6 +131,7 @@ fn builder_refuses_what_the_format_cannot_hold() {
                 min_t: 2,
                 max_t: 1,
                 data: &[1],
+                encoding: crate::store::object::ENCODING_XOR,
             }],
             "min_t after max_t",
         ),
@@ -146,7 +149,8 @@ fn builder_refuses_what_the_format_cannot_hold() {
             &[ChunkData {
                 min_t: 0,
                 max_t: 0,
-                data: &big
+                data: &big,
+                encoding: crate::store::object::ENCODING_XOR,
             }]
         )
         .is_err());
@@ -162,6 +166,7 @@ fn a_refused_series_leaves_the_builder_unchanged() {
             min_t: 0,
             max_t: 0,
             data: &[1],
+            encoding: crate::store::object::ENCODING_XOR,
         }],
     )
     .unwrap();
@@ -169,11 +174,13 @@ fn a_refused_series_leaves_the_builder_unchanged() {
         min_t: 5,
         max_t: 6,
         data: &[2],
+        encoding: crate::store::object::ENCODING_XOR,
     };
     let bad = ChunkData {
         min_t: 9,
         max_t: 8,
         data: &[3],
+        encoding: crate::store::object::ENCODING_XOR,
     };
     assert!(b.add_series(&a, &[ok, bad]).is_err());
     let ix = decode_object(&b.finish().unwrap().bytes).unwrap();
@@ -528,4 +535,60 @@ proptest! {
         let prefix = Path::from("x");
         prop_assert_eq!(ObjectKey::parse(&prefix, &key.to_path(&prefix)).unwrap(), key);
     }
+}
+
+/// Histogram chunks (encodings 2 and 3) travel with their encoding byte through an object;
+/// an encoding weft does not know is refused by the builder and by the decoder.
+#[test]
+fn chunk_encodings_round_trip_and_unknown_ones_are_refused() {
+    let l = Labels::from_strs([("__name__", "h")]).unwrap();
+    let data = [vec![0u8, 1, 9, 9], vec![0u8, 1, 8], vec![0u8, 2, 7, 7, 7]];
+    let encs = [ENCODING_XOR, ENCODING_HISTOGRAM, ENCODING_FLOAT_HISTOGRAM];
+    let cs: Vec<ChunkData<'_>> = (0..3)
+        .map(|i| ChunkData {
+            min_t: i as i64 * 10,
+            max_t: i as i64 * 10 + 5,
+            data: &data[i],
+            encoding: encs[i],
+        })
+        .collect();
+    let mut b = ObjectBuilder::new();
+    b.add_series(&l, &cs).unwrap();
+    let obj = b.finish().unwrap();
+    let ix = decode_object(&obj.bytes).unwrap();
+    let got: Vec<u8> = ix.series[0].chunks.iter().map(|c| c.encoding).collect();
+    assert_eq!(got, encs);
+    let text = inspect(&obj.bytes).unwrap();
+    assert!(
+        text.contains(" histogram offset") && text.contains(" floathistogram offset"),
+        "{text}"
+    );
+
+    let mut b = ObjectBuilder::new();
+    let bad = [ChunkData {
+        encoding: 4,
+        ..cs[0]
+    }];
+    assert!(b.add_series(&l, &bad).is_err(), "encoding 4 is not stored");
+
+    // Flip the first chunk's encoding byte in the index to 4 (and fix the index CRC):
+    // the decoder refuses it.
+    let bytes = obj.bytes.to_vec();
+    let fr = footer_range(bytes.len() as u64).unwrap();
+    let footer = decode_footer(&bytes[fr.start as usize..], bytes.len() as u64).unwrap();
+    let ir = footer.index_range();
+    let mut ix_bytes = bytes[ir.start as usize..ir.end as usize].to_vec();
+    // series count, label count, "__name__", "h", chunk count, then the encoding byte.
+    let at = 1 + 1 + 1 + 8 + 1 + 1 + 1;
+    assert_eq!(ix_bytes[at], ENCODING_XOR);
+    ix_bytes[at] = 4;
+    let footer = Footer {
+        index_crc32: crc32fast::hash(&ix_bytes),
+        ..footer
+    };
+    let err = decode_index(&ix_bytes, &footer).unwrap_err();
+    assert!(
+        err.to_string().contains("unknown chunk encoding 4"),
+        "{err}"
+    );
 }

@@ -1,0 +1,265 @@
+//! Native histograms (integer and float, every shape) through every tier of the binary:
+//! pushed over remote write 1.0 (`TimeSeries.histograms`), read back by remote read in both
+//! modes (SAMPLES `histograms`, STREAMED_XOR_CHUNKS chunks of encodings 2 and 3) from
+//! memory, after `kill -9` (WAL), after a graceful restart (checkpoint), from the local
+//! tier once flushed chunks left memory, and from the
+//! store alone (a fresh ingester after `POST /ingester/flush?wait=true`); listed by
+//! `/api/v1/series`.
+//!
+//! "Exact" is what Prometheus's own reads guarantee (`weft::hist::equivalent`): the same
+//! observations in the same buckets at the same times; bucket layouts may gain empty
+//! buckets (appenders widen a chunk's layout) and counter-reset hints are the chunk's.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use prost::Message;
+use weft::hist::fixtures::{
+    custom_series, first_difference, float_series, gauge_series, int_series,
+};
+use weft::model::HistogramValue;
+use weft::proto::prompb::{
+    ChunkEncoding, ChunkedReadResponse, MatcherType, Query, ReadRequest, ReadResponse,
+    ResponseType, TimeSeries, WriteRequest,
+};
+
+const TENANT: &str = "hist";
+
+type HSeries = (String, Vec<(i64, HistogramValue)>);
+
+/// Every shape, at 15 s steps ending about now.
+fn data_set() -> Vec<HSeries> {
+    let step = 15_000;
+    let start = now_ms() - 2 * 3_600_000;
+    vec![
+        ("h_int".into(), int_series(start, step, 300)),
+        ("h_gauge".into(), gauge_series(start, step, 200)),
+        ("h_float".into(), float_series(start, step, 250)),
+        ("h_custom".into(), custom_series(start, step, 130)),
+    ]
+}
+
+/// The data set as 1.0 requests of at most `per` samples a series.
+fn requests(data: &[HSeries], per: usize) -> Vec<WriteRequest> {
+    let most = data.iter().map(|s| s.1.len()).max().unwrap_or(0);
+    (0..most.div_ceil(per))
+        .map(|k| WriteRequest {
+            timeseries: data
+                .iter()
+                .filter(|(_, hs)| k * per < hs.len())
+                .map(|(name, hs)| TimeSeries {
+                    labels: to_proto_labels(&labels(&[("__name__", name), ("job", "hist")])),
+                    samples: Vec::new(),
+                    exemplars: Vec::new(),
+                    histograms: hs[k * per..((k + 1) * per).min(hs.len())]
+                        .iter()
+                        .map(|(t, h)| weft::hist::to_prompb(*t, h))
+                        .collect(),
+                })
+                .collect(),
+            metadata: Vec::new(),
+        })
+        .collect()
+}
+
+fn push_all(w: &Weft, data: &[HSeries]) {
+    for (i, req) in requests(data, 50).iter().enumerate() {
+        let n: usize = req.timeseries.iter().map(|t| t.histograms.len()).sum();
+        let r = w.push(TENANT, req);
+        assert_eq!(r.status, 204, "push {i}: {}", r.text());
+        assert_eq!(
+            r.header("x-prometheus-remote-write-histograms-written"),
+            Some(n.to_string()),
+            "push {i}: histograms written"
+        );
+    }
+}
+
+fn everything() -> Query {
+    query(0, i64::MAX, vec![matcher(MatcherType::Eq, "job", "hist")])
+}
+
+fn name_of(ls: &[weft::proto::prompb::Label]) -> String {
+    ls.iter()
+        .find(|l| l.name == "__name__")
+        .map(|l| l.value.clone())
+        .unwrap_or_default()
+}
+
+/// SAMPLES mode: every series' histograms (and no float samples).
+fn read_samples(w: &Weft) -> Vec<HSeries> {
+    let r = w.read_raw(
+        Some(TENANT),
+        &ReadRequest {
+            queries: vec![everything()],
+            accepted_response_types: vec![ResponseType::Samples as i32],
+        },
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let resp = ReadResponse::decode(&unsnappy(&r.body).unwrap()[..]).unwrap();
+    resp.results[0]
+        .timeseries
+        .iter()
+        .map(|ts| {
+            assert!(ts.samples.is_empty(), "float samples in a histogram series");
+            let hs = ts
+                .histograms
+                .iter()
+                .map(|h| weft::hist::from_prompb(h).expect("a valid histogram"))
+                .collect();
+            (name_of(&ts.labels), hs)
+        })
+        .collect()
+}
+
+/// STREAMED_XOR_CHUNKS mode: every series' chunks, decoded; checks each chunk's type.
+fn read_chunks(w: &Weft) -> Vec<HSeries> {
+    let r = w.read_raw(
+        Some(TENANT),
+        &ReadRequest {
+            queries: vec![everything()],
+            accepted_response_types: vec![ResponseType::StreamedXorChunks as i32],
+        },
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let mut out: Vec<HSeries> = Vec::new();
+    for frame in read_frames(&r.body) {
+        let msg = ChunkedReadResponse::decode(frame).unwrap();
+        for cs in msg.chunked_series {
+            let name = name_of(&cs.labels);
+            let mut hs = Vec::new();
+            for c in &cs.chunks {
+                let enc = u8::try_from(c.r#type).unwrap();
+                assert!(
+                    c.r#type == ChunkEncoding::Histogram as i32
+                        || c.r#type == ChunkEncoding::FloatHistogram as i32,
+                    "{name}: chunk of type {}",
+                    c.r#type
+                );
+                let got = weft::chunk::decode_histogram_chunk(enc, &c.data)
+                    .unwrap_or_else(|e| panic!("{name}: chunk does not decode: {e}"));
+                assert_eq!(
+                    (c.min_time_ms, c.max_time_ms),
+                    (got[0].0, got[got.len() - 1].0),
+                    "{name}: chunk times"
+                );
+                hs.extend(got);
+            }
+            match out.last_mut() {
+                Some((n, prev)) if *n == name => prev.extend(hs),
+                _ => out.push((name, hs)),
+            }
+        }
+    }
+    out
+}
+
+fn assert_same(what: &str, want: &[HSeries], got: &[HSeries]) {
+    let mut want = want.to_vec();
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    let names: Vec<&str> = got.iter().map(|s| s.0.as_str()).collect();
+    let want_names: Vec<&str> = want.iter().map(|s| s.0.as_str()).collect();
+    assert_eq!(names, want_names, "{what}: series");
+    for ((name, w), (_, g)) in want.iter().zip(got) {
+        if let Some(i) = first_difference(g, w) {
+            panic!(
+                "{what}: {name}: {} samples back, {} sent; first difference at {i}:\n got  {:?}\n want {:?}",
+                g.len(),
+                w.len(),
+                g.get(i),
+                w.get(i)
+            );
+        }
+    }
+}
+
+fn check_everything(what: &str, w: &Weft, data: &[HSeries]) {
+    assert_same(&format!("{what}, SAMPLES"), data, &read_samples(w));
+    assert_same(
+        &format!("{what}, STREAMED_XOR_CHUNKS"),
+        data,
+        &read_chunks(w),
+    );
+}
+
+fn store_args(store: &std::path::Path, id: &str) -> Vec<String> {
+    vec![
+        "--store".into(),
+        format!("file://{}", store.display()),
+        "--ingester.id".into(),
+        id.into(),
+        // Flushed chunks leave memory a second after their flush: reads then come from
+        // the local tier (or the store).
+        "--flush.retain-period".into(),
+        "1s".into(),
+        "--flush.period".into(),
+        "500ms".into(),
+    ]
+}
+
+#[test]
+fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
+    let data = data_set();
+    let store = TempDir::new("weft-hist-store");
+    let dir_a = TempDir::new("weft-hist-a");
+    let args_a = store_args(store.path(), "hist-a");
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+
+    let w = Weft::start_on(dir_a.path(), &args_a, None);
+    push_all(&w, &data);
+    check_everything("from memory", &w, &data);
+    let series = w.series(Some(TENANT), &["{job=\"hist\"}"], &[]);
+    let mut names: Vec<&str> = series.iter().map(|s| s["__name__"].as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["h_custom", "h_float", "h_gauge", "h_int"],
+        "/api/v1/series"
+    );
+    // The newest sample of every series again (a retried push): written, nothing doubled.
+    let newest: Vec<HSeries> = data
+        .iter()
+        .map(|(n, hs)| (n.clone(), hs[hs.len() - 1..].to_vec()))
+        .collect();
+    push_all(&w, &newest);
+    check_everything("after a retried push", &w, &data);
+
+    // kill -9: the WAL alone brings everything back.
+    w.signal(libc::SIGKILL);
+    let mut w = w;
+    w.wait_exit(Duration::from_secs(10));
+    drop(w);
+    let w = Weft::start_on(dir_a.path(), &args_a, None);
+    check_everything("after kill -9", &w, &data);
+
+    // Everything into the store; then a fresh ingester reads it from there alone.
+    let r = w.flush_wait("60s");
+    assert_eq!(r.status, 200, "flush: {}", r.text());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while w.metric("weft_released_chunks_total", &[]).unwrap_or(0.0) == 0.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no chunk released after the flush"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    check_everything("after the flush, chunks released (local tier)", &w, &data);
+    let dir_b = TempDir::new("weft-hist-b");
+    let args_b = store_args(store.path(), "hist-b");
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let b = Weft::start_on(dir_b.path(), &args_b, None);
+    check_everything("from the store (fresh ingester)", &b, &data);
+    let series = b.series(Some(TENANT), &["{job=\"hist\"}"], &[]);
+    assert_eq!(series.len(), 4, "/api/v1/series from the store: {series:?}");
+    drop(b);
+
+    // A graceful restart (a checkpoint at shutdown, or the WAL) of A after the flush.
+    w.signal(libc::SIGTERM);
+    let mut w = w;
+    assert!(w.wait_exit(Duration::from_secs(30)).success());
+    drop(w);
+    let w = Weft::start_on(dir_a.path(), &args_a, None);
+    check_everything("after a graceful restart", &w, &data);
+}
