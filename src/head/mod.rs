@@ -1299,8 +1299,12 @@ impl TenantHead {
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
         }
         report.histograms_appended += out.appended + out.duplicates;
-        report.duplicates_ignored += out.duplicates;
+        // Not in `duplicates_ignored`: that one is of float samples (it is taken off
+        // `appended` for `weft_samples_ingested_total`).
         self.metrics.histograms_ingested.inc_by(out.appended);
+        if out.duplicates > 0 {
+            self.metrics.repeated.inc_by(out.duplicates);
+        }
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }
