@@ -113,7 +113,9 @@ pub enum HeadError {
     },
     /// A sample at the timestamp of a native histogram the series already has, and not equal
     /// to it (or of the other value type).
-    #[error("duplicate sample for timestamp {t}: a different native histogram or value is stored there")]
+    #[error(
+        "duplicate sample for timestamp {t}: a different native histogram or value is stored there"
+    )]
     DuplicateHistogram {
         /// The timestamp.
         t: i64,
