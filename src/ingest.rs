@@ -113,11 +113,26 @@ impl Ingester {
         log: &mut WalLog,
     ) -> Result<(AppendReport, Option<WalPos>), IngestError> {
         log.clear();
-        let report = tenant.append(batch, Some(log));
-        if log.series.is_empty() && log.samples.is_empty() {
+        let mut report = tenant.append(batch, Some(log));
+        // Exemplars and metadata (crate::exmeta): stored after the head (exemplars only of
+        // series it holds), logged in the same append, under the gate that orders them
+        // against a checkpoint's snapshot of the stores.
+        let exmeta = self.head.exmeta();
+        let mut _gate = None;
+        let mut ex_log = crate::exmeta::ExMetaLog::default();
+        if !batch.exemplars.is_empty() || !batch.metadata.is_empty() {
+            _gate = Some(exmeta.gate());
+            ex_log = exmeta.append(
+                tenant.id(),
+                batch,
+                |raw| tenant.has_series_raw(raw),
+                &mut report,
+            );
+        }
+        if log.series.is_empty() && log.samples.is_empty() && ex_log.is_empty() {
             return Ok((report, None));
         }
-        let mut records: Vec<Record<'_>> = Vec::with_capacity(log.series.len() + 1);
+        let mut records: Vec<Record<'_>> = Vec::with_capacity(log.series.len() + 3);
         let tenant_id = tenant.id().as_str();
         for s in &log.series {
             records.push(series_record(tenant_id, s));
@@ -125,6 +140,7 @@ impl Ingester {
         for part in log.samples.chunks(SAMPLES_PER_RECORD) {
             records.push(Record::Samples(Cow::Borrowed(part)));
         }
+        records.extend(ex_log.records(tenant_id));
         let pos = self.wal.append(&records)?;
         for s in &log.series {
             s.set_logged();
@@ -195,7 +211,20 @@ impl Ingester {
     }
 
     fn checkpoint_locked(&self) -> Result<CheckpointStats, IngestError> {
-        let n = self.wal.cut()?;
+        // The segments before the cut go once the checkpoint is written, and the checkpoint
+        // holds series only: the exemplar and metadata stores are logged again right after
+        // the cut, with no push's records in between (see `crate::exmeta`).
+        let n = {
+            let exmeta = self.head.exmeta();
+            let _gate = exmeta.gate_exclusive();
+            let n = self.wal.cut()?;
+            let records = exmeta.snapshot_records();
+            // A few records per append, so no append is huge.
+            for part in records.chunks(8) {
+                self.wal.append(part)?;
+            }
+            n
+        };
         // Spilled chunks are referenced, not copied: their bytes must be durable first.
         // (The head only swaps a chunk for its spilled copy after a sync, so every reference
         // the snapshot sees is covered.)
@@ -470,6 +499,16 @@ impl Replayer<'_> {
                 if let Some((th, s)) = self.by_ref.get(&series_ref) {
                     th.apply_flush_mark(s, max_t);
                 }
+            }
+            ReplayItem::Record(Record::Exemplars { tenant, exemplars }) => {
+                self.progress.records += 1;
+                let tenant = TenantId::parse(&tenant)?;
+                self.head.exmeta().replay_exemplars(&tenant, &exemplars);
+            }
+            ReplayItem::Record(Record::Metadata { tenant, entries }) => {
+                self.progress.records += 1;
+                let tenant = TenantId::parse(&tenant)?;
+                self.head.exmeta().replay_metadata(&tenant, &entries);
             }
         }
         Ok(())

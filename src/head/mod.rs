@@ -51,6 +51,8 @@ pub struct HeadConfig {
     /// `--head.series-idle-timeout`: a series with no new sample for this long (wall time)
     /// leaves the head once all its chunks are flushed and released.
     pub series_idle_timeout: Duration,
+    /// Limits of the exemplar and metadata stores (`crate::exmeta`).
+    pub exmeta: crate::exmeta::ExMetaConfig,
 }
 
 impl Default for HeadConfig {
@@ -62,6 +64,7 @@ impl Default for HeadConfig {
             creation_grace_period: crate::limits::DEFAULT_CREATION_GRACE_PERIOD,
             overrides: Arc::new(Overrides::none()),
             series_idle_timeout: Duration::from_secs(3600),
+            exmeta: crate::exmeta::ExMetaConfig::default(),
         }
     }
 }
@@ -233,12 +236,20 @@ pub struct Head {
     /// One [`Head::spill_oldest`] at a time: the balancer and a reservation that needs room
     /// may both ask, and must not pick the same chunks.
     spilling: parking_lot::Mutex<()>,
+    /// Exemplars and metric metadata; a tenant's leave with it.
+    exmeta: Arc<crate::exmeta::ExMeta>,
 }
 
 impl Head {
     /// An empty head.
     pub fn new(cfg: HeadConfig, metrics: Arc<Metrics>) -> Self {
+        let exmeta = Arc::new(crate::exmeta::ExMeta::new(
+            cfg.exmeta,
+            cfg.overrides.clone(),
+            metrics.clone(),
+        ));
         Self {
+            exmeta,
             cfg,
             metrics,
             tenants: RwLock::new(HashMap::new()),
@@ -254,6 +265,11 @@ impl Head {
     /// resolve.
     pub fn set_spill(&self, spill: Arc<Spill>) {
         let _ = self.spill.set(spill);
+    }
+
+    /// The exemplar and metadata stores.
+    pub fn exmeta(&self) -> &Arc<crate::exmeta::ExMeta> {
+        &self.exmeta
     }
 
     /// The spill, if set.
@@ -982,6 +998,15 @@ impl TenantHead {
     /// Series in this tenant's head.
     pub fn num_series(&self) -> usize {
         self.index.read().series.len()
+    }
+
+    /// Whether the tenant has the series with these raw labels (wire order, as in a
+    /// `WriteBatch`): exemplars are only kept for series the head took.
+    pub fn has_series_raw(&self, raw: &[(&[u8], &[u8])]) -> bool {
+        let mut buf: Pairs<'_> = Vec::new();
+        let pairs = normalise(raw, &mut buf);
+        let hash = crate::model::hash_raw(pairs);
+        self.index.read().lookup(hash, pairs).is_some()
     }
 
     /// Appends a decoded write request. Series that fail (bad labels, limits, ordering) are

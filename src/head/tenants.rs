@@ -71,7 +71,9 @@ impl Head {
             .get(&tenant.id)
             .is_some_and(|t| Arc::ptr_eq(t, &tenant))
             && Arc::strong_count(&tenant) == 2
-            && tenant.num_series() == 0;
+            && tenant.num_series() == 0
+            // A push of metadata alone keeps its tenant until the idle sweep.
+            && !self.exmeta.has_tenant(&tenant.id);
         if !unused {
             return false;
         }
@@ -88,6 +90,7 @@ impl Head {
     pub(super) fn tenant_removed(&self, id: &TenantId, left: usize) {
         self.metrics.limits.tenants.set(left as i64);
         self.metrics.forget_tenant(id.as_str());
+        self.exmeta.remove_tenant(id);
     }
 
     /// The per-tenant overrides (`--limits.overrides-file`), for the limits the head does

@@ -83,6 +83,11 @@ pub struct TenantOverrides {
     /// deleted. `0` keeps the tenant's data for ever.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub retention: Option<Duration>,
+    /// `--limits.max-exemplars-per-tenant`: exemplars held; `0` disables them. A change
+    /// applies at the tenant's next push with exemplars (the oldest go first).
+    pub max_exemplars_per_tenant: Option<usize>,
+    /// `--limits.max-metadata-per-tenant`: metric families with metadata held; `0` disables.
+    pub max_metadata_per_tenant: Option<usize>,
 }
 
 /// The whole file.

@@ -49,6 +49,7 @@
 //! ```
 
 pub mod checkpoint;
+mod exmeta_record;
 pub mod record;
 pub mod replay;
 pub mod schedule;

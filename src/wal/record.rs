@@ -27,7 +27,13 @@ pub const TYPE_SAMPLES: u8 = 2;
 /// Type byte of a [`Record::FlushMark`].
 pub const TYPE_FLUSH_MARK: u8 = 3;
 // Reserved for issue 10 (not written yet): 4 integer histogram samples, 5 float histogram
-// samples, 6 exemplars, 7 metric metadata.
+// samples.
+/// Type byte of a [`Record::Exemplars`].
+pub const TYPE_EXEMPLARS: u8 = 6;
+/// Type byte of a [`Record::Metadata`].
+pub const TYPE_METADATA: u8 = 7;
+
+pub use super::exmeta_record::{WalExemplar, WalMetadata};
 
 /// Smallest encoding of one sample: 1-byte ref delta, 1-byte time delta, 8 value bytes.
 /// Used to bound the capacity reserved for a decoded batch by the bytes actually present.
@@ -66,6 +72,22 @@ pub enum Record<'a> {
         /// Newest timestamp covered by the flushed chunks.
         max_t: i64,
     },
+    /// Exemplars one push stored (or a checkpoint's copy of a tenant's exemplar store), in
+    /// the order the store took them. Never empty.
+    Exemplars {
+        /// Tenant id.
+        tenant: Cow<'a, str>,
+        /// The exemplars, oldest first.
+        exemplars: Vec<WalExemplar>,
+    },
+    /// Metric metadata one push stored (or a checkpoint's copy of a tenant's metadata).
+    /// Never empty.
+    Metadata {
+        /// Tenant id.
+        tenant: Cow<'a, str>,
+        /// The entries; a later entry of a family replaces an earlier one.
+        entries: Vec<WalMetadata>,
+    },
 }
 
 impl Record<'_> {
@@ -75,6 +97,8 @@ impl Record<'_> {
             Record::Series { .. } => TYPE_SERIES,
             Record::Samples(_) => TYPE_SAMPLES,
             Record::FlushMark { .. } => TYPE_FLUSH_MARK,
+            Record::Exemplars { .. } => TYPE_EXEMPLARS,
+            Record::Metadata { .. } => TYPE_METADATA,
         }
     }
 
@@ -103,6 +127,14 @@ impl Record<'_> {
             },
             Record::Samples(s) => Record::Samples(Cow::Owned(s.into_owned())),
             Record::FlushMark { series_ref, max_t } => Record::FlushMark { series_ref, max_t },
+            Record::Exemplars { tenant, exemplars } => Record::Exemplars {
+                tenant: Cow::Owned(tenant.into_owned()),
+                exemplars,
+            },
+            Record::Metadata { tenant, entries } => Record::Metadata {
+                tenant: Cow::Owned(tenant.into_owned()),
+                entries,
+            },
         }
     }
 }
@@ -176,6 +208,12 @@ pub fn encode(record: &Record<'_>, buf: &mut Vec<u8>) -> Result<usize, RecordErr
         Record::FlushMark { series_ref, max_t } => {
             buf.extend_from_slice(&series_ref.to_le_bytes());
             buf.extend_from_slice(&max_t.to_le_bytes());
+        }
+        Record::Exemplars { tenant, exemplars } => {
+            super::exmeta_record::encode_exemplars(tenant, exemplars, buf)
+        }
+        Record::Metadata { tenant, entries } => {
+            super::exmeta_record::encode_metadata(tenant, entries, buf)
         }
     }
     finish_frame(buf, start, ty)
@@ -316,6 +354,14 @@ pub fn decode_payload(ty: u8, payload: &[u8]) -> Result<Record<'_>, RecordError>
         TYPE_FLUSH_MARK => Record::FlushMark {
             series_ref: r.u64_le()?,
             max_t: r.u64_le()? as i64,
+        },
+        TYPE_EXEMPLARS => Record::Exemplars {
+            tenant: Cow::Borrowed(r.str()?),
+            exemplars: super::exmeta_record::decode_exemplars(&mut r)?,
+        },
+        TYPE_METADATA => Record::Metadata {
+            tenant: Cow::Borrowed(r.str()?),
+            entries: super::exmeta_record::decode_metadata(&mut r)?,
         },
         other => return Err(RecordError::UnknownType(other)),
     };
@@ -546,7 +592,40 @@ mod tests {
             });
         let mark = (any::<u64>(), any::<i64>())
             .prop_map(|(series_ref, max_t)| Record::FlushMark { series_ref, max_t });
-        prop_oneof![series, samples, mark]
+        let pairs = || prop::collection::vec((label_str(), label_str()), 0..4);
+        let exemplars = (
+            label_str(),
+            prop::collection::vec((pairs(), pairs(), any::<i64>(), any::<u64>()), 1..6),
+        )
+            .prop_map(|(tenant, v)| Record::Exemplars {
+                tenant: Cow::Owned(tenant),
+                exemplars: v
+                    .into_iter()
+                    .map(|(series, labels, t, v)| WalExemplar {
+                        series,
+                        labels,
+                        t,
+                        v,
+                    })
+                    .collect(),
+            });
+        let metadata = (
+            label_str(),
+            prop::collection::vec((0u8..8, label_str(), ".{0,20}", label_str()), 1..6),
+        )
+            .prop_map(|(tenant, v)| Record::Metadata {
+                tenant: Cow::Owned(tenant),
+                entries: v
+                    .into_iter()
+                    .map(|(kind, family, help, unit)| WalMetadata {
+                        kind,
+                        family,
+                        help,
+                        unit,
+                    })
+                    .collect(),
+            });
+        prop_oneof![series, samples, mark, exemplars, metadata]
     }
 
     proptest! {
@@ -561,7 +640,7 @@ mod tests {
         }
 
         #[test]
-        fn decode_never_panics_on_payload_with_valid_crc(ty in 0u8..5, payload in prop::collection::vec(any::<u8>(), 1..128)) {
+        fn decode_never_panics_on_payload_with_valid_crc(ty in 0u8..9, payload in prop::collection::vec(any::<u8>(), 1..128)) {
             let _ = decode_payload(ty, &payload);
         }
 

@@ -747,6 +747,8 @@ impl Tracker {
                 }
                 rec
             }
+            // Keyed by labels, not refs: nothing to check here.
+            Record::Exemplars { .. } | Record::Metadata { .. } => rec,
         };
         apply(ReplayItem::Record(rec)).map_err(WalError::Apply)
     }
@@ -897,7 +899,7 @@ fn describe(
                 Ok(Record::FlushMark { series_ref, .. }) => {
                     refs.insert(series_ref);
                 }
-                Err(_) => {}
+                Ok(Record::Exemplars { .. } | Record::Metadata { .. }) | Err(_) => {}
             }
         }
         off = next;
@@ -1191,6 +1193,7 @@ pub fn inspect_dir(dir: &dyn WalDir) -> Result<String, WalError> {
                     Record::Series { .. } => series += 1,
                     Record::Samples(s) => samples += s.len() as u64,
                     Record::FlushMark { .. } => marks += 1,
+                    Record::Exemplars { .. } | Record::Metadata { .. } => {}
                 }
                 Ok(())
             })?;

@@ -59,7 +59,9 @@ impl Head {
                     }
                 }
             }
-            ReplayItem::Record(Record::FlushMark { .. }) => {}
+            ReplayItem::Record(
+                Record::FlushMark { .. } | Record::Exemplars { .. } | Record::Metadata { .. },
+            ) => {}
         }
         Ok(())
     }
@@ -1627,7 +1629,9 @@ mod repair {
                             }
                         }
                     }
-                    Record::FlushMark { .. } => {}
+                    Record::FlushMark { .. }
+                    | Record::Exemplars { .. }
+                    | Record::Metadata { .. } => {}
                 }
             }
         }
