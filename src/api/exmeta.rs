@@ -244,6 +244,7 @@ pub(crate) fn extract_selectors(q: &str) -> Result<Vec<Vec<Matcher>>, ApiError> 
     let b = q.as_bytes();
     let mut out: Vec<Vec<Matcher>> = Vec::new();
     let mut i = 0;
+    let mut depth = 0usize;
     let is_ident_start = |c: u8| c.is_ascii_alphabetic() || c == b'_' || c == b':';
     let is_ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c == b':';
     while i < b.len() {
@@ -308,11 +309,20 @@ pub(crate) fn extract_selectors(q: &str) -> Result<Vec<Vec<Matcher>>, ApiError> 
                 _ => out.push(parse_selector(word).map_err(|e| unsupported(&e.to_string()))?),
             }
         } else {
+            match c {
+                b'(' => depth += 1,
+                b')' if depth == 0 => return Err(unsupported("unbalanced ')'")),
+                b')' => depth -= 1,
+                _ => {}
+            }
             i += 1;
         }
         if out.len() > MAX_SELECTORS {
             return Err(unsupported(&format!("more than {MAX_SELECTORS} selectors")));
         }
+    }
+    if depth != 0 {
+        return Err(unsupported("unclosed '('"));
     }
     Ok(out)
 }
@@ -399,7 +409,7 @@ mod tests {
 
     #[test]
     fn unreadable_queries_are_400_naming_the_limit() {
-        for q in ["", "rate(x{a=\"b\"", "x{a=~\"(\"}", "{}"] {
+        for q in ["", "rate(x{a=\"b\"", "x{a=~\"(\"}", "{}", "sum(", "x)"] {
             let e = extract_selectors(q).unwrap_err();
             assert_eq!(e.class, super::super::error::ErrorClass::BadData, "{q}");
         }
