@@ -78,8 +78,8 @@ impl Default for ExMetaConfig {
     }
 }
 
-/// What one push must log: the exemplars and metadata it stored (and repeats of stored
-/// ones, so that a retry of a push whose WAL append failed makes them durable).
+/// What one push must log: the exemplars it stored (and repeats of stored ones, so that a
+/// retry of a push whose WAL append failed makes them durable) and the metadata it changed.
 #[derive(Debug, Default)]
 pub struct ExMetaLog {
     /// Exemplars, in the order they were stored.
@@ -417,41 +417,45 @@ impl ExMeta {
         m.exemplars_evicted.inc_by(evicted);
     }
 
+    /// Stores the batch's metadata under one lock. Only entries that add or change a family
+    /// are copied and logged: remote write 2.0 repeats each series' metadata in every
+    /// request, and an unchanged entry costs a lookup, no allocation and no WAL bytes. (So a
+    /// push whose WAL append failed and whose retry finds its metadata stored leaves that
+    /// metadata unlogged; after a restart it is back with the sender's next metadata.)
     fn append_metadata(&self, tenant: &TenantId, batch: &WriteBatch<'_>, log: &mut ExMetaLog) {
         let limit = self.metadata_limit(tenant);
-        let mut todo = Vec::with_capacity(batch.metadata.len());
-        for m in &batch.metadata {
-            let (Ok(family), Ok(help), Ok(unit)) = (
-                std::str::from_utf8(m.family),
-                std::str::from_utf8(m.help),
-                std::str::from_utf8(m.unit),
-            ) else {
-                self.reject_metadata(metadata::Refusal::NotUtf8);
-                continue;
-            };
-            if let Err(r) = metadata::check(family, help, unit) {
-                self.reject_metadata(r);
-                continue;
-            }
-            todo.push(WalMetadata {
-                kind: m.kind as u8,
-                family: family.to_string(),
-                help: help.to_string(),
-                unit: unit.to_string(),
-            });
-        }
-        if todo.is_empty() {
-            return;
-        }
         self.with_families(tenant, |fams| {
-            for w in todo {
-                let meta = Meta {
-                    kind: MetricType::from_wire(u64::from(w.kind)).unwrap_or_default(),
-                    help: w.help.as_str().into(),
-                    unit: w.unit.as_str().into(),
+            for m in &batch.metadata {
+                let (Ok(family), Ok(help), Ok(unit)) = (
+                    std::str::from_utf8(m.family),
+                    std::str::from_utf8(m.help),
+                    std::str::from_utf8(m.unit),
+                ) else {
+                    self.reject_metadata(metadata::Refusal::NotUtf8);
+                    continue;
                 };
-                match fams.set(&w.family, meta, limit) {
-                    Ok(_) => log.metadata.push(w),
+                if let Err(r) = metadata::check(family, help, unit) {
+                    self.reject_metadata(r);
+                    continue;
+                }
+                if fams.get(family).is_some_and(|cur| {
+                    cur.kind == m.kind && *cur.help == *help && *cur.unit == *unit
+                }) {
+                    continue;
+                }
+                let meta = Meta {
+                    kind: m.kind,
+                    help: help.into(),
+                    unit: unit.into(),
+                };
+                match fams.set(family, meta, limit) {
+                    Ok(metadata::Set::Unchanged) => {}
+                    Ok(_) => log.metadata.push(WalMetadata {
+                        kind: m.kind as u8,
+                        family: family.to_string(),
+                        help: help.to_string(),
+                        unit: unit.to_string(),
+                    }),
                     Err(r) => self.reject_metadata(r),
                 }
             }
