@@ -122,10 +122,13 @@ impl Ingester {
         let mut ex_log = crate::exmeta::ExMetaLog::default();
         if !batch.exemplars.is_empty() || !batch.metadata.is_empty() {
             _gate = Some(exmeta.gate());
+            let grace = self.head.creation_grace_period(tenant.id());
+            let max_t = now_ms().saturating_add(grace.as_millis().min(i64::MAX as u128) as i64);
             ex_log = exmeta.append(
                 tenant.id(),
                 batch,
                 |raw| tenant.has_series_raw(raw),
+                max_t,
                 &mut report,
             );
         }

@@ -24,6 +24,8 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<Label> {
 }
 
 /// A series with one sample per exemplar, at the exemplar's time.
+// `..Default::default()`: TimeSeries gains `histograms` with the 1.0 histogram decoding.
+#[allow(clippy::needless_update)]
 fn series(name: &str, job: &str, exemplars: &[(&str, f64, i64)]) -> TimeSeries {
     TimeSeries {
         labels: labels(&[("__name__", name), ("job", job)]),

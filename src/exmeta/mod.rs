@@ -47,7 +47,7 @@ use metadata::{Families, Meta};
 
 /// Default of `--limits.max-exemplars-per-tenant`: Prometheus's
 /// `--storage.tsdb.max-exemplars` default (100,000 once exemplar storage is on). About
-/// 20 MB per tenant when full with a trace id each.
+/// 25 MB per tenant when full with a trace id each (see `docs/operations.md`).
 pub const DEFAULT_MAX_EXEMPLARS_PER_TENANT: usize = 100_000;
 
 /// Default of `--limits.max-metadata-per-tenant`: metric families with metadata. Mimir's
@@ -320,7 +320,8 @@ impl ExMeta {
     }
 
     /// Stores the exemplars and metadata of a push for `tenant`. `has_series` says whether
-    /// the head holds a series (raw labels); exemplars of other series are refused. Counts
+    /// the head holds a series (raw labels); exemplars of other series, and those after
+    /// `max_t` (now plus the creation grace period), are refused. Counts
     /// the exemplars stored or found already stored in `report.exemplars_appended`, and
     /// returns what to log. Call with [`ExMeta::gate`] held until the log is appended.
     pub fn append(
@@ -328,11 +329,12 @@ impl ExMeta {
         tenant: &TenantId,
         batch: &WriteBatch<'_>,
         has_series: impl Fn(&[(&[u8], &[u8])]) -> bool,
+        max_t: i64,
         report: &mut AppendReport,
     ) -> ExMetaLog {
         let mut log = ExMetaLog::default();
         if !batch.exemplars.is_empty() {
-            self.append_exemplars(tenant, batch, has_series, report, &mut log);
+            self.append_exemplars(tenant, batch, has_series, max_t, report, &mut log);
         }
         if !batch.metadata.is_empty() {
             self.append_metadata(tenant, batch, &mut log);
@@ -345,6 +347,7 @@ impl ExMeta {
         tenant: &TenantId,
         batch: &WriteBatch<'_>,
         has_series: impl Fn(&[(&[u8], &[u8])]) -> bool,
+        max_t: i64,
         report: &mut AppendReport,
         log: &mut ExMetaLog,
     ) {
@@ -376,6 +379,10 @@ impl ExMeta {
                 continue;
             };
             for e in exs {
+                if e.timestamp > max_t {
+                    self.reject_exemplar(exemplar::Refusal::TooFarInFuture, 1);
+                    continue;
+                }
                 let labels = batch
                     .exemplar_labels
                     .get(e.labels_start as usize..e.labels_end as usize)

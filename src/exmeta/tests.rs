@@ -557,3 +557,53 @@ fn a_tenant_that_leaves_the_head_leaves_with_its_metadata() {
     assert_eq!(metrics.exmeta.metadata_stored.get(), 0);
     assert_eq!(metrics.exmeta.bytes.get(), 0);
 }
+
+#[test]
+fn exemplars_past_the_creation_grace_period_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, ing, metrics) = open(dir.path(), HeadConfig::default());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let future = now + 3_600_000;
+    let r = push(
+        &head,
+        &ing,
+        "t",
+        &Push::new().series("a", now, &[("late", 1.0, future), ("ok", 1.0, now)]),
+    );
+    assert_eq!(r.exemplars_appended, 1);
+    assert_eq!(rejected(&metrics, "too_far_in_future"), 1);
+}
+
+/// The default capacity holds: 150,000 exemplars over 10,000 series (trace ids of 32 hex
+/// digits) leave 100,000, and the estimate of their bytes stays within 30 MB. Prints the
+/// figure the docs quote.
+#[test]
+fn a_full_default_ring_stays_within_its_bounds() {
+    let mut r = Ring::new(DEFAULT_MAX_EXEMPLARS_PER_TENANT);
+    let series: Vec<Pairs> = (0..10_000)
+        .map(|i| {
+            pairs(&[
+                ("__name__", "http_request_duration_seconds_bucket"),
+                ("instance", &format!("10.0.{}.{}:9090", i / 256, i % 256)),
+                ("job", "api"),
+                ("le", "0.25"),
+            ])
+        })
+        .collect();
+    for i in 0..150_000i64 {
+        let trace = format!("{:032x}", i as u128 * 0x9e37_79b9_7f4a_7c15);
+        let s = &series[(i % 10_000) as usize];
+        assert!(r.add(s, ex(&trace, 0.1, i)).is_ok());
+    }
+    assert_eq!(r.len(), DEFAULT_MAX_EXEMPLARS_PER_TENANT);
+    println!(
+        "full default ring: {} exemplars, {} series, {} bytes (estimate)",
+        r.len(),
+        r.num_series(),
+        r.bytes()
+    );
+    assert!(r.bytes() < 30 << 20, "{} bytes", r.bytes());
+}
