@@ -115,8 +115,8 @@ impl Ingester {
         log.clear();
         let mut report = tenant.append(batch, Some(log));
         // Exemplars and metadata (crate::exmeta): stored after the head (exemplars only of
-        // series it holds), logged in the same append, under the gate that orders them
-        // against a checkpoint's snapshot of the stores.
+        // series it holds), logged in the same append, under the gate that keeps the WAL in
+        // the stores' order and out of a checkpoint's copy of them.
         let exmeta = self.head.exmeta();
         let mut _gate = None;
         let mut ex_log = crate::exmeta::ExMetaLog::default();
@@ -131,6 +131,9 @@ impl Ingester {
                 max_t,
                 &mut report,
             );
+            if ex_log.is_empty() {
+                _gate = None;
+            }
         }
         if log.series.is_empty() && log.samples.is_empty() && ex_log.is_empty() {
             return Ok((report, None));
@@ -219,7 +222,7 @@ impl Ingester {
         // the cut, with no push's records in between (see `crate::exmeta`).
         let n = {
             let exmeta = self.head.exmeta();
-            let _gate = exmeta.gate_exclusive();
+            let _gate = exmeta.gate();
             let n = self.wal.cut()?;
             let records = exmeta.snapshot_records();
             // A few records per append, so no append is huge.

@@ -421,6 +421,19 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Untrusted query text: any string is selectors or a 400, never a panic or a hang.
+        #[test]
+        fn extraction_never_panics(q in "[a-z_(){}\\[\\]=~!\",' 0-9.:#`\\\\-]{0,40}") {
+            let _ = extract_selectors(&q);
+        }
+
+        #[test]
+        fn extraction_never_panics_on_any_unicode(q in ".{0,40}") {
+            let _ = extract_selectors(&q);
+        }
+    }
+
     #[test]
     fn values_and_timestamps_are_formatted_as_prometheus_does() {
         let cases: [(f64, &str); 7] = [

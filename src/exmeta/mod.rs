@@ -16,10 +16,14 @@
 //! and 7), so it is durable before the push is acknowledged. A checkpoint deletes old
 //! segments, so right after its WAL cut the whole content of both stores is logged again into
 //! the new segment ([`ExMeta::snapshot_records`]): replay then rebuilds the stores from the
-//! segments the checkpoint keeps. The [`ExMeta::gate`] orders this: a push holds it shared
-//! from updating the stores to its WAL append, the checkpoint holds it exclusively from the
-//! cut to the snapshot's append, so no push's records fall between the cut and the snapshot
-//! (where replaying them before the snapshot would reorder the ring).
+//! segments the checkpoint keeps. The [`ExMeta::gate`], a mutex, orders all of this: a push
+//! holds it from updating the stores to its WAL append, so the WAL has the pushes' records in
+//! the order the stores took them (two pushes logging in the other order would replay to
+//! another ring order, or refuse the older exemplar of a series as out of order); a
+//! checkpoint holds it from the cut to the copy's append, so no push's records fall between
+//! the cut and the copy (where replaying them before the copy would reorder the ring).
+//! Only pushes that carry exemplars or metadata take it, and one whose exemplars and
+//! metadata changed nothing lets it go before its WAL append.
 //!
 //! **Invariant:** replaying the WAL in order rebuilds each store as it was (for exemplars:
 //! the same exemplars in the same ring order), given the same limits.
@@ -33,7 +37,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock};
 
 use crate::head::AppendReport;
 use crate::limits::Overrides;
@@ -127,7 +131,7 @@ pub struct ExMeta {
     metadata: RwLock<HashMap<TenantId, Arc<Mutex<Families>>>>,
     /// Estimated bytes held, both stores.
     bytes: AtomicI64,
-    gate: RwLock<()>,
+    gate: Mutex<()>,
 }
 
 /// Sorted labels without empty values, as the head keys series.
@@ -197,7 +201,7 @@ impl ExMeta {
             exemplars: RwLock::new(HashMap::new()),
             metadata: RwLock::new(HashMap::new()),
             bytes: AtomicI64::new(0),
-            gate: RwLock::new(()),
+            gate: Mutex::new(()),
         }
     }
 
@@ -227,14 +231,10 @@ impl ExMeta {
         self.bytes.load(Ordering::Relaxed).max(0) as u64
     }
 
-    /// Held shared by a push from its store updates to its WAL append.
-    pub fn gate(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read()
-    }
-
-    /// Held exclusively by a checkpoint from its WAL cut to its snapshot's append.
-    pub fn gate_exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write()
+    /// Held by a push from its store updates to its WAL append, and by a checkpoint from its
+    /// WAL cut to the append of the stores' copy (see the module docs).
+    pub fn gate(&self) -> MutexGuard<'_, ()> {
+        self.gate.lock()
     }
 
     fn ring(&self, tenant: &TenantId) -> Arc<Mutex<Ring>> {
