@@ -4,7 +4,7 @@
 //! limit; existing families keep being updated) and in bytes per entry
 //! ([`MAX_HELP_BYTES`], [`MAX_NAME_BYTES`]).
 
-use std::collections::BTreeMap;
+use rustc_hash::FxHashMap;
 
 use crate::proto::MetricType;
 
@@ -87,10 +87,10 @@ pub enum Set {
     Unchanged,
 }
 
-/// One tenant's families, sorted by name.
+/// One tenant's families.
 #[derive(Debug, Default)]
 pub struct Families {
-    map: BTreeMap<Box<str>, Meta>,
+    map: FxHashMap<Box<str>, Meta>,
     bytes: u64,
 }
 
@@ -144,6 +144,8 @@ impl Families {
 
     /// Every family, sorted by name.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Meta)> {
-        self.map.iter().map(|(k, v)| (&**k, v))
+        let mut v: Vec<(&str, &Meta)> = self.map.iter().map(|(k, v)| (&**k, v)).collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v.into_iter()
     }
 }

@@ -432,7 +432,13 @@ impl ExMeta {
     fn append_metadata(&self, tenant: &TenantId, batch: &WriteBatch<'_>, log: &mut ExMetaLog) {
         let limit = self.metadata_limit(tenant);
         self.with_families(tenant, |fams| {
+            let mut last: Option<&crate::proto::WriteMetadata<'_>> = None;
             for m in &batch.metadata {
+                // Series of one family usually come together, each with the same metadata.
+                if last.is_some_and(|l| l == m) {
+                    continue;
+                }
+                last = Some(m);
                 let (Ok(family), Ok(help), Ok(unit)) = (
                     std::str::from_utf8(m.family),
                     std::str::from_utf8(m.help),

@@ -678,3 +678,41 @@ fn checkpoints_racing_pushes_replay_to_the_same_stores() {
     assert_eq!(replayed, live);
     assert_eq!(head.exmeta().num_exemplars(&tenant("t")), 50);
 }
+
+/// What remote write 2.0's metadata (repeated on every series of every push) costs a push
+/// once the families are known: printed, not asserted (`-- --nocapture`).
+#[test]
+fn unchanged_metadata_costs_little() {
+    let x = ExMeta::new(
+        ExMetaConfig::default(),
+        Arc::new(Overrides::none()),
+        Arc::new(Metrics::new()),
+    );
+    let names: Vec<String> = (0..1000)
+        .map(|i| format!("metric_family_{i}_total"))
+        .collect();
+    let batch = WriteBatch {
+        metadata: names
+            .iter()
+            .map(|n| WriteMetadata {
+                kind: MetricType::Counter,
+                family: n.as_bytes(),
+                help: b"Requests served, by code and method.",
+                unit: b"",
+            })
+            .collect(),
+        ..WriteBatch::default()
+    };
+    let t = tenant("t");
+    let mut report = AppendReport::default();
+    let first = x.append(&t, &batch, |_| true, i64::MAX, &mut report);
+    assert_eq!(first.metadata.len(), 1000);
+    let start = std::time::Instant::now();
+    const PUSHES: u32 = 200;
+    for _ in 0..PUSHES {
+        let log = x.append(&t, &batch, |_| true, i64::MAX, &mut report);
+        assert!(log.is_empty(), "unchanged metadata is not logged again");
+    }
+    let per_entry = start.elapsed() / (PUSHES * 1000);
+    println!("unchanged metadata: {per_entry:?} per entry (debug build)");
+}
