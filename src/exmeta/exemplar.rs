@@ -70,7 +70,7 @@ impl Exemplar {
     }
 
     /// The order exemplars of a series must come in: timestamp, value, labels.
-    fn order(&self, o: &Exemplar) -> std::cmp::Ordering {
+    pub(crate) fn order(&self, o: &Exemplar) -> std::cmp::Ordering {
         self.t
             .cmp(&o.t)
             .then(self.value.total_cmp(&o.value))

@@ -378,6 +378,7 @@ impl ExMeta {
             else {
                 continue;
             };
+            let first = todo.len();
             for e in exs {
                 if e.timestamp > max_t {
                     self.reject_exemplar(exemplar::Refusal::TooFarInFuture, 1);
@@ -399,6 +400,10 @@ impl ExMeta {
                     Err(r) => self.reject_exemplar(r, 1),
                 }
             }
+            // In the order the ring wants (Prometheus's scrape sorts them so, remote write
+            // senders need not): a push's own exemplars are never out of order among
+            // themselves.
+            todo[first..].sort_by(|a, b| a.1.order(&b.1));
         }
         if todo.is_empty() {
             return;

@@ -375,6 +375,22 @@ fn pushes_store_exemplars_and_metadata_per_tenant_and_count_them() {
 }
 
 #[test]
+fn a_push_s_own_exemplars_of_a_series_are_taken_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (head, ing, metrics) = open(dir.path(), HeadConfig::default());
+    let p = Push::new().series("a", 1000, &[("late", 2.5, 999), ("early", 1.5, 998)]);
+    assert_eq!(push(&head, &ing, "t", &p).exemplars_appended, 2);
+    assert_eq!(rejected(&metrics, "out_of_order"), 0);
+    assert_eq!(
+        query(head.exmeta(), "t"),
+        [(
+            "a".to_string(),
+            vec![("early".to_string(), 1.5, 998), ("late".into(), 2.5, 999)]
+        )]
+    );
+}
+
+#[test]
 fn exemplars_of_series_the_head_refused_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = HeadConfig {
