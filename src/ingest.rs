@@ -146,7 +146,7 @@ impl Ingester {
         for part in log.samples.chunks(SAMPLES_PER_RECORD) {
             records.push(Record::Samples(Cow::Borrowed(part)));
         }
-        records.extend(ex_log.records(tenant_id));
+        records.extend(ex_log.into_records(tenant_id));
         let pos = self.wal.append(&records)?;
         for s in &log.series {
             s.set_logged();

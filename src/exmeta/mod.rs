@@ -99,14 +99,14 @@ impl ExMetaLog {
     }
 
     /// The WAL records of this log for `tenant`.
-    pub fn records<'a>(&'a self, tenant: &'a str) -> impl Iterator<Item = Record<'a>> + 'a {
+    pub fn into_records(self, tenant: &str) -> impl Iterator<Item = Record<'_>> {
         let ex = (!self.exemplars.is_empty()).then(|| Record::Exemplars {
             tenant: tenant.into(),
-            exemplars: self.exemplars.clone(),
+            exemplars: self.exemplars,
         });
         let md = (!self.metadata.is_empty()).then(|| Record::Metadata {
             tenant: tenant.into(),
-            entries: self.metadata.clone(),
+            entries: self.metadata,
         });
         ex.into_iter().chain(md)
     }
