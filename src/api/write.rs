@@ -65,6 +65,7 @@ async fn push_inner(
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
     decode_write_request(&bufs.raw, &mut batch)?;
     let appended = if batch.series.is_empty() && batch.metadata.is_empty() {
+        // Nothing to store.
         Ok((AppendReport::default(), None))
     } else {
         // A new tenant is created only under --limits.max-tenants, and only kept if this

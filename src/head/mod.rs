@@ -236,7 +236,7 @@ pub struct Head {
     /// One [`Head::spill_oldest`] at a time: the balancer and a reservation that needs room
     /// may both ask, and must not pick the same chunks.
     spilling: parking_lot::Mutex<()>,
-    /// Exemplars and metric metadata; a tenant's leave with it.
+    /// Exemplars and metric metadata; a tenant's leave the head with the tenant.
     exmeta: Arc<crate::exmeta::ExMeta>,
 }
 
@@ -425,6 +425,9 @@ impl Head {
             map.retain(|id, t| {
                 let gone = Arc::strong_count(t) == 1 && t.num_series() == 0;
                 if gone {
+                    // Under the map's lock: a push that would store exemplars or metadata
+                    // for this tenant must first get it back from the map.
+                    self.exmeta.remove_tenant(id);
                     removed.push(id.clone());
                 }
                 !gone

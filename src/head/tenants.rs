@@ -90,7 +90,6 @@ impl Head {
     pub(super) fn tenant_removed(&self, id: &TenantId, left: usize) {
         self.metrics.limits.tenants.set(left as i64);
         self.metrics.forget_tenant(id.as_str());
-        self.exmeta.remove_tenant(id);
     }
 
     /// The per-tenant overrides (`--limits.overrides-file`), for the limits the head does
