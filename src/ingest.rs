@@ -224,11 +224,7 @@ impl Ingester {
             let exmeta = self.head.exmeta();
             let _gate = exmeta.gate();
             let n = self.wal.cut()?;
-            let records = exmeta.snapshot_records();
-            // A few records per append, so no append is huge.
-            for part in records.chunks(8) {
-                self.wal.append(part)?;
-            }
+            exmeta.snapshot(|r| self.wal.append(std::slice::from_ref(&r)).map(drop))?;
             n
         };
         // Spilled chunks are referenced, not copied: their bytes must be durable first.

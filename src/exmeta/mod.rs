@@ -15,7 +15,7 @@
 //! Durability: what a push stores is logged in the same WAL append as its samples (records 6
 //! and 7), so it is durable before the push is acknowledged. A checkpoint deletes old
 //! segments, so right after its WAL cut the whole content of both stores is logged again into
-//! the new segment ([`ExMeta::snapshot_records`]): replay then rebuilds the stores from the
+//! the new segment ([`ExMeta::snapshot`]): replay then rebuilds the stores from the
 //! segments the checkpoint keeps. The [`ExMeta::gate`], a mutex, orders all of this: a push
 //! holds it from updating the stores to its WAL append, so the WAL has the pushes' records in
 //! the order the stores took them (two pushes logging in the other order would replay to
@@ -521,10 +521,14 @@ impl ExMeta {
         });
     }
 
-    /// Both stores' whole content as WAL records (exemplars in ring order), for a checkpoint
-    /// to log right after its cut. Each record stays far below the WAL's record limit.
-    pub fn snapshot_records(&self) -> Vec<Record<'static>> {
-        let mut out = Vec::new();
+    /// Hands `emit` both stores' whole content as WAL records (exemplars in ring order), one
+    /// record at a time, for a checkpoint to log right after its cut. Each record stays far
+    /// below the WAL's record limit, and only one is held at a time: a copy of every tenant's
+    /// store at once could be gigabytes. Stops at `emit`'s first error.
+    pub fn snapshot<E>(
+        &self,
+        mut emit: impl FnMut(Record<'static>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let mut tenants: Vec<(TenantId, Arc<Mutex<Ring>>)> = self
             .exemplars
             .read()
@@ -546,18 +550,18 @@ impl ExMeta {
                         .sum::<usize>();
                 part.push(w);
                 if part.len() >= SNAPSHOT_RECORD_ITEMS || bytes >= SNAPSHOT_RECORD_BYTES {
-                    out.push(Record::Exemplars {
+                    emit(Record::Exemplars {
                         tenant: tenant.to_string().into(),
                         exemplars: std::mem::take(&mut part),
-                    });
+                    })?;
                     bytes = 0;
                 }
             }
             if !part.is_empty() {
-                out.push(Record::Exemplars {
+                emit(Record::Exemplars {
                     tenant: tenant.to_string().into(),
                     exemplars: part,
-                });
+                })?;
             }
         }
         let mut tenants: Vec<(TenantId, Arc<Mutex<Families>>)> = self
@@ -569,23 +573,39 @@ impl ExMeta {
         tenants.sort_by(|a, b| a.0.cmp(&b.0));
         for (tenant, fams) in tenants {
             let fams = fams.lock();
-            let all: Vec<WalMetadata> = fams
-                .iter()
-                .map(|(f, m)| WalMetadata {
+            let mut part = Vec::new();
+            for (f, m) in fams.iter() {
+                part.push(WalMetadata {
                     kind: m.kind as u8,
                     family: f.to_string(),
                     help: m.help.to_string(),
                     unit: m.unit.to_string(),
-                })
-                .collect();
-            // A family is at most ~3 KiB (the length bounds): 256 a record stays < 1 MiB.
-            for part in all.chunks(256) {
-                out.push(Record::Metadata {
-                    tenant: tenant.to_string().into(),
-                    entries: part.to_vec(),
                 });
+                // A family is at most ~3 KiB (the length bounds): 256 a record is < 1 MiB.
+                if part.len() == 256 {
+                    emit(Record::Metadata {
+                        tenant: tenant.to_string().into(),
+                        entries: std::mem::take(&mut part),
+                    })?;
+                }
+            }
+            if !part.is_empty() {
+                emit(Record::Metadata {
+                    tenant: tenant.to_string().into(),
+                    entries: part,
+                })?;
             }
         }
+        Ok(())
+    }
+
+    /// [`ExMeta::snapshot`] collected (tests).
+    pub fn snapshot_records(&self) -> Vec<Record<'static>> {
+        let mut out = Vec::new();
+        let _ = self.snapshot(|r| {
+            out.push(r);
+            Ok::<(), ()>(())
+        });
         out
     }
 
