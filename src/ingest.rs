@@ -224,7 +224,7 @@ impl Ingester {
             let exmeta = self.head.exmeta();
             let _gate = exmeta.gate();
             let n = self.wal.cut()?;
-            exmeta.snapshot(|r| self.wal.append(std::slice::from_ref(&r)).map(drop))?;
+            exmeta.snapshot(|r| self.wal.append_copy(std::slice::from_ref(&r)).map(drop))?;
             n
         };
         // Spilled chunks are referenced, not copied: their bytes must be durable first.
