@@ -194,6 +194,21 @@ fn wal_exemplar(series: &[(Box<str>, Box<str>)], e: &Exemplar) -> WalExemplar {
 impl ExMeta {
     /// Empty stores.
     pub fn new(cfg: ExMetaConfig, overrides: Arc<Overrides>, metrics: Arc<Metrics>) -> Self {
+        // Every reason is listed from the start (at 0), so alerts on a rate see it.
+        for r in exemplar::Refusal::ALL {
+            metrics
+                .exmeta
+                .exemplars_rejected
+                .get_or_create(&ReasonLabels { reason: r.reason() })
+                .inc_by(0);
+        }
+        for r in metadata::Refusal::ALL {
+            metrics
+                .exmeta
+                .metadata_rejected
+                .get_or_create(&ReasonLabels { reason: r.reason() })
+                .inc_by(0);
+        }
         Self {
             cfg,
             overrides,
@@ -437,47 +452,71 @@ impl ExMeta {
     fn append_metadata(&self, tenant: &TenantId, batch: &WriteBatch<'_>, log: &mut ExMetaLog) {
         let limit = self.metadata_limit(tenant);
         self.with_families(tenant, |fams| {
-            let mut last: Option<&crate::proto::WriteMetadata<'_>> = None;
+            // Series of one family usually come together, each with the same metadata: an
+            // entry equal to the one before has its outcome (a refusal is counted again).
+            let mut last: Option<(&crate::proto::WriteMetadata<'_>, Option<metadata::Refusal>)> =
+                None;
             for m in &batch.metadata {
-                // Series of one family usually come together, each with the same metadata.
-                if last.is_some_and(|l| l == m) {
-                    continue;
+                if let Some((l, refused)) = last {
+                    if l == m {
+                        if let Some(r) = refused {
+                            self.reject_metadata(r);
+                        }
+                        continue;
+                    }
                 }
-                last = Some(m);
-                let (Ok(family), Ok(help), Ok(unit)) = (
-                    std::str::from_utf8(m.family),
-                    std::str::from_utf8(m.help),
-                    std::str::from_utf8(m.unit),
-                ) else {
-                    self.reject_metadata(metadata::Refusal::NotUtf8);
-                    continue;
-                };
-                if let Err(r) = metadata::check(family, help, unit) {
-                    self.reject_metadata(r);
-                    continue;
-                }
-                if fams.get(family).is_some_and(|cur| {
-                    cur.kind == m.kind && *cur.help == *help && *cur.unit == *unit
-                }) {
-                    continue;
-                }
-                let meta = Meta {
-                    kind: m.kind,
-                    help: help.into(),
-                    unit: unit.into(),
-                };
-                match fams.set(family, meta, limit) {
-                    Ok(metadata::Set::Unchanged) => {}
-                    Ok(_) => log.metadata.push(WalMetadata {
-                        kind: m.kind as u8,
-                        family: family.to_string(),
-                        help: help.to_string(),
-                        unit: unit.to_string(),
-                    }),
-                    Err(r) => self.reject_metadata(r),
-                }
+                let refused = self.set_metadata(fams, m, limit, log);
+                last = Some((m, refused));
             }
         });
+    }
+
+    /// One entry of [`ExMeta::append_metadata`]; the refusal, if any, is counted and returned.
+    fn set_metadata(
+        &self,
+        fams: &mut Families,
+        m: &crate::proto::WriteMetadata<'_>,
+        limit: usize,
+        log: &mut ExMetaLog,
+    ) -> Option<metadata::Refusal> {
+        let refuse = |r| {
+            self.reject_metadata(r);
+            Some(r)
+        };
+        let (Ok(family), Ok(help), Ok(unit)) = (
+            std::str::from_utf8(m.family),
+            std::str::from_utf8(m.help),
+            std::str::from_utf8(m.unit),
+        ) else {
+            return refuse(metadata::Refusal::NotUtf8);
+        };
+        if let Err(r) = metadata::check(family, help, unit) {
+            return refuse(r);
+        }
+        if fams
+            .get(family)
+            .is_some_and(|cur| cur.kind == m.kind && *cur.help == *help && *cur.unit == *unit)
+        {
+            return None;
+        }
+        let meta = Meta {
+            kind: m.kind,
+            help: help.into(),
+            unit: unit.into(),
+        };
+        match fams.set(family, meta, limit) {
+            Ok(metadata::Set::Unchanged) => None,
+            Ok(_) => {
+                log.metadata.push(WalMetadata {
+                    kind: m.kind as u8,
+                    family: family.to_string(),
+                    help: help.to_string(),
+                    unit: unit.to_string(),
+                });
+                None
+            }
+            Err(r) => refuse(r),
+        }
     }
 
     /// Applies a replayed exemplars record. No limit but the ring's capacity applies, and

@@ -450,6 +450,7 @@ fn capacity_from_the_overrides_file_evicts_the_oldest_and_the_metric_shows_it() 
         "small",
         &Push::new()
             .meta("a", MetricType::Gauge, "1")
+            .meta("b", MetricType::Gauge, "2")
             .meta("b", MetricType::Gauge, "2"),
     );
     push(
@@ -469,7 +470,7 @@ fn capacity_from_the_overrides_file_evicts_the_oldest_and_the_metric_shows_it() 
                 reason: "per_tenant_limit"
             })
             .get(),
-        1
+        2
     );
 }
 
