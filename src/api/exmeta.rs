@@ -23,7 +23,9 @@ const MAX_FORM_BYTES: usize = 1 << 20;
 /// Most selectors one exemplar query may hold.
 const MAX_SELECTORS: usize = 100;
 
-/// Query string and (for a form POST) body pairs.
+/// Form body (for a form POST) and query string pairs, in that order: as Go's
+/// `Request.FormValue`, which Prometheus uses, the first value of a key wins and the body's
+/// come first.
 async fn pairs(
     st: &AppState,
     query: Option<String>,
@@ -31,9 +33,6 @@ async fn pairs(
     body: Body,
 ) -> Result<Vec<(String, String)>, ApiError> {
     let mut pairs: Vec<(String, String)> = Vec::new();
-    if let Some(q) = query {
-        pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
-    }
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -48,7 +47,18 @@ async fn pairs(
             .await?;
         pairs.extend(form_urlencoded::parse(&body).into_owned());
     }
+    if let Some(q) = query {
+        pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
+    }
     Ok(pairs)
+}
+
+/// The first value of `key`, as `FormValue`.
+fn first<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 fn json_response(body: String) -> Response {
@@ -65,21 +75,18 @@ pub(super) async fn query_exemplars(
     let run = async {
         let tenant = tenant(&headers)?;
         let pairs = pairs(&st, q, &headers, body).await?;
-        let (mut start, mut end, mut query) = (i64::MIN, i64::MAX, None);
-        for (k, v) in &pairs {
-            match k.as_str() {
-                "start" => start = parse_time(v).ok_or_else(|| bad_param("start", v))?,
-                "end" => end = parse_time(v).ok_or_else(|| bad_param("end", v))?,
-                "query" => query = Some(v.clone()),
-                _ => {}
-            }
-        }
+        let time = |key: &str, default: i64| match first(&pairs, key) {
+            None | Some("") => Ok(default),
+            Some(v) => parse_time(v).ok_or_else(|| bad_param(key, v)),
+        };
+        let (start, end) = (time("start", i64::MIN)?, time("end", i64::MAX)?);
+        let query = first(&pairs, "query");
         if end < start {
             return Err(ApiError::bad_data(
                 "end timestamp must not be before start timestamp",
             ));
         }
-        let sets = extract_selectors(query.as_deref().unwrap_or(""))?;
+        let sets = extract_selectors(query.unwrap_or(""))?;
         if sets.is_empty() {
             // As Prometheus: an expression without selectors answers null.
             return Ok(json_response(r#"{"status":"success","data":null}"#.into()));
@@ -105,31 +112,22 @@ pub(super) async fn metadata(
     let run = async {
         let tenant = tenant(&headers)?;
         let pairs = pairs(&st, q, &headers, body).await?;
-        let (mut limit, mut metric) = (None, None);
-        for (k, v) in &pairs {
-            match k.as_str() {
-                "limit" => {
-                    let n: i64 = v
-                        .parse()
-                        .map_err(|_| ApiError::bad_data("limit must be a number"))?;
-                    // As Prometheus: a negative limit is no limit.
-                    limit = usize::try_from(n).ok();
-                }
-                "limit_per_metric" => {
-                    // weft keeps one entry per family, so any limit above 0 is met.
-                    let _: i64 = v
-                        .parse()
-                        .map_err(|_| ApiError::bad_data("limit_per_metric must be a number"))?;
-                }
-                "metric" if !v.is_empty() => metric = Some(v.clone()),
-                _ => {}
+        let number = |key: &str| -> Result<Option<i64>, ApiError> {
+            match first(&pairs, key) {
+                None | Some("") => Ok(None),
+                Some(v) => v
+                    .parse()
+                    .map(Some)
+                    .map_err(|_| ApiError::bad_data(format!("{key} must be a number"))),
             }
-        }
+        };
+        // As Prometheus: a negative limit is no limit.
+        let limit = number("limit")?.and_then(|n| usize::try_from(n).ok());
+        // weft keeps one entry per family, so any per-metric limit above 0 is met.
+        number("limit_per_metric")?;
+        let metric = first(&pairs, "metric").filter(|m| !m.is_empty());
         let node = st.node()?;
-        let found = node
-            .head()
-            .exmeta()
-            .metadata(&tenant, metric.as_deref(), limit);
+        let found = node.head().exmeta().metadata(&tenant, metric, limit);
         let mut data = serde_json::Map::new();
         for (family, m) in found {
             data.insert(
