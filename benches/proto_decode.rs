@@ -2,6 +2,9 @@
 //! request (1000 series, ~10 node_exporter-like labels each, 1 sample each), as one
 //! Prometheus remote-write shard sends it.
 //!
+//! The same request is also encoded as remote write 2.0 (`io.prometheus.write.v2.Request`,
+//! one symbol table for the whole request) and decoded by the 2.0 decoder (`*_v2`).
+//!
 //! The request is generated from a seeded RNG (`WEFT_BENCH_SEED`, default below) and the seed
 //! is printed, so a number can be reproduced exactly.
 
@@ -11,7 +14,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
 use weft::proto::prompb::{Label, Sample, TimeSeries, WriteRequest};
-use weft::proto::{compress, decode_write_request, decompress, decompress_into, WriteBatch};
+use weft::proto::{
+    compress, decode_write_request, decode_write_request_v2, decompress, decompress_into,
+    prompb_v2, WriteBatch,
+};
 
 const SERIES: usize = 1000;
 const DEFAULT_SEED: u64 = 0x5eed_2042;
@@ -136,16 +142,60 @@ fn request(rng: &mut StdRng) -> WriteRequest {
     }
 }
 
+/// The same request as remote write 2.0: labels interned in one symbol table.
+fn request_v2(req: &WriteRequest) -> prompb_v2::Request {
+    let mut symbols = vec![String::new()];
+    let mut index = std::collections::HashMap::from([(String::new(), 0u32)]);
+    let mut sym = |s: &str| -> u32 {
+        *index.entry(s.to_string()).or_insert_with(|| {
+            symbols.push(s.to_string());
+            symbols.len() as u32 - 1
+        })
+    };
+    let timeseries = req
+        .timeseries
+        .iter()
+        .map(|ts| prompb_v2::TimeSeries {
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                .collect(),
+            samples: ts
+                .samples
+                .iter()
+                .map(|s| prompb_v2::Sample {
+                    value: s.value,
+                    timestamp: s.timestamp,
+                })
+                .collect(),
+            ..prompb_v2::TimeSeries::default()
+        })
+        .collect();
+    prompb_v2::Request {
+        symbols,
+        timeseries,
+    }
+}
+
 fn bench(c: &mut Criterion) {
     let seed = std::env::var("WEFT_BENCH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(DEFAULT_SEED);
-    let raw = request(&mut StdRng::seed_from_u64(seed)).encode_to_vec();
+    let req = request(&mut StdRng::seed_from_u64(seed));
+    let raw = req.encode_to_vec();
     let body = compress(&raw);
+    let raw_v2 = request_v2(&req).encode_to_vec();
+    let body_v2 = compress(&raw_v2);
     let labels: usize = {
         let mut batch = WriteBatch::default();
         decode_write_request(&raw, &mut batch).unwrap();
+        // Both encodings decode to the same batch.
+        let mut v2 = WriteBatch::default();
+        decode_write_request_v2(&raw_v2, &mut v2).unwrap();
+        assert_eq!((&batch.labels, &batch.series), (&v2.labels, &v2.series));
+        assert_eq!(batch.samples.len(), v2.samples.len());
         batch.labels.len()
     };
     println!(
@@ -153,6 +203,11 @@ fn bench(c: &mut Criterion) {
          {} bytes protobuf, {} bytes snappy",
         raw.len(),
         body.len()
+    );
+    println!(
+        "proto_decode: as remote write 2.0: {} bytes protobuf, {} bytes snappy",
+        raw_v2.len(),
+        body_v2.len()
     );
 
     let mut group = c.benchmark_group("remote_write");
@@ -176,6 +231,26 @@ fn bench(c: &mut Criterion) {
     group.bench_function("decode", |b| {
         b.iter(|| {
             decode_write_request(black_box(&raw), &mut batch).unwrap();
+            black_box(batch.samples.len())
+        })
+    });
+    let mut batch: WriteBatch<'static> = WriteBatch::default();
+    let mut buf = Vec::new();
+    group.bench_function("decompress_and_decode_v2", |b| {
+        b.iter(|| {
+            decompress_into(black_box(&body_v2), MAX_DECOMPRESSED_BYTES, &mut buf).unwrap();
+            let raw = &buf[..];
+            let mut decoded = std::mem::take(&mut batch).recycle();
+            decode_write_request_v2(raw, &mut decoded).unwrap();
+            let n = decoded.samples.len();
+            batch = decoded.recycle();
+            black_box(n)
+        })
+    });
+    let mut batch = WriteBatch::default();
+    group.bench_function("decode_v2", |b| {
+        b.iter(|| {
+            decode_write_request_v2(black_box(&raw_v2), &mut batch).unwrap();
             black_box(batch.samples.len())
         })
     });

@@ -253,14 +253,20 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Removes from `batch` every sample whose timestamp is more than `grace` after `now_ms`,
-/// and records each series that had one in `report` (one entry per series, naming it and
-/// its first such timestamp) and in `weft_samples_rejected_total{reason="too_far_in_future"}`.
-/// Returns how many samples were removed.
+/// Removes from `batch` every sample and native histogram sample whose timestamp is more
+/// than `grace` after `now_ms`, and records each series that had one in `report` (one entry
+/// per series, naming it and its first such timestamp, samples before histograms) and in
+/// `weft_samples_rejected_total{reason="too_far_in_future"}`. Returns how many samples and
+/// histograms were removed.
 ///
 /// Before, a sample at now × 10⁶ (nanoseconds from a buggy client) was accepted; every
 /// correct sample of its series after it was then refused as out of order, and the WAL
 /// replayed the bad one at every restart, so the series stayed blocked for good.
+///
+/// Every range stays right: samples and histograms are compacted in place and each series'
+/// ranges re-pointed; exemplars are not moved. A series left with nothing is dropped; one
+/// whose every sample and histogram was refused loses its exemplars with them (they belong
+/// to those samples), while a series that came with exemplars only passes unchanged.
 pub fn refuse_future_samples(
     tenant: &TenantHead,
     batch: &mut WriteBatch<'_>,
@@ -270,31 +276,46 @@ pub fn refuse_future_samples(
 ) -> u64 {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     let max_t = now_ms.saturating_add(grace_ms);
-    if batch.samples.iter().all(|&(t, _)| t <= max_t) {
+    if batch.samples.iter().all(|&(t, _)| t <= max_t)
+        && batch.histograms.iter().all(|(t, _)| *t <= max_t)
+    {
         return 0;
     }
     let mut removed = 0u64;
-    let mut write = 0usize;
+    let (mut write_s, mut write_h) = (0usize, 0usize);
     for i in 0..batch.series.len() {
         let s = batch.series[i];
-        let (start, end) = (s.samples_start as usize, s.samples_end as usize);
         let mut first_bad = None;
         let mut bad = 0u64;
-        let new_start = write;
-        for j in start..end {
-            let sample = batch.samples[j];
-            if sample.0 > max_t {
-                first_bad.get_or_insert(sample.0);
+        // Swaps move kept entries forward; `write <= j`, so nothing unvisited is disturbed.
+        let new_start = write_s;
+        for j in s.samples_start as usize..s.samples_end as usize {
+            if batch.samples[j].0 > max_t {
+                first_bad.get_or_insert(batch.samples[j].0);
                 bad += 1;
             } else {
-                batch.samples[write] = sample;
-                write += 1;
+                batch.samples.swap(write_s, j);
+                write_s += 1;
             }
         }
-        // `write` never passes `end`, which fits in u32 (the decoder made it).
-        batch.series[i].samples_start = new_start as u32;
-        batch.series[i].samples_end = write as u32;
+        let new_h_start = write_h;
+        for j in s.histograms_start as usize..s.histograms_end as usize {
+            if batch.histograms[j].0 > max_t {
+                first_bad.get_or_insert(batch.histograms[j].0);
+                bad += 1;
+            } else {
+                batch.histograms.swap(write_h, j);
+                write_h += 1;
+            }
+        }
+        // `write_*` never pass the ends, which fit in u32 (the decoder made them).
+        let w = &mut batch.series[i];
+        (w.samples_start, w.samples_end) = (new_start as u32, write_s as u32);
+        (w.histograms_start, w.histograms_end) = (new_h_start as u32, write_h as u32);
         if let Some(t) = first_bad {
+            if w.num_samples() == 0 && w.num_histograms() == 0 {
+                w.exemplars_end = w.exemplars_start;
+            }
             removed += bad;
             let e = HeadError::TooFarInFuture {
                 t,
@@ -306,13 +327,13 @@ pub fn refuse_future_samples(
             report.push_error(|| describe_raw(labels), e, bad);
         }
     }
-    batch.samples.truncate(write);
-    // A series left without samples must not reach the head, which would create it empty
-    // (and so keep a tenant that stored nothing). One with histograms goes on: the head
-    // reports those.
+    batch.samples.truncate(write_s);
+    batch.histograms.truncate(write_h);
+    // A series left with nothing must not reach the head, which would create it empty (and
+    // so keep a tenant that stored nothing).
     batch
         .series
-        .retain(|s| s.samples_end > s.samples_start || s.num_histograms() > 0);
+        .retain(|s| s.num_samples() > 0 || s.num_histograms() > 0 || s.num_exemplars() > 0);
     removed
 }
 
@@ -625,6 +646,128 @@ mod tests {
         let r = th.append(&batch, None);
         assert_eq!(r.appended, 3);
         assert_eq!(r.error_count, 0);
+    }
+
+    /// Before, histograms were not checked for the future and a series whose samples were
+    /// all refused was dropped even if it still had histograms ranges to keep right.
+    #[test]
+    fn far_future_histograms_are_refused_and_every_range_stays_right() {
+        use crate::model::{Histogram, HistogramValue};
+        use crate::proto::{WriteBatch, WriteExemplar, WriteSeries};
+        let head = Head::new(HeadConfig::default(), Arc::new(Metrics::new()));
+        let th = head
+            .tenant_for_push(&TenantId::parse("t").unwrap())
+            .unwrap();
+        let now = 1_700_000_000_000i64;
+        let grace = Duration::from_secs(600);
+        let h = |count| {
+            HistogramValue::Int(Histogram {
+                count,
+                ..Histogram::default()
+            })
+        };
+        let ex = |i: u32| WriteExemplar {
+            labels_start: i,
+            labels_end: i,
+            value: f64::from(i),
+            timestamp: now,
+        };
+        let names: [(&[u8], &[u8]); 4] = [
+            (b"__name__", b"a"),
+            (b"__name__", b"b"),
+            (b"__name__", b"c"),
+            (b"__name__", b"d"),
+        ];
+        let mut batch = WriteBatch {
+            series: vec![
+                // a: 1 ok sample, 1 future histogram, 1 ok histogram, 1 exemplar.
+                WriteSeries {
+                    labels_start: 0,
+                    labels_end: 1,
+                    samples_start: 0,
+                    samples_end: 1,
+                    histograms_start: 0,
+                    histograms_end: 2,
+                    exemplars_start: 0,
+                    exemplars_end: 1,
+                },
+                // b: only a future histogram, and an exemplar: leaves the batch whole.
+                WriteSeries {
+                    labels_start: 1,
+                    labels_end: 2,
+                    histograms_start: 2,
+                    histograms_end: 3,
+                    exemplars_start: 1,
+                    exemplars_end: 2,
+                    ..WriteSeries::default()
+                },
+                // c: exemplars only: passes unchanged.
+                WriteSeries {
+                    labels_start: 2,
+                    labels_end: 3,
+                    samples_start: 1,
+                    samples_end: 1,
+                    histograms_start: 3,
+                    histograms_end: 3,
+                    exemplars_start: 2,
+                    exemplars_end: 3,
+                },
+                // d: a future sample and an ok histogram.
+                WriteSeries {
+                    labels_start: 3,
+                    labels_end: 4,
+                    samples_start: 1,
+                    samples_end: 2,
+                    histograms_start: 3,
+                    histograms_end: 4,
+                    exemplars_start: 3,
+                    exemplars_end: 3,
+                },
+            ],
+            labels: names.to_vec(),
+            samples: vec![(now, 1.0), (now + 600_001, 2.0)],
+            histograms: vec![
+                (now * 1000, h(1)),
+                (now, h(2)),
+                (now + 600_001, h(3)),
+                (now - 5, h(4)),
+            ],
+            exemplars: vec![ex(0), ex(1), ex(2)],
+            ..WriteBatch::default()
+        };
+        let mut report = AppendReport::default();
+        let removed = refuse_future_samples(&th, &mut batch, now, grace, &mut report);
+        assert_eq!(removed, 3);
+        assert_eq!(report.error_count, 3);
+        assert_eq!(batch.samples, vec![(now, 1.0)]);
+        assert_eq!(batch.histograms, vec![(now, h(2)), (now - 5, h(4))]);
+        let got: Vec<_> = batch
+            .series
+            .iter()
+            .map(|s| {
+                (
+                    batch.labels[s.labels_start as usize].1,
+                    (s.samples_start, s.samples_end),
+                    (s.histograms_start, s.histograms_end),
+                    (s.exemplars_start, s.exemplars_end),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (&b"a"[..], (0, 1), (0, 1), (0, 1)),
+                (&b"c"[..], (1, 1), (1, 1), (2, 3)),
+                (&b"d"[..], (1, 1), (1, 2), (3, 3)),
+            ]
+        );
+        // Nothing in the future: the batch is untouched.
+        let before = format!("{batch:?}");
+        assert_eq!(
+            refuse_future_samples(&th, &mut batch, now, grace, &mut report),
+            0
+        );
+        assert_eq!(format!("{batch:?}"), before);
     }
 
     /// Before, a failed spill sync before a checkpoint came back as a `WalError::Io` holding

@@ -324,19 +324,42 @@ fn cases(rng: &mut StdRng) -> Vec<Case> {
             415,
             media,
         ),
-        // Before: a 2.0 body decoded as an empty 1.0 request and was answered 204, lost.
-        wrong_proto(
-            "remote write 2.0 body",
-            "application/x-protobuf;proto=io.prometheus.write.v2.Request",
-            write_v2_body("weft_test_v2", t, 1.0),
-            labels(&[("__name__", "weft_test_v2")]),
-        ),
-        wrong_proto(
-            "remote write 2.0, spaced, quoted, upper-case parameter",
-            "application/x-protobuf ; PROTO = \"io.prometheus.write.v2.Request\"",
-            write_v2_body("weft_test_v2_quoted", t, 1.0),
-            labels(&[("__name__", "weft_test_v2_quoted")]),
-        ),
+        // Before 2.0 was built: a 2.0 body decoded as an empty 1.0 request and was answered
+        // 204, lost; then it was refused with 415. Now it is decoded as 2.0 and stored.
+        Case {
+            body: write_v2_body("weft_test_v2", t, 1.0),
+            stored: vec![(
+                labels(&[("__name__", "weft_test_v2")]),
+                vec![(t, 1.0f64.to_bits())],
+            )],
+            ..accepted(
+                "remote write 2.0 body",
+                Some(TENANT),
+                headers(
+                    Some("application/x-protobuf;proto=io.prometheus.write.v2.Request"),
+                    "snappy",
+                ),
+                WriteRequest::default(),
+                vec![],
+            )
+        },
+        Case {
+            body: write_v2_body("weft_test_v2_quoted", t, 1.0),
+            stored: vec![(
+                labels(&[("__name__", "weft_test_v2_quoted")]),
+                vec![(t, 1.0f64.to_bits())],
+            )],
+            ..accepted(
+                "remote write 2.0, spaced, quoted, upper-case parameter",
+                Some(TENANT),
+                headers(
+                    Some("application/x-protobuf ; PROTO = \"io.prometheus.write.v2.Request\""),
+                    "snappy",
+                ),
+                WriteRequest::default(),
+                vec![],
+            )
+        },
         // A valid 1.0 body under an unknown proto is refused too: the sender meant something
         // else, and storing it as 1.0 would be a guess.
         wrong_proto(

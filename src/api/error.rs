@@ -303,7 +303,11 @@ impl From<SnappyError> for ApiError {
 
 impl From<ProtoError> for ApiError {
     fn from(e: ProtoError) -> Self {
-        ApiError::bad_data(e.to_string())
+        let class = match e {
+            ProtoError::TooMany { .. } => ErrorClass::TooLarge,
+            _ => ErrorClass::BadData,
+        };
+        ApiError::new(class, e.to_string())
     }
 }
 

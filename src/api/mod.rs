@@ -670,43 +670,6 @@ fn check_media(headers: &HeaderMap, want: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The `proto` parameter of a remote-write 1.0 `Content-Type`.
-const WRITE_V1_PROTO: &str = "prometheus.WriteRequest";
-
-/// Refuses a push whose `Content-Type` names a message other than remote write 1.0's.
-///
-/// Why: the 1.0 decoder skips unknown fields, so a 2.0 body (`proto=io.prometheus.write.v2.Request`)
-/// decodes as an empty request and would be answered 204 and lost. The remote-write 2.0
-/// spec asks a receiver to answer 415 to a `proto` it does not support, so the sender can
-/// fall back to 1.0. No `proto` at all means 1.0. The parameter name is matched without
-/// regard to case, and spaces and quotes around the value are tolerated (RFC 9110 §8.3.1).
-fn check_write_proto(headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
-        return Ok(());
-    };
-    let ct = ct.to_str().unwrap_or("");
-    for param in ct.split(';').skip(1) {
-        let Some((name, value)) = param.split_once('=') else {
-            continue;
-        };
-        if !name.trim().eq_ignore_ascii_case("proto") {
-            continue;
-        }
-        let value = value.trim().trim_matches('"').trim();
-        if !value.eq_ignore_ascii_case(WRITE_V1_PROTO) {
-            return Err(ApiError::new(
-                ErrorClass::UnsupportedMedia,
-                format!(
-                    "unsupported remote-write message proto={value:?}: weft takes remote write \
-                     1.0 only (Content-Type: application/x-protobuf;proto={WRITE_V1_PROTO}); \
-                     remote write 2.0 is not supported yet, send 1.0"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Counts a request refused as a whole and passes the error on.
 fn rejected(st: &AppState, e: ApiError) -> ApiError {
     st.metrics

@@ -2,14 +2,17 @@
 //! the streamed-chunks frame format, and a zero-copy remote-write decoder for the hot path.
 
 pub mod prompb;
+pub mod prompb_v2;
 mod snappy;
 mod write;
+mod write_v2;
 
 pub use snappy::{compress, decompress, decompress_into, SnappyError};
 pub use write::{
     decode_write_request, MetricType, ProtoError, WriteBatch, WriteExemplar, WriteMetadata,
-    WriteSeries,
+    WriteSeries, MAX_HISTOGRAMS_PER_REQUEST,
 };
+pub use write_v2::decode_write_request_v2;
 
 /// Content type of a remote-read response in STREAMED_XOR_CHUNKS mode.
 pub const STREAMED_CHUNKS_CONTENT_TYPE: &str =

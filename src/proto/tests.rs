@@ -3,6 +3,8 @@
 
 use super::*;
 
+const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
 /// A tiny protobuf writer for hand-made bodies, including malformed ones.
 #[derive(Default, Clone)]
 struct Pb(Vec<u8>);
@@ -581,4 +583,499 @@ fn read_response_helpers_produce_snappy_and_frames() {
     let (msg, rest) = read_chunked_frame(&out, 1 << 20).unwrap();
     assert!(rest.is_empty());
     assert_eq!(prompb::ChunkedReadResponse::decode(msg).unwrap(), chunked);
+}
+
+// ---- Native histograms, exemplars and metadata (1.0) ----
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn span(offset: i32, length: u32) -> Pb {
+    Pb::default()
+        .int(1, zigzag(i64::from(offset)))
+        .int(2, u64::from(length))
+}
+
+/// One series holding the histogram `h`.
+fn hist_body(h: Pb) -> Vec<u8> {
+    Pb::default()
+        .msg(1, Pb::default().msg(1, label("__name__", "h")).msg(4, h))
+        .0
+}
+
+fn decode_one_histogram(h: Pb) -> Result<(i64, HistogramValue), ProtoError> {
+    let body = hist_body(h);
+    let mut batch = WriteBatch::default();
+    decode_write_request(&body, &mut batch)?;
+    assert_eq!(batch.series[0].num_histograms(), 1);
+    Ok(batch.histograms[0].clone())
+}
+
+use crate::model::{CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span};
+
+#[test]
+fn integer_histogram_decodes_every_field() {
+    // Packed deltas (field 12), unpacked deltas (field 9, twice), spans, gauge hint.
+    let packed = Pb::default()
+        .varint(zigzag(3))
+        .varint(zigzag(-1))
+        .varint(zigzag(2));
+    let h = Pb::default()
+        .int(1, 10) // count_int
+        .fixed64(3, 12.5f64.to_bits()) // sum
+        .int(4, zigzag(-2)) // schema
+        .fixed64(5, 1e-128f64.to_bits()) // zero_threshold
+        .int(6, 1) // zero_count_int
+        .msg(8, span(-3, 2))
+        .int(9, zigzag(4))
+        .int(9, zigzag(-4))
+        .msg(11, span(0, 1))
+        .msg(11, span(2, 2))
+        .len(12, &packed.0)
+        .int(14, 3) // gauge
+        .int(15, 1_700_000_000_000);
+    let got = decode_one_histogram(h).unwrap();
+    assert_eq!(
+        got,
+        (
+            1_700_000_000_000,
+            HistogramValue::Int(Histogram {
+                counter_reset_hint: CounterResetHint::Gauge,
+                schema: -2,
+                zero_threshold: 1e-128,
+                zero_count: 1,
+                count: 10,
+                sum: 12.5,
+                positive_spans: vec![
+                    Span {
+                        offset: 0,
+                        length: 1
+                    },
+                    Span {
+                        offset: 2,
+                        length: 2
+                    }
+                ],
+                negative_spans: vec![Span {
+                    offset: -3,
+                    length: 2
+                }],
+                positive_buckets: vec![3, -1, 2],
+                negative_buckets: vec![4, -4],
+                custom_values: vec![],
+            })
+        )
+    );
+}
+
+#[test]
+fn float_histogram_and_custom_buckets_decode() {
+    let counts = Pb::default()
+        .raw(&1.5f64.to_le_bytes())
+        .raw(&f64::INFINITY.to_le_bytes());
+    let bounds = Pb::default()
+        .raw(&0.5f64.to_le_bytes())
+        .raw(&1.0f64.to_le_bytes());
+    let h = Pb::default()
+        .fixed64(2, 3.0f64.to_bits()) // count_float
+        .int(4, zigzag(-53))
+        .msg(11, span(0, 2))
+        .len(13, &counts.0)
+        .len(16, &bounds.0)
+        .int(15, 7);
+    let (t, v) = decode_one_histogram(h).unwrap();
+    assert_eq!(t, 7);
+    assert_eq!(
+        v,
+        HistogramValue::Float(FloatHistogram {
+            schema: -53,
+            count: 3.0,
+            positive_spans: vec![Span {
+                offset: 0,
+                length: 2
+            }],
+            positive_buckets: vec![1.5, f64::INFINITY],
+            custom_values: vec![0.5, 1.0],
+            ..FloatHistogram::default()
+        })
+    );
+    // No count at all: an empty integer histogram, as Prometheus's IsFloatHistogram says.
+    assert_eq!(
+        decode_one_histogram(Pb::default()).unwrap(),
+        (0, HistogramValue::Int(Histogram::default()))
+    );
+}
+
+#[test]
+fn invalid_histograms_are_refused_with_their_path() {
+    let path = "timeseries[0].histograms[0]";
+    let cases: Vec<(Pb, &str, &str)> = vec![
+        (
+            Pb::default().int(1, 1).fixed64(7, 0),
+            "zero_count_float",
+            "histogram mixes integer and float count fields",
+        ),
+        (
+            Pb::default().fixed64(2, 0).int(12, 0),
+            "positive_deltas",
+            "histogram mixes integer and float count fields",
+        ),
+        (
+            Pb::default().int(4, zigzag(9)),
+            "schema",
+            "histogram schema must be -4..=8 or -53",
+        ),
+        (
+            Pb::default().int(4, zigzag(-5)),
+            "schema",
+            "histogram schema must be -4..=8 or -53",
+        ),
+        (
+            Pb::default().int(4, 1 << 33),
+            "schema",
+            "sint32 value out of range",
+        ),
+        (
+            Pb::default().msg(11, span(0, 2)).int(12, 0),
+            "positive_spans",
+            "positive_spans cover a different number of buckets than given",
+        ),
+        (
+            Pb::default().msg(8, span(0, u32::MAX)),
+            "negative_spans",
+            "negative_spans cover a different number of buckets than given",
+        ),
+        (
+            Pb::default().fixed64(16, 1.0f64.to_bits()),
+            "custom_values",
+            "custom_values are only allowed with schema -53",
+        ),
+        (
+            Pb::default()
+                .int(4, zigzag(-53))
+                .fixed64(16, 2.0f64.to_bits())
+                .fixed64(16, 1.0f64.to_bits()),
+            "custom_values",
+            "custom_values must be strictly increasing",
+        ),
+        (
+            Pb::default()
+                .int(4, zigzag(-53))
+                .msg(8, span(0, 1))
+                .int(9, 1),
+            "negative_spans",
+            "a histogram with custom buckets (schema -53) has no negative buckets",
+        ),
+        (
+            Pb::default().int(14, 4),
+            "reset_hint",
+            "unknown histogram reset_hint",
+        ),
+        (
+            Pb::default().int(12, 0).int(11, 0),
+            "positive_spans[0]",
+            "wire type mismatch: expected length-delimited",
+        ),
+        (
+            Pb::default().int(13, 0),
+            "positive_counts",
+            "wire type mismatch for a repeated field",
+        ),
+    ];
+    for (h, field, what) in cases {
+        match decode_one_histogram(h.clone()) {
+            Err(ProtoError::Malformed {
+                path: p, what: w, ..
+            }) => {
+                assert_eq!((p.as_str(), w), (format!("{path}.{field}").as_str(), what))
+            }
+            other => panic!(
+                "{field}: expected Malformed, got {other:?} for {:02x?}",
+                h.0
+            ),
+        }
+    }
+    // A span's own fields have a path one deeper.
+    let h = Pb::default().msg(11, Pb::default().int(2, 1 << 40));
+    check_malformed(
+        &hist_body(h),
+        22,
+        "timeseries[0].histograms[0].positive_spans[0].length",
+        "uint32 value out of range",
+    );
+}
+
+#[test]
+fn too_many_histograms_are_refused_as_a_whole() {
+    let mut series = Pb::default().msg(1, label("__name__", "h"));
+    for _ in 0..=MAX_HISTOGRAMS_PER_REQUEST {
+        series = series.msg(4, Pb::default());
+    }
+    let body = Pb::default().msg(1, series);
+    let mut batch = WriteBatch::default();
+    assert_eq!(
+        decode_write_request(&body.0, &mut batch).unwrap_err(),
+        ProtoError::TooMany {
+            what: "native histogram samples",
+            limit: MAX_HISTOGRAMS_PER_REQUEST
+        }
+    );
+    // One fewer is fine.
+    let mut series = Pb::default().msg(1, label("__name__", "h"));
+    for _ in 0..MAX_HISTOGRAMS_PER_REQUEST {
+        series = series.msg(4, Pb::default());
+    }
+    let body = Pb::default().msg(1, series);
+    decode_write_request(&body.0, &mut batch).unwrap();
+    assert_eq!(batch.histograms.len(), MAX_HISTOGRAMS_PER_REQUEST);
+}
+
+#[test]
+fn exemplars_and_metadata_are_decoded() {
+    let body = Pb::default()
+        .msg(
+            1,
+            Pb::default()
+                .msg(1, label("__name__", "c"))
+                .msg(2, sample(5, 1.0))
+                .msg(
+                    3,
+                    Pb::default()
+                        .msg(1, label("trace_id", "abc"))
+                        .msg(1, label("span_id", ""))
+                        .fixed64(2, 0.25f64.to_bits())
+                        .int(3, 4),
+                )
+                .msg(3, Pb::default()),
+        )
+        .msg(
+            3,
+            Pb::default()
+                .int(1, 4)
+                .len(2, b"fam")
+                .len(4, b"help me")
+                .len(5, b"seconds"),
+        )
+        .msg(3, Pb::default().int(1, 99));
+    let mut batch = WriteBatch::default();
+    decode_write_request(&body.0, &mut batch).unwrap();
+    let s = batch.series[0];
+    assert_eq!((s.exemplars_start, s.exemplars_end), (0, 2));
+    assert_eq!(
+        batch.exemplars,
+        vec![
+            WriteExemplar {
+                labels_start: 0,
+                labels_end: 2,
+                value: 0.25,
+                timestamp: 4
+            },
+            WriteExemplar {
+                labels_start: 2,
+                labels_end: 2,
+                value: 0.0,
+                timestamp: 0
+            }
+        ]
+    );
+    assert_eq!(
+        batch.exemplar_labels,
+        vec![(&b"trace_id"[..], &b"abc"[..]), (b"span_id", b"")]
+    );
+    assert_eq!(
+        batch.metadata,
+        vec![
+            WriteMetadata {
+                kind: MetricType::GaugeHistogram,
+                family: b"fam",
+                help: b"help me",
+                unit: b"seconds"
+            },
+            // An unknown type number is kept as unknown.
+            WriteMetadata::default(),
+        ]
+    );
+    // An exemplar label's error path is one deeper than a series label's.
+    let body = Pb::default().msg(
+        1,
+        Pb::default().msg(3, Pb::default().msg(1, Pb::default().int(1, 0))),
+    );
+    check_malformed(
+        &body.0,
+        6,
+        "timeseries[0].exemplars[0].labels[0].name",
+        "wire type mismatch: expected length-delimited",
+    );
+}
+
+// ---- Remote write 2.0 ----
+
+fn decode_v2(body: &[u8]) -> Result<WriteBatch<'_>, ProtoError> {
+    let mut batch = WriteBatch::default();
+    decode_write_request_v2(body, &mut batch)?;
+    Ok(batch)
+}
+
+fn check_v2_malformed(body: &[u8], offset: usize, path: &str, what: &str) {
+    match decode_v2(body) {
+        Err(ProtoError::Malformed {
+            offset: o,
+            path: p,
+            what: w,
+        }) => {
+            assert_eq!((o, p.as_str(), w), (offset, path, what), "body {body:02x?}")
+        }
+        other => panic!("expected Malformed at {offset} {path}, got {other:?}"),
+    }
+}
+
+fn symbols(names: &[&str]) -> Pb {
+    names
+        .iter()
+        .fold(Pb::default(), |pb, s| pb.len(4, s.as_bytes()))
+}
+
+fn packed(refs: &[u64]) -> Vec<u8> {
+    refs.iter().fold(Pb::default(), |pb, &r| pb.varint(r)).0
+}
+
+#[test]
+fn v2_resolves_symbols_samples_exemplars_and_metadata() {
+    let series = Pb::default()
+        .len(1, &packed(&[1, 2, 3, 4]))
+        .msg(2, sample(1_000, f64::from_bits(STALE_NAN)))
+        .msg(
+            4,
+            Pb::default()
+                .int(1, 5)
+                .int(1, 6)
+                .fixed64(2, 2.0f64.to_bits())
+                .int(3, 999),
+        )
+        .msg(5, Pb::default().int(1, 1).int(3, 7).int(4, 0))
+        .int(6, 123);
+    // Symbols after the series: field order does not matter.
+    let body = Pb::default()
+        .msg(5, series)
+        .raw(&symbols(&["", "__name__", "up", "job", "", "trace_id", "t1", "help!"]).0)
+        // A series with no metadata (or all defaults) adds none.
+        .msg(
+            5,
+            Pb::default().len(1, &packed(&[1, 2])).msg(5, Pb::default()),
+        );
+    let b = decode_v2(&body.0).unwrap();
+    assert_eq!(b.series.len(), 2);
+    assert_eq!(
+        b.labels,
+        vec![
+            (&b"__name__"[..], &b"up"[..]),
+            (b"job", b""),
+            (b"__name__", b"up")
+        ]
+    );
+    assert_eq!(b.samples[0].0, 1_000);
+    assert_eq!(b.samples[0].1.to_bits(), STALE_NAN);
+    assert_eq!(b.exemplar_labels, vec![(&b"trace_id"[..], &b"t1"[..])]);
+    assert_eq!(b.exemplars[0].value, 2.0);
+    assert_eq!(b.exemplars[0].timestamp, 999);
+    assert_eq!(
+        b.metadata,
+        vec![WriteMetadata {
+            kind: MetricType::Counter,
+            family: b"up",
+            help: b"help!",
+            unit: b""
+        }]
+    );
+    assert_eq!((b.series[1].labels_start, b.series[1].labels_end), (2, 3));
+}
+
+#[test]
+fn v2_bad_symbols_and_refs_are_refused_with_offset_and_path() {
+    // Symbol 0 must be the empty string.
+    let body = symbols(&["x"]);
+    check_v2_malformed(
+        &body.0,
+        2,
+        "symbols[0]",
+        "the first symbol must be the empty string",
+    );
+    // A reference past the table: offset of the ref inside the packed list.
+    let body = symbols(&["", "a"]).msg(5, Pb::default().len(1, &packed(&[1, 2])));
+    check_v2_malformed(
+        &body.0,
+        10,
+        "timeseries[0].labels_refs",
+        "symbol reference out of range",
+    );
+    // Odd number of refs (unpacked this time).
+    let body = symbols(&["", "a"]).msg(5, Pb::default().int(1, 1).int(1, 1).int(1, 1));
+    check_v2_malformed(
+        &body.0,
+        7,
+        "timeseries[0].labels_refs",
+        "odd number of label references",
+    );
+    // No symbols at all, but a ref.
+    let body = Pb::default().msg(5, Pb::default().len(1, &packed(&[0, 0])));
+    check_v2_malformed(
+        &body.0,
+        4,
+        "timeseries[0].labels_refs",
+        "symbol reference out of range",
+    );
+    // A ref over u32::MAX is not truncated onto another symbol.
+    let body = symbols(&[""]).msg(5, Pb::default().len(1, &packed(&[0, 1 << 32])));
+    check_v2_malformed(
+        &body.0,
+        7,
+        "timeseries[0].labels_refs",
+        "uint32 value out of range",
+    );
+    // Exemplar refs and metadata refs.
+    let body = symbols(&["", "a"]).msg(5, Pb::default().msg(4, Pb::default().int(1, 1)));
+    check_v2_malformed(
+        &body.0,
+        9,
+        "timeseries[0].exemplars[0].labels_refs",
+        "odd number of label references",
+    );
+    let body = symbols(&["", "a"]).msg(5, Pb::default().msg(5, Pb::default().int(4, 2)));
+    check_v2_malformed(
+        &body.0,
+        10,
+        "timeseries[0].metadata.unit_ref",
+        "symbol reference out of range",
+    );
+    // Wrong wire types at the top level and in a series.
+    check_v2_malformed(
+        &Pb::default().int(5, 1).0,
+        0,
+        "timeseries[0]",
+        "wire type mismatch: expected length-delimited",
+    );
+    check_v2_malformed(
+        &Pb::default().int(4, 1).0,
+        0,
+        "symbols[0]",
+        "wire type mismatch: expected length-delimited",
+    );
+    check_v2_malformed(
+        &symbols(&[""]).msg(5, Pb::default().fixed64(1, 0)).0,
+        4,
+        "timeseries[0].labels_refs",
+        "wire type mismatch: expected length-delimited",
+    );
+    // An invalid histogram: same rules as 1.0.
+    check_v2_malformed(
+        &Pb::default()
+            .msg(5, Pb::default().msg(3, Pb::default().int(4, zigzag(100))))
+            .0,
+        4,
+        "timeseries[0].histograms[0].schema",
+        "histogram schema must be -4..=8 or -53",
+    );
+    // Empty body: an empty request.
+    assert!(decode_v2(&[]).unwrap().series.is_empty());
 }

@@ -5,7 +5,10 @@
 
 use thiserror::Error;
 
-use crate::model::HistogramValue;
+use crate::model::{
+    CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span, CUSTOM_BUCKETS_SCHEMA,
+    MAX_EXPONENTIAL_SCHEMA, MIN_EXPONENTIAL_SCHEMA,
+};
 
 /// A protobuf body that is not a valid message of the expected type.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
@@ -40,7 +43,23 @@ pub enum ProtoError {
     /// prost refused the message.
     #[error("invalid protobuf: {0}")]
     Prost(String),
+    /// More entries of one kind than a request may carry (see [`MAX_HISTOGRAMS_PER_REQUEST`]).
+    #[error("request has more than {limit} {what}; send smaller batches")]
+    TooMany {
+        /// What there were too many of.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
 }
+
+/// Most native histogram samples one request may carry (1.0 and 2.0 alike).
+///
+/// Why: a decoded histogram takes about 180 bytes of memory while an empty one is 2 bytes on
+/// the wire, so without a bound a 32 MiB body could take gigabytes. Prometheus sends at most
+/// `max_samples_per_send` (default 2000) samples and histograms per request; this leaves
+/// ample room. Over the limit the request is refused whole with 413.
+pub const MAX_HISTOGRAMS_PER_REQUEST: usize = 100_000;
 
 /// One series of a write request: ranges into the batch's `labels`, `samples`,
 /// `histograms` and `exemplars`.
@@ -250,36 +269,48 @@ fn unborrow<T, U>(mut v: Vec<T>) -> Vec<U> {
 ///
 /// Wire layout (`prompb/remote.proto`, `types.proto`):
 ///
-/// | message      | field | type                       | handling                      |
-/// |--------------|-------|----------------------------|-------------------------------|
-/// | WriteRequest | 1     | repeated TimeSeries        | decoded                       |
-/// | WriteRequest | 3     | repeated MetricMetadata    | counted                       |
-/// | TimeSeries   | 1     | repeated Label             | borrowed into `out.labels`    |
-/// | TimeSeries   | 2     | repeated Sample            | into `out.samples`            |
-/// | TimeSeries   | 3     | repeated Exemplar          | counted                       |
-/// | TimeSeries   | 4     | repeated Histogram         | counted                       |
-/// | Label        | 1, 2  | string name, value         | raw bytes, not UTF-8-checked  |
-/// | Sample       | 1, 2  | double value, int64 ts     | proto3 defaults, last wins    |
+/// | message        | field | type                       | handling                        |
+/// |----------------|-------|----------------------------|---------------------------------|
+/// | WriteRequest   | 1     | repeated TimeSeries        | decoded                         |
+/// | WriteRequest   | 3     | repeated MetricMetadata    | into `out.metadata`             |
+/// | TimeSeries     | 1     | repeated Label             | borrowed into `out.labels`      |
+/// | TimeSeries     | 2     | repeated Sample            | into `out.samples`              |
+/// | TimeSeries     | 3     | repeated Exemplar          | into `out.exemplars`            |
+/// | TimeSeries     | 4     | repeated Histogram         | into `out.histograms`           |
+/// | Label          | 1, 2  | string name, value         | raw bytes, not UTF-8-checked    |
+/// | Sample         | 1, 2  | double value, int64 ts     | proto3 defaults, last wins      |
+/// | Exemplar       | 1-3   | labels, double, int64 ts   | labels into `out.exemplar_labels` |
+/// | MetricMetadata | 1,2,4,5 | type, family, help, unit | borrowed; unknown type = Unknown |
+///
+/// A `Histogram` (the same message in 2.0, see [`decode_write_request_v2`]) is decoded
+/// thus: integer fields (`count_int`, `zero_count_int`, `*_deltas`) make a
+/// [`HistogramValue::Int`], float fields (`count_float`, `zero_count_float`, `*_counts`) a
+/// [`HistogramValue::Float`]; both in one histogram is an error, none is an empty integer
+/// histogram (as Prometheus's `IsFloatHistogram`). Spans must cover exactly as many buckets
+/// as there are counts, the schema must be -4..=8 or -53, `custom_values` only with -53
+/// (which has no negative buckets), and the reset hint must be one of 0..=3.
 ///
 /// Any other field is skipped by wire type; groups (wire types 3 and 4) are refused. On error
 /// `out` holds whatever was decoded before the error and must not be used.
+///
+/// [`decode_write_request_v2`]: super::decode_write_request_v2
 pub fn decode_write_request<'a>(
     body: &'a [u8],
     out: &mut WriteBatch<'a>,
 ) -> Result<(), ProtoError> {
     out.clear();
-    decode_request(body, out).map_err(|f| (*f).into_error())
+    decode_request(body, out).map_err(|f| (*f).into_error("WriteRequest"))
 }
 
 // Wire types, from the protobuf encoding spec.
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
+pub(super) const VARINT: u8 = 0;
+pub(super) const FIXED64: u8 = 1;
+pub(super) const LEN: u8 = 2;
+pub(super) const FIXED32: u8 = 5;
 
 /// One step of an error's field path.
 #[derive(Debug, Clone, Copy)]
-enum Seg {
+pub(super) enum Seg {
     /// A singular field: `value`.
     Named(&'static str),
     /// An element of a repeated field: `labels[1]`.
@@ -288,30 +319,39 @@ enum Seg {
     Unknown(u32),
 }
 
+/// Deepest error path: `timeseries[i].histograms[j].positive_spans[k].offset`.
+const PATH_DEPTH: usize = 4;
+
 /// An error on its way up: offset and cause are fixed where it happens, and each message
 /// level adds its step of the path while the error unwinds. Nothing on the success path
 /// pays for the path.
 #[derive(Debug)]
-struct Fail {
+pub(super) struct Fail {
     offset: usize,
     what: &'static str,
     /// Outermost first; `None` where the error happened above that depth.
-    path: [Option<Seg>; 3],
+    path: [Option<Seg>; PATH_DEPTH],
+    /// Set instead of a malformed-message error when a count limit was hit.
+    too_many: Option<(&'static str, usize)>,
 }
 
-type Res<T> = Result<T, Box<Fail>>;
+pub(super) type Res<T> = Result<T, Box<Fail>>;
 
 impl Fail {
-    /// Records the path step at `depth` (0 = inside the WriteRequest).
+    /// Records the path step at `depth` (0 = inside the request).
     #[cold]
-    fn at(mut self: Box<Self>, depth: usize, seg: Seg) -> Box<Self> {
+    pub(super) fn at(mut self: Box<Self>, depth: usize, seg: Seg) -> Box<Self> {
         self.path[depth] = Some(seg);
         self
     }
 
+    /// The public error; `root` names the request message for errors at its top level.
     #[cold]
-    fn into_error(self) -> ProtoError {
+    pub(super) fn into_error(self, root: &str) -> ProtoError {
         use std::fmt::Write as _;
+        if let Some((what, limit)) = self.too_many {
+            return ProtoError::TooMany { what, limit };
+        }
         let mut path = String::new();
         for seg in self.path.iter().flatten() {
             if !path.is_empty() {
@@ -325,7 +365,7 @@ impl Fail {
             };
         }
         if path.is_empty() {
-            path.push_str("WriteRequest");
+            path.push_str(root);
         }
         ProtoError::Malformed {
             offset: self.offset,
@@ -337,40 +377,49 @@ impl Fail {
 
 #[cold]
 #[inline(never)]
-fn fail(offset: usize, what: &'static str) -> Box<Fail> {
+pub(super) fn fail(offset: usize, what: &'static str) -> Box<Fail> {
     Box::new(Fail {
         offset,
         what,
-        path: [None; 3],
+        path: [None; PATH_DEPTH],
+        too_many: None,
     })
+}
+
+#[cold]
+#[inline(never)]
+fn too_many(what: &'static str, limit: usize) -> Box<Fail> {
+    let mut f = fail(0, "too many entries");
+    f.too_many = Some((what, limit));
+    f
 }
 
 /// A cursor over one message's bytes. `base` is the offset of `buf` in the request body, so
 /// errors report absolute offsets.
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(super) struct Reader<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
     base: usize,
 }
 
 impl<'a> Reader<'a> {
     #[inline(always)]
-    fn new(buf: &'a [u8], base: usize) -> Self {
+    pub(super) fn new(buf: &'a [u8], base: usize) -> Self {
         Reader { buf, pos: 0, base }
     }
 
     #[inline(always)]
-    fn has_more(&self) -> bool {
+    pub(super) fn has_more(&self) -> bool {
         self.pos < self.buf.len()
     }
 
     #[inline(always)]
-    fn offset(&self) -> usize {
+    pub(super) fn offset(&self) -> usize {
         self.base + self.pos
     }
 
     #[inline(always)]
-    fn varint(&mut self) -> Res<u64> {
+    pub(super) fn varint(&mut self) -> Res<u64> {
         // Nearly every tag and length on the hot path fits in one byte.
         if let Some(&b) = self.buf.get(self.pos) {
             if b < 0x80 {
@@ -402,9 +451,25 @@ impl<'a> Reader<'a> {
         Err(fail(self.base + start, "varint longer than 10 bytes"))
     }
 
+    /// Reads a `uint32` varint; a larger value is an error (protobuf would truncate it,
+    /// which for a symbol reference would silently pick another string).
+    pub(super) fn varint_u32(&mut self) -> Res<u32> {
+        let at = self.offset();
+        let v = self.varint()?;
+        u32::try_from(v).map_err(|_| fail(at, "uint32 value out of range"))
+    }
+
+    /// Reads a `sint32` (zigzag) varint.
+    fn varint_sint32(&mut self) -> Res<i32> {
+        let at = self.offset();
+        let v = self.varint()?;
+        let v = u32::try_from(v).map_err(|_| fail(at, "sint32 value out of range"))?;
+        Ok(((v >> 1) as i32) ^ -((v & 1) as i32))
+    }
+
     /// Reads a field key: (field number, wire type).
     #[inline(always)]
-    fn key(&mut self) -> Res<(u32, u8)> {
+    pub(super) fn key(&mut self) -> Res<(u32, u8)> {
         let start = self.pos;
         let key = self.varint()?;
         let field = key >> 3;
@@ -416,7 +481,7 @@ impl<'a> Reader<'a> {
 
     /// Reads a length prefix and returns the bytes it covers, with their body offset.
     #[inline(always)]
-    fn bytes(&mut self) -> Res<(&'a [u8], usize)> {
+    pub(super) fn bytes(&mut self) -> Res<(&'a [u8], usize)> {
         let start = self.pos;
         let len = self.varint()?;
         let remaining = self.buf.len() - self.pos;
@@ -432,7 +497,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline(always)]
-    fn fixed64(&mut self) -> Res<u64> {
+    pub(super) fn fixed64(&mut self) -> Res<u64> {
         match self.buf.get(self.pos..self.pos + 8) {
             Some(b) => {
                 self.pos += 8;
@@ -442,7 +507,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn skip(&mut self, wire_type: u8) -> Res<()> {
+    pub(super) fn skip(&mut self, wire_type: u8) -> Res<()> {
         match wire_type {
             VARINT => self.varint().map(drop),
             FIXED64 => self.fixed64().map(drop),
@@ -464,7 +529,7 @@ impl<'a> Reader<'a> {
 
     /// Checks a known field's wire type; `key_at` is the offset of its key.
     #[inline(always)]
-    fn expect(&self, key_at: usize, wire_type: u8, want: u8) -> Res<()> {
+    pub(super) fn expect(&self, key_at: usize, wire_type: u8, want: u8) -> Res<()> {
         if wire_type == want {
             return Ok(());
         }
@@ -483,14 +548,12 @@ impl<'a> Reader<'a> {
 /// `u32` index into a batch vector. The vectors hold at most one entry per two body bytes,
 /// so only a body over 8 GiB could overflow; refuse rather than wrap.
 #[inline(always)]
-fn index(len: usize, offset: usize) -> Res<u32> {
+pub(super) fn index(len: usize, offset: usize) -> Res<u32> {
     u32::try_from(len).map_err(|_| fail(offset, "request has more than u32::MAX entries"))
 }
 
 fn decode_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Res<()> {
     let mut r = Reader::new(body, 0);
-    let mut metadata = 0u32;
-    // Until histograms, exemplars and metadata are decoded, they are counted only.
     while r.has_more() {
         let key_at = r.pos;
         let (field, wire_type) = r.key()?;
@@ -503,17 +566,17 @@ fn decode_request<'a>(body: &'a [u8], out: &mut WriteBatch<'a>) -> Res<()> {
                 decode_series(msg, at, out).map_err(|f| f.at(0, seg))?;
             }
             3 => {
-                let seg = Seg::Indexed("metadata", metadata);
+                let seg = Seg::Indexed("metadata", index(out.metadata.len(), key_at)?);
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(0, seg))?;
-                r.bytes().map_err(|f| f.at(0, seg))?;
-                metadata = metadata.saturating_add(1);
+                let (msg, at) = r.bytes().map_err(|f| f.at(0, seg))?;
+                let m = decode_metadata(msg, at).map_err(|f| f.at(0, seg))?;
+                out.metadata.push(m);
             }
             _ => r
                 .skip(wire_type)
                 .map_err(|f| f.at(0, Seg::Unknown(field)))?,
         }
     }
-    let _ = metadata;
     Ok(())
 }
 
@@ -521,7 +584,8 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
     let mut r = Reader::new(msg, base);
     let labels_start = index(out.labels.len(), base)?;
     let samples_start = index(out.samples.len(), base)?;
-    let (mut exemplars, mut histograms) = (0u32, 0u32);
+    let histograms_start = index(out.histograms.len(), base)?;
+    let exemplars_start = index(out.exemplars.len(), base)?;
     while r.has_more() {
         // Fast path: a label shorter than 128 bytes (key 0x0a, one-byte length), which is
         // nearly every field of nearly every series. The general match below handles the rest.
@@ -534,7 +598,7 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
                         "labels",
                         (out.labels.len() as u32).wrapping_sub(labels_start),
                     );
-                    let pair = decode_label(label, base + at).map_err(|f| f.at(1, seg))?;
+                    let pair = decode_label(label, base + at, 2).map_err(|f| f.at(1, seg))?;
                     out.labels.push(pair);
                     r.pos = at + len;
                     continue;
@@ -551,7 +615,7 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
                 );
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(1, seg))?;
                 let (label, at) = r.bytes().map_err(|f| f.at(1, seg))?;
-                let pair = decode_label(label, at).map_err(|f| f.at(1, seg))?;
+                let pair = decode_label(label, at, 2).map_err(|f| f.at(1, seg))?;
                 out.labels.push(pair);
             }
             2 => {
@@ -565,16 +629,24 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
                 out.samples.push(sample);
             }
             3 => {
-                let seg = Seg::Indexed("exemplars", exemplars);
+                let seg = Seg::Indexed(
+                    "exemplars",
+                    (out.exemplars.len() as u32).wrapping_sub(exemplars_start),
+                );
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(1, seg))?;
-                r.bytes().map_err(|f| f.at(1, seg))?;
-                exemplars = exemplars.saturating_add(1);
+                let (m, at) = r.bytes().map_err(|f| f.at(1, seg))?;
+                let e =
+                    decode_exemplar(m, at, &mut out.exemplar_labels).map_err(|f| f.at(1, seg))?;
+                out.exemplars.push(e);
             }
             4 => {
-                let seg = Seg::Indexed("histograms", histograms);
+                let seg = Seg::Indexed(
+                    "histograms",
+                    (out.histograms.len() as u32).wrapping_sub(histograms_start),
+                );
                 r.expect(key_at, wire_type, LEN).map_err(|f| f.at(1, seg))?;
-                r.bytes().map_err(|f| f.at(1, seg))?;
-                histograms = histograms.saturating_add(1);
+                let (m, at) = r.bytes().map_err(|f| f.at(1, seg))?;
+                push_histogram(m, at, &mut out.histograms).map_err(|f| f.at(1, seg))?;
             }
             _ => r
                 .skip(wire_type)
@@ -586,17 +658,17 @@ fn decode_series<'a>(msg: &'a [u8], base: usize, out: &mut WriteBatch<'a>) -> Re
         labels_end: index(out.labels.len(), r.offset())?,
         samples_start,
         samples_end: index(out.samples.len(), r.offset())?,
-        histograms_start: 0,
-        histograms_end: 0,
-        exemplars_start: 0,
-        exemplars_end: 0,
+        histograms_start,
+        histograms_end: index(out.histograms.len(), r.offset())?,
+        exemplars_start,
+        exemplars_end: index(out.exemplars.len(), r.offset())?,
     });
-    let _ = (histograms, exemplars);
     Ok(())
 }
 
+/// Decodes a `Label` whose fields are at `depth` of the error path.
 #[inline(always)]
-fn decode_label(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
+fn decode_label(msg: &[u8], base: usize, depth: usize) -> Res<(&[u8], &[u8])> {
     // Fast path: name then value, each shorter than 128 bytes, nothing else. Every encoder
     // writes a label with a non-empty value this way; anything else takes the general loop,
     // which accepts exactly the same messages (plus reordered, repeated and unknown fields).
@@ -610,11 +682,11 @@ fn decode_label(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
             }
         }
     }
-    decode_label_fields(msg, base)
+    decode_label_fields(msg, base, depth)
 }
 
 #[inline(never)]
-fn decode_label_fields(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
+fn decode_label_fields(msg: &[u8], base: usize, depth: usize) -> Res<(&[u8], &[u8])> {
     let mut r = Reader::new(msg, base);
     let (mut name, mut value): (&[u8], &[u8]) = (&[], &[]);
     while r.has_more() {
@@ -623,24 +695,27 @@ fn decode_label_fields(msg: &[u8], base: usize) -> Res<(&[u8], &[u8])> {
         match field {
             1 => {
                 let seg = Seg::Named("name");
-                r.expect(key_at, wire_type, LEN).map_err(|f| f.at(2, seg))?;
-                name = r.bytes().map_err(|f| f.at(2, seg))?.0;
+                r.expect(key_at, wire_type, LEN)
+                    .map_err(|f| f.at(depth, seg))?;
+                name = r.bytes().map_err(|f| f.at(depth, seg))?.0;
             }
             2 => {
                 let seg = Seg::Named("value");
-                r.expect(key_at, wire_type, LEN).map_err(|f| f.at(2, seg))?;
-                value = r.bytes().map_err(|f| f.at(2, seg))?.0;
+                r.expect(key_at, wire_type, LEN)
+                    .map_err(|f| f.at(depth, seg))?;
+                value = r.bytes().map_err(|f| f.at(depth, seg))?.0;
             }
             _ => r
                 .skip(wire_type)
-                .map_err(|f| f.at(2, Seg::Unknown(field)))?,
+                .map_err(|f| f.at(depth, Seg::Unknown(field)))?,
         }
     }
     Ok((name, value))
 }
 
+/// Decodes a `Sample` (the same message in 1.0 and 2.0).
 #[inline(always)]
-fn decode_sample(msg: &[u8], base: usize) -> Res<(i64, f64)> {
+pub(super) fn decode_sample(msg: &[u8], base: usize) -> Res<(i64, f64)> {
     // Fast path: value then a one-to-nine-byte timestamp, as encoders write a sample with a
     // non-zero value and a positive timestamp.
     if let [0x09, v0, v1, v2, v3, v4, v5, v6, v7, 0x10, ts @ ..] = msg {
@@ -686,4 +761,394 @@ fn decode_sample_fields(msg: &[u8], base: usize) -> Res<(i64, f64)> {
         }
     }
     Ok((timestamp, f64::from_bits(value)))
+}
+
+/// Decodes a 1.0 `Exemplar`; its labels go to `labels`.
+fn decode_exemplar<'a>(
+    msg: &'a [u8],
+    base: usize,
+    labels: &mut Vec<(&'a [u8], &'a [u8])>,
+) -> Res<WriteExemplar> {
+    let mut r = Reader::new(msg, base);
+    let labels_start = index(labels.len(), base)?;
+    let (mut value, mut timestamp) = (0u64, 0i64);
+    while r.has_more() {
+        let key_at = r.pos;
+        let (field, wire_type) = r.key()?;
+        match field {
+            1 => {
+                let seg = Seg::Indexed("labels", (labels.len() as u32).wrapping_sub(labels_start));
+                r.expect(key_at, wire_type, LEN).map_err(|f| f.at(2, seg))?;
+                let (label, at) = r.bytes().map_err(|f| f.at(2, seg))?;
+                labels.push(decode_label(label, at, 3).map_err(|f| f.at(2, seg))?);
+            }
+            2 => {
+                let seg = Seg::Named("value");
+                r.expect(key_at, wire_type, FIXED64)
+                    .map_err(|f| f.at(2, seg))?;
+                value = r.fixed64().map_err(|f| f.at(2, seg))?;
+            }
+            3 => {
+                let seg = Seg::Named("timestamp");
+                r.expect(key_at, wire_type, VARINT)
+                    .map_err(|f| f.at(2, seg))?;
+                timestamp = r.varint().map_err(|f| f.at(2, seg))? as i64;
+            }
+            _ => r
+                .skip(wire_type)
+                .map_err(|f| f.at(2, Seg::Unknown(field)))?,
+        }
+    }
+    Ok(WriteExemplar {
+        labels_start,
+        labels_end: index(labels.len(), r.offset())?,
+        value: f64::from_bits(value),
+        timestamp,
+    })
+}
+
+/// Decodes a 1.0 `MetricMetadata`. An unknown type number is kept as `Unknown` (a newer
+/// sender's type is still metadata worth having).
+fn decode_metadata(msg: &[u8], base: usize) -> Res<WriteMetadata<'_>> {
+    let mut r = Reader::new(msg, base);
+    let mut m = WriteMetadata::default();
+    while r.has_more() {
+        let key_at = r.pos;
+        let (field, wire_type) = r.key()?;
+        let (seg, want) = match field {
+            1 => (Seg::Named("type"), VARINT),
+            2 => (Seg::Named("metric_family_name"), LEN),
+            4 => (Seg::Named("help"), LEN),
+            5 => (Seg::Named("unit"), LEN),
+            _ => {
+                r.skip(wire_type)
+                    .map_err(|f| f.at(1, Seg::Unknown(field)))?;
+                continue;
+            }
+        };
+        r.expect(key_at, wire_type, want)
+            .map_err(|f| f.at(1, seg))?;
+        if field == 1 {
+            let v = r.varint().map_err(|f| f.at(1, seg))?;
+            m.kind = MetricType::from_wire(v).unwrap_or_default();
+            continue;
+        }
+        let (bytes, _) = r.bytes().map_err(|f| f.at(1, seg))?;
+        match field {
+            2 => m.family = bytes,
+            4 => m.help = bytes,
+            _ => m.unit = bytes,
+        }
+    }
+    Ok(m)
+}
+
+/// Decodes a `Histogram` (same message in 1.0 and 2.0) onto `out`, refusing more than
+/// [`MAX_HISTOGRAMS_PER_REQUEST`] in all. Its fields are at depth 2 of the error path.
+pub(super) fn push_histogram(
+    msg: &[u8],
+    base: usize,
+    out: &mut Vec<(i64, HistogramValue)>,
+) -> Res<()> {
+    if out.len() >= MAX_HISTOGRAMS_PER_REQUEST {
+        return Err(too_many(
+            "native histogram samples",
+            MAX_HISTOGRAMS_PER_REQUEST,
+        ));
+    }
+    out.push(decode_histogram(msg, base)?);
+    Ok(())
+}
+
+/// Reads a repeated scalar field, packed (`LEN`) or not (`scalar`), calling `each` per value.
+fn repeated<'a>(
+    r: &mut Reader<'a>,
+    wire_type: u8,
+    scalar: u8,
+    mut each: impl FnMut(&mut Reader<'a>) -> Res<()>,
+) -> Res<()> {
+    if wire_type == LEN {
+        let (packed, at) = r.bytes()?;
+        let mut p = Reader::new(packed, at);
+        while p.has_more() {
+            each(&mut p)?;
+        }
+        return Ok(());
+    }
+    if wire_type != scalar {
+        return Err(fail(r.offset(), "wire type mismatch for a repeated field"));
+    }
+    each(r)
+}
+
+fn decode_span(msg: &[u8], base: usize) -> Res<Span> {
+    let mut r = Reader::new(msg, base);
+    let mut span = Span::default();
+    while r.has_more() {
+        let key_at = r.pos;
+        let (field, wire_type) = r.key()?;
+        match field {
+            1 => {
+                let seg = Seg::Named("offset");
+                r.expect(key_at, wire_type, VARINT)
+                    .map_err(|f| f.at(3, seg))?;
+                span.offset = r.varint_sint32().map_err(|f| f.at(3, seg))?;
+            }
+            2 => {
+                let seg = Seg::Named("length");
+                r.expect(key_at, wire_type, VARINT)
+                    .map_err(|f| f.at(3, seg))?;
+                span.length = r.varint_u32().map_err(|f| f.at(3, seg))?;
+            }
+            _ => r
+                .skip(wire_type)
+                .map_err(|f| f.at(3, Seg::Unknown(field)))?,
+        }
+    }
+    Ok(span)
+}
+
+/// Which representation a histogram's fields have asked for so far.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unset,
+    Int,
+    Float,
+}
+
+fn decode_histogram(msg: &[u8], base: usize) -> Res<(i64, HistogramValue)> {
+    let mut r = Reader::new(msg, base);
+    let mut kind = Kind::Unset;
+    let (mut count_int, mut count_float) = (0u64, 0f64);
+    let (mut zero_int, mut zero_float) = (0u64, 0f64);
+    let (mut sum, mut zero_threshold) = (0f64, 0f64);
+    let (mut schema, mut hint, mut timestamp) = (0i32, 0u64, 0i64);
+    let (mut neg_spans, mut pos_spans) = (Vec::new(), Vec::new());
+    let (mut neg_deltas, mut pos_deltas) = (Vec::<i64>::new(), Vec::<i64>::new());
+    let (mut neg_counts, mut pos_counts) = (Vec::<f64>::new(), Vec::<f64>::new());
+    let mut custom_values = Vec::<f64>::new();
+    while r.has_more() {
+        let key_at = r.pos;
+        let (field, wire_type) = r.key()?;
+        let name = match field {
+            1 => "count_int",
+            2 => "count_float",
+            3 => "sum",
+            4 => "schema",
+            5 => "zero_threshold",
+            6 => "zero_count_int",
+            7 => "zero_count_float",
+            8 => "negative_spans",
+            9 => "negative_deltas",
+            10 => "negative_counts",
+            11 => "positive_spans",
+            12 => "positive_deltas",
+            13 => "positive_counts",
+            14 => "reset_hint",
+            15 => "timestamp",
+            16 => "custom_values",
+            _ => {
+                r.skip(wire_type)
+                    .map_err(|f| f.at(2, Seg::Unknown(field)))?;
+                continue;
+            }
+        };
+        let seg = match field {
+            8 => Seg::Indexed("negative_spans", neg_spans.len() as u32),
+            11 => Seg::Indexed("positive_spans", pos_spans.len() as u32),
+            _ => Seg::Named(name),
+        };
+        // The oneofs decide the representation; a field of the other one is a mix.
+        let this = match field {
+            1 | 6 | 9 | 12 => Kind::Int,
+            2 | 7 | 10 | 13 => Kind::Float,
+            _ => Kind::Unset,
+        };
+        if this != Kind::Unset {
+            if kind != Kind::Unset && kind != this {
+                return Err(fail(
+                    base + key_at,
+                    "histogram mixes integer and float count fields",
+                )
+                .at(2, seg));
+            }
+            kind = this;
+        }
+        let step = |r: &mut Reader<'_>| -> Res<()> {
+            match field {
+                1 | 6 | 14 | 15 => r.expect(key_at, wire_type, VARINT),
+                2 | 3 | 5 | 7 => r.expect(key_at, wire_type, FIXED64),
+                4 => r.expect(key_at, wire_type, VARINT),
+                _ => r.expect(key_at, wire_type, LEN),
+            }
+        };
+        let res: Res<()> = (|| {
+            match field {
+                1 => {
+                    step(&mut r)?;
+                    count_int = r.varint()?;
+                }
+                2 => {
+                    step(&mut r)?;
+                    count_float = f64::from_bits(r.fixed64()?);
+                }
+                3 => {
+                    step(&mut r)?;
+                    sum = f64::from_bits(r.fixed64()?);
+                }
+                4 => {
+                    step(&mut r)?;
+                    schema = r.varint_sint32()?;
+                }
+                5 => {
+                    step(&mut r)?;
+                    zero_threshold = f64::from_bits(r.fixed64()?);
+                }
+                6 => {
+                    step(&mut r)?;
+                    zero_int = r.varint()?;
+                }
+                7 => {
+                    step(&mut r)?;
+                    zero_float = f64::from_bits(r.fixed64()?);
+                }
+                8 | 11 => {
+                    step(&mut r)?;
+                    let (m, at) = r.bytes()?;
+                    let span = decode_span(m, at)?;
+                    if field == 8 {
+                        neg_spans.push(span);
+                    } else {
+                        pos_spans.push(span);
+                    }
+                }
+                9 | 12 => {
+                    let v = if field == 9 {
+                        &mut neg_deltas
+                    } else {
+                        &mut pos_deltas
+                    };
+                    repeated(&mut r, wire_type, VARINT, |p| {
+                        // sint64: zigzag.
+                        let z = p.varint()?;
+                        v.push(((z >> 1) as i64) ^ -((z & 1) as i64));
+                        Ok(())
+                    })?;
+                }
+                10 | 13 | 16 => {
+                    let v = match field {
+                        10 => &mut neg_counts,
+                        13 => &mut pos_counts,
+                        _ => &mut custom_values,
+                    };
+                    repeated(&mut r, wire_type, FIXED64, |p| {
+                        v.push(f64::from_bits(p.fixed64()?));
+                        Ok(())
+                    })?;
+                }
+                14 => {
+                    step(&mut r)?;
+                    hint = r.varint()?;
+                }
+                _ => {
+                    step(&mut r)?;
+                    // int64: two's complement varint.
+                    timestamp = r.varint()? as i64;
+                }
+            }
+            Ok(())
+        })();
+        res.map_err(|f| f.at(2, seg))?;
+    }
+    let at = base;
+    let hint = i32::try_from(hint)
+        .ok()
+        .and_then(CounterResetHint::from_wire)
+        .ok_or_else(|| fail(at, "unknown histogram reset_hint").at(2, Seg::Named("reset_hint")))?;
+    if !(MIN_EXPONENTIAL_SCHEMA..=MAX_EXPONENTIAL_SCHEMA).contains(&schema)
+        && schema != CUSTOM_BUCKETS_SCHEMA
+    {
+        return Err(fail(at, "histogram schema must be -4..=8 or -53").at(2, Seg::Named("schema")));
+    }
+    if schema == CUSTOM_BUCKETS_SCHEMA {
+        if !neg_spans.is_empty() || !neg_deltas.is_empty() || !neg_counts.is_empty() {
+            return Err(fail(
+                at,
+                "a histogram with custom buckets (schema -53) has no negative buckets",
+            )
+            .at(2, Seg::Named("negative_spans")));
+        }
+        if custom_values
+            .windows(2)
+            .any(|w| w[0].partial_cmp(&w[1]) != Some(std::cmp::Ordering::Less))
+        {
+            return Err(fail(at, "custom_values must be strictly increasing")
+                .at(2, Seg::Named("custom_values")));
+        }
+    } else if !custom_values.is_empty() {
+        return Err(fail(at, "custom_values are only allowed with schema -53")
+            .at(2, Seg::Named("custom_values")));
+    }
+    let float = kind == Kind::Float;
+    let neg_len = if float {
+        neg_counts.len()
+    } else {
+        neg_deltas.len()
+    };
+    let pos_len = if float {
+        pos_counts.len()
+    } else {
+        pos_deltas.len()
+    };
+    if covered(&neg_spans) != neg_len as u64 {
+        return Err(fail(
+            at,
+            "negative_spans cover a different number of buckets than given",
+        )
+        .at(2, Seg::Named("negative_spans")));
+    }
+    if covered(&pos_spans) != pos_len as u64 {
+        return Err(fail(
+            at,
+            "positive_spans cover a different number of buckets than given",
+        )
+        .at(2, Seg::Named("positive_spans")));
+    }
+    let value = if float {
+        HistogramValue::Float(FloatHistogram {
+            counter_reset_hint: hint,
+            schema,
+            zero_threshold,
+            zero_count: zero_float,
+            count: count_float,
+            sum,
+            positive_spans: pos_spans,
+            negative_spans: neg_spans,
+            positive_buckets: pos_counts,
+            negative_buckets: neg_counts,
+            custom_values,
+        })
+    } else {
+        HistogramValue::Int(Histogram {
+            counter_reset_hint: hint,
+            schema,
+            zero_threshold,
+            zero_count: zero_int,
+            count: count_int,
+            sum,
+            positive_spans: pos_spans,
+            negative_spans: neg_spans,
+            positive_buckets: pos_deltas,
+            negative_buckets: neg_deltas,
+            custom_values,
+        })
+    };
+    Ok((timestamp, value))
+}
+
+/// Buckets the spans cover, saturating (each length is a u32 of the sender's choosing).
+fn covered(spans: &[Span]) -> u64 {
+    spans
+        .iter()
+        .fold(0u64, |n, s| n.saturating_add(u64::from(s.length)))
 }
