@@ -113,11 +113,32 @@ impl Ingester {
         log: &mut WalLog,
     ) -> Result<(AppendReport, Option<WalPos>), IngestError> {
         log.clear();
-        let report = tenant.append(batch, Some(log));
-        if log.is_empty() {
+        let mut report = tenant.append(batch, Some(log));
+        // Exemplars and metadata (crate::exmeta): stored after the head (exemplars only of
+        // series it holds), logged in the same append, under the gate that keeps the WAL in
+        // the stores' order and out of a checkpoint's copy of them.
+        let exmeta = self.head.exmeta();
+        let mut _gate = None;
+        let mut ex_log = crate::exmeta::ExMetaLog::default();
+        if !batch.exemplars.is_empty() || !batch.metadata.is_empty() {
+            _gate = Some(exmeta.gate());
+            let grace = self.head.creation_grace_period(tenant.id());
+            let max_t = now_ms().saturating_add(grace.as_millis().min(i64::MAX as u128) as i64);
+            ex_log = exmeta.append(
+                tenant.id(),
+                batch,
+                |raw| tenant.has_series_raw(raw),
+                max_t,
+                &mut report,
+            );
+            if ex_log.is_empty() {
+                _gate = None;
+            }
+        }
+        if log.is_empty() && ex_log.is_empty() {
             return Ok((report, None));
         }
-        let mut records: Vec<Record<'_>> = Vec::with_capacity(log.series.len() + 1);
+        let mut records: Vec<Record<'_>> = Vec::with_capacity(log.series.len() + 3);
         let tenant_id = tenant.id().as_str();
         for s in &log.series {
             records.push(series_record(tenant_id, s));
@@ -131,6 +152,7 @@ impl Ingester {
         for part in crate::hist::record_parts(&log.float_histograms) {
             records.push(Record::FloatHistograms(Cow::Borrowed(part)));
         }
+        records.extend(ex_log.into_records(tenant_id));
         let pos = self.wal.append(&records)?;
         for s in &log.series {
             s.set_logged();
@@ -201,7 +223,16 @@ impl Ingester {
     }
 
     fn checkpoint_locked(&self) -> Result<CheckpointStats, IngestError> {
-        let n = self.wal.cut()?;
+        // The segments before the cut go once the checkpoint is written, and the checkpoint
+        // holds series only: the exemplar and metadata stores are logged again right after
+        // the cut, with no push's records in between (see `crate::exmeta`).
+        let n = {
+            let exmeta = self.head.exmeta();
+            let _gate = exmeta.gate();
+            let n = self.wal.cut()?;
+            exmeta.snapshot(|r| self.wal.append_copy(std::slice::from_ref(&r)).map(drop))?;
+            n
+        };
         // Spilled chunks are referenced, not copied: their bytes must be durable first.
         // (The head only swaps a chunk for its spilled copy after a sync, so every reference
         // the snapshot sees is covered.)
@@ -506,6 +537,16 @@ impl Replayer<'_> {
                 self.progress.records += 1;
                 self.progress.segment_samples += hs.len() as u64;
                 self.apply_histograms(&hs);
+            }
+            ReplayItem::Record(Record::Exemplars { tenant, exemplars }) => {
+                self.progress.records += 1;
+                let tenant = TenantId::parse(&tenant)?;
+                self.head.exmeta().replay_exemplars(&tenant, &exemplars);
+            }
+            ReplayItem::Record(Record::Metadata { tenant, entries }) => {
+                self.progress.records += 1;
+                let tenant = TenantId::parse(&tenant)?;
+                self.head.exmeta().replay_metadata(&tenant, &entries);
             }
         }
         Ok(())

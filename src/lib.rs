@@ -37,6 +37,7 @@
 pub mod api;
 pub mod chunk;
 pub mod compact;
+pub mod exmeta;
 pub mod flush;
 pub mod head;
 pub mod hist;

@@ -181,6 +181,12 @@ struct ServeArgs {
         default_value_t = 5_000_000
     )]
     max_series_per_tenant: usize,
+    /// Most exemplars one tenant holds (a ring: the oldest go first); 0 disables exemplars.
+    #[arg(long = "limits.max-exemplars-per-tenant", env = "WEFT_LIMITS_MAX_EXEMPLARS_PER_TENANT", default_value_t = weft::exmeta::DEFAULT_MAX_EXEMPLARS_PER_TENANT)]
+    max_exemplars_per_tenant: usize,
+    /// Most metric families with metadata one tenant holds; 0 disables metadata.
+    #[arg(long = "limits.max-metadata-per-tenant", env = "WEFT_LIMITS_MAX_METADATA_PER_TENANT", default_value_t = weft::exmeta::DEFAULT_MAX_METADATA_PER_TENANT)]
+    max_metadata_per_tenant: usize,
     /// Most label names a series may have.
     #[arg(long = "limits.max-label-names-per-series", env = "WEFT_LIMITS_MAX_LABEL_NAMES_PER_SERIES", default_value_t = LabelLimits::default().max_label_names_per_series)]
     max_label_names_per_series: usize,
@@ -649,6 +655,10 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
             overrides: Arc::new(Overrides::none()),
             series_idle_timeout: args.head_series_idle_timeout,
             out_of_order_window: args.ingest_out_of_order_window,
+            exmeta: weft::exmeta::ExMetaConfig {
+                max_exemplars_per_tenant: args.max_exemplars_per_tenant,
+                max_metadata_per_tenant: args.max_metadata_per_tenant,
+            },
         },
         memory_limit_bytes: memory_limit(args.memory_bytes),
         disk_budget_bytes: args.disk_bytes,

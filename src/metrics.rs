@@ -207,6 +207,8 @@ pub struct Metrics {
     pub server: ServerMetrics,
     /// Retention and compaction (`crate::compact`).
     pub compactor: CompactorMetrics,
+    /// The exemplar and metadata stores (`crate::exmeta`).
+    pub exmeta: ExMetaMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
 }
@@ -528,11 +530,13 @@ impl Metrics {
         let server = ServerMetrics::default();
         server.register(&mut registry);
         let compactor = CompactorMetrics::register(&mut registry);
+        let exmeta = ExMetaMetrics::register(&mut registry);
         Self {
             registry,
             limits,
             server,
             compactor,
+            exmeta,
             local_horizon_seconds,
             local_bytes,
             local_objects,
@@ -914,6 +918,76 @@ impl CompactorMetrics {
             "catalog_bytes",
             "Approximate heap bytes of the store catalog's entries",
             m.catalog_bytes.clone(),
+        );
+        m
+    }
+}
+
+/// The exemplar and metadata stores' metrics (`weft_exemplars_*`, `weft_metadata_*`). No
+/// tenant label: their cardinality stays fixed however many tenants push.
+#[derive(Debug, Clone, Default)]
+pub struct ExMetaMetrics {
+    /// Exemplars held, all tenants.
+    pub exemplars_stored: Gauge,
+    /// Series with at least one exemplar held, all tenants.
+    pub exemplar_series: Gauge,
+    /// Exemplars pushes stored (duplicates of a stored one not counted).
+    pub exemplars_appended: Counter,
+    /// Exemplars evicted to make room (the tenant's capacity reached, or lowered).
+    pub exemplars_evicted: Counter,
+    /// Exemplars refused, by reason (`out_of_order`, `label_length`, ...).
+    pub exemplars_rejected: Family<ReasonLabels, Counter>,
+    /// Metric families with metadata held, all tenants.
+    pub metadata_stored: Gauge,
+    /// Metadata entries refused, by reason (`per_tenant_limit`, `invalid`, ...).
+    pub metadata_rejected: Family<ReasonLabels, Counter>,
+    /// Estimated bytes held by both stores (also counted in the `head_series` memory
+    /// consumer).
+    pub bytes: Gauge,
+}
+
+impl ExMetaMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "exemplars_stored",
+            "Exemplars held in memory, all tenants",
+            m.exemplars_stored.clone(),
+        );
+        registry.register(
+            "exemplar_series",
+            "Series with at least one exemplar held, all tenants",
+            m.exemplar_series.clone(),
+        );
+        registry.register(
+            "exemplars_appended",
+            "Exemplars stored by pushes (repeats of a stored exemplar not counted)",
+            m.exemplars_appended.clone(),
+        );
+        registry.register(
+            "exemplars_evicted",
+            "Exemplars evicted, oldest first, to stay within --limits.max-exemplars-per-tenant",
+            m.exemplars_evicted.clone(),
+        );
+        registry.register(
+            "exemplars_rejected",
+            "Exemplars refused (the push itself succeeds), by reason",
+            m.exemplars_rejected.clone(),
+        );
+        registry.register(
+            "metadata_stored",
+            "Metric families with metadata held, all tenants",
+            m.metadata_stored.clone(),
+        );
+        registry.register(
+            "metadata_rejected",
+            "Metric metadata entries refused (the push itself succeeds), by reason",
+            m.metadata_rejected.clone(),
+        );
+        registry.register(
+            "exmeta_bytes",
+            "Estimated bytes held by the exemplar and metadata stores",
+            m.bytes.clone(),
         );
         m
     }

@@ -413,7 +413,10 @@ impl Memory {
     /// that a burst of pushes cannot run far past the limit between two ticks.
     pub fn measure_head(&self, head: &Head) {
         self.set_measured(Consumer::HeadChunks, head.closed_bytes());
-        self.set_measured(Consumer::HeadSeries, head.index_bytes());
+        self.set_measured(
+            Consumer::HeadSeries,
+            head.index_bytes() + head.exmeta().bytes(),
+        );
     }
 
     /// Gives the cache what the rest leaves, less `headroom_bytes`, and at most its cap.

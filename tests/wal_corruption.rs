@@ -185,6 +185,7 @@ fn expected_from_segments(wal: &Path, before: &[(String, Vec<u8>)], t0: i64) -> 
                 }
                 Record::FlushMark { .. } => {}
                 Record::Histograms(_) | Record::FloatHistograms(_) => {}
+                Record::Exemplars { .. } | Record::Metadata { .. } => {}
             }
         }
     }

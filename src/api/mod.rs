@@ -5,6 +5,7 @@
 
 mod admin;
 mod error;
+mod exmeta;
 mod prom;
 pub mod read;
 pub mod server;
@@ -411,6 +412,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/series", get(prom::series).post(prom::series))
         .route("/api/v1/labels", get(prom::labels).post(prom::labels))
         .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route(
+            "/api/v1/query_exemplars",
+            get(exmeta::query_exemplars).post(exmeta::query_exemplars),
+        )
+        .route("/api/v1/metadata", get(exmeta::metadata))
         .route("/ingester/flush", post(admin::flush))
         .route("/ingester/shutdown", post(admin::shutdown))
         .route("/ready", get(ready))

@@ -181,9 +181,8 @@ async fn push_inner(
         st.decode_buffers.put(pooled, node.memory());
         return Err(e.into());
     }
-    let appended = if batch.series.is_empty() {
-        // Metadata-only requests are accepted (the metadata store takes them when there is
-        // one).
+    let appended = if batch.series.is_empty() && batch.metadata.is_empty() {
+        // Nothing to store (a request of metadata alone goes on to the metadata store).
         Ok((AppendReport::default(), None))
     } else {
         // A new tenant is created only under --limits.max-tenants, and only kept if this

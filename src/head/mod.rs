@@ -57,6 +57,8 @@ pub struct HeadConfig {
     /// `--ingest.out-of-order-window`: how far before a series' newest sample a new sample
     /// is still accepted (0: none). The overrides file's `out_of_order_time_window` wins.
     pub out_of_order_window: Duration,
+    /// Limits of the exemplar and metadata stores (`crate::exmeta`).
+    pub exmeta: crate::exmeta::ExMetaConfig,
 }
 
 impl Default for HeadConfig {
@@ -69,6 +71,7 @@ impl Default for HeadConfig {
             overrides: Arc::new(Overrides::none()),
             series_idle_timeout: Duration::from_secs(3600),
             out_of_order_window: Duration::ZERO,
+            exmeta: crate::exmeta::ExMetaConfig::default(),
         }
     }
 }
@@ -311,12 +314,20 @@ pub struct Head {
     /// One [`Head::spill_oldest`] at a time: the balancer and a reservation that needs room
     /// may both ask, and must not pick the same chunks.
     spilling: parking_lot::Mutex<()>,
+    /// Exemplars and metric metadata; a tenant's leave the head with the tenant.
+    exmeta: Arc<crate::exmeta::ExMeta>,
 }
 
 impl Head {
     /// An empty head.
     pub fn new(cfg: HeadConfig, metrics: Arc<Metrics>) -> Self {
+        let exmeta = Arc::new(crate::exmeta::ExMeta::new(
+            cfg.exmeta,
+            cfg.overrides.clone(),
+            metrics.clone(),
+        ));
         Self {
+            exmeta,
             cfg,
             metrics,
             tenants: RwLock::new(HashMap::new()),
@@ -332,6 +343,11 @@ impl Head {
     /// resolve.
     pub fn set_spill(&self, spill: Arc<Spill>) {
         let _ = self.spill.set(spill);
+    }
+
+    /// The exemplar and metadata stores.
+    pub fn exmeta(&self) -> &Arc<crate::exmeta::ExMeta> {
+        &self.exmeta
     }
 
     /// The spill, if set.
@@ -487,6 +503,9 @@ impl Head {
             map.retain(|id, t| {
                 let gone = Arc::strong_count(t) == 1 && t.num_series() == 0;
                 if gone {
+                    // Under the map's lock: a push that would store exemplars or metadata
+                    // for this tenant must first get it back from the map.
+                    self.exmeta.remove_tenant(id);
                     removed.push(id.clone());
                 }
                 !gone
@@ -1091,6 +1110,15 @@ impl TenantHead {
     /// Series in this tenant's head.
     pub fn num_series(&self) -> usize {
         self.index.read().series.len()
+    }
+
+    /// Whether the tenant has the series with these raw labels (wire order, as in a
+    /// `WriteBatch`): exemplars are only kept for series the head took.
+    pub fn has_series_raw(&self, raw: &[(&[u8], &[u8])]) -> bool {
+        let mut buf: Pairs<'_> = Vec::new();
+        let pairs = normalise(raw, &mut buf);
+        let hash = crate::model::hash_raw(pairs);
+        self.index.read().lookup(hash, pairs).is_some()
     }
 
     /// Appends a decoded write request. Series that fail (bad labels, limits, ordering) are

@@ -71,7 +71,9 @@ impl Head {
             .get(&tenant.id)
             .is_some_and(|t| Arc::ptr_eq(t, &tenant))
             && Arc::strong_count(&tenant) == 2
-            && tenant.num_series() == 0;
+            && tenant.num_series() == 0
+            // A push of metadata alone keeps its tenant until the idle sweep.
+            && !self.exmeta.has_tenant(&tenant.id);
         if !unused {
             return false;
         }

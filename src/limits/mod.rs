@@ -87,6 +87,11 @@ pub struct TenantOverrides {
     /// sample a new sample is still accepted. `0` accepts none.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub out_of_order_time_window: Option<Duration>,
+    /// `--limits.max-exemplars-per-tenant`: exemplars held; `0` disables them. A change
+    /// applies at the tenant's next push with exemplars (the oldest go first).
+    pub max_exemplars_per_tenant: Option<usize>,
+    /// `--limits.max-metadata-per-tenant`: metric families with metadata held; `0` disables.
+    pub max_metadata_per_tenant: Option<usize>,
 }
 
 /// The whole file.

@@ -50,6 +50,7 @@
 
 pub mod checkpoint;
 mod hist_record;
+mod exmeta_record;
 pub mod record;
 pub mod replay;
 pub mod schedule;
@@ -327,6 +328,8 @@ struct Shared {
     durable: watch::Sender<WalPos>,
     appends: AtomicU64,
     appended_bytes: AtomicU64,
+    /// Of those, bytes of checkpoints' copies ([`Wal::append_copy`]): not growth.
+    copy_bytes: AtomicU64,
     syncs: AtomicU64,
     segments_created: AtomicU64,
     /// Checkpoints replay found corrupt: never chosen as the fallback to keep.
@@ -376,6 +379,7 @@ impl Wal {
             durable: watch::Sender::new(start),
             appends: AtomicU64::new(0),
             appended_bytes: AtomicU64::new(0),
+            copy_bytes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             segments_created: AtomicU64::new(0),
             bad_checkpoints: Mutex::new(bad),
@@ -503,6 +507,34 @@ impl Wal {
         s.appended_bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(pos)
+    }
+
+    /// [`Wal::append`] for a checkpoint's copy of state that its file does not hold (the
+    /// exemplar and metadata stores, logged right after the cut): these bytes do not count
+    /// in [`Wal::growth_bytes`], so a large copy cannot make the next checkpoint due at once.
+    pub fn append_copy(&self, records: &[Record<'_>]) -> Result<WalPos, WalError> {
+        let pos = self.append(records)?;
+        let mut buf = Vec::new();
+        let bytes: usize = records
+            .iter()
+            .map(|r| {
+                buf.clear();
+                record::encode(r, &mut buf).unwrap_or(0)
+            })
+            .sum();
+        self.shared
+            .copy_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+        Ok(pos)
+    }
+
+    /// Bytes appended so far that count as WAL growth for the checkpoint schedule: all but
+    /// checkpoints' copies.
+    pub fn growth_bytes(&self) -> u64 {
+        let s = &*self.shared;
+        s.appended_bytes
+            .load(Ordering::Relaxed)
+            .saturating_sub(s.copy_bytes.load(Ordering::Relaxed))
     }
 
     /// Returns once `pos` (from [`Wal::append`]) is durable: one `msync` that completed after

@@ -32,7 +32,12 @@ pub const TYPE_FLUSH_MARK: u8 = 3;
 pub const TYPE_HISTOGRAMS: u8 = 4;
 /// Type byte of a [`Record::FloatHistograms`].
 pub const TYPE_FLOAT_HISTOGRAMS: u8 = 5;
-// Reserved for issue 10: 6 exemplars, 7 metric metadata.
+/// Type byte of a [`Record::Exemplars`].
+pub const TYPE_EXEMPLARS: u8 = 6;
+/// Type byte of a [`Record::Metadata`].
+pub const TYPE_METADATA: u8 = 7;
+
+pub use super::exmeta_record::{WalExemplar, WalMetadata};
 
 /// Smallest encoding of one sample: 1-byte ref delta, 1-byte time delta, 8 value bytes.
 /// Used to bound the capacity reserved for a decoded batch by the bytes actually present.
@@ -92,6 +97,22 @@ pub enum Record<'a> {
     Histograms(Cow<'a, [RefHistogram]>),
     /// A batch of float native histogram samples (type 5).
     FloatHistograms(Cow<'a, [RefHistogram]>),
+    /// Exemplars one push stored (or a checkpoint's copy of a tenant's exemplar store), in
+    /// the order the store took them. Never empty.
+    Exemplars {
+        /// Tenant id.
+        tenant: Cow<'a, str>,
+        /// The exemplars, oldest first.
+        exemplars: Vec<WalExemplar>,
+    },
+    /// Metric metadata one push stored (or a checkpoint's copy of a tenant's metadata).
+    /// Never empty.
+    Metadata {
+        /// Tenant id.
+        tenant: Cow<'a, str>,
+        /// The entries; a later entry of a family replaces an earlier one.
+        entries: Vec<WalMetadata>,
+    },
 }
 
 impl Record<'_> {
@@ -103,6 +124,8 @@ impl Record<'_> {
             Record::FlushMark { .. } => TYPE_FLUSH_MARK,
             Record::Histograms(_) => TYPE_HISTOGRAMS,
             Record::FloatHistograms(_) => TYPE_FLOAT_HISTOGRAMS,
+            Record::Exemplars { .. } => TYPE_EXEMPLARS,
+            Record::Metadata { .. } => TYPE_METADATA,
         }
     }
 
@@ -134,6 +157,14 @@ impl Record<'_> {
             Record::FlushMark { series_ref, max_t } => Record::FlushMark { series_ref, max_t },
             Record::Histograms(h) => Record::Histograms(Cow::Owned(h.into_owned())),
             Record::FloatHistograms(h) => Record::FloatHistograms(Cow::Owned(h.into_owned())),
+            Record::Exemplars { tenant, exemplars } => Record::Exemplars {
+                tenant: Cow::Owned(tenant.into_owned()),
+                exemplars,
+            },
+            Record::Metadata { tenant, entries } => Record::Metadata {
+                tenant: Cow::Owned(tenant.into_owned()),
+                entries,
+            },
         }
     }
 }
@@ -214,6 +245,12 @@ pub fn encode(record: &Record<'_>, buf: &mut Vec<u8>) -> Result<usize, RecordErr
                 buf.truncate(start);
                 return Err(e);
             }
+        }
+        Record::Exemplars { tenant, exemplars } => {
+            super::exmeta_record::encode_exemplars(tenant, exemplars, buf)
+        }
+        Record::Metadata { tenant, entries } => {
+            super::exmeta_record::encode_metadata(tenant, entries, buf)
         }
     }
     finish_frame(buf, start, ty)
@@ -361,6 +398,14 @@ pub fn decode_payload(ty: u8, payload: &[u8]) -> Result<Record<'_>, RecordError>
         TYPE_FLOAT_HISTOGRAMS => {
             Record::FloatHistograms(Cow::Owned(super::hist_record::decode(&mut r, true)?))
         }
+        TYPE_EXEMPLARS => Record::Exemplars {
+            tenant: Cow::Borrowed(r.str()?),
+            exemplars: super::exmeta_record::decode_exemplars(&mut r)?,
+        },
+        TYPE_METADATA => Record::Metadata {
+            tenant: Cow::Borrowed(r.str()?),
+            entries: super::exmeta_record::decode_metadata(&mut r)?,
+        },
         other => return Err(RecordError::UnknownType(other)),
     };
     if r.remaining() != 0 {
@@ -590,7 +635,40 @@ mod tests {
             });
         let mark = (any::<u64>(), any::<i64>())
             .prop_map(|(series_ref, max_t)| Record::FlushMark { series_ref, max_t });
-        prop_oneof![series, samples, mark]
+        let pairs = || prop::collection::vec((label_str(), label_str()), 0..4);
+        let exemplars = (
+            label_str(),
+            prop::collection::vec((pairs(), pairs(), any::<i64>(), any::<u64>()), 1..6),
+        )
+            .prop_map(|(tenant, v)| Record::Exemplars {
+                tenant: Cow::Owned(tenant),
+                exemplars: v
+                    .into_iter()
+                    .map(|(series, labels, t, v)| WalExemplar {
+                        series,
+                        labels,
+                        t,
+                        v,
+                    })
+                    .collect(),
+            });
+        let metadata = (
+            label_str(),
+            prop::collection::vec((0u8..8, label_str(), ".{0,20}", label_str()), 1..6),
+        )
+            .prop_map(|(tenant, v)| Record::Metadata {
+                tenant: Cow::Owned(tenant),
+                entries: v
+                    .into_iter()
+                    .map(|(kind, family, help, unit)| WalMetadata {
+                        kind,
+                        family,
+                        help,
+                        unit,
+                    })
+                    .collect(),
+            });
+        prop_oneof![series, samples, mark, exemplars, metadata]
     }
 
     proptest! {
@@ -605,7 +683,7 @@ mod tests {
         }
 
         #[test]
-        fn decode_never_panics_on_payload_with_valid_crc(ty in 0u8..5, payload in prop::collection::vec(any::<u8>(), 1..128)) {
+        fn decode_never_panics_on_payload_with_valid_crc(ty in 0u8..9, payload in prop::collection::vec(any::<u8>(), 1..128)) {
             let _ = decode_payload(ty, &payload);
         }
 

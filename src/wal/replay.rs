@@ -774,6 +774,8 @@ impl Tracker {
                 }
             }
             Record::Histograms(_) | Record::FloatHistograms(_) => rec,
+            // Keyed by labels, not refs: nothing to check here.
+            Record::Exemplars { .. } | Record::Metadata { .. } => rec,
         };
         apply(ReplayItem::Record(rec)).map_err(WalError::Apply)
     }
@@ -937,7 +939,7 @@ fn describe(
                         }
                     }
                 }
-                Err(_) => {}
+                Ok(Record::Exemplars { .. } | Record::Metadata { .. }) | Err(_) => {}
             }
         }
         off = next;
@@ -1232,6 +1234,7 @@ pub fn inspect_dir(dir: &dyn WalDir) -> Result<String, WalError> {
                     Record::Samples(s) => samples += s.len() as u64,
                     Record::FlushMark { .. } => marks += 1,
                     Record::Histograms(h) | Record::FloatHistograms(h) => samples += h.len() as u64,
+                    Record::Exemplars { .. } | Record::Metadata { .. } => {}
                 }
                 Ok(())
             })?;

@@ -44,7 +44,7 @@ where
 {
     tokio::pin!(shutdown);
     let mut last = Instant::now();
-    let mut bytes_at_last = wal.stats().appended_bytes;
+    let mut bytes_at_last = wal.growth_bytes();
     let mut retry_at: Option<(Instant, Duration)> = None;
     let mut done = 0;
     loop {
@@ -53,7 +53,7 @@ where
             _ = tokio::time::sleep(policy.poll) => {}
         }
         let now = Instant::now();
-        let grown = wal.stats().appended_bytes - bytes_at_last;
+        let grown = wal.growth_bytes() - bytes_at_last;
         let due = match retry_at {
             Some((at, _)) => now >= at,
             None => now - last >= policy.interval || grown >= policy.max_wal_growth_bytes,
@@ -61,7 +61,7 @@ where
         if !due {
             continue;
         }
-        let bytes_before = wal.stats().appended_bytes;
+        let bytes_before = wal.growth_bytes();
         match checkpoint().await {
             Ok(()) => {
                 info!(wal_growth_bytes = grown, "scheduled checkpoint done");

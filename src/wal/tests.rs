@@ -60,7 +60,11 @@ impl Head {
                 }
             }
             ReplayItem::Record(
-                Record::FlushMark { .. } | Record::Histograms(_) | Record::FloatHistograms(_),
+                Record::FlushMark { .. }
+                | Record::Histograms(_)
+                | Record::FloatHistograms(_)
+                | Record::Exemplars { .. }
+                | Record::Metadata { .. },
             ) => {}
         }
         Ok(())
@@ -1633,7 +1637,9 @@ mod repair {
                     }
                     Record::FlushMark { .. }
                     | Record::Histograms(_)
-                    | Record::FloatHistograms(_) => {}
+                    | Record::FloatHistograms(_)
+                    | Record::Exemplars { .. }
+                    | Record::Metadata { .. } => {}
                 }
             }
         }
