@@ -49,8 +49,8 @@
 //! ```
 
 pub mod checkpoint;
-mod hist_record;
 mod exmeta_record;
+mod hist_record;
 pub mod record;
 pub mod replay;
 pub mod schedule;
