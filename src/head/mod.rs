@@ -968,7 +968,10 @@ impl TenantHead {
         let mut index = self.index.write();
         let removed = index.remove_where(|s| s.is_removable(idle));
         let n = removed.len() as u64;
-        let bytes: u64 = removed.iter().map(|s| series_bytes(s.labels())).sum();
+        let bytes: u64 = removed
+            .iter()
+            .map(|s| series_bytes(s.labels()) + s.hist_counted())
+            .sum();
         // Dropping the last handles frees the labels and their strings (the postings keys
         // of values no series has any more went with the rebuild). A query may hold a
         // removed series a little longer; its strings go when it lets go.
@@ -993,6 +996,7 @@ impl TenantHead {
         let (n, bytes) = series.restore(chunks, self.spill.get())?;
         self.metrics.chunks.inc_by(n as i64);
         self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.add_hist_bytes(series.account_hist());
         Ok(())
     }
 
@@ -1006,6 +1010,19 @@ impl TenantHead {
             self.closed_bytes
                 .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
+        self.add_hist_bytes(series.account_hist());
+    }
+
+    /// Adds a change of a series' histogram state (its open histogram chunk and box, see
+    /// `series/hist.rs`) to the series bytes (`Head::index_bytes`), where the float open
+    /// chunk is counted.
+    fn add_hist_bytes(&self, delta: i64) {
+        if delta > 0 {
+            self.index_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        } else if delta < 0 {
+            self.index_bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// Cuts every open chunk that is due (see [`Series::cut_if_due`]); all of them with
@@ -1017,6 +1034,7 @@ impl TenantHead {
             if bytes > 0 {
                 cut += 1;
                 self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.add_hist_bytes(s.account_hist());
             }
         }
         cut
@@ -1064,6 +1082,7 @@ impl TenantHead {
         let out = series.append_with(samples, None, i64::MAX);
         self.closed_bytes
             .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        self.add_hist_bytes(out.hist_bytes);
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }
@@ -1251,6 +1270,7 @@ impl TenantHead {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
         }
+        self.add_hist_bytes(out.hist_bytes);
         report.appended += out.appended + out.duplicates;
         report.ooo_appended += out.ooo_appended;
         report.duplicates_ignored += out.duplicates;
@@ -1300,6 +1320,7 @@ impl TenantHead {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
         }
+        self.add_hist_bytes(out.hist_bytes);
         report.histograms_appended += out.appended + out.duplicates;
         // Not in `duplicates_ignored`: that one is of float samples (it is taken off
         // `appended` for `weft_samples_ingested_total`).
@@ -1326,6 +1347,7 @@ impl TenantHead {
         let out = series.append_histograms(samples, None);
         self.closed_bytes
             .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        self.add_hist_bytes(out.hist_bytes);
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }
