@@ -263,3 +263,43 @@ fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
     let w = Weft::start_on(dir_a.path(), &args_a, None);
     check_everything("after a graceful restart", &w, &data);
 }
+
+/// A retried push (the same 1.0 requests again, 5 histograms a series a request, so most
+/// of each retried request is older than the newest sample) is a no-op: every request
+/// 204 with the exact Histograms-Written, each histogram read back once, and the repeats
+/// counted in `weft_samples_repeated_total`.
+#[test]
+fn retried_histogram_pushes_are_no_ops() {
+    let data = data_set();
+    let w = Weft::start(&[]);
+    let reqs = requests(&data, 5);
+    let n: usize = data.iter().map(|s| s.1.len()).sum();
+    let repeated = |w: &Weft| {
+        w.metric("weft_samples_repeated_total", &[("tenant", TENANT)])
+            .unwrap_or(0.0)
+    };
+    for round in ["first push", "retry"] {
+        for (i, req) in reqs.iter().enumerate() {
+            let k: usize = req.timeseries.iter().map(|t| t.histograms.len()).sum();
+            let r = w.push(TENANT, req);
+            assert_eq!(r.status, 204, "{round}, request {i}: {}", r.text());
+            assert_eq!(
+                r.header("x-prometheus-remote-write-histograms-written"),
+                Some(k.to_string()),
+                "{round}, request {i}: histograms written"
+            );
+        }
+        check_everything(&format!("after the {round}"), &w, &data);
+    }
+    assert_eq!(repeated(&w), n as f64, "weft_samples_repeated_total");
+    // A different histogram at a held (older) timestamp is refused with 400.
+    let (name, hs) = &data[0];
+    let mut other = hs[10].clone();
+    if let HistogramValue::Int(h) = &mut other.1 {
+        h.sum += 1.0;
+    }
+    let req = requests(&[(name.clone(), vec![other])], 5).remove(0);
+    let r = w.push(TENANT, &req);
+    assert_eq!(r.status, 400, "{}", r.text());
+    check_everything("after a conflicting histogram", &w, &data);
+}

@@ -241,10 +241,13 @@ impl SeriesData {
 }
 
 impl Series {
-    /// Appends native histogram samples in order, with the float path's rules: older than
-    /// the newest sample (float or histogram) is out of order, the same timestamp with
-    /// another value (or kind) is a duplicate-timestamp error, and a repeat of the newest
-    /// histogram is a no-op that is logged again (see [`Series::append`] for why). A repeat
+    /// Appends native histogram samples in order, with the float path's rules (see
+    /// [`Series::append_with`]) but no out-of-order window: a histogram equal to one held
+    /// at its timestamp (newest or older: open chunk, closed chunks in memory or spilled)
+    /// is a no-op counted in `duplicates` and logged again (see [`Series::append_with`]
+    /// for why); another value (or a float) held there is a duplicate-timestamp error; a
+    /// new timestamp older than the newest sample (float or histogram) is out of order,
+    /// older than everything held out of bounds. A repeat
     /// is [`crate::hist::equivalent`]: the same observations in the same buckets, bit for
     /// bit; its layout may differ by empty buckets and its hint may differ (after a restart
     /// the newest histogram is read back from its chunk, which widens layouts and keeps
