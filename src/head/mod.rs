@@ -929,6 +929,7 @@ impl TenantHead {
             let fresh = Arc::new(Series::new(old.labels().clone(), series_ref));
             fresh.set_logged();
             self.metrics.chunks.dec_by(old.num_chunks() as i64);
+            self.add_hist_bytes(-(old.hist_counted() as i64));
             index.series[r as usize] = fresh.clone();
             tracing::debug!(series = %old.labels(), old_ref = old.series_ref(), new_ref = series_ref,
                 "replay: series came back after it had left the head; earlier entry replaced");
