@@ -262,7 +262,15 @@ fn histograms_come_back_from_the_wal_and_from_a_checkpoint() {
             .map(|(l, hs)| (l.clone(), hs[hs.len() / 2..].to_vec()))
             .collect();
         ing.append(&th, &hbatch(&first), &mut log).unwrap();
-        let (_, pos) = ing.append(&th, &hbatch(&first), &mut log).unwrap();
+        // The whole request again (a retry): every histogram a no-op, logged again.
+        let (r, pos) = ing.append(&th, &hbatch(&first), &mut log).unwrap();
+        let n: usize = first.iter().map(|s| s.1.len()).sum();
+        assert_eq!(
+            (r.histograms_appended, r.error_count),
+            (n as u64, 0),
+            "{:?}",
+            r.errors
+        );
         assert!(pos.is_some(), "repeats are logged");
         // WAL only.
         drop((head, ing));

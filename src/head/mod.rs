@@ -412,7 +412,8 @@ impl Head {
     /// An estimate rather than a measurement, so that reading it costs one atomic load:
     /// interned label strings shared by many series are counted once per series (so shared
     /// names cost a little more than they should), and an open chunk counts the same
-    /// whether it holds one sample or 119.
+    /// whether it holds one sample or 119. An open histogram chunk (up to 64 KiB) counts
+    /// by its size, with its appender's state (`series/hist.rs`, `HistState::footprint`).
     pub fn index_bytes(&self) -> u64 {
         self.index_bytes.load(Ordering::Relaxed)
     }
