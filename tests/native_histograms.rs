@@ -263,3 +263,68 @@ fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
     let w = Weft::start_on(dir_a.path(), &args_a, None);
     check_everything("after a graceful restart", &w, &data);
 }
+
+/// A retried push (the same 1.0 requests again, 5 histograms a series a request, so most
+/// of each retried request is older than the newest sample) is a no-op: every request
+/// 204 with the exact Histograms-Written, each histogram read back once, and the repeats
+/// counted in `weft_samples_repeated_total`.
+#[test]
+fn retried_histogram_pushes_are_no_ops() {
+    let data = data_set();
+    // A memory limit, so that `weft_memory_bytes` is measured.
+    let w = Weft::start(&["--limits.memory-bytes", "1073741824"]);
+    let reqs = requests(&data, 5);
+    let head_series = |w: &Weft| {
+        w.metric("weft_memory_bytes", &[("consumer", "head_series")])
+            .unwrap_or(0.0)
+    };
+    // Every series is in the first request: later ones only grow the open histogram
+    // chunks, which count in the series bytes.
+    assert_eq!(w.push(TENANT, &reqs[0]).status, 204);
+    let first = wait_for_metric(&w, &head_series, |v| v > 0.0);
+    let n: usize = data.iter().map(|s| s.1.len()).sum();
+    let repeated = |w: &Weft| {
+        w.metric("weft_samples_repeated_total", &[("tenant", TENANT)])
+            .unwrap_or(0.0)
+    };
+    for round in ["first push", "retry"] {
+        for (i, req) in reqs.iter().enumerate() {
+            let k: usize = req.timeseries.iter().map(|t| t.histograms.len()).sum();
+            let r = w.push(TENANT, req);
+            assert_eq!(r.status, 204, "{round}, request {i}: {}", r.text());
+            assert_eq!(
+                r.header("x-prometheus-remote-write-histograms-written"),
+                Some(k.to_string()),
+                "{round}, request {i}: histograms written"
+            );
+        }
+        check_everything(&format!("after the {round}"), &w, &data);
+    }
+    // The first request was pushed once more before the rounds: 4 series x 5 more repeats.
+    assert_eq!(repeated(&w), n as f64 + 20.0, "weft_samples_repeated_total");
+    let grown = wait_for_metric(&w, &head_series, |v| v > first);
+    eprintln!("weft_memory_bytes{{consumer=\"head_series\"}}: {first} after one request, {grown} after all");
+    // A different histogram at a held (older) timestamp is refused with 400.
+    let (name, hs) = &data[0];
+    let mut other = hs[10].clone();
+    if let HistogramValue::Int(h) = &mut other.1 {
+        h.sum += 1.0;
+    }
+    let req = requests(&[(name.clone(), vec![other])], 5).remove(0);
+    let r = w.push(TENANT, &req);
+    assert_eq!(r.status, 400, "{}", r.text());
+    check_everything("after a conflicting histogram", &w, &data);
+}
+
+/// Polls `get` until `ok` holds (10 s at most); returns the value.
+fn wait_for_metric(w: &Weft, get: &dyn Fn(&Weft) -> f64, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = get(w);
+        if ok(v) {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "metric stuck at {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1049,3 +1049,53 @@ fn too_many_histograms_in_one_request_get_413() {
     );
     assert!(w.read_samples(Some(TENANT), &[q])[0].is_empty());
 }
+
+/// A retried 2.0 push of histograms (int and float, several series, 5 histograms a series
+/// a request) is a no-op: every request of both rounds 204 with the exact
+/// Histograms-Written, and each histogram is read back once.
+#[test]
+fn retried_histogram_pushes_over_2_0_are_no_ops() {
+    use weft::hist::fixtures::{float_series, gauge_series, int_series};
+    let w = Weft::start(&[]);
+    let start = now_ms() - 3_600_000;
+    let data: Vec<(String, Vec<(i64, HistogramValue)>)> = vec![
+        ("rw2_retry_int".into(), int_series(start, 15_000, 60)),
+        ("rw2_retry_float".into(), float_series(start, 15_000, 45)),
+        ("rw2_retry_gauge".into(), gauge_series(start, 15_000, 30)),
+    ];
+    let most = data.iter().map(|d| d.1.len()).max().unwrap();
+    let requests: Vec<Vec<S>> = (0..most)
+        .step_by(5)
+        .map(|at| {
+            data.iter()
+                .filter(|(_, hs)| at < hs.len())
+                .map(|(name, hs)| S {
+                    histograms: hs[at..(at + 5).min(hs.len())].to_vec(),
+                    ..s(&[("__name__", name), ("job", "retry")], &[])
+                })
+                .collect()
+        })
+        .collect();
+    for round in ["first push", "retry"] {
+        for (i, req) in requests.iter().enumerate() {
+            let k: usize = req.iter().map(|s| s.histograms.len()).sum();
+            let r = push_v2(&w, req);
+            check(&r, 204, 0, k as u64, 0, &format!("{round}, request {i}"));
+        }
+        for (name, want) in &data {
+            let got = read_histograms(&w, name);
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "{round}: {name}: each histogram once"
+            );
+            for ((gt, gh), (wt, wh)) in got.iter().zip(want) {
+                assert_eq!(gt, wt, "{round}: {name}");
+                assert!(
+                    weft::hist::equivalent(gh, wh),
+                    "{round}: {name} at {gt}: read {gh:?}, pushed {wh:?}"
+                );
+            }
+        }
+    }
+}

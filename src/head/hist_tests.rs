@@ -140,10 +140,12 @@ fn repeats_are_no_ops_older_is_out_of_order_and_other_values_are_duplicates() {
         "repeats are logged"
     );
     check_all(&t, &series);
-    // An older one: out of order. The newest timestamp with another value: duplicate.
+    // A new one older than the newest: out of order. The newest timestamp with another
+    // value: duplicate.
     let (l, hs) = &series[0];
-    let older = vec![(l.clone(), vec![hs[10].clone()])];
-    let r = t.append(&hbatch(&older), None);
+    let mut older = hs[10].clone();
+    older.0 += 1;
+    let r = t.append(&hbatch(&[(l.clone(), vec![older])]), None);
     assert!(
         matches!(r.errors[0].error, HeadError::OutOfOrder { .. }),
         "{:?}",
@@ -260,7 +262,15 @@ fn histograms_come_back_from_the_wal_and_from_a_checkpoint() {
             .map(|(l, hs)| (l.clone(), hs[hs.len() / 2..].to_vec()))
             .collect();
         ing.append(&th, &hbatch(&first), &mut log).unwrap();
-        let (_, pos) = ing.append(&th, &hbatch(&first), &mut log).unwrap();
+        // The whole request again (a retry): every histogram a no-op, logged again.
+        let (r, pos) = ing.append(&th, &hbatch(&first), &mut log).unwrap();
+        let n: usize = first.iter().map(|s| s.1.len()).sum();
+        assert_eq!(
+            (r.histograms_appended, r.error_count),
+            (n as u64, 0),
+            "{:?}",
+            r.errors
+        );
         assert!(pos.is_some(), "repeats are logged");
         // WAL only.
         drop((head, ing));
@@ -423,4 +433,205 @@ fn an_open_histogram_chunk_resumes_after_a_restore() {
         assert_eq!(got.len(), want.len());
         assert!(got == want, "chunks differ from one appender's");
     }
+}
+
+/// A histogram with its `sum` changed: not equivalent to the original.
+fn other_value(v: &HistogramValue) -> HistogramValue {
+    let mut v = v.clone();
+    match &mut v {
+        HistogramValue::Int(h) => h.sum += 1.0,
+        HistogramValue::Float(h) => h.sum += 1.0,
+    }
+    v
+}
+
+/// Retries follow the float rules: a histogram equal to any one held (open chunk, closed
+/// chunks in memory or spilled) is a no-op, counted as written and logged again; another
+/// value at a held timestamp is a duplicate; a new one before the newest is out of order,
+/// before everything held out of bounds.
+#[test]
+fn retried_older_histograms_are_no_ops_wherever_they_are_held() {
+    use crate::spill::{Spill, SpillConfig, MIN_FILE_SIZE_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let spill = Arc::new(
+        Spill::open(SpillConfig {
+            dir: dir.path().to_path_buf(),
+            file_size: MIN_FILE_SIZE_BYTES,
+        })
+        .unwrap(),
+    );
+    let (h, t) = head();
+    h.set_spill(spill);
+    let series = shapes();
+    let r = t.append(&hbatch(&series), None);
+    assert_eq!(r.error_count, 0, "{:?}", r.errors);
+    // Some closed chunks go to the spill: retries must find them there too.
+    let (spilled, _) = h.spill_oldest(1).unwrap();
+    assert!(spilled >= 1, "a chunk was spilled");
+    let repeated = || t.metrics.repeated.get();
+    let before = repeated();
+    // Requests of 5 histograms a series, from the first sample to the newest: all held.
+    let n: usize = series.iter().map(|s| s.1.len()).sum();
+    let mut written = 0;
+    let mut logged = 0;
+    let longest = series.iter().map(|s| s.1.len()).max().unwrap();
+    for at in (0..longest).step_by(5) {
+        let part: Vec<HSeries> = series
+            .iter()
+            .filter(|(_, hs)| at < hs.len())
+            .map(|(l, hs)| (l.clone(), hs[at..(at + 5).min(hs.len())].to_vec()))
+            .collect();
+        let mut log = WalLog::default();
+        let r = t.append(&hbatch(&part), Some(&mut log));
+        assert_eq!(r.error_count, 0, "at {at}: {:?}", r.errors);
+        written += r.histograms_appended;
+        logged += log.histograms.len() + log.float_histograms.len();
+    }
+    assert_eq!(
+        written, n as u64,
+        "every retried histogram counts as written"
+    );
+    assert_eq!(logged, n, "every retried histogram is logged again");
+    assert_eq!(repeated() - before, n as u64, "weft_samples_repeated_total");
+    check_all(&t, &series);
+
+    for (l, hs) in &series {
+        let one = |v: (i64, HistogramValue)| t.append(&hbatch(&[(l.clone(), vec![v])]), None);
+        // Another value at a held timestamp, in a closed chunk and in the open one.
+        for i in [1, 100, hs.len() - 2] {
+            let r = one((hs[i].0, other_value(&hs[i].1)));
+            assert!(
+                matches!(r.errors[0].error, HeadError::DuplicateHistogram { .. }),
+                "{}[{i}]: {:?}",
+                l[0].1,
+                r.errors
+            );
+        }
+        // A new timestamp between held ones: out of order (no window for histograms).
+        let r = one((hs[50].0 + 1, hs[50].1.clone()));
+        assert!(
+            matches!(r.errors[0].error, HeadError::OutOfOrder { .. }),
+            "{:?}",
+            r.errors
+        );
+        // Older than everything held: out of bounds.
+        let r = one((hs[0].0 - 1, hs[0].1.clone()));
+        assert!(
+            matches!(r.errors[0].error, HeadError::OutOfBounds { .. }),
+            "{:?}",
+            r.errors
+        );
+        assert_eq!(r.histograms_appended, 0);
+    }
+    check_all(&t, &series);
+}
+
+/// A float held at a timestamp makes a histogram there a duplicate (another value), and
+/// a float older than the newest histogram stays refused.
+#[test]
+fn a_histogram_at_a_held_float_timestamp_is_a_duplicate() {
+    let (_h, t) = head();
+    let labels = vec![("__name__", "mixed")];
+    let mut b = WriteBatch::default();
+    b.labels.push((b"__name__", b"mixed"));
+    b.samples.extend((0..10).map(|i| (i * 1000, i as f64)));
+    b.series.push(WriteSeries {
+        labels_start: 0,
+        labels_end: 1,
+        samples_start: 0,
+        samples_end: 10,
+        ..WriteSeries::default()
+    });
+    assert_eq!(t.append(&b, None).appended, 10);
+    let hs = int_series(20_000, 1000, 3);
+    let n = hs.len() as u64;
+    assert_eq!(
+        t.append(&hbatch(&[(labels.clone(), hs.clone())]), None)
+            .histograms_appended,
+        n
+    );
+    let r = t.append(
+        &hbatch(&[(labels.clone(), vec![(5000, hs[0].1.clone())])]),
+        None,
+    );
+    assert!(
+        matches!(r.errors[0].error, HeadError::DuplicateHistogram { .. }),
+        "{:?}",
+        r.errors
+    );
+    // The held histograms repeat as no-ops.
+    let r = t.append(&hbatch(&[(labels, hs)]), None);
+    assert_eq!(
+        (r.histograms_appended, r.error_count),
+        (n, 0),
+        "{:?}",
+        r.errors
+    );
+}
+
+/// Releasing a histogram series' flushed closed chunks keeps its open histogram chunk
+/// (and its newest histogram), so reads and appends carry on.
+#[test]
+fn releasing_closed_histogram_chunks_keeps_the_open_one() {
+    let hs = int_series(0, 15_000, 300);
+    let s = Series::new(
+        crate::model::Labels::from_strs([("__name__", "h")]).unwrap(),
+        1,
+    );
+    assert_eq!(s.append_histograms(&hs, None).appended, hs.len() as u64);
+    let chunks = s.chunks(i64::MIN, i64::MAX);
+    assert!(chunks.len() >= 2);
+    let open_min = chunks[chunks.len() - 1].min_t;
+    let closed_max = chunks[chunks.len() - 2].max_t;
+    s.apply_flush_mark(closed_max);
+    let mut released = Released::default();
+    s.release_flushed(std::time::Duration::ZERO, true, &|_| true, &mut released);
+    assert_eq!(released.chunks as usize, chunks.len() - 1);
+    let mut got = Vec::new();
+    s.histograms(i64::MIN, i64::MAX, &mut got);
+    let want: Vec<_> = hs.iter().filter(|(t, _)| *t >= open_min).cloned().collect();
+    assert!(
+        same_samples(&got, &want),
+        "{} back, {} open",
+        got.len(),
+        want.len()
+    );
+    // The newest still repeats as a no-op; the next one appends.
+    let newest = hs[hs.len() - 1].clone();
+    let next = int_series(newest.0 + 15_000, 15_000, 1);
+    let r = s.append_histograms(&[newest, next[0].clone()], None);
+    assert_eq!((r.duplicates, r.appended), (1, 1), "{:?}", r.first_error);
+}
+
+/// The open histogram chunk and its state count in the series bytes (the `head_series`
+/// memory consumer), and leave it when the chunk is cut and the series removed.
+#[test]
+fn open_histogram_chunks_count_in_the_series_bytes() {
+    let (h, t) = head();
+    let labels = vec![("__name__", "h_int")];
+    let hs = int_series(1_000, 15_000, 40);
+    let r = t.append(&hbatch(&[(labels.clone(), hs[..1].to_vec())]), None);
+    assert_eq!(r.histograms_appended, 1);
+    let series_only = SERIES_OVERHEAD_BYTES + "__name__h_int".len() as u64;
+    let one = h.index_bytes();
+    assert!(
+        one > series_only + std::mem::size_of::<HistogramValue>() as u64,
+        "{one} bytes after one histogram: its state counts"
+    );
+    t.append(&hbatch(&[(labels.clone(), hs[1..].to_vec())]), None);
+    let forty = h.index_bytes();
+    assert!(forty > one, "the open chunk grew: {one} -> {forty} bytes");
+    // The chunk's bytes move to the closed chunks when it is cut.
+    assert_eq!(t.cut_due(i64::MAX, 0, std::time::Duration::ZERO, true), 1);
+    let cut = h.index_bytes();
+    assert!(cut < forty, "{forty} -> {cut} bytes after the cut");
+    assert!(cut > series_only, "the newest histogram is still held");
+    // Release everything and let the series go: back to nothing.
+    let m = Matcher::new(crate::model::MatchOp::Eq, "__name__", "h_int").unwrap();
+    let s = &t.select(&[m], i64::MIN, i64::MAX)[0];
+    let max_t = hs[hs.len() - 1].0;
+    t.apply_flush_mark(s, max_t);
+    t.release_flushed(std::time::Duration::ZERO, true, &|_| true);
+    assert_eq!(t.remove_idle(std::time::Duration::ZERO), 1);
+    assert_eq!(h.index_bytes(), 0, "everything counted was taken off");
 }

@@ -428,7 +428,8 @@ impl Head {
     /// An estimate rather than a measurement, so that reading it costs one atomic load:
     /// interned label strings shared by many series are counted once per series (so shared
     /// names cost a little more than they should), and an open chunk counts the same
-    /// whether it holds one sample or 119.
+    /// whether it holds one sample or 119. An open histogram chunk (up to 64 KiB) counts
+    /// by its size, with its appender's state (`series/hist.rs`, `HistState::footprint`).
     pub fn index_bytes(&self) -> u64 {
         self.index_bytes.load(Ordering::Relaxed)
     }
@@ -948,6 +949,7 @@ impl TenantHead {
             let fresh = Arc::new(Series::new(old.labels().clone(), series_ref));
             fresh.set_logged();
             self.metrics.chunks.dec_by(old.num_chunks() as i64);
+            self.add_hist_bytes(-(old.hist_counted() as i64));
             index.series[r as usize] = fresh.clone();
             tracing::debug!(series = %old.labels(), old_ref = old.series_ref(), new_ref = series_ref,
                 "replay: series came back after it had left the head; earlier entry replaced");
@@ -987,7 +989,10 @@ impl TenantHead {
         let mut index = self.index.write();
         let removed = index.remove_where(|s| s.is_removable(idle));
         let n = removed.len() as u64;
-        let bytes: u64 = removed.iter().map(|s| series_bytes(s.labels())).sum();
+        let bytes: u64 = removed
+            .iter()
+            .map(|s| series_bytes(s.labels()) + s.hist_counted())
+            .sum();
         // Dropping the last handles frees the labels and their strings (the postings keys
         // of values no series has any more went with the rebuild). A query may hold a
         // removed series a little longer; its strings go when it lets go.
@@ -1012,6 +1017,7 @@ impl TenantHead {
         let (n, bytes) = series.restore(chunks, self.spill.get())?;
         self.metrics.chunks.inc_by(n as i64);
         self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.add_hist_bytes(series.account_hist());
         Ok(())
     }
 
@@ -1025,6 +1031,19 @@ impl TenantHead {
             self.closed_bytes
                 .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
         }
+        self.add_hist_bytes(series.account_hist());
+    }
+
+    /// Adds a change of a series' histogram state (its open histogram chunk and box, see
+    /// `series/hist.rs`) to the series bytes (`Head::index_bytes`), where the float open
+    /// chunk is counted.
+    fn add_hist_bytes(&self, delta: i64) {
+        if delta > 0 {
+            self.index_bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        } else if delta < 0 {
+            self.index_bytes
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// Cuts every open chunk that is due (see [`Series::cut_if_due`]); all of them with
@@ -1036,6 +1055,7 @@ impl TenantHead {
             if bytes > 0 {
                 cut += 1;
                 self.closed_bytes.fetch_add(bytes, Ordering::Relaxed);
+                self.add_hist_bytes(s.account_hist());
             }
         }
         cut
@@ -1083,6 +1103,7 @@ impl TenantHead {
         let out = series.append_with(samples, None, i64::MAX);
         self.closed_bytes
             .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        self.add_hist_bytes(out.hist_bytes);
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }
@@ -1279,6 +1300,7 @@ impl TenantHead {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
         }
+        self.add_hist_bytes(out.hist_bytes);
         report.appended += out.appended + out.duplicates;
         report.ooo_appended += out.ooo_appended;
         report.duplicates_ignored += out.duplicates;
@@ -1328,6 +1350,7 @@ impl TenantHead {
             self.closed_bytes
                 .fetch_add(out.closed_bytes, Ordering::Relaxed);
         }
+        self.add_hist_bytes(out.hist_bytes);
         report.histograms_appended += out.appended + out.duplicates;
         // Not in `duplicates_ignored`: that one is of float samples (it is taken off
         // `appended` for `weft_samples_ingested_total`).
@@ -1354,6 +1377,7 @@ impl TenantHead {
         let out = series.append_histograms(samples, None);
         self.closed_bytes
             .fetch_add(out.closed_bytes, Ordering::Relaxed);
+        self.add_hist_bytes(out.hist_bytes);
         if out.chunks_created > 0 {
             self.metrics.chunks.inc_by(out.chunks_created as i64);
         }

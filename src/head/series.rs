@@ -157,12 +157,14 @@ impl ClosedList {
         &mut self.0.get_or_insert_with(Default::default).ooo
     }
 
-    /// Drops the box once it holds nothing.
+    /// Drops the box once it holds nothing. A histogram state, once there is one, stays
+    /// (it holds the open histogram chunk and the newest histogram, whatever the closed
+    /// chunks do; its bytes are counted in `Head::index_bytes` until the series leaves).
     fn tidy(&mut self) {
         if self
             .0
             .as_deref()
-            .is_some_and(|c| c.chunks.is_empty() && c.ooo.is_empty())
+            .is_some_and(|c| c.chunks.is_empty() && c.ooo.is_empty() && c.hist.is_none())
         {
             self.0 = None;
         }
@@ -400,6 +402,9 @@ pub(crate) struct SeriesAppend {
     pub(crate) first_error: Option<(HeadError, u64)>,
     /// Bytes of chunk data that moved into closed chunks (cuts).
     pub(crate) closed_bytes: u64,
+    /// Change in the histogram state's bytes (open histogram chunk and its box), for
+    /// `Head::index_bytes` (see `series/hist.rs`, `HistState::footprint`).
+    pub(crate) hist_bytes: i64,
 }
 
 impl Series {
@@ -492,7 +497,10 @@ impl Series {
             let bits = v.to_bits();
             if d.closed.hist().is_some() {
                 match d.float_after_histogram(t) {
-                    Ok(closed) => out.closed_bytes += closed as u64,
+                    Ok(closed) => {
+                        out.closed_bytes += closed as u64;
+                        out.hist_bytes += d.account_hist();
+                    }
                     Err(e) => {
                         match &mut out.first_error {
                             Some((_, n)) => *n += 1,

@@ -23,6 +23,48 @@ pub(super) struct HistState {
     pub(super) app: HistogramHeadAppender,
     /// The newest sample, while it is a histogram (for the exact-repeat rule).
     pub(super) last: Option<(i64, HistogramValue)>,
+    /// What this state adds to the head's series bytes (`Head::index_bytes`, the
+    /// `head_series` memory consumer) as last reported: see [`HistState::footprint`].
+    pub(super) counted: u64,
+}
+
+/// Heap bytes of a histogram's spans, buckets and custom bounds.
+fn value_heap_bytes(v: &HistogramValue) -> usize {
+    use std::mem::size_of;
+    let span = size_of::<crate::model::Span>();
+    match v {
+        HistogramValue::Int(h) => {
+            (h.positive_spans.len() + h.negative_spans.len()) * span
+                + (h.positive_buckets.len() + h.negative_buckets.len()) * 8
+                + h.custom_values.len() * 8
+        }
+        HistogramValue::Float(h) => {
+            (h.positive_spans.len() + h.negative_spans.len()) * span
+                + (h.positive_buckets.len() + h.negative_buckets.len()) * 8
+                + h.custom_values.len() * 8
+        }
+    }
+}
+
+fn bucket_count(v: &HistogramValue) -> usize {
+    match v {
+        HistogramValue::Int(h) => h.positive_buckets.len() + h.negative_buckets.len(),
+        HistogramValue::Float(h) => h.positive_buckets.len() + h.negative_buckets.len(),
+    }
+}
+
+impl HistState {
+    /// An estimate of the bytes this state holds, for the memory limit: the box itself,
+    /// the open chunk's bytes, and per bucket of the newest histogram its copies (here and
+    /// in the appender) and the appender's four per-bucket vectors (values and deltas, 8
+    /// bytes each). Cheap (no allocation walk), so it is computed on every histogram append.
+    pub(super) fn footprint(&self) -> u64 {
+        let last = self.last.as_ref().map_or(0, |(_, v)| {
+            let open = if self.app.num_samples() > 0 { 2 } else { 1 };
+            open * value_heap_bytes(v) + 4 * 8 * bucket_count(v)
+        });
+        (std::mem::size_of::<HistState>() + self.app.open_bytes().len() + last) as u64
+    }
 }
 
 /// The `last_v` a series records while its newest sample is a histogram. Never compared:
@@ -39,6 +81,80 @@ const HISTOGRAM_LAST_BITS: u64 = 0x7ff4_4849_5354_0000;
 pub(crate) const MAX_OPEN_HISTOGRAM_CHUNK_BYTES: usize = 64 << 10;
 
 impl SeriesData {
+    /// Brings the histogram state's counted bytes up to date ([`HistState::footprint`]);
+    /// returns the change, for `Head::index_bytes`.
+    pub(super) fn account_hist(&mut self) -> i64 {
+        let Some(h) = self.closed.hist_mut() else {
+            return 0;
+        };
+        let now = h.footprint();
+        let delta = now as i64 - h.counted as i64;
+        h.counted = now;
+        delta
+    }
+
+    /// The histogram held at `t`, searched in the open histogram chunk and the closed
+    /// histogram chunks (in memory or spilled: a spilled chunk is read under the series
+    /// lock, as [`SeriesData::find`] does). `cache` keeps the last chunk decoded (by its
+    /// first and last timestamps), so a retried request of several histograms decodes each chunk once.
+    /// A chunk that cannot be read or decoded counts as not holding `t`.
+    pub(super) fn find_hist(
+        &self,
+        t: i64,
+        labels: &Labels,
+        cache: &mut Option<Vec<(i64, HistogramValue)>>,
+    ) -> Option<HistogramValue> {
+        fn pick(hs: &[(i64, HistogramValue)], t: i64) -> Option<HistogramValue> {
+            hs.binary_search_by_key(&t, |(ts, _)| *ts)
+                .ok()
+                .map(|i| hs[i].1.clone())
+        }
+        if let Some(hs) = cache.as_ref() {
+            if hs.first().is_some_and(|f| f.0 <= t) && hs.last().is_some_and(|l| l.0 >= t) {
+                return pick(hs, t);
+            }
+        }
+        let decoded = |encoding: u8, bytes: &[u8], min_t: i64| {
+            match crate::chunk::decode_histogram_chunk(encoding, bytes) {
+                Ok(hs) => Some(hs),
+                Err(e) => {
+                    tracing::error!(series = %labels, min_t, error = %e, "histogram chunk does not decode while looking up a repeated histogram");
+                    None
+                }
+            }
+        };
+        if let Some(h) = self.closed.hist() {
+            let n = h.app.num_samples();
+            if n > 0 && (h.app.min_t()..=h.app.max_t()).contains(&t) {
+                *cache = decoded(h.app.encoding(), h.app.open_bytes(), h.app.min_t());
+                return cache.as_deref().and_then(|hs| pick(hs, t));
+            }
+        }
+        for c in self.closed.iter() {
+            if c.min_t > t {
+                break; // sorted by min_t
+            }
+            if c.max_t < t || c.encoding == ENCODING_XOR {
+                continue;
+            }
+            let found = match &c.body {
+                Body::Mem(b) => decoded(c.encoding, b, c.min_t),
+                Body::Spilled(s) => match s.spill.read(&s.r) {
+                    Ok(b) => decoded(c.encoding, &b, c.min_t),
+                    Err(e) => {
+                        tracing::error!(series = %labels, min_t = c.min_t, error = %e, "spilled chunk unreadable while looking up a repeated histogram");
+                        None
+                    }
+                },
+            };
+            if let Some(v) = found.as_deref().and_then(|hs| pick(hs, t)) {
+                *cache = found;
+                return Some(v);
+            }
+        }
+        None
+    }
+
     /// The open histogram chunk's (min_t, max_t), if it has samples.
     pub(super) fn hist_open(&self) -> Option<(i64, i64)> {
         let h = self.closed.hist()?;
@@ -125,10 +241,13 @@ impl SeriesData {
 }
 
 impl Series {
-    /// Appends native histogram samples in order, with the float path's rules: older than
-    /// the newest sample (float or histogram) is out of order, the same timestamp with
-    /// another value (or kind) is a duplicate-timestamp error, and a repeat of the newest
-    /// histogram is a no-op that is logged again (see [`Series::append`] for why). A repeat
+    /// Appends native histogram samples in order, with the float path's rules (see
+    /// [`Series::append_with`]) but no out-of-order window: a histogram equal to one held
+    /// at its timestamp (newest or older: open chunk, closed chunks in memory or spilled)
+    /// is a no-op counted in `duplicates` and logged again (see [`Series::append_with`]
+    /// for why); another value (or a float) held there is a duplicate-timestamp error; a
+    /// new timestamp older than the newest sample (float or histogram) is out of order,
+    /// older than everything held out of bounds. A repeat
     /// is [`crate::hist::equivalent`]: the same observations in the same buckets, bit for
     /// bit; its layout may differ by empty buckets and its hint may differ (after a restart
     /// the newest histogram is read back from its chunk, which widens layouts and keeps
@@ -140,6 +259,7 @@ impl Series {
     ) -> SeriesAppend {
         let mut out = SeriesAppend::default();
         let mut d = self.data.lock();
+        let mut cache = None;
         let refuse = |out: &mut SeriesAppend, e: HeadError| match &mut out.first_error {
             Some((_, n)) => *n += 1,
             None => out.first_error = Some((e, 1)),
@@ -151,16 +271,33 @@ impl Series {
                 continue;
             }
             if let Some((last_t, _)) = d.last() {
-                if t < last_t {
-                    refuse(&mut out, HeadError::OutOfOrder { t, last: last_t });
-                    continue;
-                }
-                if t == last_t {
-                    let repeat = d
-                        .closed
-                        .hist()
-                        .and_then(|h| h.last.as_ref())
-                        .is_some_and(|(lt, lv)| *lt == t && crate::hist::equivalent(lv, v));
+                if t <= last_t {
+                    // At or before the newest: the float rules (see `Series::append_at`),
+                    // without an out-of-order window. A float held at `t` is another value.
+                    let stored = if t == last_t {
+                        d.closed
+                            .hist()
+                            .and_then(|h| h.last.as_ref())
+                            .filter(|(lt, _)| *lt == t)
+                            .map(|(_, lv)| lv.clone())
+                    } else if d.find(t, &self.labels).is_some() {
+                        refuse(&mut out, HeadError::DuplicateHistogram { t });
+                        continue;
+                    } else {
+                        d.find_hist(t, &self.labels, &mut cache)
+                    };
+                    let repeat = match &stored {
+                        Some(sv) => crate::hist::equivalent(sv, v),
+                        None if t < last_t => {
+                            let e = match d.oldest() {
+                                Some(oldest) if t < oldest => HeadError::OutOfBounds { t, oldest },
+                                _ => HeadError::OutOfOrder { t, last: last_t },
+                            };
+                            refuse(&mut out, e);
+                            continue;
+                        }
+                        None => false,
+                    };
                     if repeat {
                         out.duplicates += 1;
                         if let Some(l) = log.as_deref_mut() {
@@ -209,7 +346,20 @@ impl Series {
         if out.appended > 0 {
             d.last_append = Tick::now();
         }
+        out.hist_bytes += d.account_hist();
         out
+    }
+
+    /// What the histogram state adds to the head's series bytes (see
+    /// [`HistState::footprint`]), as last reported: taken off when the series leaves.
+    pub(crate) fn hist_counted(&self) -> u64 {
+        self.data.lock().closed.hist().map_or(0, |h| h.counted)
+    }
+
+    /// Brings the histogram state's counted bytes up to date after a change outside an
+    /// append (a restore); returns the change.
+    pub(crate) fn account_hist(&self) -> i64 {
+        self.data.lock().account_hist()
     }
 
     /// The histogram samples in `[mint, maxt]`, appended to `out` (from every chunk the
