@@ -1,5 +1,5 @@
 //! Native histograms (integer and float, every shape) through every tier of the binary:
-//! pushed over remote write 1.0 (`TimeSeries.histograms`), read back by remote read in both
+//! pushed over remote write 1.0 (`TimeSeries.histograms`) and 2.0, read back by remote read in both
 //! modes (SAMPLES `histograms`, STREAMED_XOR_CHUNKS chunks of encodings 2 and 3) from
 //! memory, after `kill -9` (WAL), after a graceful restart (checkpoint), from the local
 //! tier once flushed chunks left memory, and from the
@@ -64,10 +64,75 @@ fn requests(data: &[HSeries], per: usize) -> Vec<WriteRequest> {
         .collect()
 }
 
+/// Which remote-write protocol a test pushes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proto {
+    V1,
+    V2,
+}
+
+/// A 1.0 request as the same 2.0 request (symbols table, label refs, 2.0 histograms).
+fn to_v2(req: &WriteRequest) -> Vec<u8> {
+    use weft::proto::prompb_v2;
+    let mut symbols = vec![String::new()];
+    let mut sym = |s: &str| -> u32 {
+        match symbols.iter().position(|x| x == s) {
+            Some(i) => i as u32,
+            None => {
+                symbols.push(s.to_owned());
+                (symbols.len() - 1) as u32
+            }
+        }
+    };
+    let timeseries = req
+        .timeseries
+        .iter()
+        .map(|ts| prompb_v2::TimeSeries {
+            labels_refs: ts
+                .labels
+                .iter()
+                .flat_map(|l| [sym(&l.name), sym(&l.value)])
+                .collect(),
+            histograms: ts
+                .histograms
+                .iter()
+                .map(|h| {
+                    let (t, v) = weft::hist::from_prompb(h).expect("a valid 1.0 histogram");
+                    prompb_v2::Histogram::from_model(t, &v)
+                })
+                .collect(),
+            ..prompb_v2::TimeSeries::default()
+        })
+        .collect();
+    prompb_v2::Request {
+        symbols,
+        timeseries,
+    }
+    .encode_to_vec()
+}
+
 fn push_all(w: &Weft, data: &[HSeries]) {
+    push_all_with(w, data, Proto::V1)
+}
+
+fn push_all_with(w: &Weft, data: &[HSeries], proto: Proto) {
     for (i, req) in requests(data, 50).iter().enumerate() {
         let n: usize = req.timeseries.iter().map(|t| t.histograms.len()).sum();
-        let r = w.push(TENANT, req);
+        let r = match proto {
+            Proto::V1 => w.push(TENANT, req),
+            Proto::V2 => w.push_raw(
+                &[
+                    (
+                        "Content-Type",
+                        "application/x-protobuf;proto=io.prometheus.write.v2.Request",
+                    ),
+                    ("Content-Encoding", "snappy"),
+                    ("X-Prometheus-Remote-Write-Version", "2.0.0"),
+                    ("X-Scope-OrgID", TENANT),
+                ],
+                snappy(&to_v2(req)),
+            ),
+        };
         assert_eq!(r.status, 204, "push {i}: {}", r.text());
         assert_eq!(
             r.header("x-prometheus-remote-write-histograms-written"),
@@ -201,6 +266,16 @@ fn store_args(store: &std::path::Path, id: &str) -> Vec<String> {
 
 #[test]
 fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
+    every_tier(Proto::V1);
+}
+
+/// The same over remote write 2.0.
+#[test]
+fn histograms_over_2_0_read_back_exact_from_memory_wal_checkpoint_and_store() {
+    every_tier(Proto::V2);
+}
+
+fn every_tier(proto: Proto) {
     let data = data_set();
     let store = TempDir::new("weft-hist-store");
     let dir_a = TempDir::new("weft-hist-a");
@@ -208,7 +283,7 @@ fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
     let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
 
     let w = Weft::start_on(dir_a.path(), &args_a, None);
-    push_all(&w, &data);
+    push_all_with(&w, &data, proto);
     check_everything("from memory", &w, &data);
     let series = w.series(Some(TENANT), &["{job=\"hist\"}"], &[]);
     let mut names: Vec<&str> = series.iter().map(|s| s["__name__"].as_str()).collect();
@@ -223,7 +298,7 @@ fn histograms_read_back_exact_from_memory_wal_checkpoint_and_store() {
         .iter()
         .map(|(n, hs)| (n.clone(), hs[hs.len() - 1..].to_vec()))
         .collect();
-    push_all(&w, &newest);
+    push_all_with(&w, &newest, proto);
     check_everything("after a retried push", &w, &data);
 
     // kill -9: the WAL alone brings everything back.
