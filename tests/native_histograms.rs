@@ -111,10 +111,6 @@ fn to_v2(req: &WriteRequest) -> Vec<u8> {
     .encode_to_vec()
 }
 
-fn push_all(w: &Weft, data: &[HSeries]) {
-    push_all_with(w, data, Proto::V1)
-}
-
 fn push_all_with(w: &Weft, data: &[HSeries], proto: Proto) {
     for (i, req) in requests(data, 50).iter().enumerate() {
         let n: usize = req.timeseries.iter().map(|t| t.histograms.len()).sum();

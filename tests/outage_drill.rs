@@ -635,10 +635,10 @@ struct WriteStats {
     status_503_without_retry_after: AtomicU64,
     status_429: AtomicU64,
     status_other: AtomicU64,
-    /// A 400 to the retry of a push whose earlier attempt got no answer: that attempt may
-    /// have been stored, and weft refuses a repeat of a multi-sample push as out of order
-    /// (only a repeat of a series' newest sample is a no-op). Not a failure: the push counts
-    /// as unacknowledged, and its samples may or may not be there.
+    /// A 400 to the retry of a push whose earlier attempt got no answer (that attempt may
+    /// have been stored). Since retries are safe (a sample equal to a held one is a no-op)
+    /// this is a failure like any other 4xx: it is also counted in `status_other`, which
+    /// must stay 0.
     status_400_on_retry: AtomicU64,
     connection_errors: AtomicU64,
     /// Acks since the scenario last reset it (to see writes flow again).
@@ -743,12 +743,11 @@ fn run_writer(run: &Run, writer: usize) {
                         .unwrap_or(backoff)
                         .min(Duration::from_millis(500))
                 }
-                Ok(r) if r.status().as_u16() == 400 && unanswered => {
-                    stats.status_400_on_retry.fetch_add(1, Ordering::Relaxed);
-                    break false;
-                }
                 Ok(r) => {
                     let status = r.status().as_u16();
+                    if status == 400 && unanswered {
+                        stats.status_400_on_retry.fetch_add(1, Ordering::Relaxed);
+                    }
                     if status == 429 {
                         stats.status_429.fetch_add(1, Ordering::Relaxed);
                     } else {
