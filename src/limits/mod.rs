@@ -87,6 +87,9 @@ pub struct TenantOverrides {
     /// sample a new sample is still accepted. `0` accepts none.
     #[serde(default, deserialize_with = "duration::deserialize_opt")]
     pub out_of_order_time_window: Option<Duration>,
+    /// `--validation.name-validation-scheme` (Mimir's key): `utf8` or `legacy` (new series
+    /// only).
+    pub name_validation_scheme: Option<crate::model::NameValidationScheme>,
 }
 
 /// The whole file.

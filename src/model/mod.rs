@@ -15,6 +15,7 @@ pub use histogram::{
 };
 pub use labels::{
     hash_raw, sort_and_drop_empty, sort_raw, Interner, Label, LabelError, LabelLimits, Labels,
+    NameValidationScheme,
 };
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use selector::{parse_selector, SelectorError};
