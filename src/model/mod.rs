@@ -2,6 +2,7 @@
 //!
 //! **Invariant:** `model` knows nothing about storage.
 
+mod escape;
 mod histogram;
 mod labels;
 mod matcher;
@@ -9,6 +10,7 @@ mod selector;
 mod shared_str;
 mod tenant;
 
+pub use escape::unescape_name;
 pub use histogram::{
     spans_len, CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span,
     CUSTOM_BUCKETS_SCHEMA, MAX_EXPONENTIAL_SCHEMA, MIN_EXPONENTIAL_SCHEMA,
