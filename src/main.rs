@@ -208,6 +208,14 @@ struct ServeArgs {
     /// How often `--limits.overrides-file` is re-read.
     #[arg(long = "limits.overrides-reload-period", env = "WEFT_LIMITS_OVERRIDES_RELOAD_PERIOD", default_value = "10s", value_parser = parse_duration)]
     overrides_reload_period: Duration,
+    /// Which metric and label names a push may use: `utf8` (any non-empty UTF-8, as
+    /// Prometheus 3) or `legacy` (`[a-zA-Z_][a-zA-Z0-9_]*`, metric names also `:`).
+    #[arg(
+        long = "validation.name-validation-scheme",
+        env = "WEFT_VALIDATION_NAME_VALIDATION_SCHEME",
+        default_value = "utf8"
+    )]
+    name_validation_scheme: weft::model::NameValidationScheme,
     /// Longest label value, in bytes.
     #[arg(long = "limits.max-label-value-length", env = "WEFT_LIMITS_MAX_LABEL_VALUE_LENGTH", default_value_t = LabelLimits::default().max_label_value_length)]
     max_label_value_length: usize,
@@ -648,6 +656,7 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
                 max_label_names_per_series: args.max_label_names_per_series,
                 max_label_name_length: args.max_label_name_length,
                 max_label_value_length: args.max_label_value_length,
+                name_validation: args.name_validation_scheme,
             },
             max_series_per_tenant: args.max_series_per_tenant,
             max_tenants: args.max_tenants,

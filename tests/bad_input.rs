@@ -414,20 +414,35 @@ fn cases(rng: &mut StdRng) -> Vec<Case> {
             label_name,
             t,
         ),
-        bad_series(
-            "label name starting with a digit",
-            vec![("__name__", "bad_digit_name".into()), ("1abc", "v".into())],
-            400,
-            label_name,
-            t,
-        ),
-        bad_series(
-            "label name with a dash",
-            vec![("__name__", "bad_dash_name".into()), ("a-b", "v".into())],
-            400,
-            label_name,
-            t,
-        ),
+        // Under the default `--validation.name-validation-scheme=utf8` (Prometheus 3's) any
+        // non-empty UTF-8 name is valid: these two were 400 before it and are stored now.
+        // `legacy` still refuses them (tests/remote_write_v2.rs).
+        {
+            let series = vec![(
+                labels(&[("__name__", "utf8_digit_name"), ("1abc", "v")]),
+                vec![(t, 1.0f64.to_bits())],
+            )];
+            accepted(
+                "label name starting with a digit (utf8 scheme)",
+                Some(TENANT),
+                ok_headers(),
+                write_request(&series),
+                series,
+            )
+        },
+        {
+            let series = vec![(
+                labels(&[("__name__", "utf8-dash.name"), ("a-b", "v")]),
+                vec![(t, 1.0f64.to_bits())],
+            )];
+            accepted(
+                "label and metric names with a dash (utf8 scheme)",
+                Some(TENANT),
+                ok_headers(),
+                write_request(&series),
+                series,
+            )
+        },
         bad_series("series without labels", vec![], 400, &["label"], t),
         bad_series(
             "series whose label values are all empty",

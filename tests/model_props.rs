@@ -4,12 +4,15 @@
 use proptest::prelude::*;
 use weft::model::{
     hash_raw, parse_selector, sort_and_drop_empty, Interner, LabelLimits, Labels, MatchOp,
+    NameValidationScheme,
 };
 
-/// A label name: usually valid, sometimes `__name__`, sometimes arbitrary bytes.
+/// A label name: usually valid, sometimes a UTF-8 name only the `utf8` scheme takes
+/// (dots, spaces, quotes, non-ASCII), sometimes `__name__`, sometimes arbitrary bytes.
 fn name() -> impl Strategy<Value = Vec<u8>> {
     prop_oneof![
         4 => "[a-zA-Z_][a-zA-Z0-9_]{0,4}".prop_map(String::into_bytes),
+        2 => "[a-z0-9_. :\"'`\\\n\t{}=,é東😀-]{1,5}".prop_map(String::into_bytes),
         2 => Just(b"__name__".to_vec()),
         1 => proptest::collection::vec(any::<u8>(), 0..6),
     ]
@@ -30,7 +33,13 @@ fn value() -> impl Strategy<Value = Vec<u8>> {
 fn raw_pairs() -> impl Strategy<Value = Vec<(Vec<u8>, Vec<u8>)>> {
     (
         proptest::collection::vec((name(), value()), 0..6),
-        proptest::option::weighted(0.8, "[a-zA-Z_:][a-zA-Z0-9_:]{0,6}"),
+        proptest::option::weighted(
+            0.8,
+            prop_oneof![
+                3 => "[a-zA-Z_:][a-zA-Z0-9_:]{0,6}",
+                1 => "[a-z0-9_. :\"\\\n{}é東😀-]{1,6}",
+            ],
+        ),
     )
         .prop_map(|(mut pairs, metric)| {
             if let Some(m) = metric {
@@ -45,8 +54,33 @@ fn borrow(pairs: &[(Vec<u8>, Vec<u8>)]) -> Vec<(&[u8], &[u8])> {
 }
 
 fn build(pairs: &[(Vec<u8>, Vec<u8>)]) -> Result<Labels, weft::model::LabelError> {
+    build_with(pairs, NameValidationScheme::Utf8)
+}
+
+fn build_with(
+    pairs: &[(Vec<u8>, Vec<u8>)],
+    scheme: NameValidationScheme,
+) -> Result<Labels, weft::model::LabelError> {
     let mut raw = borrow(pairs);
-    Labels::from_raw_pairs(&mut raw, &LabelLimits::default(), &mut Interner::default())
+    let limits = LabelLimits {
+        name_validation: scheme,
+        ..LabelLimits::default()
+    };
+    Labels::from_raw_pairs(&mut raw, &limits, &mut Interner::default())
+}
+
+fn is_legacy_label_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_legacy_metric_name(n: &str) -> bool {
+    let mut c = n.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_' || f == ':')
+        && c.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 proptest! {
@@ -138,6 +172,24 @@ proptest! {
                 prop_assert_eq!(labels.get(&m.name), Some(m.value.as_str()), "{}", text);
                 prop_assert!(m.matches(labels.get(&m.name).unwrap_or("")));
             }
+        }
+    }
+
+    #[test]
+    fn legacy_accepts_a_subset_of_utf8_and_only_legacy_names(pairs in raw_pairs()) {
+        let legacy = build_with(&pairs, NameValidationScheme::Legacy);
+        let utf8 = build(&pairs);
+        if let Ok(l) = &legacy {
+            prop_assert_eq!(Some(l), utf8.as_ref().ok());
+            for label in l.iter() {
+                prop_assert!(is_legacy_label_name(&label.name), "{:?}", label.name);
+            }
+            prop_assert!(is_legacy_metric_name(l.metric_name().unwrap_or("")));
+        }
+        if let Ok(u) = &utf8 {
+            let names_legacy = u.iter().all(|l| is_legacy_label_name(&l.name))
+                && is_legacy_metric_name(u.metric_name().unwrap_or(""));
+            prop_assert_eq!(legacy.is_ok(), names_legacy, "{}", u);
         }
     }
 }

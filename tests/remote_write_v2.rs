@@ -355,28 +355,224 @@ fn odd_label_values_round_trip() {
     assert_eq!(got, want);
 }
 
-/// `TestSingleMetric` "dots" and "spaces": Prometheus 3 accepts UTF-8 metric and label names.
-/// weft validates names as Prometheus 2 did (`[a-zA-Z_][a-zA-Z0-9_]*`), and its 1.0 tests
-/// hold that as a contract; accepting UTF-8 names is a decision for the whole label model
-/// (query quoting, series API), not for the 2.0 decoder.
+/// `TestSingleMetric` "dots" and "spaces": Prometheus 3 accepts UTF-8 metric and label names
+/// (`--validation.name-validation-scheme=utf8`, the default). Pushed over 2.0 and 1.0, read
+/// back exact by remote read and by `/api/v1/series` with Prometheus 3's quoted selectors.
 #[test]
-#[ignore = "UTF-8 metric and label names (Prometheus 3) are not accepted by weft's label model yet"]
 fn utf8_metric_and_label_names_are_accepted() {
     let w = Weft::start(&[]);
     let t = t0();
-    let series = [
-        s(
+    let v2_series: [(&[(&str, &str)], f64); 4] = [
+        (
             &[("__name__", "resource.cpu.usage"), ("job.name", "testjob")],
-            &[(t, 1.0)],
+            1.0,
         ),
-        s(
+        (
             &[("__name__", "resource cpu usage"), ("job name", "testjob")],
-            &[(t, 1.0)],
+            2.0,
+        ),
+        (
+            &[("__name__", "résumé.東京"), ("🚀 \"q\"\\", "zürich")],
+            3.0,
+        ),
+        (
+            &[
+                ("__name__", "http.server.duration"),
+                ("service.name", "api"),
+            ],
+            4.0,
         ),
     ];
+    let series: Vec<S> = v2_series.iter().map(|(l, v)| s(l, &[(t, *v)])).collect();
     let r = push_v2(&w, &series);
-    check(&r, 204, 2, 0, 0, "UTF-8 names");
-    assert_eq!(read_name(&w, "resource.cpu.usage").len(), 1);
+    check(&r, 204, 4, 0, 0, "UTF-8 names over 2.0");
+    // The same kinds of names over 1.0, one into a series 2.0 created.
+    let v1_series = [
+        (
+            labels(&[("__name__", "otel.metric-1"), ("k8s.pod", "p-1")]),
+            5.0,
+        ),
+        (
+            labels(&[
+                ("__name__", "http.server.duration"),
+                ("service.name", "api"),
+            ]),
+            6.0,
+        ),
+    ];
+    let req = WriteRequest {
+        timeseries: v1_series
+            .iter()
+            .map(|(l, v)| series_proto(l, &[(t + 1, f64::to_bits(*v))]))
+            .collect(),
+        metadata: vec![],
+    };
+    w.push_ok(TENANT, &req);
+
+    // Remote read: exact labels and samples.
+    for (l, v) in v2_series.iter().take(3) {
+        let name = l[0].1;
+        assert_eq!(
+            read_name(&w, name),
+            vec![(labels(l), vec![(t, v.to_bits())])],
+            "{name}"
+        );
+    }
+    assert_eq!(
+        read_name(&w, "otel.metric-1"),
+        vec![(v1_series[0].0.clone(), vec![(t + 1, 5.0f64.to_bits())])]
+    );
+    assert_eq!(
+        read_name(&w, "http.server.duration"),
+        vec![(
+            v1_series[1].0.clone(),
+            vec![(t, 4.0f64.to_bits()), (t + 1, 6.0f64.to_bits())]
+        )]
+    );
+    // A remote-read matcher on a UTF-8 label name.
+    let q = query(
+        0,
+        i64::MAX,
+        vec![matcher(MatcherType::Re, "job name", "test.*")],
+    );
+    let got = w.read_samples(Some(TENANT), &[q]).remove(0);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, labels(v2_series[1].0));
+
+    // `/api/v1/series` with every quoted form Prometheus 3 writes.
+    let series_of = |sel: &str| -> Vec<Labels> {
+        w.series(Some(TENANT), &[sel], &[])
+            .into_iter()
+            .map(|m| m.into_iter().collect())
+            .collect()
+    };
+    let owned = |l: &[(&str, &str)]| -> Labels { labels(l) };
+    let cases: Vec<(&str, Vec<Labels>)> = vec![
+        (r#"{"resource.cpu.usage"}"#, vec![owned(v2_series[0].0)]),
+        (
+            r#"{"resource cpu usage", "job name"="testjob"}"#,
+            vec![owned(v2_series[1].0)],
+        ),
+        (r#"{"resource cpu usage", "job name"="other"}"#, vec![]),
+        (r#"{__name__="résumé.東京"}"#, vec![owned(v2_series[2].0)]),
+        (r#"{"🚀 \"q\"\\"=~"z.*"}"#, vec![owned(v2_series[2].0)]),
+        (r#"{'k8s.pod'="p-1"}"#, vec![v1_series[0].0.clone()]),
+        (
+            r#"{"http.server.duration", "service.name"="api"}"#,
+            vec![v1_series[1].0.clone()],
+        ),
+        (
+            r#"{__name__=~"resource\\.cpu\\.usage"}"#,
+            vec![owned(v2_series[0].0)],
+        ),
+    ];
+    for (sel, want) in cases {
+        let mut got = series_of(sel);
+        got.sort();
+        assert_eq!(got, want, "{sel}");
+    }
+    // Label names and values: UTF-8 names as they are, or `U__` value-encoded as Prometheus 3
+    // takes them in the path.
+    let names = w.labels(Some(TENANT), &[], &[]);
+    for n in [
+        "job.name",
+        "job name",
+        "service.name",
+        "k8s.pod",
+        "🚀 \"q\"\\",
+    ] {
+        assert!(names.iter().any(|x| x == n), "{n:?} not in {names:?}");
+    }
+    assert_eq!(
+        w.label_values(Some(TENANT), "service.name", &[]),
+        vec!["api"]
+    );
+    assert_eq!(
+        w.label_values(Some(TENANT), "U__service_2e_name", &[]),
+        vec!["api"]
+    );
+    assert_eq!(
+        w.label_values(Some(TENANT), "job name", &[]),
+        vec!["testjob"]
+    );
+    assert_eq!(
+        w.label_values(Some(TENANT), "__name__", &[r#"{"job.name"="testjob"}"#]),
+        vec!["resource.cpu.usage"]
+    );
+    // Unquoted, a dotted name is not a selector (as in Prometheus 3): 400.
+    let sel = "http.server.duration";
+    let (status, v) = w.api_get(Some(TENANT), "/api/v1/series", &[("match[]", sel)]);
+    assert_eq!(status, 400, "{sel}: {v}");
+    // `metric{"label.x"="v"}`: a legacy metric name with a quoted UTF-8 label name.
+    let l = labels(&[("__name__", "legacy_name"), ("label.x", "v")]);
+    w.push_ok(
+        TENANT,
+        &WriteRequest {
+            timeseries: vec![series_proto(&l, &[(t, 7.0f64.to_bits())])],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(series_of(r#"legacy_name{"label.x"="v"}"#), vec![l]);
+}
+
+/// `--validation.name-validation-scheme=legacy` keeps Prometheus 2's rule: a UTF-8 name is
+/// refused with 400 naming it, over 2.0 and 1.0, and the legacy names of the push are stored.
+#[test]
+fn legacy_name_validation_refuses_utf8_names_with_400() {
+    let w = Weft::start(&["--validation.name-validation-scheme=legacy"]);
+    let t = t0();
+    let good = s(&[("__name__", "legacy_ok"), ("job", "x")], &[(t, 1.0)]);
+    let r = push_v2(
+        &w,
+        &[
+            s(&[("__name__", "resource.cpu.usage")], &[(t, 1.0)]),
+            good.clone(),
+        ],
+    );
+    check(&r, 400, 1, 0, 0, "legacy: dotted metric name over 2.0");
+    assert!(
+        r.text()
+            .contains("invalid metric name \"resource.cpu.usage\""),
+        "{}",
+        r.text()
+    );
+    let r = push_v2(
+        &w,
+        &[s(
+            &[("__name__", "legacy_ok"), ("job name", "x")],
+            &[(t, 1.0)],
+        )],
+    );
+    check(&r, 400, 0, 0, 0, "legacy: label name with a space over 2.0");
+    assert!(
+        r.text().contains("invalid label name \"job name\""),
+        "{}",
+        r.text()
+    );
+    let r = w.push(
+        TENANT,
+        &WriteRequest {
+            timeseries: vec![series_proto(
+                &labels(&[("__name__", "legacy_ok"), ("k8s.pod", "p")]),
+                &[(t, 1.0f64.to_bits())],
+            )],
+            metadata: vec![],
+        },
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("invalid label name \"k8s.pod\""),
+        "{}",
+        r.text()
+    );
+    assert_eq!(read_name(&w, "resource.cpu.usage"), vec![]);
+    assert_eq!(
+        read_name(&w, "legacy_ok"),
+        vec![(
+            labels(&[("__name__", "legacy_ok"), ("job", "x")]),
+            vec![(t, 1.0f64.to_bits())]
+        )]
+    );
 }
 
 /// `TestSingleMetric` / `TestMultipleMetrics` "without name label" and "empty metric": the

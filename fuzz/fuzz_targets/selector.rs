@@ -3,7 +3,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use weft::model::{hash_raw, parse_selector, sort_and_drop_empty, Interner, LabelLimits, Labels};
+use weft::model::{
+    hash_raw, parse_selector, sort_and_drop_empty, Interner, LabelLimits, Labels,
+    NameValidationScheme,
+};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(s) = std::str::from_utf8(data) {
@@ -17,9 +20,24 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| (c[0], c.get(1).copied().unwrap_or(b"")))
         .collect();
     let mut wire = pairs.clone();
+    // `legacy` accepts a subset of what `utf8` (the default) accepts, and builds the same set.
+    let legacy_limits = LabelLimits {
+        name_validation: NameValidationScheme::Legacy,
+        ..LabelLimits::default()
+    };
+    let legacy =
+        Labels::from_raw_pairs(&mut pairs.clone(), &legacy_limits, &mut Interner::default());
     let limits = LabelLimits::default();
     let mut interner = Interner::default();
-    match Labels::from_raw_pairs(&mut pairs, &limits, &mut interner) {
+    let utf8 = Labels::from_raw_pairs(&mut pairs, &limits, &mut interner);
+    if let Ok(l) = &legacy {
+        assert_eq!(
+            Some(l),
+            utf8.as_ref().ok(),
+            "legacy accepted what utf8 refused"
+        );
+    }
+    match utf8 {
         Ok(labels) => {
             sort_and_drop_empty(&mut wire);
             assert_eq!(hash_raw(&wire), labels.hash_key());

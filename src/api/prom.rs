@@ -184,7 +184,10 @@ pub(super) async fn label_values(
     body: Body,
 ) -> Response {
     let run = async {
-        if !is_label_name(&name) {
+        // As Prometheus 3: a `U__` value-encoded name is decoded, and any non-empty name is
+        // valid (a name the head refused has no values, whatever the scheme).
+        let name = crate::model::unescape_name(&name).into_owned();
+        if name.is_empty() {
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
         }
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
@@ -196,13 +199,6 @@ pub(super) async fn label_values(
         Ok(success(&st, a))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
-}
-
-fn is_label_name(s: &str) -> bool {
-    let b = s.as_bytes();
-    !b.is_empty()
-        && (b[0].is_ascii_alphabetic() || b[0] == b'_')
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
 }
 
 #[cfg(test)]

@@ -959,6 +959,8 @@ impl TenantHead {
             max_label_names_per_series: usize::MAX,
             max_label_name_length: usize::MAX,
             max_label_value_length: usize::MAX,
+            // Replay takes back what was accepted, whatever the scheme is now.
+            name_validation: crate::model::NameValidationScheme::Utf8,
         };
         let labels =
             Labels::from_raw_pairs_shared(&mut pairs, &unlimited, |n, v| index.share(n, v))?;
@@ -1221,6 +1223,9 @@ impl TenantHead {
             max_label_value_length: o
                 .max_label_value_length
                 .unwrap_or(self.label_limits.max_label_value_length),
+            name_validation: o
+                .name_validation_scheme
+                .unwrap_or(self.label_limits.name_validation),
         };
         let mut index = self.index.write();
         for &(i, hash) in missing {

@@ -191,7 +191,7 @@ mod tests {
         let id = TenantId::parse("bad-sender").unwrap();
         let t = head.tenant_for_push(&id).unwrap();
         // An invalid label name: the push is refused whole.
-        let labels: [(&[u8], &[u8]); 2] = [(b"__name__", b"up"), (b"bad-name", b"x")];
+        let labels: [(&[u8], &[u8]); 2] = [(b"__name__", b"up"), (b"bad\xffname", b"x")];
         let r = t.append(&batch(&labels, &[(1, 1.0)]), None);
         assert_eq!(r.appended, 0);
         assert!(matches!(

@@ -192,7 +192,7 @@ fn invalid_labels_are_refused_per_series() {
     let (_h, t) = head_with(100);
     let r = t.append(
         &batch(&[
-            (&[("__name__", "a"), ("a-b", "x")], &[(1, 1.0)]),
+            (&[("__name__", "a"), ("", "x")], &[(1, 1.0)]),
             (
                 &[("__name__", "a"), ("dup", "x"), ("dup", "y")],
                 &[(1, 1.0)],
@@ -203,6 +203,48 @@ fn invalid_labels_are_refused_per_series() {
     );
     assert_eq!((r.appended, r.error_count), (1, 2));
     assert_eq!(t.num_series(), 1);
+}
+
+#[test]
+fn name_validation_scheme_is_the_flags_unless_the_tenant_overrides_it() {
+    let head = Head::new(
+        HeadConfig {
+            overrides: Arc::new(
+                crate::limits::Overrides::from_text(
+                    "overrides:\n  old:\n    name_validation_scheme: legacy\n",
+                )
+                .unwrap(),
+            ),
+            ..HeadConfig::default()
+        },
+        Arc::new(Metrics::new()),
+    );
+    let push = |tenant: &str| {
+        let t = head.tenant_or_create(&TenantId::parse(tenant).unwrap());
+        let r = t.append(
+            &batch(&[
+                (&[("__name__", "a.b"), ("job", "x")], &[(1, 1.0)]),
+                (&[("__name__", "a"), ("service.name", "x")], &[(1, 1.0)]),
+                (&[("__name__", "a"), ("job", "x")], &[(1, 1.0)]),
+            ]),
+            None,
+        );
+        let errors: Vec<String> = r.errors.iter().map(|e| e.error.to_string()).collect();
+        (r.appended, errors)
+    };
+    // The default (utf8) takes every name.
+    assert_eq!(push("new"), (3, vec![]));
+    let (appended, errors) = push("old");
+    assert_eq!(appended, 1);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("invalid metric name \"a.b\""),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].contains("invalid label name \"service.name\""),
+        "{errors:?}"
+    );
 }
 
 #[test]

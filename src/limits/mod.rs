@@ -92,6 +92,9 @@ pub struct TenantOverrides {
     pub max_exemplars_per_tenant: Option<usize>,
     /// `--limits.max-metadata-per-tenant`: metric families with metadata held; `0` disables.
     pub max_metadata_per_tenant: Option<usize>,
+    /// `--validation.name-validation-scheme` (Mimir's key): `utf8` or `legacy` (new series
+    /// only).
+    pub name_validation_scheme: Option<crate::model::NameValidationScheme>,
 }
 
 /// The whole file.

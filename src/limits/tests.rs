@@ -225,3 +225,25 @@ proptest! {
         let _ = parse(text.as_bytes());
     }
 }
+
+#[test]
+fn name_validation_scheme_parses_and_refuses_unknown_schemes() {
+    use crate::model::NameValidationScheme;
+    let o = Overrides::from_text(
+        "overrides:\n  a:\n    name_validation_scheme: legacy\n  b:\n    name_validation_scheme: utf8\n",
+    )
+    .unwrap();
+    assert_eq!(
+        o.tenant(&tenant("a")).name_validation_scheme,
+        Some(NameValidationScheme::Legacy)
+    );
+    assert_eq!(
+        o.tenant(&tenant("b")).name_validation_scheme,
+        Some(NameValidationScheme::Utf8)
+    );
+    assert_eq!(o.tenant(&tenant("c")).name_validation_scheme, None);
+    let e = Overrides::from_text("overrides:\n  a:\n    name_validation_scheme: UTF-8\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("UTF-8") && e.contains("line 3"), "{e}");
+}

@@ -11,7 +11,8 @@ use thiserror::Error;
 /// One label: an interned name and value.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
-    /// Label name; matches `[a-zA-Z_][a-zA-Z0-9_]*`.
+    /// Label name; non-empty UTF-8, and `[a-zA-Z_][a-zA-Z0-9_]*` under
+    /// [`NameValidationScheme::Legacy`].
     pub name: SharedStr,
     /// Label value; UTF-8, never empty.
     pub value: SharedStr,
@@ -33,6 +34,8 @@ pub struct LabelLimits {
     pub max_label_name_length: usize,
     /// Longest label value in bytes.
     pub max_label_value_length: usize,
+    /// Which label names and metric names are valid.
+    pub name_validation: NameValidationScheme,
 }
 
 impl Default for LabelLimits {
@@ -41,6 +44,68 @@ impl Default for LabelLimits {
             max_label_names_per_series: 30,
             max_label_name_length: 1024,
             max_label_value_length: 2048,
+            name_validation: NameValidationScheme::default(),
+        }
+    }
+}
+
+/// Which metric and label names are valid (`--validation.name-validation-scheme`, and the
+/// overrides file's `name_validation_scheme`), as Prometheus 3's `metric_name_validation_scheme`
+/// and Mimir's `-validation.name-validation-scheme`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NameValidationScheme {
+    /// Any non-empty valid UTF-8 (Prometheus 3's default): `http.server.duration`,
+    /// `service name`, `東京`.
+    #[default]
+    Utf8,
+    /// Prometheus 2's rule: label names `[a-zA-Z_][a-zA-Z0-9_]*`, metric names
+    /// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+    Legacy,
+}
+
+impl NameValidationScheme {
+    /// The flag's spelling: `utf8` or `legacy`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Utf8 => "utf8",
+            Self::Legacy => "legacy",
+        }
+    }
+
+    /// Whether `name` is a valid label name under this scheme.
+    pub fn is_valid_label_name(self, name: &[u8]) -> bool {
+        match self {
+            Self::Utf8 => !name.is_empty() && std::str::from_utf8(name).is_ok(),
+            Self::Legacy => is_valid_label_name(name),
+        }
+    }
+
+    /// Whether `name` is a valid metric name (`__name__` value) under this scheme.
+    pub fn is_valid_metric_name(self, name: &[u8]) -> bool {
+        match self {
+            Self::Utf8 => !name.is_empty() && std::str::from_utf8(name).is_ok(),
+            Self::Legacy => is_valid_metric_name(name),
+        }
+    }
+}
+
+impl fmt::Display for NameValidationScheme {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NameValidationScheme {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "utf8" => Ok(Self::Utf8),
+            "legacy" => Ok(Self::Legacy),
+            _ => Err(format!(
+                "unknown name validation scheme {s:?}: expected \"utf8\" or \"legacy\""
+            )),
         }
     }
 }
@@ -52,7 +117,8 @@ pub enum LabelError {
     /// No labels left after empty values were dropped.
     #[error("series has no labels")]
     Empty,
-    /// A label name does not match `[a-zA-Z_][a-zA-Z0-9_]*` (or is empty).
+    /// A label name is empty, not UTF-8, or (under [`NameValidationScheme::Legacy`]) does
+    /// not match `[a-zA-Z_][a-zA-Z0-9_]*`.
     #[error("invalid label name {name:?}")]
     InvalidName {
         /// The name, lossily decoded.
@@ -101,7 +167,8 @@ pub enum LabelError {
     /// The metric name (`__name__`) is missing.
     #[error("series has no metric name (__name__)")]
     MissingMetricName,
-    /// The metric name is not a valid metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+    /// The metric name is not UTF-8, or (under [`NameValidationScheme::Legacy`]) does not
+    /// match `[a-zA-Z_:][a-zA-Z0-9_:]*`.
     #[error("invalid metric name {name:?}")]
     InvalidMetricName {
         /// The metric name.
@@ -157,7 +224,7 @@ fn quote_for_error(bytes: &[u8]) -> String {
 }
 
 /// Whether `name` matches `[a-zA-Z_][a-zA-Z0-9_]*`.
-fn is_valid_label_name(name: &[u8]) -> bool {
+pub(crate) fn is_valid_label_name(name: &[u8]) -> bool {
     match name.split_first() {
         Some((first, rest)) => {
             (first.is_ascii_alphabetic() || *first == b'_')
@@ -256,7 +323,7 @@ impl Labels {
     }
 
     /// Builds a label set from trusted strings (tests, tools); validates the same way but
-    /// without interning and without limits.
+    /// without interning and without limits, names under [`NameValidationScheme::Utf8`].
     pub fn from_strs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Result<Labels, LabelError> {
@@ -269,6 +336,7 @@ impl Labels {
             max_label_names_per_series: usize::MAX,
             max_label_name_length: usize::MAX,
             max_label_value_length: usize::MAX,
+            name_validation: NameValidationScheme::Utf8,
         };
         validate(&raw, &unlimited)?;
         Ok(build(&raw, SharedStr::new))
@@ -361,7 +429,7 @@ fn validate(pairs: &[(&[u8], &[u8])], limits: &LabelLimits) -> Result<(), LabelE
                 limit: limits.max_label_name_length,
             });
         }
-        if !is_valid_label_name(name) {
+        if !limits.name_validation.is_valid_label_name(name) {
             return Err(LabelError::InvalidName {
                 name: quote_for_error(name),
             });
@@ -385,7 +453,7 @@ fn validate(pairs: &[(&[u8], &[u8])], limits: &LabelLimits) -> Result<(), LabelE
             });
         }
         if name == crate::model::METRIC_NAME.as_bytes() {
-            if !is_valid_metric_name(value) {
+            if !limits.name_validation.is_valid_metric_name(value) {
                 return Err(LabelError::InvalidMetricName {
                     name: quote_for_error(value),
                 });
@@ -414,7 +482,7 @@ fn build_pairs(
         if value.is_empty() {
             continue;
         }
-        // Validation proved both are UTF-8 (names are ASCII); the fallbacks are unreachable
+        // Validation proved both are UTF-8; the fallbacks are unreachable
         // but keep this function free of panics.
         let name = std::str::from_utf8(name).unwrap_or_default();
         let value = std::str::from_utf8(value).unwrap_or_default();
@@ -444,17 +512,26 @@ fn write_quoted(f: &mut fmt::Formatter<'_>, v: &str) -> fmt::Result {
 impl fmt::Display for Labels {
     /// Prometheus's text form: `name{a="b", c="d"}`; just `name` when it has no other
     /// labels, `{a="b"}` without a metric name (as `model.Metric.String` in
-    /// prometheus/common does).
+    /// prometheus/common does). A name outside the legacy charset is quoted, as Prometheus 3
+    /// prints it: `{"http.server.duration", "service.name"="api"}`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let name = self.metric_name();
-        if let Some(name) = name {
-            f.write_str(name)?;
-            if self.0.len() == 1 {
-                return Ok(());
-            }
-        }
-        f.write_char('{')?;
         let mut first = true;
+        match name {
+            Some(name) if is_valid_metric_name(name.as_bytes()) => {
+                f.write_str(name)?;
+                if self.0.len() == 1 {
+                    return Ok(());
+                }
+                f.write_char('{')?;
+            }
+            Some(name) => {
+                f.write_char('{')?;
+                write_quoted(f, name)?;
+                first = false;
+            }
+            None => f.write_char('{')?,
+        }
         for l in self.0.iter() {
             if &*l.name == crate::model::METRIC_NAME {
                 continue;
@@ -463,7 +540,11 @@ impl fmt::Display for Labels {
                 f.write_str(", ")?;
             }
             first = false;
-            f.write_str(&l.name)?;
+            if is_valid_label_name(l.name.as_bytes()) {
+                f.write_str(&l.name)?;
+            } else {
+                write_quoted(f, &l.name)?;
+            }
             f.write_char('=')?;
             write_quoted(f, &l.value)?;
         }
@@ -540,24 +621,44 @@ mod tests {
             &[("job", "x")],
             "error: series has no metric name (__name__)",
         );
-        check(&[("__name__", "1up")], "error: invalid metric name \"1up\"");
-        check(&[("__name__", "a-b")], "error: invalid metric name \"a-b\"");
         check(
             &[("__name__", "x"), ("", "v")],
             "error: invalid label name \"\"",
         );
-        check(
-            &[("__name__", "x"), ("a:b", "v")],
-            "error: invalid label name \"a:b\"",
-        );
-        check(
-            &[("__name__", "x"), ("1a", "v")],
-            "error: invalid label name \"1a\"",
-        );
-        check(
-            &[("__name__", "x"), ("a.b", "v")],
-            "error: invalid label name \"a.b\"",
-        );
+        let legacy = LabelLimits {
+            name_validation: NameValidationScheme::Legacy,
+            ..LabelLimits::default()
+        };
+        for (pairs, expected) in [
+            (
+                &[("__name__", "1up")][..],
+                "error: invalid metric name \"1up\"",
+            ),
+            (&[("__name__", "a-b")], "error: invalid metric name \"a-b\""),
+            (&[("__name__", "a.b")], "error: invalid metric name \"a.b\""),
+            (
+                &[("__name__", "x"), ("", "v")],
+                "error: invalid label name \"\"",
+            ),
+            (
+                &[("__name__", "x"), ("a:b", "v")],
+                "error: invalid label name \"a:b\"",
+            ),
+            (
+                &[("__name__", "x"), ("1a", "v")],
+                "error: invalid label name \"1a\"",
+            ),
+            (
+                &[("__name__", "x"), ("a.b", "v")],
+                "error: invalid label name \"a.b\"",
+            ),
+            (
+                &[("__name__", "x"), ("é", "v")],
+                "error: invalid label name \"é\"",
+            ),
+        ] {
+            check_with(&legacy, pairs, expected);
+        }
         check(
             &[("__name__", "x"), ("job", "a"), ("job", "b")],
             "error: duplicate label name \"job\"",
@@ -566,6 +667,7 @@ mod tests {
             max_label_names_per_series: 2,
             max_label_name_length: 8, // `__name__` fits exactly
             max_label_value_length: 3,
+            name_validation: NameValidationScheme::Utf8,
         };
         check_with(
             &limits,
@@ -585,6 +687,59 @@ mod tests {
     }
 
     #[test]
+    fn utf8_names_are_valid_by_default_and_print_quoted() {
+        check(&[("__name__", "a.b")], r#"{"a.b"}"#);
+        check(
+            &[
+                ("__name__", "http.server.duration"),
+                ("service.name", "api"),
+                ("job", "x"),
+            ],
+            r#"{"http.server.duration", job="x", "service.name"="api"}"#,
+        );
+        check(&[("__name__", "up"), ("1a", "v")], r#"up{"1a"="v"}"#);
+        check(&[("__name__", "ns:x"), ("a:b", "v")], r#"ns:x{"a:b"="v"}"#);
+        check(
+            &[("__name__", "東京 🚀"), ("say \"hi\"\n", "v")],
+            r#"{"東京 🚀", "say \"hi\"\n"="v"}"#,
+        );
+        check(
+            &[("job name", "x")],
+            "error: series has no metric name (__name__)",
+        );
+        check(&[("job name", "x")][..0], "error: series has no labels");
+        // Bytes that are not UTF-8 stay refused, in a name as in a metric name.
+        let mut raw: Vec<(&[u8], &[u8])> = vec![(b"__name__", b"x"), (b"a\xff", b"v")];
+        let err =
+            Labels::from_raw_pairs(&mut raw, &LabelLimits::default(), &mut Interner::default())
+                .unwrap_err();
+        assert_eq!(
+            err,
+            LabelError::InvalidName {
+                name: "a\u{fffd}".into()
+            }
+        );
+        let mut raw: Vec<(&[u8], &[u8])> = vec![(b"__name__", b"\xc3")];
+        let err =
+            Labels::from_raw_pairs(&mut raw, &LabelLimits::default(), &mut Interner::default())
+                .unwrap_err();
+        assert_eq!(
+            err,
+            LabelError::InvalidValue {
+                name: "__name__".into()
+            }
+        );
+    }
+
+    #[test]
+    fn scheme_parses_from_its_flag_spelling() {
+        assert_eq!("utf8".parse(), Ok(NameValidationScheme::Utf8));
+        assert_eq!("legacy".parse(), Ok(NameValidationScheme::Legacy));
+        assert!("UTF8".parse::<NameValidationScheme>().is_err());
+        assert_eq!(NameValidationScheme::default().to_string(), "utf8");
+    }
+
+    #[test]
     fn error_messages_quote_at_most_100_bytes() {
         let name = "a".repeat(5000);
         let limits = LabelLimits {
@@ -599,7 +754,11 @@ mod tests {
         );
         let metric = format!("-{}", "m".repeat(2000));
         let expected = format!("error: invalid metric name \"-{}...\"", "m".repeat(99));
-        check(&[("__name__", &metric)], &expected);
+        let legacy = LabelLimits {
+            name_validation: NameValidationScheme::Legacy,
+            ..LabelLimits::default()
+        };
+        check_with(&legacy, &[("__name__", &metric)], &expected);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //!
 //! **Invariant:** `model` knows nothing about storage.
 
+mod escape;
 mod histogram;
 mod labels;
 mod matcher;
@@ -9,12 +10,14 @@ mod selector;
 mod shared_str;
 mod tenant;
 
+pub use escape::unescape_name;
 pub use histogram::{
     spans_len, CounterResetHint, FloatHistogram, Histogram, HistogramValue, Span,
     CUSTOM_BUCKETS_SCHEMA, MAX_EXPONENTIAL_SCHEMA, MIN_EXPONENTIAL_SCHEMA,
 };
 pub use labels::{
     hash_raw, sort_and_drop_empty, sort_raw, Interner, Label, LabelError, LabelLimits, Labels,
+    NameValidationScheme,
 };
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use selector::{parse_selector, SelectorError};

@@ -5,13 +5,18 @@
 //! ```text
 //! selector := metric_name [ "{" matchers "}" ] | "{" matchers "}"
 //! matchers := [ matcher { "," matcher } [ "," ] ]
-//! matcher  := label_name ( "=" | "!=" | "=~" | "!~" ) string
+//! matcher  := ( label_name | string ) ( "=" | "!=" | "=~" | "!~" ) string
+//!           | string                      (a metric name: `__name__="..."`)
 //! string   := "..." | '...' | `...`       (Go escapes in the first two; none in backticks)
 //! ```
+//!
+//! The quoted forms are Prometheus 3's for UTF-8 names: `{"http.server.duration"}`,
+//! `{"http.server.duration", "service.name"="api"}`, `metric{"label.x"="v"}`. A quoted
+//! name may be anything but empty; a bare quoted string inside the braces names the metric,
+//! as in Prometheus 3 (`newMetricNameMatcher` in `promql/parser/parse.go`).
 
 use thiserror::Error;
 
-use super::labels::is_valid_metric_name;
 use super::{MatchOp, Matcher, METRIC_NAME};
 
 /// A `match[]` that is not a valid series selector.
@@ -126,7 +131,6 @@ impl Parser<'_> {
         self.skip_space();
         let metric = self.name(true).map(str::to_owned);
         if let Some(name) = &metric {
-            debug_assert!(is_valid_metric_name(name.as_bytes()));
             matchers.push(Matcher::new(MatchOp::Eq, METRIC_NAME, name.as_str())?);
         }
         self.skip_space();
@@ -162,13 +166,34 @@ impl Parser<'_> {
                 return Ok(());
             }
             let start = self.pos;
-            let Some(name) = self.name(false) else {
-                return Err(syntax(
-                    self.pos,
-                    format!("expected a label name or '}}', found {}", self.found()),
-                ));
+            let name = if matches!(self.peek(), Some(b'"' | b'\'' | b'`')) {
+                let name = self.string()?;
+                self.skip_space();
+                if matches!(self.peek(), Some(b',' | b'}')) {
+                    // A bare quoted string is the metric name.
+                    if has_metric {
+                        return Err(syntax(
+                            start,
+                            "metric name must not be set twice (both before '{' and in braces)",
+                        ));
+                    }
+                    out.push(Matcher::new(MatchOp::Eq, METRIC_NAME, name)?);
+                    self.end_of_matcher()?;
+                    continue;
+                }
+                if name.is_empty() {
+                    return Err(syntax(start, "label name must not be empty"));
+                }
+                name
+            } else {
+                let Some(name) = self.name(false) else {
+                    return Err(syntax(
+                        self.pos,
+                        format!("expected a label name or '}}', found {}", self.found()),
+                    ));
+                };
+                name.to_owned()
             };
-            let name = name.to_owned();
             if has_metric && name == METRIC_NAME {
                 return Err(syntax(
                     start,
@@ -181,16 +206,22 @@ impl Parser<'_> {
             let value = self.string()?;
             out.push(Matcher::new(op, name, value)?);
             self.skip_space();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {}
-                _ => {
-                    return Err(syntax(
-                        self.pos,
-                        format!("expected ',' or '}}', found {}", self.found()),
-                    ));
-                }
+            self.end_of_matcher()?;
+        }
+    }
+
+    /// After a matcher: consumes a `,`, or leaves a `}` for the loop to see.
+    fn end_of_matcher(&mut self) -> Result<(), SelectorError> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(())
             }
+            Some(b'}') => Ok(()),
+            _ => Err(syntax(
+                self.pos,
+                format!("expected ',' or '}}', found {}", self.found()),
+            )),
         }
     }
 
@@ -373,6 +404,30 @@ mod tests {
             ("x{a=`raw\\n\n`}", r#"__name__="x", a="raw\\n\n""#),
             ("x # comment\n{a=\"b\"} # more", r#"__name__="x", a="b""#),
             ("{on=\"b\"}", r#"on="b""#),
+            // Prometheus 3's quoted UTF-8 names.
+            (
+                r#"{"http.server.duration"}"#,
+                r#"__name__="http.server.duration""#,
+            ),
+            (
+                r#"{"http.server.duration", "service.name"="api"}"#,
+                r#"__name__="http.server.duration", service.name="api""#,
+            ),
+            (r#"{__name__="a.b"}"#, r#"__name__="a.b""#),
+            (
+                r#"metric{"label.x"="v"}"#,
+                r#"__name__="metric", label.x="v""#,
+            ),
+            (
+                "{ 'job name' !~ `a|b` , \"東京\"=~\"x\" , }",
+                r#"job name!~"a|b", 東京=~"x""#,
+            ),
+            (
+                r#"{"a\"b\n"="v", "\u00e9"}"#,
+                "a\"b\n=\"v\", __name__=\"é\"",
+            ),
+            (r#"{job="x", "up"}"#, r#"job="x", __name__="up""#),
+            (r#"{"__name__"="x.y"}"#, r#"__name__="x.y""#),
         ];
         for (input, expected) in table {
             check(input, expected);
@@ -412,6 +467,13 @@ mod tests {
             (r#"{a=""}"#, "error: match[] must contain at least one non-empty matcher"),
             (r#"{a=~".*", b!="x"}"#, "error: match[] must contain at least one non-empty matcher"),
             (r#"{a!~".+"}"#, "error: match[] must contain at least one non-empty matcher"),
+            (r#"x{"y"}"#, "error: invalid series selector at offset 2: metric name must not be set twice (both before '{' and in braces)"),
+            (r#"x{"__name__"="y"}"#, "error: invalid series selector at offset 2: metric name must not be set twice (both before '{' and as __name__)"),
+            (r#"{""="x"}"#, "error: invalid series selector at offset 1: label name must not be empty"),
+            (r#"{"a" "b"}"#, "error: invalid series selector at offset 5: expected one of '=', '!=', '=~', '!~', found \"\\\"b\\\"}\""),
+            (r#"{"a"="#, "error: invalid series selector at offset 5: expected a quoted string, found end of input"),
+            (r#"{"a}"#, "error: invalid series selector at offset 1: unterminated quoted string"),
+            (r#"{""}"#, "error: match[] must contain at least one non-empty matcher"),
             ("{é=\"x\"}", "error: invalid series selector at offset 1: expected a label name or '}', found \"é=\\\"x\\\"}\""),
             (
                 "{aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa}",
