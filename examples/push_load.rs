@@ -86,6 +86,26 @@ fn main() {
         );
         wait_ok(&format!("http://{addr}/ready"));
         let rate = push_all(&format!("http://{addr}/api/v1/push"), bodies.clone());
+        // Group commit: how many pushes shared each msync.
+        let metrics = reqwest::blocking::get(format!("http://{addr}/metrics"))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        let counter = |name: &str| {
+            metrics
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        let (appends, syncs) = (
+            counter("weft_wal_appends_total"),
+            counter("weft_wal_syncs_total"),
+        );
+        println!(
+            "weft wal appends={appends} syncs={syncs} pushes_per_sync={:.2}",
+            appends / syncs.max(1.0)
+        );
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);

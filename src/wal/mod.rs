@@ -80,10 +80,16 @@ use segment::segment_name;
 
 /// Default segment size: 64 MiB.
 pub const DEFAULT_SEGMENT_SIZE_BYTES: u64 = 64 << 20;
-/// Longest a sync round waits for more appends to join it (see `sync_loop`). Rationale: a
-/// fraction of one msync (~0.5 ms on the SSDs we measured), so it can only add a little
-/// latency, and only when fewer writers than last round have come back.
+/// Shortest bound on how long a sync round waits for more appends to join it (see
+/// `sync_loop`). Rationale: a fraction of one msync (~0.5 ms on the SSDs we measured), so it
+/// can only add a little latency, and only when fewer writers than expected have come back.
 pub const GROUP_COMMIT_GATHER: std::time::Duration = std::time::Duration::from_micros(200);
+/// Longest bound on the gather: the bound is the last msync's duration, within
+/// [`GROUP_COMMIT_GATHER`, `GROUP_COMMIT_GATHER_MAX`]. Rationale: on a disk whose msync
+/// takes ~3 ms (this project's VM), the writers a round acknowledged need 1–2 ms to come
+/// back with their next push; a 200 µs gather split them into two groups that alternated,
+/// each waiting two msyncs a push.
+pub const GROUP_COMMIT_GATHER_MAX: std::time::Duration = std::time::Duration::from_millis(2);
 /// Smallest segment size accepted. Rationale: smaller segments only multiply files and fsyncs.
 pub const MIN_SEGMENT_SIZE_BYTES: u64 = 4096;
 
@@ -772,9 +778,17 @@ fn poison(s: &Shared, why: &str) {
 fn sync_loop(s: &Shared) {
     // Appends covered by the previous round, and the append count when it was taken.
     let (mut prev_batch, mut appends_at_last) = (0u64, 0u64);
+    // How long the last msync took; bounds the gather.
+    let mut last_sync = GROUP_COMMIT_GATHER;
     loop {
         let (batch, target) = {
             let mut st = s.state.lock();
+            // The round waits for the writers the last round acknowledged *and* for those
+            // that appended while it ran (they are waiting already). Waiting only for as
+            // many as the last round covered let two groups settle into alternating rounds
+            // for good, each push then waiting for two msyncs.
+            let want = prev_batch + (st.appends - appends_at_last);
+            let gather = last_sync.clamp(GROUP_COMMIT_GATHER, GROUP_COMMIT_GATHER_MAX);
             let mut gather_until = None;
             loop {
                 let cur_pending = st
@@ -783,14 +797,14 @@ fn sync_loop(s: &Shared) {
                     .is_some_and(|c| c.offset > c.sync_requested);
                 if cur_pending || !st.to_sync.is_empty() {
                     // Gather: the writers acknowledged by the last round usually come back
-                    // with their next push within microseconds. Waiting (briefly, bounded)
-                    // until as many appends are pending as the last round covered lets them
-                    // share this msync instead of splitting into two alternating groups.
-                    if st.shutdown || st.appends - appends_at_last >= prev_batch {
+                    // with their next push soon. Waiting (bounded by about one msync) until
+                    // they and those already waiting are pending lets them share this msync
+                    // instead of splitting into two alternating groups.
+                    if st.shutdown || st.appends - appends_at_last >= want {
                         break;
                     }
-                    let until = *gather_until
-                        .get_or_insert_with(|| std::time::Instant::now() + GROUP_COMMIT_GATHER);
+                    let until =
+                        *gather_until.get_or_insert_with(|| std::time::Instant::now() + gather);
                     if s.work.wait_until(&mut st, until).timed_out() {
                         break;
                     }
@@ -817,6 +831,7 @@ fn sync_loop(s: &Shared) {
             }
             (batch, st.written)
         };
+        let started = std::time::Instant::now();
         for p in &batch {
             if let Err(source) = p.file.sync_range(p.from, p.to - p.from) {
                 let e = WalError::Sync {
@@ -828,6 +843,7 @@ fn sync_loop(s: &Shared) {
                 return;
             }
         }
+        last_sync = started.elapsed();
         s.syncs.fetch_add(1, Ordering::Relaxed);
         s.durable.send_if_modified(|d| {
             if target > *d {

@@ -751,6 +751,49 @@ fn concurrent_writers_share_syncs() {
     assert!(st.syncs * 2 <= st.appends, "group commit: {st:?}");
 }
 
+/// Writers that take a while to come back after their ack (decoding their next push), as
+/// through the server, still share one msync: a round waits for the writers the last one
+/// acknowledged and for those already waiting. With a 200 µs gather and "as many as the
+/// last round" as the target they split into groups that alternated (about 2–3 a sync).
+#[test]
+fn slow_returning_writers_merge_into_one_sync() {
+    let dir = MemDir::new();
+    dir.set_sync_delay(Some(std::time::Duration::from_millis(3)));
+    let (wal, _, _) = open(&dir).unwrap();
+    let wal = Arc::new(wal);
+    const WRITERS: u64 = 8;
+    const PUSHES: i64 = 30;
+    let threads: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let wal = wal.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .unwrap();
+                for i in 0..PUSHES {
+                    // Staggered "decode" times: 0.4 to 1.1 ms.
+                    std::thread::sleep(std::time::Duration::from_micros(400 + 100 * w));
+                    let s = [RefSample {
+                        series_ref: w,
+                        t: i,
+                        v: 0,
+                    }];
+                    let p = wal.append(&[Record::Samples(Cow::Borrowed(&s))]).unwrap();
+                    rt.block_on(wal.wait_durable(p)).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let st = wal.stats();
+    eprintln!("{st:?}");
+    assert_eq!(st.appends, WRITERS * PUSHES as u64);
+    // Ideal is 8 a sync; the first rounds and a loaded machine take some off.
+    assert!(st.syncs * 5 <= st.appends, "group commit: {st:?}");
+}
+
 /// `Rss:` of the mappings of `path` in `/proc/self/smaps`, in KiB; `None` if nothing maps it
 /// (or there is no `/proc`). Per mapping, so other tests running in parallel do not disturb it.
 fn mapped_rss_kib(path: &std::path::Path) -> Option<u64> {
