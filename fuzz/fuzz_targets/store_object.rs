@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
                     min_t: c.min_t,
                     max_t: c.max_t,
                     data: &data[c.offset as usize..(c.offset + c.len as u64) as usize],
+                    encoding: c.encoding,
                 })
                 .collect();
             b.add_series(&s.labels, &chunks).expect("a decoded series re-encodes");

@@ -32,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
                 ReplayItem::Record(Record::FlushMark { series_ref, .. }) => {
                     assert!(known.contains(&series_ref));
                 }
+                ReplayItem::Record(Record::Histograms(h) | Record::FloatHistograms(h)) => {
+                    assert!(h.iter().all(|x| known.contains(&x.series_ref)));
+                }
                 ReplayItem::Record(Record::Exemplars { .. } | Record::Metadata { .. }) => {}
             }
             Ok(())
