@@ -20,14 +20,15 @@
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
 //! use weft::model::{Labels, TenantId};
-//! use weft::store::object::{decode_object, ChunkData, ObjectBuilder, ObjectKey};
+//! use weft::store::object::{decode_object, ChunkData, ObjectBuilder, ObjectKey, ENCODING_XOR};
 //! use weft::store::{Store, StoreOptions};
 //!
 //! let store = Store::open("memory://", &StoreOptions::default()).unwrap();
 //! let labels = Labels::from_strs([("__name__", "up"), ("job", "node")]).unwrap();
 //! let chunk = [0u8, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]; // any bytes: the format does not look inside
 //! let mut builder = ObjectBuilder::new();
-//! builder.add_series(&labels, &[ChunkData { min_t: 1_000, max_t: 2_000, data: &chunk }]).unwrap();
+//! let chunks = [ChunkData { min_t: 1_000, max_t: 2_000, data: &chunk, encoding: ENCODING_XOR }];
+//! builder.add_series(&labels, &chunks).unwrap();
 //! let object = builder.finish().unwrap();
 //!
 //! let key = ObjectKey::new(TenantId::parse("team-a").unwrap(), object.min_t, object.max_t, "ing-1", 7).unwrap();
