@@ -7,44 +7,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
 use weft::proto::prompb::{MatcherType, WriteRequest};
-
-/// A mounted tmpfs, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("weft-enospc-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
 
 fn request(series: usize, t: i64) -> WriteRequest {
     WriteRequest {
@@ -63,7 +29,7 @@ fn request(series: usize, t: i64) -> WriteRequest {
 
 #[test]
 fn full_wal_disk_gives_503_with_retry_after_and_recovers_when_space_returns() {
-    let Some(fs) = Tmpfs::mount(2 << 20) else {
+    let Some(fs) = Tmpfs::mount("weft-enospc", 2 << 20) else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "cannot mount a tmpfs (need root); CI must run this test"

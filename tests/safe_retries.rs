@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -152,46 +151,13 @@ fn another_value_at_a_stored_timestamp_is_400_naming_the_series_and_both_values(
     );
 }
 
-/// A mounted tmpfs, unmounted on drop.
-struct Tmpfs {
-    dir: PathBuf,
-}
-
-impl Tmpfs {
-    fn mount(bytes: u64) -> Option<Tmpfs> {
-        let dir = std::env::temp_dir().join(format!("weft-retry-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).ok()?;
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = std::fs::remove_dir(&dir);
-            return None;
-        }
-        Some(Tmpfs { dir })
-    }
-
-    fn path(&self) -> &Path {
-        &self.dir
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
-        let _ = std::fs::remove_dir(&self.dir);
-    }
-}
-
 /// The WAL fills its disk: the push that hits it was taken by the head (which decides what
 /// is accepted) but not logged, and got a 503. Space returns; Prometheus retries the same
 /// push: every sample is now equal to a held one, each is logged again, and the retry is
 /// acknowledged once durable. After a kill -9 the retried samples read back, once.
 #[test]
 fn a_retry_after_a_failed_wal_append_is_durable_across_kill_9() {
-    let Some(fs) = Tmpfs::mount(2 << 20) else {
+    let Some(fs) = Tmpfs::mount("weft-retry", 2 << 20) else {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
             "cannot mount a tmpfs (need root); CI must run this test"

@@ -1284,3 +1284,40 @@ pub fn decode_chunks(r: &Resp, queries: &[Query]) -> (Vec<SeriesSet>, usize) {
         .collect();
     (sets, frame_count)
 }
+
+/// A mounted tmpfs (for disk-full tests; needs root), unmounted on drop.
+#[derive(Debug)]
+pub struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` at a fresh temp directory named after `prefix`; `None` if
+    /// it cannot be mounted (not root).
+    pub fn mount(prefix: &str, bytes: u64) -> Option<Tmpfs> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::fs::remove_dir(&dir);
+            return None;
+        }
+        Some(Tmpfs { dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
