@@ -50,6 +50,7 @@ pub mod node;
 pub mod pressure;
 pub mod proto;
 pub mod query;
+pub mod ring;
 pub mod spill;
 pub mod store;
 pub mod tools;

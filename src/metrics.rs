@@ -192,6 +192,8 @@ pub struct Metrics {
     pub catalog_objects: Gauge,
     /// Push body bytes in flight (reserved by Content-Length, in KiB steps).
     pub inflight_push_bytes: Gauge,
+    /// The ring's health (ring mode only; registered always, zero without a ring).
+    pub ring: RingMetrics,
     /// Bytes of the local tier (object and index copies) on disk.
     pub local_bytes: Gauge,
     /// Objects held whole in the local tier.
@@ -211,6 +213,164 @@ pub struct Metrics {
     pub exmeta: ExMetaMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
+}
+
+/// Labels: `state` (`JOINING`, `ACTIVE`, `LEAVING`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    /// The instance state as the ring shows it.
+    pub state: &'static str,
+}
+
+/// Labels: `peer` (an instance id), `result`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerResultLabels {
+    /// The peer's instance id.
+    pub peer: String,
+    /// `ok`, `client_error` (4xx), `server_error` (5xx), `timeout`, `unreachable`,
+    /// `rejected` (over the forwarding bounds).
+    pub result: &'static str,
+}
+
+/// Labels: `peer`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The peer's instance id.
+    pub peer: String,
+}
+
+/// The ring's metrics (`weft_ring_*`): membership in etcd, forwarding to owners, read fan-out.
+#[derive(Debug, Clone)]
+pub struct RingMetrics {
+    /// Instances in the ring this node sees, by state.
+    pub members: Family<StateLabels, Gauge>,
+    /// 1 while this node's last etcd call (keepalive, watch, get) succeeded.
+    pub etcd_up: Gauge,
+    /// Failed etcd calls, by `reason` (`connect`, `keepalive`, `watch`, `get`, `put`, `lease`).
+    pub etcd_errors: Family<ReasonLabels, Counter>,
+    /// Times the lease was lost (expired) and this node registered again under a new one.
+    pub lease_regrants: Counter,
+    /// Ring changes seen through the watch (or a fresh get after a reconnect).
+    pub ring_updates: Counter,
+    /// Seconds since the ring was last confirmed by etcd (a watch event or a get).
+    pub ring_age_seconds: Gauge,
+    /// This node's share of the token space, in parts per million.
+    pub owned_token_ppm: Gauge,
+    /// Forwarded pushes by peer and result.
+    pub forward_requests: Family<PeerResultLabels, Counter>,
+    /// Forwarded pushes in flight, by peer.
+    pub forward_inflight: Family<PeerLabels, Gauge>,
+    /// Body bytes of forwarded pushes in flight, by peer.
+    pub forward_inflight_bytes: Family<PeerLabels, Gauge>,
+    /// Duration of forwarded pushes.
+    pub forward_duration: Histogram,
+    /// Samples (and histograms) sent to peers.
+    pub forward_samples: Counter,
+    /// Pushes answered 503 because some series reached no durable quorum.
+    pub quorum_failures: Counter,
+    /// Reads sent to peers, by peer and result.
+    pub read_fanout: Family<PeerResultLabels, Counter>,
+    /// Ring reads answered partial because more replicas were down than the quorum allows.
+    pub read_partial: Counter,
+}
+
+impl RingMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = RingMetrics {
+            members: Family::default(),
+            etcd_up: Gauge::default(),
+            etcd_errors: Family::default(),
+            lease_regrants: Counter::default(),
+            ring_updates: Counter::default(),
+            ring_age_seconds: Gauge::default(),
+            owned_token_ppm: Gauge::default(),
+            forward_requests: Family::default(),
+            forward_inflight: Family::default(),
+            forward_inflight_bytes: Family::default(),
+            forward_duration: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            forward_samples: Counter::default(),
+            quorum_failures: Counter::default(),
+            read_fanout: Family::default(),
+            read_partial: Counter::default(),
+        };
+        let r = registry;
+        r.register(
+            "ring_members",
+            "Instances in the ring as this node sees it, by state",
+            m.members.clone(),
+        );
+        r.register(
+            "ring_etcd_up",
+            "1 while this node's last etcd call succeeded",
+            m.etcd_up.clone(),
+        );
+        r.register(
+            "ring_etcd_errors",
+            "Failed etcd calls, by reason",
+            m.etcd_errors.clone(),
+        );
+        r.register(
+            "ring_lease_regrants",
+            "Times the etcd lease was lost and this node registered again",
+            m.lease_regrants.clone(),
+        );
+        r.register(
+            "ring_updates",
+            "Ring changes seen through the etcd watch",
+            m.ring_updates.clone(),
+        );
+        r.register(
+            "ring_age_seconds",
+            "Seconds since etcd last confirmed the ring this node uses",
+            m.ring_age_seconds.clone(),
+        );
+        r.register(
+            "ring_owned_token_ppm",
+            "This node's share of the token space, parts per million",
+            m.owned_token_ppm.clone(),
+        );
+        r.register(
+            "ring_forward_requests",
+            "Pushes forwarded to owners, by peer and result",
+            m.forward_requests.clone(),
+        );
+        r.register(
+            "ring_forward_inflight",
+            "Forwarded pushes in flight, by peer",
+            m.forward_inflight.clone(),
+        );
+        r.register(
+            "ring_forward_inflight_bytes",
+            "Body bytes of forwarded pushes in flight, by peer",
+            m.forward_inflight_bytes.clone(),
+        );
+        r.register(
+            "ring_forward_duration_seconds",
+            "Duration of forwarded pushes",
+            m.forward_duration.clone(),
+        );
+        r.register(
+            "ring_forward_samples",
+            "Samples and histograms forwarded to owners",
+            m.forward_samples.clone(),
+        );
+        r.register(
+            "ring_quorum_failures",
+            "Pushes answered 503 because a series reached no durable quorum",
+            m.quorum_failures.clone(),
+        );
+        r.register(
+            "ring_read_fanout",
+            "Reads sent to peers, by peer and result",
+            m.read_fanout.clone(),
+        );
+        r.register(
+            "ring_read_partial",
+            "Ring reads answered partial (more replicas down than the quorum allows)",
+            m.read_partial.clone(),
+        );
+        m
+    }
 }
 
 impl Default for Metrics {
@@ -501,6 +661,7 @@ impl Metrics {
             "Push body bytes in flight (capped by --limits.max-inflight-push-bytes)",
             inflight_push_bytes.clone(),
         );
+        let ring = RingMetrics::register(&mut registry);
         let local_bytes = Gauge::default();
         registry.register(
             "local_bytes",
@@ -587,6 +748,7 @@ impl Metrics {
             cache_misses,
             catalog_objects,
             inflight_push_bytes,
+            ring,
             observe_lock: parking_lot::Mutex::new(()),
         }
     }
