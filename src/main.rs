@@ -332,6 +332,61 @@ struct ServeArgs {
     /// Retention and compaction.
     #[command(flatten)]
     compactor: weft::compact::cli::ServeCompactorFlags,
+    /// The ring (several nodes sharing the work, membership in etcd).
+    #[command(flatten)]
+    ring: RingArgs,
+}
+
+/// The `--ring.*` flags. Without `--ring.etcd-endpoints` a node works alone.
+#[derive(Debug, Clone, Args)]
+struct RingArgs {
+    /// etcd endpoints (comma-separated URLs, e.g. `http://etcd-0:2379,http://etcd-1:2379`).
+    /// Setting it turns ring mode on.
+    #[arg(
+        long = "ring.etcd-endpoints",
+        env = "WEFT_RING_ETCD_ENDPOINTS",
+        value_delimiter = ','
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of the ring in etcd; entries live under `<prefix>ring/`.
+    #[arg(
+        long = "ring.prefix",
+        env = "WEFT_RING_PREFIX",
+        default_value = "weft/"
+    )]
+    prefix: String,
+    /// This node's id in the ring. Default: the host name. Also the default `--ingester.id`.
+    #[arg(long = "ring.instance-id", env = "WEFT_RING_INSTANCE_ID")]
+    instance_id: Option<String>,
+    /// `host:port` at which peers reach this node's HTTP listener. Default: the address
+    /// bound (with the host name in place of an unspecified address).
+    #[arg(long = "ring.instance-addr", env = "WEFT_RING_INSTANCE_ADDR")]
+    instance_addr: Option<String>,
+    /// This node's zone; replicas of a series go to distinct zones where zones are set.
+    #[arg(long = "ring.zone", env = "WEFT_RING_ZONE", default_value = "")]
+    zone: String,
+    /// TTL of this node's etcd lease: a node that stops renewing it leaves the ring after this.
+    #[arg(long = "ring.heartbeat-timeout", env = "WEFT_RING_HEARTBEAT_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    heartbeat_timeout: Duration,
+    /// Replicas of each series; a push is acknowledged once a majority made it durable.
+    #[arg(long = "ring.replication-factor", env = "WEFT_RING_REPLICATION_FACTOR", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=15))]
+    replication_factor: u64,
+    /// Tokens this node takes in the ring (kept in `<data-dir>/ring-tokens.json`).
+    #[arg(long = "ring.num-tokens", env = "WEFT_RING_NUM_TOKENS", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    num_tokens: u64,
+    /// Time a request to a peer may take (a forwarded push; a read, within --query.timeout).
+    #[arg(long = "ring.forward-timeout", env = "WEFT_RING_FORWARD_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    forward_timeout: Duration,
+    /// Forwarded pushes in flight to one peer; more fail at once (that replica counts as failed).
+    #[arg(
+        long = "ring.forward-max-inflight",
+        env = "WEFT_RING_FORWARD_MAX_INFLIGHT",
+        default_value_t = 64
+    )]
+    forward_max_inflight: usize,
+    /// Body bytes of forwarded pushes in flight to one peer; more fail at once.
+    #[arg(long = "ring.forward-max-inflight-bytes", env = "WEFT_RING_FORWARD_MAX_INFLIGHT_BYTES", default_value_t = 64 << 20)]
+    forward_max_inflight_bytes: u64,
 }
 
 fn main() -> ExitCode {
@@ -553,13 +608,59 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics.server.clone(),
         stop_rx.clone(),
     ));
+    let ring_mode = !args.ring.etcd_endpoints.is_empty();
+    // In ring mode a signal first leaves the ring (LEAVING, flush, deregister), then stops.
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
-        stop_tx.send_replace(true);
+        if ring_mode {
+            signal_tx.send_replace(true);
+        } else {
+            stop_tx.send_replace(true);
+        }
     });
 
-    let node = Arc::new(Node::boot(cfg, metrics).await?);
-    if state.set_node(node.clone()).is_err() {
+    let shutdown_flush_timeout = cfg.shutdown_flush_timeout;
+    let data_dir = cfg.data_dir.clone();
+    let node = Arc::new(Node::boot(cfg, metrics.clone()).await?);
+    let mut ring_tasks = Vec::new();
+    let mut signalled = signal_rx.clone();
+    let joined = if ring_mode {
+        // etcd may be away at start: joining waits for it, and a signal ends the wait.
+        tokio::select! {
+            r = weft::ring::Cluster::start(ring_config(&args, addr, &data_dir), metrics) => {
+                Some(r.map_err(|e| anyhow::anyhow!("joining the ring: {e}"))?)
+            }
+            _ = signalled.wait_for(|s| *s) => {
+                tracing::info!("stopping before the node joined the ring");
+                state.stop();
+                None
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(cluster) = joined {
+        if state.set_ring(cluster.clone()).is_err() {
+            anyhow::bail!("the ring was set twice");
+        }
+        if state.set_node(node.clone()).is_err() {
+            anyhow::bail!("the node was set twice");
+        }
+        cluster
+            .activate()
+            .await
+            .map_err(|e| anyhow::anyhow!("turning ACTIVE in the ring: {e}"))?;
+        ring_tasks.push(cluster.spawn_background(node.clone()));
+        let (node, state) = (node.clone(), state.clone());
+        let mut signalled = signal_rx.clone();
+        ring_tasks.push(tokio::spawn(async move {
+            if signalled.wait_for(|s| *s).await.is_ok() {
+                cluster.leave(&node, shutdown_flush_timeout).await;
+                state.stop();
+            }
+        }));
+    } else if !ring_mode && state.set_node(node.clone()).is_err() {
         anyhow::bail!("the node was set twice");
     }
 
@@ -580,11 +681,62 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
     server.await??;
+    for t in ring_tasks {
+        t.abort();
+    }
     let _ = schedule.await;
     compactor.abort();
     node.close().await;
     tracing::info!("weft stopped");
     Ok(())
+}
+
+/// The ring's configuration from the flags; `bound` is the address the listener got.
+fn ring_config(
+    args: &ServeArgs,
+    bound: std::net::SocketAddr,
+    data_dir: &std::path::Path,
+) -> weft::ring::ClusterConfig {
+    let r = &args.ring;
+    let instance_id = r.instance_id.clone().unwrap_or_else(|| {
+        let h = host_name();
+        if h.is_empty() {
+            "weft".to_owned()
+        } else {
+            h
+        }
+    });
+    let instance_addr = r.instance_addr.clone().unwrap_or_else(|| {
+        if bound.ip().is_unspecified() {
+            let h = host_name();
+            let host = if h.is_empty() {
+                "localhost".to_owned()
+            } else {
+                h
+            };
+            format!("{host}:{}", bound.port())
+        } else {
+            bound.to_string()
+        }
+    });
+    weft::ring::ClusterConfig {
+        membership: weft::ring::membership::MembershipConfig {
+            endpoints: r.etcd_endpoints.clone(),
+            prefix: r.prefix.clone(),
+            instance_id,
+            instance_addr,
+            zone: r.zone.clone(),
+            heartbeat_timeout: r.heartbeat_timeout,
+            num_tokens: r.num_tokens as usize,
+            tokens_file: data_dir.join("ring-tokens.json"),
+        },
+        replication_factor: r.replication_factor as usize,
+        forward: weft::ring::forward::ForwardLimits {
+            timeout: r.forward_timeout,
+            max_inflight: r.forward_max_inflight.max(1),
+            max_inflight_bytes: r.forward_max_inflight_bytes.max(1024),
+        },
+    }
 }
 
 /// The HTTP layer's bounds, from the flags.
@@ -680,7 +832,13 @@ fn node_config(args: &ServeArgs) -> NodeConfig {
             retain_period: args.flush_retain_period,
             concurrency: args.flush_concurrency,
             max_object_bytes: args.flush_max_object_bytes,
-            ingester_id: args.ingester_id.clone().unwrap_or_else(default_ingester_id),
+            // In ring mode the nodes share a bucket: each needs its own name in object keys.
+            ingester_id: args.ingester_id.clone().unwrap_or_else(|| {
+                match (&args.ring.instance_id, args.ring.etcd_endpoints.is_empty()) {
+                    (Some(id), false) => sanitize_id(id),
+                    _ => default_ingester_id(),
+                }
+            }),
             ..FlushConfig::default()
         },
         query_timeout: args.query_timeout,
@@ -744,11 +902,22 @@ fn limit_malloc_arenas() {
 
 /// The host name, reduced to the characters an object key allows; `weft` if there is none.
 fn default_ingester_id() -> String {
-    let host = std::env::var("HOSTNAME")
+    sanitize_id(&host_name())
+}
+
+/// The host name (`HOSTNAME`, else `/etc/hostname`), possibly empty.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .unwrap_or_default();
-    let id: String = host
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+/// `id` reduced to the characters an object key allows; `weft` if nothing is left.
+fn sanitize_id(id: &str) -> String {
+    let id: String = id
         .trim()
         .chars()
         .map(|c| {

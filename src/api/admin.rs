@@ -52,6 +52,15 @@ pub(super) async fn shutdown(State(st): State<AppState>) -> Response {
         Ok(n) => n,
         Err(e) => return rejected(&st, e).into_response(),
     };
+    if let Some(cluster) = st.ring() {
+        // Ring mode: LEAVING, flush everything, leave the ring, then stop.
+        cluster
+            .leave(node, node.config().shutdown_flush_timeout)
+            .await;
+        tracing::info!("shutdown requested over HTTP: left the ring");
+        st.stop.send_replace(true);
+        return (StatusCode::OK, "left the ring; shutting down\n").into_response();
+    }
     let result = node
         .flusher()
         .flush_all(node.config().shutdown_flush_timeout)

@@ -18,8 +18,6 @@ use super::{tenant, ApiError, AppState};
 use crate::exmeta::SeriesExemplars;
 use crate::model::{parse_selector, Matcher};
 
-/// Form bodies of these endpoints are small; anything larger is refused.
-const MAX_FORM_BYTES: usize = 1 << 20;
 /// Most selectors one exemplar query may hold.
 const MAX_SELECTORS: usize = 100;
 
@@ -32,21 +30,7 @@ async fn pairs(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Vec<(String, String)>, ApiError> {
-    let mut pairs: Vec<(String, String)> = Vec::new();
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        let body = st
-            .read_body(
-                headers,
-                body,
-                MAX_FORM_BYTES.min(st.limits.max_request_bytes),
-            )
-            .await?;
-        pairs.extend(form_urlencoded::parse(&body).into_owned());
-    }
+    let mut pairs = st.form_pairs(headers, body).await?;
     if let Some(q) = query {
         pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
     }
@@ -97,7 +81,27 @@ pub(super) async fn query_exemplars(
             .head()
             .exmeta()
             .query_exemplars(&tenant, &sets, start, end);
-        Ok(json_response(exemplars_json(&found)))
+        let local = exemplars_json(&found);
+        // Ring mode: each node holds the exemplars of the series it owns.
+        let mut warnings = Vec::new();
+        let asked: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "query" | "start" | "end"))
+            .cloned()
+            .collect();
+        match super::prom::ask_peers(
+            &st,
+            &headers,
+            &tenant,
+            "/api/v1/query_exemplars",
+            &asked,
+            &mut warnings,
+        )
+        .await
+        {
+            None => Ok(json_response(local)),
+            Some(answers) => Ok(json_response(merge_exemplars(&local, answers, warnings))),
+        }
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
 }
@@ -139,10 +143,83 @@ pub(super) async fn metadata(
                 }]),
             );
         }
-        let body = serde_json::json!({"status": "success", "data": data});
+        let mut warnings = Vec::new();
+        let asked: Vec<(String, String)> = pairs
+            .iter()
+            .filter(|(k, _)| matches!(k.as_str(), "metric" | "limit" | "limit_per_metric"))
+            .cloned()
+            .collect();
+        if let Some(answers) = super::prom::ask_peers(
+            &st,
+            &headers,
+            &tenant,
+            "/api/v1/metadata",
+            &asked,
+            &mut warnings,
+        )
+        .await
+        {
+            // Ring mode: each node holds the metadata of the families its series carry.
+            for a in answers {
+                let serde_json::Value::Object(m) = a else {
+                    continue;
+                };
+                for (family, entries) in m {
+                    data.entry(family).or_insert(entries);
+                }
+            }
+            if let Some(limit) = limit {
+                let keep: Vec<String> = data.keys().take(limit).cloned().collect();
+                data.retain(|k, _| keep.contains(k));
+            }
+        }
+        let mut body = serde_json::json!({"status": "success", "data": data});
+        if !warnings.is_empty() {
+            body["warnings"] = serde_json::json!(warnings);
+        }
         Ok(json_response(body.to_string()))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
+}
+
+/// The exemplars of this node's answer `local` (JSON) and of the peers' `data`, per series
+/// once, each exemplar once, in time order.
+fn merge_exemplars(local: &str, answers: Vec<serde_json::Value>, warnings: Vec<String>) -> String {
+    use serde_json::Value;
+    use std::collections::BTreeMap;
+    let mut series: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+    let local: Value = serde_json::from_str(local).unwrap_or(Value::Null);
+    let all = std::iter::once(local.get("data").cloned().unwrap_or(Value::Null)).chain(answers);
+    for data in all {
+        let Value::Array(items) = data else { continue };
+        for item in items {
+            let labels = item.get("seriesLabels").cloned().unwrap_or(Value::Null);
+            let key = labels.to_string();
+            let entry = series.entry(key).or_insert_with(|| (labels, Vec::new()));
+            if let Some(Value::Array(ex)) = item.get("exemplars") {
+                for e in ex {
+                    if !entry.1.contains(e) {
+                        entry.1.push(e.clone());
+                    }
+                }
+            }
+        }
+    }
+    let data: Vec<Value> = series
+        .into_values()
+        .map(|(labels, mut ex)| {
+            ex.sort_by(|a, b| {
+                let t = |v: &Value| v.get("timestamp").and_then(Value::as_f64).unwrap_or(0.0);
+                t(a).total_cmp(&t(b))
+            });
+            serde_json::json!({"seriesLabels": labels, "exemplars": ex})
+        })
+        .collect();
+    let mut body = serde_json::json!({"status": "success", "data": data});
+    if !warnings.is_empty() {
+        body["warnings"] = serde_json::json!(warnings);
+    }
+    body.to_string()
 }
 
 fn bad_param(which: &str, v: &str) -> ApiError {
@@ -457,5 +534,22 @@ mod tests {
             format_timestamp(&mut s, t);
             assert_eq!(s, want);
         }
+    }
+
+    #[test]
+    fn ring_exemplar_answers_merge_per_series_each_exemplar_once_in_time_order() {
+        let local = r#"{"status":"success","data":[{"seriesLabels":{"__name__":"a"},"exemplars":[{"labels":{"t":"1"},"value":"1","timestamp":2.5}]}]}"#;
+        let peer1: serde_json::Value = serde_json::from_str(
+            r#"[{"seriesLabels":{"__name__":"a"},"exemplars":[{"labels":{"t":"0"},"value":"0","timestamp":1},{"labels":{"t":"1"},"value":"1","timestamp":2.5}]},{"seriesLabels":{"__name__":"b"},"exemplars":[]}]"#,
+        )
+        .unwrap();
+        let got: serde_json::Value =
+            serde_json::from_str(&merge_exemplars(local, vec![peer1], vec!["w".into()])).unwrap();
+        let data = got["data"].as_array().unwrap();
+        assert_eq!(data.len(), 2);
+        let a = data[0]["exemplars"].as_array().unwrap();
+        assert_eq!(a.len(), 2, "the exemplar both held is kept once: {got}");
+        assert_eq!(a[0]["timestamp"], 1);
+        assert_eq!(got["warnings"][0], "w");
     }
 }

@@ -8,6 +8,7 @@ mod error;
 mod exmeta;
 mod prom;
 pub mod read;
+mod ring;
 pub mod server;
 mod write;
 
@@ -29,6 +30,9 @@ use crate::metrics::{CacheCounters, Metrics, ReasonLabels, RequestLabels, WalCou
 use crate::model::TenantId;
 use crate::node::Node;
 use crate::pressure::{Consumer, Memory, Reservation};
+
+/// Form bodies of the Prometheus API endpoints are small; anything larger is refused.
+const MAX_FORM_BYTES: usize = 1 << 20;
 
 /// Request limits of the API.
 #[derive(Debug, Clone)]
@@ -255,6 +259,8 @@ pub struct AppState {
     stop: tokio::sync::watch::Sender<bool>,
     /// Set once, with the whole node, when it is ready.
     node: Arc<OnceLock<Arc<Node>>>,
+    /// Ring mode: this node's part in the ring, set before the node.
+    ring: Arc<OnceLock<Arc<crate::ring::Cluster>>>,
 }
 
 impl AppState {
@@ -278,7 +284,62 @@ impl AppState {
             push_kib,
             stop,
             node: Arc::new(OnceLock::new()),
+            ring: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// Ring mode: set once, before [`AppState::set_node`]. From then on pushes are
+    /// distributed to their owners, reads fan out, `/ring` answers and `/ready` waits for
+    /// the node to be ACTIVE.
+    pub fn set_ring(
+        &self,
+        ring: Arc<crate::ring::Cluster>,
+    ) -> Result<(), Arc<crate::ring::Cluster>> {
+        self.ring.set(ring)
+    }
+
+    /// This node's part in the ring, in ring mode.
+    fn ring(&self) -> Option<&Arc<crate::ring::Cluster>> {
+        self.ring.get()
+    }
+
+    /// The ring, unless this request comes from a peer (which is applied or answered
+    /// here, never distributed again).
+    fn ring_for(&self, headers: &HeaderMap) -> Option<&Arc<crate::ring::Cluster>> {
+        if headers.contains_key(crate::ring::PEER_HEADER) {
+            None
+        } else {
+            self.ring()
+        }
+    }
+
+    /// The pairs of a form body (`application/x-www-form-urlencoded`, at most
+    /// [`MAX_FORM_BYTES`]); none for any other body, which is not read.
+    async fn form_pairs(
+        &self,
+        headers: &HeaderMap,
+        body: Body,
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        let is_form = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Ok(Vec::new());
+        }
+        let body = self
+            .read_body(
+                headers,
+                body,
+                MAX_FORM_BYTES.min(self.limits.max_request_bytes),
+            )
+            .await?;
+        Ok(form_urlencoded::parse(&body).into_owned().collect())
+    }
+
+    /// Stops serving (what `/ingester/shutdown` and, in ring mode, SIGTERM end with).
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Makes the node visible to handlers: writes are taken and `/ready` answers 200 from
@@ -289,9 +350,12 @@ impl AppState {
 
     /// The ready node, or 503 while it boots.
     fn node(&self) -> Result<&Arc<Node>, ApiError> {
-        self.node
-            .get()
-            .ok_or_else(|| ApiError::new(ErrorClass::Unavailable, "not ready: replaying the WAL"))
+        self.node.get().ok_or_else(|| {
+            ApiError::new(
+                ErrorClass::Unavailable,
+                "not ready: replaying the WAL (or, in ring mode, joining the ring)",
+            )
+        })
     }
 
     /// The node, if it is writable: 503 while it boots and once the WAL is poisoned.
@@ -420,15 +484,24 @@ pub fn router(state: AppState) -> Router {
         .route("/ingester/flush", post(admin::flush))
         .route("/ingester/shutdown", post(admin::shutdown))
         .route("/ready", get(ready))
+        .route("/ring", get(ring::ring_page))
         .route("/metrics", get(metrics))
         .layer(axum::middleware::from_fn_with_state(state.clone(), track))
         .with_state(state)
 }
 
 async fn ready(State(st): State<AppState>) -> Response {
-    match st.writable() {
-        Ok(_) => (StatusCode::OK, "ready\n").into_response(),
-        Err(e) => e.into_response(),
+    if let Err(e) = st.writable() {
+        return e.into_response();
+    }
+    match st.ring() {
+        Some(r) if r.is_leaving() => {
+            ApiError::new(ErrorClass::Unavailable, "leaving the ring").into_response()
+        }
+        Some(r) if !r.is_active() => {
+            ApiError::new(ErrorClass::Unavailable, "not ACTIVE in the ring yet").into_response()
+        }
+        _ => (StatusCode::OK, "ready\n").into_response(),
     }
 }
 

@@ -11,14 +11,13 @@ use super::{tenant, ApiError, AppState, Slot};
 use crate::model::{parse_selector, Matcher, TenantId};
 use crate::query::Answer;
 
-/// Form bodies of these endpoints are small; anything larger is refused.
-const MAX_FORM_BYTES: usize = 1 << 20;
-
 /// The parameters common to the three endpoints.
 struct Params {
     matchers: Vec<Vec<Matcher>>,
     start: i64,
     end: i64,
+    /// The parameters as given (`match[]`, `start`, `end`), to ask the ring's peers.
+    raw: Vec<(String, String)>,
 }
 
 async fn params(
@@ -31,32 +30,21 @@ async fn params(
     if let Some(q) = query {
         pairs.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
     }
-    let is_form = headers
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        let body = st
-            .read_body(
-                headers,
-                body,
-                MAX_FORM_BYTES.min(st.limits.max_request_bytes),
-            )
-            .await?;
-        pairs.extend(form_urlencoded::parse(&body).into_owned());
-    }
+    pairs.extend(st.form_pairs(headers, body).await?);
     let mut p = Params {
         matchers: Vec::new(),
         start: i64::MIN,
         end: i64::MAX,
+        raw: Vec::new(),
     };
     for (k, v) in pairs {
         match k.as_str() {
             "match[]" => p.matchers.push(parse_selector(&v)?),
             "start" => p.start = parse_time(&v).ok_or_else(|| bad_time("start", &v))?,
             "end" => p.end = parse_time(&v).ok_or_else(|| bad_time("end", &v))?,
-            _ => {}
+            _ => continue,
         }
+        p.raw.push((k, v));
     }
     if p.end < p.start {
         return Err(ApiError::bad_data(
@@ -138,7 +126,7 @@ pub(super) async fn series(
             .querier()
             .series(&tenant, &p.matchers, p.start, p.end)
             .await;
-        let data: Vec<Map<String, Value>> = a
+        let mut data: Vec<Map<String, Value>> = a
             .data
             .iter()
             .map(|l| {
@@ -147,13 +135,20 @@ pub(super) async fn series(
                     .collect()
             })
             .collect();
-        Ok(success(
+        let mut warnings = a.warnings;
+        if let Some(answers) = ask_peers(
             &st,
-            Answer {
-                data,
-                warnings: a.warnings,
-            },
-        ))
+            &headers,
+            &tenant,
+            "/api/v1/series",
+            &p.raw,
+            &mut warnings,
+        )
+        .await
+        {
+            data = union_series(data, answers);
+        }
+        Ok(success(&st, Answer { data, warnings }))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
 }
@@ -166,11 +161,23 @@ pub(super) async fn labels(
 ) -> Response {
     let run = async {
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
-        let a = st
+        let mut a = st
             .node()?
             .querier()
             .label_names(&tenant, &p.matchers, p.start, p.end)
             .await;
+        if let Some(answers) = ask_peers(
+            &st,
+            &headers,
+            &tenant,
+            "/api/v1/labels",
+            &p.raw,
+            &mut a.warnings,
+        )
+        .await
+        {
+            a.data = union_strings(std::mem::take(&mut a.data), answers);
+        }
         Ok(success(&st, a))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
@@ -191,14 +198,123 @@ pub(super) async fn label_values(
             return Err(ApiError::bad_data(format!("invalid label name: {name:?}")));
         }
         let (tenant, p, _slot) = prepare(&st, q, &headers, body).await?;
-        let a = st
+        let mut a = st
             .node()?
             .querier()
             .label_values(&tenant, &name, &p.matchers, p.start, p.end)
             .await;
+        let path = format!(
+            "/api/v1/label/{}/values",
+            form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
+        );
+        if let Some(answers) =
+            ask_peers(&st, &headers, &tenant, &path, &p.raw, &mut a.warnings).await
+        {
+            a.data = union_strings(std::mem::take(&mut a.data), answers);
+        }
         Ok(success(&st, a))
     };
     run.await.unwrap_or_else(ApiError::into_prom_json)
+}
+
+/// Ring mode: asks every peer the same question (`path` with `params`, the request's own);
+/// returns their `data`, adding their warnings and, past what the replication factor
+/// tolerates, a warning that peers did not answer. `None` outside ring mode and for a
+/// peer's own request.
+pub(super) async fn ask_peers(
+    st: &AppState,
+    headers: &HeaderMap,
+    tenant: &TenantId,
+    path: &str,
+    params: &[(String, String)],
+    warnings: &mut Vec<String>,
+) -> Option<Vec<Value>> {
+    let c = st.ring_for(headers)?;
+    let ring = c.ring();
+    let peers = crate::ring::fanout::peers(&ring, c.self_id());
+    let query = {
+        // The serializer is not Send: finished before any await.
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in params {
+            q.append_pair(k, v);
+        }
+        q.finish()
+    };
+    let path_and_query = format!("{path}?{query}");
+    let timeout = st
+        .node()
+        .map(|n| {
+            n.querier()
+                .deadline()
+                .saturating_duration_since(tokio::time::Instant::now())
+        })
+        .unwrap_or(c.peer_timeout())
+        .min(c.peer_timeout());
+    let (answers, mut failed) = crate::ring::fanout::json_get(
+        c.forwarder().client(),
+        &st.metrics,
+        &peers,
+        tenant.as_str(),
+        &path_and_query,
+        timeout,
+        st.limits.max_read_bytes,
+    )
+    .await;
+    for (id, why) in &failed {
+        tracing::warn!(peer = %id, reason = %why, "ring read: a peer did not answer");
+    }
+    for id in c.lost() {
+        failed.push((id, "left the ring without leaving (lease expired)".into()));
+    }
+    let mut data = Vec::with_capacity(answers.len());
+    for a in answers {
+        for w in a.warnings {
+            crate::query::add_warning(warnings, w);
+        }
+        data.push(a.data);
+    }
+    if let Some(w) = crate::ring::fanout::partial_warning(&failed, c.replication_factor()) {
+        st.metrics.ring.read_partial.inc();
+        crate::query::add_warning(warnings, w);
+    }
+    Some(data)
+}
+
+/// The label sets of `local` and of the peers' answers, each once, sorted as Prometheus
+/// sorts label sets.
+fn union_series(local: Vec<Map<String, Value>>, answers: Vec<Value>) -> Vec<Map<String, Value>> {
+    let key = |m: &Map<String, Value>| -> Vec<(String, String)> {
+        let mut k: Vec<(String, String)> = m
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect();
+        k.sort();
+        k
+    };
+    let mut all: std::collections::BTreeMap<Vec<(String, String)>, Map<String, Value>> =
+        local.into_iter().map(|m| (key(&m), m)).collect();
+    for a in answers {
+        let Value::Array(items) = a else { continue };
+        for item in items {
+            if let Value::Object(m) = item {
+                all.entry(key(&m)).or_insert(m);
+            }
+        }
+    }
+    all.into_values().collect()
+}
+
+/// The strings of `local` and of the peers' answers, each once, sorted.
+fn union_strings(local: Vec<String>, answers: Vec<Value>) -> Vec<String> {
+    let mut all: std::collections::BTreeSet<String> = local.into_iter().collect();
+    for a in answers {
+        let Value::Array(items) = a else { continue };
+        all.extend(items.into_iter().filter_map(|v| match v {
+            Value::String(s) => Some(s),
+            _ => None,
+        }));
+    }
+    all.into_iter().collect()
 }
 
 #[cfg(test)]

@@ -109,11 +109,42 @@ async fn read_inner(
         max_bytes: max_read_bytes,
         max_series: o.max_read_series.unwrap_or(st.limits.max_read_series),
     };
-    let prepared = node
-        .querier()
-        .prepare(&tenant, queries, budget, cancel)
-        .await
-        .map_err(|e| query_refusal(st, e))?;
+    // Ring mode: the peers are asked while this node prepares its own answer.
+    let cluster = st.ring_for(headers).cloned();
+    let local = node.querier().prepare(&tenant, queries, budget, cancel);
+    let (prepared, peers) = match &cluster {
+        None => (local.await, None),
+        Some(c) => {
+            let ring = c.ring();
+            let peers = crate::ring::fanout::peers(&ring, c.self_id());
+            let asked = crate::ring::fanout::remote_read(
+                c.forwarder().client(),
+                &st.metrics,
+                &peers,
+                crate::ring::fanout::ReadAsk {
+                    tenant: tenant.as_str(),
+                    req: &req,
+                    deadline: node
+                        .querier()
+                        .deadline()
+                        .min(tokio::time::Instant::now() + c.peer_timeout()),
+                    max_bytes: max_read_bytes,
+                    max_frame: st.limits.max_frame_bytes,
+                },
+            );
+            let (p, mut r) = tokio::join!(local, asked);
+            for id in c.lost() {
+                r.failed
+                    .push((id, "left the ring without leaving (lease expired)".into()));
+            }
+            (p, Some((r, c.replication_factor())))
+        }
+    };
+    let mut prepared = prepared.map_err(|e| query_refusal(st, e))?;
+    if let Some((reads, rf)) = peers {
+        merge_peer_reads(st, &mut prepared, reads, rf, max_read_bytes)
+            .map_err(|e| query_refusal(st, e))?;
+    }
     let partial = partial_header(st, &prepared.warnings);
     match negotiate(&req.accepted_response_types) {
         ResponseType::Samples => {
@@ -171,6 +202,68 @@ async fn read_inner(
             Ok(r)
         }
     }
+}
+
+/// Adds the peers' series to `prepared` (their chunks merged with this node's by
+/// `Selected::into_chunks`, each sample once), charging their bytes to the read's budget,
+/// and the warnings of peers that did not answer when more failed than the replication
+/// factor tolerates.
+fn merge_peer_reads(
+    st: &AppState,
+    prepared: &mut Prepared,
+    reads: crate::ring::fanout::PeerReads,
+    rf: usize,
+    max_read_bytes: u64,
+) -> Result<(), QueryError> {
+    prepared.charged_bytes = prepared.charged_bytes.saturating_add(reads.bytes);
+    if prepared.charged_bytes > max_read_bytes {
+        return Err(QueryError::TooManyBytes {
+            limit_bytes: max_read_bytes,
+        });
+    }
+    if let Some(r) = prepared.reservation.as_mut() {
+        r.try_grow(reads.bytes)?;
+    }
+    for (id, why) in &reads.failed {
+        tracing::warn!(peer = %id, reason = %why, "ring read: a peer did not answer");
+    }
+    for w in reads.warnings {
+        crate::query::add_warning(&mut prepared.warnings, w);
+    }
+    if let Some(w) = crate::ring::fanout::partial_warning(&reads.failed, rf) {
+        st.metrics.ring.read_partial.inc();
+        crate::query::add_warning(&mut prepared.warnings, w);
+    }
+    let mut added: Vec<std::collections::HashMap<Labels, crate::query::Selected>> = prepared
+        .queries
+        .iter()
+        .map(|_| std::collections::HashMap::new())
+        .collect();
+    for ps in reads.series {
+        let Some((_, series)) = prepared.queries.get_mut(ps.query) else {
+            continue;
+        };
+        match series.binary_search_by(|s| s.labels.cmp(&ps.labels)) {
+            Ok(i) => series[i].fetched.extend(ps.chunks),
+            Err(_) => added[ps.query]
+                .entry(ps.labels.clone())
+                .or_insert_with(|| crate::query::Selected {
+                    labels: ps.labels,
+                    head: Vec::new(),
+                    remote: Vec::new(),
+                    fetched: Vec::new(),
+                })
+                .fetched
+                .extend(ps.chunks),
+        }
+    }
+    for ((_, series), new) in prepared.queries.iter_mut().zip(added) {
+        if !new.is_empty() {
+            series.extend(new.into_values());
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        }
+    }
+    Ok(())
 }
 
 /// The header that marks a remote-read answer partial; its value is the first reason.

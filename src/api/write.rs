@@ -29,6 +29,7 @@ use super::error::append_refusals;
 use super::{rejected, tenant, ApiError, AppState, ErrorClass};
 use crate::head::AppendReport;
 use crate::proto::{decode_write_request, decode_write_request_v2, decompress_into};
+use crate::ring::forward::{encode_part, Counts, Outcome, Plan, CONTENT_TYPE_V1, CONTENT_TYPE_V2};
 
 /// The `proto` parameter of a remote-write 1.0 `Content-Type`.
 const PROTO_V1: &str = "prometheus.WriteRequest";
@@ -113,11 +114,13 @@ fn set_written(resp: &mut Response, report: &AppendReport) {
 }
 
 pub(super) async fn push(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    // What the head stored, for the Written headers; stays zero if the push was refused
-    // before the head.
+    // What the head (or, in ring mode, a quorum of replicas) stored, for the Written
+    // headers; stays zero if the push was refused before the head.
     let mut stored = AppendReport::default();
-    let mut resp = match push_inner(&st, &headers, body, &mut stored).await {
-        Ok(()) => match append_refusals(&stored) {
+    // In ring mode, a replica's refusal of some series (the rest is stored).
+    let mut refusal = None;
+    let mut resp = match push_inner(&st, &headers, body, &mut stored, &mut refusal).await {
+        Ok(()) => match refusal.or_else(|| append_refusals(&stored)) {
             None => StatusCode::NO_CONTENT.into_response(),
             // Some series were refused; the rest of the request is stored. Prometheus drops
             // a batch answered with a 4xx, which is right: resending cannot fix these.
@@ -132,15 +135,33 @@ pub(super) async fn push(State(st): State<AppState>, headers: HeaderMap, body: B
 /// Decodes and appends one push. `stored` gets the head's report as soon as there is one:
 /// if the WAL sync then fails (503), the headers still say what the head holds, and a
 /// retry finds those samples already stored.
+///
+/// In ring mode (and unless the push comes from a peer) the series are split by owner: this
+/// node appends its own share here, the others' shares are forwarded, and the push succeeds
+/// once each series is durable on a quorum of its replicas (`crate::ring::forward`).
 async fn push_inner(
     st: &AppState,
     headers: &HeaderMap,
     body: Body,
     stored: &mut AppendReport,
+    refusal: &mut Option<ApiError>,
 ) -> Result<(), ApiError> {
     let tenant = tenant(headers)?;
     let proto = negotiate(headers)?;
     let node = st.writable()?.clone();
+    let cluster = st.ring_for(headers).cloned();
+    if cluster.is_none() {
+        if let Some(c) = st.ring() {
+            if c.is_leaving() {
+                // A peer's share arriving after this node turned LEAVING: everything taken
+                // so far is being flushed; the sender counts this replica as failed.
+                return Err(ApiError::new(
+                    ErrorClass::Unavailable,
+                    "this node is leaving the ring and takes no new samples",
+                ));
+            }
+        }
+    }
     let ingester = node.ingester();
     let mut admission = st.admit_push(&node, headers)?;
     // The tenant's own body limits, from the overrides file, else the flags.
@@ -170,6 +191,9 @@ async fn push_inner(
     let mut pooled = st.decode_buffers.take();
     let bufs = &mut pooled.bufs;
     decompress_into(&body, max_decompressed_bytes, &mut bufs.raw)?;
+    // Ring mode keeps the body: a peer that owns every series of the push gets it as it came
+    // (no re-encoding). It is small next to the decoded batch.
+    let original = cluster.as_ref().map(|_| body.clone());
     drop(body);
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
     let decoded = match proto {
@@ -181,9 +205,60 @@ async fn push_inner(
         st.decode_buffers.put(pooled, node.memory());
         return Err(e.into());
     }
+    // Ring mode: plan the owners, encode the peers' shares, keep this node's own share in
+    // the batch (an empty share still carries the metadata).
+    let mut distributed = None;
+    if let Some(c) = &cluster {
+        let ring = c.ring();
+        let plan = match Plan::new(&ring, c.replication_factor(), tenant.as_str(), &batch) {
+            Ok(p) => p,
+            Err(e) => {
+                bufs.batch = batch.recycle();
+                st.decode_buffers.put(pooled, node.memory());
+                st.metrics.ring.quorum_failures.inc();
+                return Err(ApiError::new(ErrorClass::Unavailable, e.to_string()));
+            }
+        };
+        let me = ring.index_of(c.self_id());
+        let mine = me.and_then(|i| plan.part_of(i));
+        let sends: Vec<_> = plan
+            .parts
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| Some(*k) != mine)
+            .map(|(k, part)| {
+                let whole = part.series.len() == batch.series.len();
+                let (body, content_type) = match (&original, whole, proto) {
+                    (Some(b), true, WriteProto::V1) => (b.clone(), CONTENT_TYPE_V1),
+                    (Some(b), true, WriteProto::V2) => (b.clone(), CONTENT_TYPE_V2),
+                    _ => (
+                        bytes::Bytes::from(encode_part(&batch, &part.series)),
+                        CONTENT_TYPE_V1,
+                    ),
+                };
+                (k, part.instance, body, content_type, part.counts)
+            })
+            .collect();
+        let all = std::mem::take(&mut batch.series);
+        batch.series = match mine {
+            Some(k) => plan.parts[k]
+                .series
+                .iter()
+                .map(|&i| all[i as usize])
+                .collect(),
+            None => Vec::new(),
+        };
+        distributed = Some((c.clone(), ring, plan, mine, sends));
+    }
+    let leaving = cluster.as_ref().is_some_and(|c| c.is_leaving());
     let appended = if batch.series.is_empty() && batch.metadata.is_empty() {
         // Nothing to store (a request of metadata alone goes on to the metadata store).
         Ok((AppendReport::default(), None))
+    } else if leaving && !batch.series.is_empty() {
+        Err(ApiError::new(
+            ErrorClass::Unavailable,
+            "this node is leaving the ring and takes no new samples",
+        ))
     } else {
         // A new tenant is created only under --limits.max-tenants, and only kept if this
         // push stored something in it (see head::tenants).
@@ -194,13 +269,9 @@ async fn push_inner(
                 if th.num_series() == 0 {
                     node.head().remove_if_unused(th);
                 }
-                r
+                r.map_err(ApiError::from)
             }
-            Err(e) => {
-                bufs.batch = batch.recycle();
-                st.decode_buffers.put(pooled, node.memory());
-                return Err(e.into());
-            }
+            Err(e) => Err(e.into()),
         }
     };
     bufs.batch = batch.recycle();
@@ -209,11 +280,109 @@ async fn push_inner(
     // The body and the decoded batch are gone (or back in the pool, which reserves its
     // own): waiting for durability holds no more memory.
     admission.memory = None;
-    let (report, pos) = appended?;
-    *stored = report;
-    if let Some(pos) = pos {
-        // The acknowledgement waits for the sync that covers this push (group commit).
-        ingester.wait_durable(pos).await?;
+    let Some((c, ring, plan, mine, sends)) = distributed else {
+        let (report, pos) = appended?;
+        *stored = report;
+        if let Some(pos) = pos {
+            // The acknowledgement waits for the sync that covers this push (group commit).
+            ingester.wait_durable(pos).await?;
+        }
+        return Ok(());
+    };
+    // This node's share becomes durable while the peers' shares travel.
+    let local = async {
+        let (report, pos) = appended?;
+        if let Some(pos) = pos {
+            ingester.wait_durable(pos).await?;
+        }
+        Ok::<_, ApiError>(report)
+    };
+    let (forwarder, instances, tenant) = (c.forwarder(), ring.instances(), tenant.as_str());
+    let remote = futures::future::join_all(sends.into_iter().map(
+        |(k, peer, body, content_type, counts)| async move {
+            let peer = &instances[peer];
+            let o = forwarder
+                .send(peer, tenant, body, content_type, counts)
+                .await;
+            (k, o)
+        },
+    ));
+    let (local, remote) = tokio::join!(local, remote);
+    let mut outcomes: Vec<Outcome> = (0..plan.parts.len())
+        .map(|_| Outcome::Failed {
+            status: None,
+            reason: String::new(),
+        })
+        .collect();
+    if let Some(k) = mine {
+        outcomes[k] = match local {
+            Ok(report) => {
+                let refused = append_refusals(&report)
+                    .map(|e| (e.class.status().as_u16(), e.message.clone()));
+                Outcome::Durable {
+                    written: Counts {
+                        samples: report.appended,
+                        histograms: report.histograms_appended,
+                        exemplars: report.exemplars_appended,
+                    },
+                    refusal: refused,
+                }
+            }
+            Err(e) => Outcome::Failed {
+                status: Some(e.class.status().as_u16()),
+                reason: format!("{} (this node): {}", c.self_id(), e.message),
+            },
+        };
+    }
+    for (k, o) in remote {
+        outcomes[k] = o;
+    }
+    let verdict = plan.judge(&outcomes);
+    stored.appended = verdict.written.samples;
+    stored.histograms_appended = verdict.written.histograms;
+    stored.exemplars_appended = verdict.written.exemplars;
+    if verdict.short_of_quorum > 0 {
+        st.metrics.ring.quorum_failures.inc();
+        let reasons: Vec<&str> = outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::Failed { reason, .. } if !reason.is_empty() => Some(reason.as_str()),
+                _ => None,
+            })
+            .take(3)
+            .collect();
+        // A tenant limit refused by the replicas themselves stays a 429.
+        let limited = outcomes.iter().any(|o| {
+            matches!(
+                o,
+                Outcome::Failed {
+                    status: Some(429),
+                    ..
+                }
+            )
+        });
+        let class = if limited {
+            ErrorClass::TenantLimit
+        } else {
+            ErrorClass::Unavailable
+        };
+        return Err(ApiError::new(
+            class,
+            format!(
+                "{} series reached no quorum of {} replicas; retry later: {}",
+                verdict.short_of_quorum,
+                plan.quorum,
+                reasons.join("; ")
+            ),
+        ));
+    }
+    if let Some((status, msg)) = verdict.refusal {
+        let class = if status == 429 {
+            ErrorClass::TenantLimit
+        } else {
+            ErrorClass::BadData
+        };
+        *refusal = Some(ApiError::new(class, msg));
     }
     Ok(())
 }
