@@ -43,6 +43,27 @@ else
     pip install 'moto[server]' || pip install --break-system-packages 'moto[server]'
 fi
 
+# tests/ring_cluster.rs starts throwaway etcds on loopback (Debian package `etcd-server`, which
+# provides /usr/bin/etcd); with CI=true a missing etcd fails the test rather than skipping it.
+if command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ]; then
+    echo "etcd: $(etcd --version 2>&1 | head -n 1)"
+else
+    echo "etcd not found; installing the Debian package etcd-server"
+    if as_root apt-get update &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends etcd-server; then
+        # The package starts a system etcd on :2379 where systemd runs; the tests start their
+        # own on free ports and do not need it.
+        if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+            as_root systemctl stop etcd 2>/dev/null || true
+        fi
+    elif [ "${CI:-}" = "true" ]; then
+        echo "cannot install etcd-server; tests/ring_cluster.rs needs etcd" >&2
+        exit 1
+    else
+        echo "cannot install etcd-server; tests/ring_cluster.rs will skip (with CI=true it fails)"
+    fi
+fi
+
 section "alerting rules (promtool)"
 # deploy/prometheus/weft-alerts.yml: its syntax, the unit tests of every alert, and that every
 # runbook_url points at a heading of docs/operations.md. promtool comes with the Debian

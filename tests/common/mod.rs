@@ -23,6 +23,9 @@ use weft::proto::prompb::{
     ReadResponse, ResponseType, WriteRequest,
 };
 
+/// etcd (a real one, on loopback) for the ring tests.
+pub mod etcd;
+
 /// moto (a real S3 server), a fault-injecting proxy in front of it, and a direct look into the
 /// bucket.
 pub mod s3;
