@@ -22,13 +22,6 @@
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use prost::Message;
-use weft::proto::compress;
-
 fn main() {
     let mut args = std::env::args().skip(1).peekable();
     let compare = args.peek().map(String::as_str) == Some("compare");
@@ -49,27 +42,7 @@ fn main() {
         .unwrap()
         .as_millis() as i64;
     let t0 = now - (per_writer as i64 + 1) * 15_000;
-    let bodies: Vec<Vec<Vec<u8>>> = (0..writers)
-        .map(|w| {
-            let mut rng = common::rng(seed + w as u64);
-            let mut series = common::node_exporter_series(1000, &mut rng);
-            for s in &mut series {
-                s.push(weft::proto::prompb::Label {
-                    name: "writer".into(),
-                    value: w.to_string(),
-                });
-                s.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            (1..=per_writer)
-                .map(|step| {
-                    compress(
-                        &common::write_request(&series, t0 + step as i64 * 15_000, step)
-                            .encode_to_vec(),
-                    )
-                })
-                .collect()
-        })
-        .collect();
+    let bodies = common::push_bodies(writers, per_writer, seed, t0);
     let weft_rate = {
         let dir = std::env::temp_dir().join(format!("weft-load-{}", std::process::id()));
         let (mut child, addr) = common::spawn_weft(
@@ -84,8 +57,8 @@ fn main() {
                 dir.as_os_str(),
             ],
         );
-        wait_ok(&format!("http://{addr}/ready"));
-        let rate = push_all(&format!("http://{addr}/api/v1/push"), bodies.clone());
+        common::wait_ok(&format!("http://{addr}/ready"));
+        let rate = common::push_all(&[format!("http://{addr}/api/v1/push")], bodies.clone());
         // Group commit: how many pushes shared each msync.
         let metrics = reqwest::blocking::get(format!("http://{addr}/metrics"))
             .and_then(|r| r.text())
@@ -120,7 +93,7 @@ fn main() {
     }
     let vm_rate = {
         let dir = std::env::temp_dir().join(format!("vm-load-{}", std::process::id()));
-        let port = free_port();
+        let port = common::free_port();
         let mut child = std::process::Command::new("victoria-metrics")
             .arg(format!("-httpListenAddr=127.0.0.1:{port}"))
             .arg(format!("-storageDataPath={}", dir.display()))
@@ -128,9 +101,9 @@ fn main() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting victoria-metrics");
-        wait_ok(&format!("http://127.0.0.1:{port}/health"));
-        let rate = push_all(
-            &format!("http://127.0.0.1:{port}/api/v1/write"),
+        common::wait_ok(&format!("http://127.0.0.1:{port}/health"));
+        let rate = common::push_all(
+            &[format!("http://127.0.0.1:{port}/api/v1/write")],
             bodies.clone(),
         );
         let _ = child.kill();
@@ -144,7 +117,7 @@ fn main() {
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = dir.join("prometheus.yml");
         std::fs::write(&cfg, "global:\n  scrape_interval: 1h\n").unwrap();
-        let port = free_port();
+        let port = common::free_port();
         let mut child = std::process::Command::new("prometheus")
             .arg(format!("--config.file={}", cfg.display()))
             .arg(format!(
@@ -157,8 +130,8 @@ fn main() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("starting prometheus");
-        wait_ok(&format!("http://127.0.0.1:{port}/-/ready"));
-        let rate = push_all(&format!("http://127.0.0.1:{port}/api/v1/write"), bodies);
+        common::wait_ok(&format!("http://127.0.0.1:{port}/-/ready"));
+        let rate = common::push_all(&[format!("http://127.0.0.1:{port}/api/v1/write")], bodies);
         let _ = child.kill();
         let _ = child.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -170,60 +143,4 @@ fn main() {
         weft_rate / vm_rate,
         weft_rate / prom_rate
     );
-}
-
-/// A port nothing listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Waits up to 60 s for `url` to answer 200.
-fn wait_ok(url: &str) {
-    let client = reqwest::blocking::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while client.get(url).send().map_or(true, |r| r.status() != 200) {
-        assert!(Instant::now() < deadline, "{url} never answered 200");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Pushes every writer's bodies from its own thread, all at once; returns acknowledged
-/// samples a second (1000 a request).
-fn push_all(url: &str, bodies: Vec<Vec<Vec<u8>>>) -> f64 {
-    let acked = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let handles: Vec<_> = bodies
-        .into_iter()
-        .map(|bodies| {
-            let acked = acked.clone();
-            let url = url.to_string();
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
-                for body in bodies {
-                    let r = client
-                        .post(&url)
-                        .header("Content-Type", "application/x-protobuf")
-                        .header("Content-Encoding", "snappy")
-                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-                        .body(body)
-                        .send()
-                        .expect("push");
-                    assert!(
-                        r.status().is_success(),
-                        "push to {url} failed: {}",
-                        r.status()
-                    );
-                    acked.fetch_add(1000, Ordering::Relaxed);
-                }
-            })
-        })
-        .collect();
-    for h in handles {
-        h.join().unwrap();
-    }
-    acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }

@@ -152,3 +152,91 @@ pub fn spawn_weft(bin: &str, args: &[&std::ffi::OsStr]) -> (std::process::Child,
     std::thread::spawn(move || for _ in lines {});
     (child, addr)
 }
+
+/// Push bodies for load examples: `writers` sets of `per_writer` snappy-compressed
+/// remote-write 1.0 requests, each of 1000 node_exporter-like series of their own (label
+/// `writer`), one sample a series at 15 s steps from `t0`.
+pub fn push_bodies(writers: usize, per_writer: u64, seed: u64, t0: i64) -> Vec<Vec<Vec<u8>>> {
+    use prost::Message;
+    (0..writers)
+        .map(|w| {
+            let mut rng = rng(seed + w as u64);
+            let mut series = node_exporter_series(1000, &mut rng);
+            for s in &mut series {
+                s.push(prompb::Label {
+                    name: "writer".into(),
+                    value: w.to_string(),
+                });
+                s.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            (1..=per_writer)
+                .map(|step| {
+                    weft::proto::compress(
+                        &write_request(&series, t0 + step as i64 * 15_000, step).encode_to_vec(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits up to 60 s for `url` to answer 200.
+pub fn wait_ok(url: &str) {
+    let client = reqwest::blocking::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while client.get(url).send().map_or(true, |r| r.status() != 200) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{url} never answered 200"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// Pushes every writer's bodies from its own thread, all at once (writer `w` to
+/// `urls[w % urls.len()]`); returns acknowledged samples a second (1000 a request).
+pub fn push_all(urls: &[String], bodies: Vec<Vec<Vec<u8>>>) -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let acked = std::sync::Arc::new(AtomicU64::new(0));
+    let start = std::time::Instant::now();
+    let handles: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(w, bodies)| {
+            let acked = acked.clone();
+            let url = urls[w % urls.len()].clone();
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                for body in bodies {
+                    let r = client
+                        .post(&url)
+                        .header("Content-Type", "application/x-protobuf")
+                        .header("Content-Encoding", "snappy")
+                        .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                        .body(body)
+                        .send()
+                        .expect("push");
+                    assert!(
+                        r.status().is_success(),
+                        "push to {url} failed: {}",
+                        r.status()
+                    );
+                    acked.fetch_add(1000, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
