@@ -335,6 +335,35 @@ struct ServeArgs {
     /// The ring (several nodes sharing the work, membership in etcd).
     #[command(flatten)]
     ring: RingArgs,
+    /// The Cortex ingester gRPC service.
+    #[command(flatten)]
+    grpc: GrpcArgs,
+}
+
+/// The `--grpc.*` flags: the `cortex.Ingester` gRPC service, off unless `--grpc.listen`.
+#[derive(Debug, Clone, Args)]
+struct GrpcArgs {
+    /// Address of the `cortex.Ingester` gRPC listener (Push, QueryStream, LabelNames,
+    /// LabelValues, MetricsForLabelMatchers), e.g. `0.0.0.0:9095`. Off when unset.
+    #[arg(long = "grpc.listen", env = "WEFT_GRPC_LISTEN")]
+    grpc_listen: Option<String>,
+    /// Calls served at once on one gRPC connection (HTTP/2 streams).
+    #[arg(
+        long = "grpc.max-concurrent-streams",
+        env = "WEFT_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100
+    )]
+    max_concurrent_streams: u32,
+    /// Open gRPC connections; one more is closed at once.
+    #[arg(
+        long = "grpc.max-connections",
+        env = "WEFT_GRPC_MAX_CONNECTIONS",
+        default_value_t = 256
+    )]
+    max_connections: usize,
+    /// Largest gRPC message weft sends (a batch of QueryStream series, a label list).
+    #[arg(long = "grpc.max-send-msg-size", env = "WEFT_GRPC_MAX_SEND_MSG_SIZE", default_value_t = 64 << 20)]
+    max_send_msg_size: usize,
 }
 
 /// The `--ring.*` flags. Without `--ring.etcd-endpoints` a node works alone.
@@ -608,6 +637,34 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         metrics.server.clone(),
         stop_rx.clone(),
     ));
+    let grpc = match &args.grpc.grpc_listen {
+        None => None,
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding the gRPC listener {at}: {e}"))?;
+            let grpc_addr = listener.local_addr()?;
+            let svc = api::grpc::IngesterService::new(
+                api::router(state.clone()),
+                metrics.clone(),
+                api::grpc::GrpcConfig {
+                    // A Push is the uncompressed WriteRequest: the decompressed-body limit.
+                    max_recv_message_bytes: args.max_decompressed_bytes,
+                    max_send_message_bytes: args.grpc.max_send_msg_size,
+                    max_concurrent_streams: args.grpc.max_concurrent_streams,
+                    max_connections: args.grpc.max_connections,
+                    timeout: args.query_timeout.max(Duration::from_secs(60)),
+                    ingester_id: cfg.flush.ingester_id.clone(),
+                },
+            );
+            tracing::info!("weft gRPC (cortex.Ingester) listening on {grpc_addr}");
+            Some(tokio::spawn(api::grpc::serve(
+                listener,
+                svc,
+                stop_rx.clone(),
+            )))
+        }
+    };
     let ring_mode = !args.ring.etcd_endpoints.is_empty();
     // In ring mode a signal first leaves the ring (LEAVING, flush, deregister), then stops.
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
@@ -681,6 +738,14 @@ async fn run(args: ServeArgs) -> anyhow::Result<()> {
         })
     };
     server.await??;
+    if let Some(g) = grpc {
+        // The stop signal ends it too; give its calls a moment to end.
+        match tokio::time::timeout(Duration::from_secs(5), g).await {
+            Ok(Ok(Err(e))) => tracing::warn!("{e:#}"),
+            Err(_) => tracing::warn!("gRPC calls still running at stop"),
+            _ => {}
+        }
+    }
     for t in ring_tasks {
         t.abort();
     }

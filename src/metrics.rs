@@ -194,6 +194,8 @@ pub struct Metrics {
     pub inflight_push_bytes: Gauge,
     /// The ring's health (ring mode only; registered always, zero without a ring).
     pub ring: RingMetrics,
+    /// The `cortex.Ingester` gRPC service (`--grpc.listen`; zero without it).
+    pub grpc: GrpcMetrics,
     /// Bytes of the local tier (object and index copies) on disk.
     pub local_bytes: Gauge,
     /// Objects held whole in the local tier.
@@ -213,6 +215,61 @@ pub struct Metrics {
     pub exmeta: ExMetaMetrics,
     /// Serialises [`Metrics::observe_wal`], whose read-then-add is not atomic.
     observe_lock: parking_lot::Mutex<()>,
+}
+
+/// Labels: `method` (a `cortex.Ingester` method), `code` (the gRPC status code's name).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GrpcLabels {
+    /// `Push`, `QueryStream`, `LabelNames`, `LabelValues`, `MetricsForLabelMatchers`, or
+    /// `other` (a method weft does not serve).
+    pub method: &'static str,
+    /// `OK`, `InvalidArgument`, `ResourceExhausted`, `Unavailable`, ...
+    pub code: &'static str,
+}
+
+/// The `cortex.Ingester` gRPC service's metrics (`weft_grpc_*`).
+#[derive(Debug, Clone)]
+pub struct GrpcMetrics {
+    /// Calls answered, by method and status code.
+    pub requests: Family<GrpcLabels, Counter>,
+    /// Calls being served.
+    pub inflight: Gauge,
+    /// Connections open.
+    pub connections: Gauge,
+    /// Connections refused at `--grpc.max-connections`.
+    pub connections_refused: Counter,
+}
+
+impl GrpcMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = GrpcMetrics {
+            requests: Family::default(),
+            inflight: Gauge::default(),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+        };
+        registry.register(
+            "grpc_requests",
+            "cortex.Ingester gRPC calls answered, by method and status code",
+            m.requests.clone(),
+        );
+        registry.register(
+            "grpc_inflight_requests",
+            "cortex.Ingester gRPC calls being served",
+            m.inflight.clone(),
+        );
+        registry.register(
+            "grpc_connections",
+            "Open gRPC connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "grpc_connections_refused",
+            "gRPC connections closed at once because --grpc.max-connections were open",
+            m.connections_refused.clone(),
+        );
+        m
+    }
 }
 
 /// Labels: `state` (`JOINING`, `ACTIVE`, `LEAVING`).
@@ -662,6 +719,7 @@ impl Metrics {
             inflight_push_bytes.clone(),
         );
         let ring = RingMetrics::register(&mut registry);
+        let grpc = GrpcMetrics::register(&mut registry);
         let local_bytes = Gauge::default();
         registry.register(
             "local_bytes",
@@ -749,6 +807,7 @@ impl Metrics {
             catalog_objects,
             inflight_push_bytes,
             ring,
+            grpc,
             observe_lock: parking_lot::Mutex::new(()),
         }
     }

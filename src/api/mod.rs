@@ -6,6 +6,7 @@
 mod admin;
 mod error;
 mod exmeta;
+pub mod grpc;
 mod prom;
 pub mod read;
 mod ring;

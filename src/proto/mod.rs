@@ -1,6 +1,7 @@
 //! Remote-write and remote-read wire formats: the `prompb` messages, snappy block framing,
 //! the streamed-chunks frame format, and a zero-copy remote-write decoder for the hot path.
 
+pub mod cortex;
 pub mod prompb;
 pub mod prompb_v2;
 mod snappy;
