@@ -5,7 +5,7 @@
 //!
 //! Each call is answered by the HTTP API's own handler, called in-process through the same
 //! router: a `Push` is the remote-write 1.0 push it is on the wire (Cortex's `WriteRequest`
-//! keeps 1.0's field numbers), a `QueryStream` a remote read in STREAMED_XOR_CHUNKS mode,
+//! keeps 1.0's field numbers; handed over uncompressed, marked by a request extension), a `QueryStream` a remote read in STREAMED_XOR_CHUNKS mode,
 //! the label calls `/api/v1/labels`, `/api/v1/label/<name>/values` and `/api/v1/series`. So
 //! every limit, the memory budget, the tenant's overrides, the WAL's durable acknowledgement
 //! and, in ring mode, the distribution to the series' owners and the read fan-out apply to a
@@ -278,19 +278,17 @@ impl UnaryService<Bytes> for Call {
     type Response = WriteResponse;
     type Future = BoxFuture<Result<Response<WriteResponse>, Status>>;
 
-    /// `Push`: the `WriteRequest` bytes, snappy-compressed, are a remote-write 1.0 push.
+    /// `Push`: the `WriteRequest` bytes are a remote-write 1.0 push (handed over uncompressed).
     fn call(&mut self, req: Request<Bytes>) -> Self::Future {
         let inner = self.0.clone();
         Box::pin(async move {
             let tenant = tenant_of(req.metadata())?;
-            let body = compress(req.get_ref());
-            let headers = [
-                (
-                    header::CONTENT_TYPE,
-                    "application/x-protobuf;proto=prometheus.WriteRequest",
-                ),
-                (header::CONTENT_ENCODING, "snappy"),
-            ];
+            // The WriteRequest as it came, marked uncompressed: no snappy round trip.
+            let body = req.into_inner();
+            let headers = [(
+                header::CONTENT_TYPE,
+                "application/x-protobuf;proto=prometheus.WriteRequest",
+            )];
             let len = body.len();
             let mut http_req = request(
                 Method::POST,
@@ -302,6 +300,7 @@ impl UnaryService<Bytes> for Call {
             http_req
                 .headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            http_req.extensions_mut().insert(super::write::Uncompressed);
             let resp = inner.http(http_req).await;
             let (parts, body) = resp.into_parts();
             if parts.status.is_success() {

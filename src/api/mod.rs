@@ -966,6 +966,7 @@ mod tests {
         let held = st.slot("write").unwrap();
         let r = write::push(
             State(st.clone()),
+            None,
             HeaderMap::new(),
             Body::from(empty.clone()),
         )
@@ -981,7 +982,8 @@ mod tests {
 
         drop(held);
         let (code, body) =
-            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(empty)).await).await;
+            status(write::push(State(st.clone()), None, HeaderMap::new(), Body::from(empty)).await)
+                .await;
         assert_eq!(code, 204, "{body}");
     }
 
@@ -997,9 +999,16 @@ mod tests {
         let (code, body) = status(self::metrics(State(st.clone())).await).await;
         assert_eq!(code, 200);
         assert!(body.contains("weft_"), "{body}");
-        let (code, _) =
-            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(vec![])).await)
-                .await;
+        let (code, _) = status(
+            write::push(
+                State(st.clone()),
+                None,
+                HeaderMap::new(),
+                Body::from(vec![]),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(code, 503);
 
         let dir = tempfile::tempdir().unwrap();
@@ -1015,7 +1024,8 @@ mod tests {
         // is there.
         let empty = crate::proto::compress(&[]);
         let (code, body) =
-            status(write::push(State(st.clone()), HeaderMap::new(), Body::from(empty)).await).await;
+            status(write::push(State(st.clone()), None, HeaderMap::new(), Body::from(empty)).await)
+                .await;
         assert_eq!(code, 204, "{body}");
         assert!(st.set_node(node).is_err(), "a node was set twice");
     }

@@ -113,13 +113,25 @@ fn set_written(resp: &mut Response, report: &AppendReport) {
     }
 }
 
-pub(super) async fn push(State(st): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+/// Marks an in-process push whose body is the `WriteRequest` itself, not snappy-compressed:
+/// the `cortex.Ingester` gRPC `Push` (`super::grpc`). A request extension, so no client can
+/// set it; its body is bounded by the decompressed-body limit instead of the request limit.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Uncompressed;
+
+pub(super) async fn push(
+    State(st): State<AppState>,
+    uncompressed: Option<axum::Extension<Uncompressed>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let raw = uncompressed.is_some();
     // What the head (or, in ring mode, a quorum of replicas) stored, for the Written
     // headers; stays zero if the push was refused before the head.
     let mut stored = AppendReport::default();
     // In ring mode, a replica's refusal of some series (the rest is stored).
     let mut refusal = None;
-    let mut resp = match push_inner(&st, &headers, body, &mut stored, &mut refusal).await {
+    let mut resp = match push_inner(&st, &headers, body, raw, &mut stored, &mut refusal).await {
         Ok(()) => match refusal.or_else(|| append_refusals(&stored)) {
             None => StatusCode::NO_CONTENT.into_response(),
             // Some series were refused; the rest of the request is stored. Prometheus drops
@@ -143,6 +155,7 @@ async fn push_inner(
     st: &AppState,
     headers: &HeaderMap,
     body: Body,
+    raw: bool,
     stored: &mut AppendReport,
     refusal: &mut Option<ApiError>,
 ) -> Result<(), ApiError> {
@@ -170,8 +183,14 @@ async fn push_inner(
     let max_decompressed_bytes = o
         .max_decompressed_bytes
         .unwrap_or(st.limits.max_decompressed_bytes);
+    // An uncompressed body (gRPC) is bounded as the decompressed body would be.
+    let body_limit = if raw {
+        max_decompressed_bytes
+    } else {
+        max_request_bytes
+    };
     let body = st
-        .read_push_body(headers, body, max_request_bytes, &mut admission)
+        .read_push_body(headers, body, body_limit, &mut admission)
         .await?;
     // The write slot bounds pushes being decoded and appended, not bodies on their way in
     // (those hold only the bytes that have arrived, and have a deadline): a slow client
@@ -182,7 +201,12 @@ async fn push_inner(
         // The decompressed body and the batch decoded from it (label and sample slices over
         // it) each take about the decompressed length: reserve both before decompressing.
         // An over-limit or bad header is reported by decompress_into below.
-        if let Ok(n) = snap::raw::decompress_len(&body) {
+        let len = if raw {
+            Ok(body.len())
+        } else {
+            snap::raw::decompress_len(&body)
+        };
+        if let Ok(n) = len {
             let n = n.min(max_decompressed_bytes) as u64;
             reserved.try_grow(2 * n)?;
         }
@@ -190,10 +214,22 @@ async fn push_inner(
     // Decode buffers are reused across requests: a warm push allocates almost nothing.
     let mut pooled = st.decode_buffers.take();
     let bufs = &mut pooled.bufs;
-    decompress_into(&body, max_decompressed_bytes, &mut bufs.raw)?;
+    if raw {
+        bufs.raw.clear();
+        bufs.raw.extend_from_slice(&body);
+    } else {
+        decompress_into(&body, max_decompressed_bytes, &mut bufs.raw)?;
+    }
     // Ring mode keeps the body: a peer that owns every series of the push gets it as it came
-    // (no re-encoding). It is small next to the decoded batch.
-    let original = cluster.as_ref().map(|_| body.clone());
+    // (no re-encoding; an uncompressed one is compressed once for all peers). It is small
+    // next to the decoded batch.
+    let original = cluster.as_ref().map(|_| {
+        if raw {
+            bytes::Bytes::from(crate::proto::compress(&bufs.raw))
+        } else {
+            body.clone()
+        }
+    });
     drop(body);
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
     let decoded = match proto {
