@@ -64,6 +64,21 @@ else
     fi
 fi
 
+# tests/ring_etcd_security.rs makes its TLS certificates with the openssl command.
+if command -v openssl >/dev/null 2>&1; then
+    echo "openssl: $(openssl version)"
+else
+    echo "openssl not found; installing the Debian package openssl"
+    if ! (as_root apt-get update &&
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl); then
+        if [ "${CI:-}" = "true" ]; then
+            echo "cannot install openssl; tests/ring_etcd_security.rs needs it" >&2
+            exit 1
+        fi
+        echo "cannot install openssl; tests/ring_etcd_security.rs will skip (with CI=true it fails)"
+    fi
+fi
+
 section "alerting rules (promtool)"
 # deploy/prometheus/weft-alerts.yml: its syntax, the unit tests of every alert, and that every
 # runbook_url points at a heading of docs/operations.md. promtool comes with the Debian

@@ -377,6 +377,33 @@ struct RingArgs {
         value_delimiter = ','
     )]
     etcd_endpoints: Vec<String>,
+    /// PEM CA bundle that signed etcd's certificate (TLS; default: the system's roots).
+    /// Setting any `--ring.etcd-tls-*` flag turns TLS on; endpoints must then be `https://`.
+    #[arg(long = "ring.etcd-tls-ca-path", env = "WEFT_RING_ETCD_TLS_CA_PATH")]
+    etcd_tls_ca_path: Option<std::path::PathBuf>,
+    /// PEM client certificate for an etcd that asks for one (`--client-cert-auth`).
+    #[arg(long = "ring.etcd-tls-cert-path", env = "WEFT_RING_ETCD_TLS_CERT_PATH")]
+    etcd_tls_cert_path: Option<std::path::PathBuf>,
+    /// PEM private key of `--ring.etcd-tls-cert-path`.
+    #[arg(long = "ring.etcd-tls-key-path", env = "WEFT_RING_ETCD_TLS_KEY_PATH")]
+    etcd_tls_key_path: Option<std::path::PathBuf>,
+    /// Name etcd's certificate must carry (default: the endpoint's host).
+    #[arg(
+        long = "ring.etcd-tls-server-name",
+        env = "WEFT_RING_ETCD_TLS_SERVER_NAME"
+    )]
+    etcd_tls_server_name: Option<String>,
+    /// etcd user, for an etcd with authentication enabled (with `--ring.etcd-password`).
+    #[arg(long = "ring.etcd-username", env = "WEFT_RING_ETCD_USERNAME")]
+    etcd_username: Option<String>,
+    /// Password of `--ring.etcd-username`; prefer the environment variable, which `ps` does
+    /// not show.
+    #[arg(
+        long = "ring.etcd-password",
+        env = "WEFT_RING_ETCD_PASSWORD",
+        hide_env_values = true
+    )]
+    etcd_password: Option<String>,
     /// Key prefix of the ring in etcd; entries live under `<prefix>ring/`.
     #[arg(
         long = "ring.prefix",
@@ -794,6 +821,14 @@ fn ring_config(
             heartbeat_timeout: r.heartbeat_timeout,
             num_tokens: r.num_tokens as usize,
             tokens_file: data_dir.join("ring-tokens.json"),
+            security: weft::ring::membership::EtcdSecurity {
+                ca_path: r.etcd_tls_ca_path.clone(),
+                cert_path: r.etcd_tls_cert_path.clone(),
+                key_path: r.etcd_tls_key_path.clone(),
+                server_name: r.etcd_tls_server_name.clone(),
+                username: r.etcd_username.clone(),
+                password: r.etcd_password.clone(),
+            },
         },
         replication_factor: r.replication_factor as usize,
         forward: weft::ring::forward::ForwardLimits {

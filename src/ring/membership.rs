@@ -59,6 +59,122 @@ pub struct MembershipConfig {
     pub num_tokens: usize,
     /// Where this node keeps its tokens across restarts (`<data-dir>/ring-tokens.json`).
     pub tokens_file: PathBuf,
+    /// How to reach etcd: TLS and credentials (`--ring.etcd-tls-*`, `--ring.etcd-username`).
+    pub security: EtcdSecurity,
+}
+
+/// TLS and authentication to etcd. TLS is on when any of its files is given or an endpoint is
+/// `https://`; then every endpoint must be `https://`.
+#[derive(Clone, Default)]
+pub struct EtcdSecurity {
+    /// `--ring.etcd-tls-ca-path`: PEM CA bundle that signed etcd's certificate (none: the
+    /// system's roots).
+    pub ca_path: Option<PathBuf>,
+    /// `--ring.etcd-tls-cert-path`: PEM client certificate, for etcds that ask for one
+    /// (`--client-cert-auth`, as a Kubernetes control plane's etcd does).
+    pub cert_path: Option<PathBuf>,
+    /// `--ring.etcd-tls-key-path`: the client certificate's PEM private key.
+    pub key_path: Option<PathBuf>,
+    /// `--ring.etcd-tls-server-name`: the name etcd's certificate must carry (none: the
+    /// endpoint's host).
+    pub server_name: Option<String>,
+    /// `--ring.etcd-username` (with `--ring.etcd-password`) for etcd's own authentication.
+    pub username: Option<String>,
+    /// `--ring.etcd-password`. Never printed.
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("ca_path", &self.ca_path)
+            .field("cert_path", &self.cert_path)
+            .field("key_path", &self.key_path)
+            .field("server_name", &self.server_name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl EtcdSecurity {
+    /// Whether TLS is on for `endpoints`.
+    fn tls_on(&self, endpoints: &[String]) -> bool {
+        self.ca_path.is_some()
+            || self.cert_path.is_some()
+            || self.key_path.is_some()
+            || self.server_name.is_some()
+            || endpoints.iter().any(|e| e.starts_with("https://"))
+    }
+
+    /// The connect options these settings add to `options`; an error says which setting is
+    /// unusable (a file that cannot be read, a certificate without its key, a plain
+    /// endpoint with TLS on, a user without a password).
+    pub fn apply(
+        &self,
+        endpoints: &[String],
+        mut options: ConnectOptions,
+    ) -> Result<ConnectOptions, RingError> {
+        let bad = |what: String| RingError::Etcd(what);
+        if self.tls_on(endpoints) {
+            if let Some(e) = endpoints.iter().find(|e| !e.starts_with("https://")) {
+                return Err(bad(format!(
+                    "etcd endpoint {e:?} is not https:// but TLS is on (a --ring.etcd-tls-* \
+                     flag or another endpoint asks for it): list every endpoint as https://"
+                )));
+            }
+            let read = |flag: &str, p: &PathBuf| {
+                std::fs::read(p).map_err(|e| bad(format!("{flag} {}: {e}", p.display())))
+            };
+            let mut tls = etcd_client::TlsOptions::new();
+            tls = match &self.ca_path {
+                Some(p) => tls.ca_certificate(etcd_client::Certificate::from_pem(read(
+                    "--ring.etcd-tls-ca-path",
+                    p,
+                )?)),
+                None => tls.with_native_roots(),
+            };
+            match (&self.cert_path, &self.key_path) {
+                (Some(c), Some(k)) => {
+                    tls = tls.identity(etcd_client::Identity::from_pem(
+                        read("--ring.etcd-tls-cert-path", c)?,
+                        read("--ring.etcd-tls-key-path", k)?,
+                    ));
+                }
+                (None, None) => {}
+                _ => {
+                    return Err(bad(
+                        "--ring.etcd-tls-cert-path and --ring.etcd-tls-key-path go together"
+                            .to_string(),
+                    ))
+                }
+            }
+            if let Some(name) = &self.server_name {
+                tls = tls.domain_name(name.clone());
+            }
+            options = options.with_tls(tls);
+        }
+        match (&self.username, &self.password) {
+            (Some(u), Some(p)) => {
+                options = options
+                    .with_user(u.clone(), p.clone())
+                    .with_auto_token_refresh(true);
+            }
+            (None, None) => {}
+            (Some(_), None) => {
+                return Err(bad(
+                    "--ring.etcd-username needs --ring.etcd-password (or WEFT_RING_ETCD_PASSWORD)"
+                        .to_string(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "--ring.etcd-password without --ring.etcd-username".to_string()
+                ))
+            }
+        }
+        Ok(options)
+    }
 }
 
 /// What `/ring` shows: the ring this node uses and how it knows it.
@@ -531,6 +647,7 @@ async fn connect(
         .with_keep_alive(HTTP2_PING_EVERY, HTTP2_PING_TIMEOUT)
         .with_keep_alive_while_idle(false)
         .with_tcp_keepalive(Duration::from_secs(30));
+    let options = cfg.security.apply(&cfg.endpoints, options)?;
     let mut backoff = Backoff::new();
     loop {
         match tokio::time::timeout(

@@ -138,6 +138,7 @@ fn config(etcd: &Etcd, dir: &Path, id: &str, addr: &str) -> MembershipConfig {
         heartbeat_timeout: HEARTBEAT,
         num_tokens: 16,
         tokens_file: dir.join(format!("{id}-tokens.json")),
+        security: Default::default(),
     }
 }
 

@@ -31,11 +31,27 @@ fn etcd_binary() -> String {
     std::env::var("WEFT_TEST_ETCD").unwrap_or_else(|_| "etcd".to_string())
 }
 
+/// PEM files for an etcd that speaks TLS and asks clients for certificates.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// etcd's certificate (with `127.0.0.1` among its names).
+    pub cert: PathBuf,
+    /// Its key.
+    pub key: PathBuf,
+    /// The CA that client certificates must chain to.
+    pub ca: PathBuf,
+}
+
 /// A throwaway single-member etcd; killed (SIGKILL) and reaped on drop.
 #[derive(Debug)]
 pub struct Etcd {
     child: Child,
     client_port: u16,
+    /// Where `/health` answers over plain HTTP (the client port, or with TLS the metrics
+    /// port).
+    health_port: u16,
+    /// Whether clients must speak TLS.
+    tls: bool,
     /// Where its data and its log live; kept when the test fails.
     dir: TempDir,
     /// Set while SIGSTOPped.
@@ -56,6 +72,13 @@ impl Etcd {
     /// Starts etcd and waits until `/health` says it is healthy. `None` means skip: etcd is
     /// missing and this is not CI.
     pub fn start() -> Option<Etcd> {
+        Etcd::start_with(None)
+    }
+
+    /// Like [`Etcd::start`], with TLS on the client port when `tls` is given: etcd's
+    /// certificate and key, the CA that clients' certificates must chain to (etcd's
+    /// `--client-cert-auth`), so a client without a certificate is refused.
+    pub fn start_with(tls: Option<&EtcdTls>) -> Option<Etcd> {
         if !super::require(
             "etcd",
             Etcd::available(),
@@ -65,7 +88,7 @@ impl Etcd {
         }
         let mut last_failure = String::new();
         for attempt in 1..=START_ATTEMPTS {
-            match Etcd::try_start() {
+            match Etcd::try_start(tls) {
                 Ok(etcd) => return Some(etcd),
                 Err(why) => {
                     eprintln!("etcd start attempt {attempt}/{START_ATTEMPTS} failed: {why}");
@@ -76,7 +99,7 @@ impl Etcd {
         panic!("etcd did not start in {START_ATTEMPTS} attempts; last: {last_failure}");
     }
 
-    fn try_start() -> Result<Etcd, String> {
+    fn try_start(tls: Option<&EtcdTls>) -> Result<Etcd, String> {
         let dir = TempDir::new("weft-etcd");
         let data = dir.path().join("data");
         let log_path = dir.path().join("etcd.log");
@@ -90,9 +113,23 @@ impl Etcd {
         while peer_port == client_port {
             peer_port = free_port();
         }
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let mut cmd = Command::new(etcd_binary());
+        let mut health_port = client_port;
+        if let Some(t) = tls {
+            health_port = free_port();
+            cmd.arg("--cert-file")
+                .arg(&t.cert)
+                .arg("--key-file")
+                .arg(&t.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.ca)
+                .arg("--listen-metrics-urls")
+                .arg(format!("http://127.0.0.1:{health_port}"));
+        }
         cmd.arg("--name")
             .arg("t")
             .arg("--data-dir")
@@ -122,6 +159,8 @@ impl Etcd {
         let mut etcd = Etcd {
             child,
             client_port,
+            health_port,
+            tls: tls.is_some(),
             dir,
             paused: AtomicBool::new(false),
         };
@@ -148,7 +187,8 @@ impl Etcd {
 
     /// `http://127.0.0.1:PORT`, what `--ring.etcd-endpoints` takes.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     pub fn port(&self) -> u16 {
@@ -161,7 +201,7 @@ impl Etcd {
 
     /// Whether `GET /health` answers within a second with `"health":"true"`.
     pub fn healthy(&self) -> bool {
-        health_body(self.client_port, Duration::from_secs(1))
+        health_body(self.health_port, Duration::from_secs(1))
             .is_ok_and(|body| body.replace(' ', "").contains("\"health\":\"true\""))
     }
 
