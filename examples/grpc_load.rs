@@ -114,7 +114,7 @@ fn push_grpc(port: u16, raw: Vec<Vec<Vec<u8>>>) -> f64 {
                         grpc.ready().await.expect("ready");
                         let _: tonic::Response<weft::proto::cortex::WriteResponse> = grpc
                             .unary(
-                                tonic::Request::new(RawMessage(r)),
+                                tonic::Request::new(weft::proto::cortex::EncodedWriteRequest(r)),
                                 PathAndQuery::from_static("/cortex.Ingester/Push"),
                                 tonic_prost::ProstCodec::default(),
                             )
@@ -130,30 +130,4 @@ fn push_grpc(port: u16, raw: Vec<Vec<Vec<u8>>>) -> f64 {
         h.join().unwrap();
     }
     acked.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
-}
-
-/// A message that encodes as the bytes it holds (an encoded `WriteRequest`).
-#[derive(Debug, Clone, PartialEq, Default)]
-struct RawMessage(Vec<u8>);
-
-impl prost::Message for RawMessage {
-    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        buf.put_slice(&self.0);
-    }
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        // Only ever sent.
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-    fn clear(&mut self) {
-        self.0.clear();
-    }
 }

@@ -21,9 +21,9 @@ use tonic::codegen::http::uri::PathAndQuery;
 use tonic::{Code, Request, Status};
 use tonic_prost::ProstCodec;
 use weft::proto::cortex::{
-    LabelMatchers, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest, LabelValuesResponse,
-    MetricsForLabelMatchersRequest, MetricsForLabelMatchersResponse, QueryRequest,
-    QueryStreamResponse, WriteResponse, ENCODING_XOR,
+    EncodedWriteRequest, LabelMatchers, LabelNamesRequest, LabelNamesResponse, LabelValuesRequest,
+    LabelValuesResponse, MetricsForLabelMatchersRequest, MetricsForLabelMatchersResponse,
+    QueryRequest, QueryStreamResponse, WriteResponse, ENCODING_XOR,
 };
 use weft::proto::prompb::{MatcherType, Query};
 
@@ -101,7 +101,7 @@ impl Client {
     /// bytes).
     async fn push(&mut self, raw: Vec<u8>, tenant: Option<&str>) -> Result<(), Status> {
         let _: WriteResponse = self
-            .unary("/cortex.Ingester/Push", RawMessage(raw), tenant)
+            .unary("/cortex.Ingester/Push", EncodedWriteRequest(raw), tenant)
             .await?;
         Ok(())
     }
@@ -134,39 +134,6 @@ impl Client {
             out.push(m);
         }
         Ok((out, partial))
-    }
-}
-
-/// A message that encodes as the bytes it holds (a `WriteRequest` encoded by hand, so that
-/// -0.0 and NaN payloads go over exactly).
-#[derive(Clone, PartialEq, Default)]
-struct RawMessage(Vec<u8>);
-
-impl std::fmt::Debug for RawMessage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "RawMessage({} bytes)", self.0.len())
-    }
-}
-
-impl Message for RawMessage {
-    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        buf.put_slice(&self.0);
-    }
-    fn merge_field(
-        &mut self,
-        tag: u32,
-        wire_type: prost::encoding::WireType,
-        buf: &mut impl bytes::Buf,
-        ctx: prost::encoding::DecodeContext,
-    ) -> Result<(), prost::DecodeError> {
-        // Only ever sent.
-        prost::encoding::skip_field(wire_type, tag, buf, ctx)
-    }
-    fn encoded_len(&self) -> usize {
-        self.0.len()
-    }
-    fn clear(&mut self) {
-        self.0.clear();
     }
 }
 
@@ -666,19 +633,7 @@ fn in_ring_mode_grpc_calls_go_through_the_ring() {
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
     for w in &nodes {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = w.client().get(w.url("/ring?format=json")).send().unwrap();
-            let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
-            let active = v["instances"]
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|i| i["state"] == "ACTIVE").count());
-            if active == 3 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "never 3 ACTIVE: {v}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        w.wait_ring_active(3);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

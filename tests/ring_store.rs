@@ -153,22 +153,7 @@ fn replicas_upload_their_copies_and_the_compactor_keeps_each_sample_once() {
     // Every node sees three ACTIVE instances before the first push (a push to a node that
     // sees fewer than two would get 503).
     for w in &nodes {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = w.client().get(w.url("/ring?format=json")).send().unwrap();
-            let v: serde_json::Value = serde_json::from_str(&r.text().unwrap()).unwrap();
-            let active = v["instances"]
-                .as_array()
-                .map_or(0, |a| a.iter().filter(|i| i["state"] == "ACTIVE").count());
-            if active == 3 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "ring never had 3 ACTIVE: {v}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        w.wait_ring_active(3);
     }
 
     // Three days ago, in one 2h block: old enough for the compactor's block margin.

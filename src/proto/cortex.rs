@@ -11,6 +11,35 @@
 
 use super::prompb::LabelMatcher;
 
+/// A client's `Push` message already encoded: a `WriteRequest` (remote write 1.0's, or
+/// Cortex's) as bytes, sent as they are by a prost codec. For clients that encode by hand
+/// (to send -0.0 and NaN payloads exactly, or to pass on a request they received); it never
+/// decodes anything.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct EncodedWriteRequest(pub Vec<u8>);
+
+impl prost::Message for EncodedWriteRequest {
+    fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(&self.0);
+    }
+    fn merge_field(
+        &mut self,
+        tag: u32,
+        wire_type: prost::encoding::WireType,
+        buf: &mut impl bytes::Buf,
+        ctx: prost::encoding::DecodeContext,
+    ) -> Result<(), prost::DecodeError> {
+        // Only ever sent: fields are skipped, not kept.
+        prost::encoding::skip_field(wire_type, tag, buf, ctx)
+    }
+    fn encoded_len(&self) -> usize {
+        self.0.len()
+    }
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// `cortexpb.WriteResponse`: empty.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct WriteResponse {}

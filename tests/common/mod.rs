@@ -702,6 +702,30 @@ impl Weft {
             .unwrap_or_else(|e| panic!("{path} data is not a list of strings ({e}): {data}"))
     }
 
+    /// Ring mode: waits (at most 30 s) until this node's `/ring?format=json` shows `n`
+    /// instances ACTIVE.
+    pub fn wait_ring_active(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = collect(
+                self.client.get(self.url("/ring?format=json")).send(),
+                "/ring",
+            );
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            let active = v["instances"]
+                .as_array()
+                .map_or(0, |a| a.iter().filter(|i| i["state"] == "ACTIVE").count());
+            if active == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ring never had {n} ACTIVE: {v}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The `/metrics` exposition text.
     pub fn metrics(&self) -> String {
         let r = collect(self.client.get(self.url("/metrics")).send(), "/metrics");
