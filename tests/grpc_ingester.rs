@@ -27,6 +27,7 @@ use weft::proto::cortex::{
 };
 use weft::proto::prompb::{MatcherType, Query};
 
+use common::s3::free_port;
 use common::workload::{encode_push_of, mix, Workload};
 use common::{matcher, unsnappy, Labels, Samples, Weft};
 
@@ -36,15 +37,6 @@ const LOAD: Workload = Workload {
     series_per_writer: 12,
     arbitrary_percent: 30,
 };
-
-/// A free loopback port (bound, then released for weft to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
 
 struct Client {
     grpc: tonic::client::Grpc<tonic::transport::Channel>,

@@ -37,6 +37,7 @@ use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Code, Request, Response, Status};
 use tower_service::Service;
 
+use super::read::PARTIAL_HEADER;
 use crate::metrics::{GrpcLabels, Metrics};
 use crate::proto::cortex::{
     encoding_from_remote_read, Chunk, LabelMatchers, LabelNamesRequest, LabelNamesResponse,
@@ -513,7 +514,7 @@ impl UnaryService<LabelValuesRequest> for Call {
             if let Some(m) = r.matchers.filter(|m| !m.matchers.is_empty()) {
                 params.push(("match[]", selector(&m)?));
             }
-            let path = format!("/api/v1/label/{}/values", path_segment(&r.label_name));
+            let path = super::label_values_path(&r.label_name);
             let (data, partial) = inner.api_get(tenant.as_deref(), &path, &params).await?;
             let mut resp = Response::new(LabelValuesResponse {
                 label_values: strings(data)?,
@@ -676,14 +677,14 @@ fn code_name(code: Code) -> &'static str {
 
 fn partial_of(headers: &http::HeaderMap) -> Option<String> {
     headers
-        .get("x-weft-partial")
+        .get(PARTIAL_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
 }
 
 fn mark_partial(md: &mut MetadataMap, partial: Option<String>) {
     if let Some(v) = partial.and_then(|p| MetadataValue::try_from(p.as_str()).ok()) {
-        md.insert("x-weft-partial", v);
+        md.insert(PARTIAL_HEADER, v);
     }
 }
 
@@ -753,19 +754,6 @@ fn quote(out: &mut String, s: &str) {
         }
     }
     out.push('"');
-}
-
-/// Percent-encodes a path segment (all but unreserved characters).
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn strings(data: serde_json::Value) -> Result<Vec<String>, Status> {

@@ -314,6 +314,27 @@ impl AppState {
         }
     }
 
+    /// Ring reads: adds the instances that vanished without leaving to the peers that did
+    /// not answer (`failed`), logs each, and warns in `warnings` (counting the read as
+    /// partial) once more failed than `c`'s replication factor tolerates.
+    fn note_failed_peers(
+        &self,
+        c: &crate::ring::Cluster,
+        failed: &mut Vec<(String, String)>,
+        warnings: &mut Vec<String>,
+    ) {
+        for (id, why) in failed.iter() {
+            tracing::warn!(peer = %id, reason = %why, "ring read: a peer did not answer");
+        }
+        for id in c.lost() {
+            failed.push((id, "left the ring without leaving (lease expired)".into()));
+        }
+        if let Some(w) = crate::ring::fanout::partial_warning(failed, c.replication_factor()) {
+            self.metrics.ring.read_partial.inc();
+            crate::query::add_warning(warnings, w);
+        }
+    }
+
     /// The pairs of a form body (`application/x-www-form-urlencoded`, at most
     /// [`MAX_FORM_BYTES`]); none for any other body, which is not read.
     async fn form_pairs(
@@ -569,6 +590,21 @@ async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response
         })
         .observe(start.elapsed().as_secs_f64());
     resp
+}
+
+/// The path of `/api/v1/label/<name>/values` for `name`, percent-encoded as a path segment
+/// (every byte but unreserved characters), so that the router's `Path` gives `name` back.
+fn label_values_path(name: &str) -> String {
+    let mut out = String::from("/api/v1/label/");
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str("/values");
+    out
 }
 
 /// The tenant of a request: `X-Scope-OrgID`, or `anonymous`.

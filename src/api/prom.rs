@@ -203,10 +203,7 @@ pub(super) async fn label_values(
             .querier()
             .label_values(&tenant, &name, &p.matchers, p.start, p.end)
             .await;
-        let path = format!(
-            "/api/v1/label/{}/values",
-            form_urlencoded::byte_serialize(name.as_bytes()).collect::<String>()
-        );
+        let path = super::label_values_path(&name);
         if let Some(answers) =
             ask_peers(&st, &headers, &tenant, &path, &p.raw, &mut a.warnings).await
         {
@@ -260,12 +257,6 @@ pub(super) async fn ask_peers(
         st.limits.max_read_bytes,
     )
     .await;
-    for (id, why) in &failed {
-        tracing::warn!(peer = %id, reason = %why, "ring read: a peer did not answer");
-    }
-    for id in c.lost() {
-        failed.push((id, "left the ring without leaving (lease expired)".into()));
-    }
     let mut data = Vec::with_capacity(answers.len());
     for a in answers {
         for w in a.warnings {
@@ -273,10 +264,7 @@ pub(super) async fn ask_peers(
         }
         data.push(a.data);
     }
-    if let Some(w) = crate::ring::fanout::partial_warning(&failed, c.replication_factor()) {
-        st.metrics.ring.read_partial.inc();
-        crate::query::add_warning(warnings, w);
-    }
+    st.note_failed_peers(c, &mut failed, warnings);
     Some(data)
 }
 

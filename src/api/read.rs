@@ -132,17 +132,13 @@ async fn read_inner(
                     max_frame: st.limits.max_frame_bytes,
                 },
             );
-            let (p, mut r) = tokio::join!(local, asked);
-            for id in c.lost() {
-                r.failed
-                    .push((id, "left the ring without leaving (lease expired)".into()));
-            }
-            (p, Some((r, c.replication_factor())))
+            let (p, r) = tokio::join!(local, asked);
+            (p, Some((r, c)))
         }
     };
     let mut prepared = prepared.map_err(|e| query_refusal(st, e))?;
-    if let Some((reads, rf)) = peers {
-        merge_peer_reads(st, &mut prepared, reads, rf, max_read_bytes)
+    if let Some((reads, c)) = peers {
+        merge_peer_reads(st, &mut prepared, reads, c, max_read_bytes)
             .map_err(|e| query_refusal(st, e))?;
     }
     let partial = partial_header(st, &prepared.warnings);
@@ -206,13 +202,13 @@ async fn read_inner(
 
 /// Adds the peers' series to `prepared` (their chunks merged with this node's by
 /// `Selected::into_chunks`, each sample once), charging their bytes to the read's budget,
-/// and the warnings of peers that did not answer when more failed than the replication
-/// factor tolerates.
+/// and the warnings of peers that did not answer (and of instances lost without leaving)
+/// when more failed than the replication factor tolerates.
 fn merge_peer_reads(
     st: &AppState,
     prepared: &mut Prepared,
-    reads: crate::ring::fanout::PeerReads,
-    rf: usize,
+    mut reads: crate::ring::fanout::PeerReads,
+    c: &crate::ring::Cluster,
     max_read_bytes: u64,
 ) -> Result<(), QueryError> {
     prepared.charged_bytes = prepared.charged_bytes.saturating_add(reads.bytes);
@@ -224,16 +220,10 @@ fn merge_peer_reads(
     if let Some(r) = prepared.reservation.as_mut() {
         r.try_grow(reads.bytes)?;
     }
-    for (id, why) in &reads.failed {
-        tracing::warn!(peer = %id, reason = %why, "ring read: a peer did not answer");
-    }
     for w in reads.warnings {
         crate::query::add_warning(&mut prepared.warnings, w);
     }
-    if let Some(w) = crate::ring::fanout::partial_warning(&reads.failed, rf) {
-        st.metrics.ring.read_partial.inc();
-        crate::query::add_warning(&mut prepared.warnings, w);
-    }
+    st.note_failed_peers(c, &mut reads.failed, &mut prepared.warnings);
     let mut added: Vec<std::collections::HashMap<Labels, crate::query::Selected>> = prepared
         .queries
         .iter()

@@ -221,15 +221,9 @@ async fn push_inner(
         decompress_into(&body, max_decompressed_bytes, &mut bufs.raw)?;
     }
     // Ring mode keeps the body: a peer that owns every series of the push gets it as it came
-    // (no re-encoding; an uncompressed one is compressed once for all peers). It is small
-    // next to the decoded batch.
-    let original = cluster.as_ref().map(|_| {
-        if raw {
-            bytes::Bytes::from(crate::proto::compress(&bufs.raw))
-        } else {
-            body.clone()
-        }
-    });
+    // (no re-encoding). It is small next to the decoded batch. An uncompressed body (gRPC)
+    // is compressed below, once, only if some peer takes it whole.
+    let mut original = cluster.as_ref().filter(|_| !raw).map(|_| body.clone());
     drop(body);
     let mut batch = std::mem::take(&mut bufs.batch).recycle();
     let decoded = match proto {
@@ -264,6 +258,9 @@ async fn push_inner(
             .filter(|(k, _)| Some(*k) != mine)
             .map(|(k, part)| {
                 let whole = part.series.len() == batch.series.len();
+                if whole && raw && original.is_none() {
+                    original = Some(bytes::Bytes::from(crate::proto::compress(&bufs.raw)));
+                }
                 let (body, content_type) = match (&original, whole, proto) {
                     (Some(b), true, WriteProto::V1) => (b.clone(), CONTENT_TYPE_V1),
                     (Some(b), true, WriteProto::V2) => (b.clone(), CONTENT_TYPE_V2),

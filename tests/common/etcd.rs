@@ -211,14 +211,14 @@ impl Etcd {
     /// Returns once the kernel reports the process stopped: kill(2) returns before every
     /// thread of a busy Go process has stopped, and a request may be answered meanwhile.
     pub fn pause(&self) {
-        self.signal_group(libc::SIGSTOP);
+        super::signal_group(&self.child, libc::SIGSTOP);
         self.paused.store(true, Ordering::SeqCst);
         self.wait_stopped(true);
     }
 
     /// SIGCONT: etcd answers again, starting with what queued up meanwhile.
     pub fn resume(&self) {
-        self.signal_group(libc::SIGCONT);
+        super::signal_group(&self.child, libc::SIGCONT);
         self.paused.store(false, Ordering::SeqCst);
         self.wait_stopped(false);
     }
@@ -262,20 +262,6 @@ impl Etcd {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
-
-    fn signal_group(&self, signal: i32) {
-        let pgid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours. The group is the
-        // one our child leads (`process_group(0)`); the child is reaped only in drop, so the
-        // id cannot have been reused.
-        let rc = unsafe { libc::kill(-pgid, signal) };
-        assert_eq!(
-            rc,
-            0,
-            "kill(-{pgid}, {signal}) failed: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }
 
 impl Drop for Etcd {
@@ -289,7 +275,7 @@ impl Drop for Etcd {
         }
         // SIGKILL ends a stopped process too; no SIGCONT needed.
         let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: as in `signal_group`; the child has not been reaped yet.
+        // SAFETY: as in `super::signal_group`; the child has not been reaped yet.
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }

@@ -54,6 +54,22 @@ const LOG_TAIL_LINES: usize = 300;
 /// labels; anything far beyond that means the server does not split frames.
 pub const MAX_FRAME_BYTES: usize = (1 << 20) + (64 << 10);
 
+/// Sends `signal` to the process group that `child` leads (started with
+/// `process_group(0)`), so that it reaches the server even behind a wrapper script.
+pub fn signal_group(child: &Child, signal: i32) {
+    let pgid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours. The group is the
+    // one our child leads; the child is reaped only when its owner drops it, so the id
+    // cannot have been reused.
+    let rc = unsafe { libc::kill(-pgid, signal) };
+    assert_eq!(
+        rc,
+        0,
+        "kill(-{pgid}, {signal}) failed: {}",
+        std::io::Error::last_os_error()
+    );
+}
+
 /// Whether we run in CI, where a missing component is a failure rather than a skip.
 pub fn in_ci() -> bool {
     matches!(std::env::var("CI").as_deref(), Ok("true") | Ok("1"))

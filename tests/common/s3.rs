@@ -135,32 +135,18 @@ impl Moto {
     /// SIGSTOP: moto stops answering, but the kernel still accepts connections into its
     /// listen backlog and buffers requests. That is a hung server, for real.
     pub fn pause(&self) {
-        self.signal_group(libc::SIGSTOP);
+        super::signal_group(&self.child, libc::SIGSTOP);
         self.paused.store(true, Ordering::SeqCst);
     }
 
     /// SIGCONT: moto answers again, starting with everything queued while it was stopped.
     pub fn resume(&self) {
-        self.signal_group(libc::SIGCONT);
+        super::signal_group(&self.child, libc::SIGCONT);
         self.paused.store(false, Ordering::SeqCst);
     }
 
     pub fn is_paused(&self) -> bool {
         self.paused.load(Ordering::SeqCst)
-    }
-
-    fn signal_group(&self, signal: i32) {
-        let pgid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) takes plain integers and touches no memory of ours. The group is the
-        // one our child leads (`process_group(0)`); the child is not reaped before drop, so the
-        // id cannot have been reused.
-        let rc = unsafe { libc::kill(-pgid, signal) };
-        assert_eq!(
-            rc,
-            0,
-            "kill(-{pgid}, {signal}) failed: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 
@@ -168,7 +154,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         // SIGKILL ends a stopped process too; no SIGCONT needed.
         let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: as in `signal_group`; the child has not been reaped yet.
+        // SAFETY: as in `super::signal_group`; the child has not been reaped yet.
         unsafe {
             libc::kill(-pgid, libc::SIGKILL);
         }
